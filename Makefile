@@ -1,0 +1,49 @@
+# iogate — the two set-up commands of the README are `make serve` and `make test`.
+# Everything they need is installed here, into ./.venv, on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+ONLY   ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test lint bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the gateway on the embedded default (SQLite ./var/iogate.db + in-process cache).
+serve: $(VENV)/.installed
+	$(BIN)/iogate serve --host $(HOST) --port $(PORT) $(if $(CONFIG),--config $(CONFIG))
+
+## Run the whole test suite: lint, types, unit and integration tests on real servers.
+test: $(VENV)/.installed-dev
+	scripts/test.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway).
+bench: $(VENV)/.installed-bench
+	scripts/install-services.sh bench
+	$(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: `make test` runs this after installing the dev dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+scripts/install-services.sh
+
+echo "== ruff" >&2
+$BIN/ruff check src tests benchmarks
+$BIN/ruff format --check src tests benchmarks
+echo "== mypy --strict" >&2
+$BIN/mypy
+echo "== pytest" >&2
+$BIN/pytest "$@"
