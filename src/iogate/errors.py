@@ -196,9 +196,14 @@ class IntegrityError(DatabaseError):
     """
 
     def __init__(
-        self, message: str = "", *, constraint: str | None = None, **kw: Unpack[OperationContext]
+        self,
+        message: str = "",
+        *,
+        constraint: str | None = None,
+        sqlstate: str | None = None,
+        **kw: Unpack[OperationContext],
     ) -> None:
-        super().__init__(message, **kw)
+        super().__init__(message, sqlstate=sqlstate, **kw)
         self.constraint = constraint
 
 
@@ -208,9 +213,14 @@ class QueryError(DatabaseError):
     offset of the error in the statement when the engine reports it."""
 
     def __init__(
-        self, message: str = "", *, position: int | None = None, **kw: Unpack[OperationContext]
+        self,
+        message: str = "",
+        *,
+        position: int | None = None,
+        sqlstate: str | None = None,
+        **kw: Unpack[OperationContext],
     ) -> None:
-        super().__init__(message, **kw)
+        super().__init__(message, sqlstate=sqlstate, **kw)
         self.position = position
 
 

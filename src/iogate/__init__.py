@@ -1,0 +1,1 @@
+"""iogate: non-blocking, pooled and resilient database and API calls."""

@@ -1,0 +1,235 @@
+"""Configuration: the pydantic models of ``iogate.toml``.
+
+The file is optional. Without one, iogate runs on its embedded default: one
+SQLite database named ``main`` at ``./var/iogate.db`` and the in-process cache.
+
+Shape (keys are added by later versions, never renamed)::
+
+    [server]
+    host = "127.0.0.1"
+    port = 8080
+
+    [databases.main]
+    url = "sqlite:///var/iogate.db"          # three slashes: relative to the working dir
+
+    [databases.pg]
+    url = "postgresql://app@127.0.0.1:5432/app"
+
+    [upstreams.example]
+    base_url = "http://127.0.0.1:9000/api"
+    headers = { "x-api-key" = "${EXAMPLE_API_KEY}" }
+
+``${NAME}`` in any string value is replaced by the environment variable
+``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
+:class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.
+
+Every model forbids unknown keys, so a typo stops start-up with a message
+naming the offending key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from iogate.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SQLITE_URL",
+    "DatabaseConfig",
+    "DatabaseKind",
+    "IogateConfig",
+    "ServerConfig",
+    "UpstreamConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_SQLITE_URL = "sqlite:///var/iogate.db"
+"""The embedded default database: ``./var/iogate.db``, relative to the working directory."""
+
+_NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+ResourceName = Annotated[str, Field(pattern=_NAME_RE)]
+
+_ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DatabaseKind = Literal["sqlite", "postgresql", "redis"]
+_DB_SCHEMES: dict[str, DatabaseKind] = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    """``[server]``: where ``iogate serve`` listens (CLI flags override)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class DatabaseConfig(_Model):
+    """``[databases.<name>]``: one named database, chosen by URL scheme.
+
+    - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
+      ``sqlite:///:memory:`` — aiosqlite, WAL mode, one writer connection plus
+      ``pool_size`` reader connections.
+    - ``postgresql://user:password@host:port/dbname`` — an asyncpg pool of
+      ``pool_min_size`` .. ``pool_size`` connections.
+    - ``redis://host:port/db`` (or ``rediss://``) — redis-py with hiredis, a
+      pool of at most ``pool_size`` connections.
+
+    Attributes:
+        url: the database URL (may hold ``${ENV}`` secrets; never logged).
+        pool_size: max connections (SQLite: reader connections), 1..1024.
+        pool_min_size: connections opened at start (PostgreSQL), 0..pool_size.
+        connect_timeout: seconds to wait for one connection to open.
+        busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
+    """
+
+    url: str
+    pool_size: int = Field(default=10, ge=1, le=1024)
+    pool_min_size: int = Field(default=1, ge=0, le=1024)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    busy_timeout: float = Field(default=5.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in _DB_SCHEMES:
+            known = ", ".join(sorted(_DB_SCHEMES))
+            raise ValueError(f"unsupported URL scheme {scheme!r} (use one of: {known})")
+        if scheme == "sqlite" and not url.startswith("sqlite:///"):
+            raise ValueError("SQLite URLs look like sqlite:///relative.db or sqlite:////abs.db")
+        return url
+
+    @property
+    def kind(self) -> DatabaseKind:
+        """The backend this URL selects."""
+        return _DB_SCHEMES[urlsplit(self.url).scheme.lower()]
+
+    def sqlite_path(self) -> str:
+        """The file path of a ``sqlite:///`` URL (``:memory:`` stays as is)."""
+        return self.url.removeprefix("sqlite:///").split("?", 1)[0]
+
+
+class UpstreamConfig(_Model):
+    """``[upstreams.<name>]``: one external HTTP API.
+
+    Attributes:
+        base_url: every request goes under this URL (``http`` or ``https``).
+        headers: default headers sent with every request; the configured values
+            win over a caller's headers of the same name. Put secrets here via
+            ``${ENV}``; they never appear in responses, logs or ``repr``.
+        timeout: total seconds per request, connect included.
+        connect_timeout: seconds to establish a connection.
+        max_connections: size of this upstream's connection pool.
+        max_response_bytes: larger bodies are refused (UpstreamError).
+    """
+
+    base_url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("base_url must be an absolute http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url may not carry a query string or fragment")
+        return url
+
+
+class IogateConfig(_Model):
+    """The whole ``iogate.toml``."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
+    upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+
+
+def default_config() -> IogateConfig:
+    """The embedded default: database ``main`` on SQLite at ``./var/iogate.db``."""
+    return IogateConfig(databases={"main": DatabaseConfig(url=DEFAULT_SQLITE_URL)})
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> IogateConfig:
+    """Read and validate ``iogate.toml``; ``None`` gives :func:`default_config`.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not valid TOML, names
+            an unset ``${ENV}`` variable, or fails validation; the message names
+            the offending key (``databases.pg.url: ...``).
+    """
+    if path is None:
+        return default_config()
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{os.fspath(path)}: invalid TOML: {exc}") from exc
+    return parse_config(data, environ=os.environ)
+
+
+def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str]) -> IogateConfig:
+    """Validate an already-parsed TOML document, interpolating ``${ENV}`` from ``environ``.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    expanded = _interpolate(data, environ, ())
+    try:
+        return IogateConfig.model_validate(expanded)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        key = ".".join(str(part) for part in first["loc"])
+        count = exc.error_count()
+        more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+        raise ConfigError(first["msg"] + more, key=key or None) from None
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return _expand(value, environ, ".".join(path))
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, environ, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ, (*path, str(i))) for i, v in enumerate(value)]
+    return value
+
+
+def _expand(text: str, environ: Mapping[str, str], key: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set", key=key)
+
+    return _ENV_RE.sub(substitute, text)

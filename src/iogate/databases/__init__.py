@@ -1,0 +1,1 @@
+"""iogate.databases."""

@@ -1,0 +1,163 @@
+"""Injectable time: every policy reads the time and sleeps through a :class:`Clock`.
+
+Production code uses :class:`SystemClock`; tests use :class:`FakeClock`, whose
+time moves only when the test calls :meth:`FakeClock.advance`, so backoff,
+sliding windows and breaker recovery are tested instantly and deterministically
+(the approach of aiolimiter's tests and Trio's ``MockClock``).
+
+Besides the two methods of the :class:`Clock` protocol, both clocks offer
+``call_later(delay, callback)`` (see :class:`SchedulingClock`), which the
+timeout machinery uses to cancel an attempt without a helper task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Cancellable", "Clock", "FakeClock", "SchedulingClock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Monotonic time in seconds and an asynchronous sleep."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock (only differences are meaningful)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend the calling task for ``seconds`` (clamped at 0)."""
+        ...
+
+
+class Cancellable(Protocol):
+    """A scheduled callback that can be cancelled (``asyncio.TimerHandle`` is one)."""
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class SchedulingClock(Clock, Protocol):
+    """A :class:`Clock` that can also run a callback after a delay."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        """Run ``callback()`` once, ``delay`` seconds from now; return a handle to cancel it."""
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``.
+
+    ``time.monotonic`` is also what asyncio's default event loop uses for
+    ``loop.time()``, so deadlines computed here agree with loop timers.
+    ``call_later`` schedules on the running loop.
+    """
+
+    __slots__ = ()
+
+    monotonic = staticmethod(time.monotonic)
+
+    async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep(max(seconds, 0))``."""
+        await asyncio.sleep(max(seconds, 0.0))
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        """``loop.call_later`` on the running loop."""
+        return asyncio.get_running_loop().call_later(max(delay, 0.0), callback)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class _FakeTimer:
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """A clock for tests: time stands still until :meth:`advance` moves it.
+
+    ``sleep(s)`` suspends the task until the clock has been advanced to at
+    least ``now + s``; ``call_later`` callbacks run synchronously inside
+    :meth:`advance`, in time order. Nothing ever really sleeps.
+
+    Args:
+        start: the initial reading of :meth:`monotonic`, in seconds.
+    """
+
+    __slots__ = ("_now", "_seq", "_timers")
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._seq = itertools.count()
+        self._timers: list[tuple[float, int, _FakeTimer]] = []
+
+    def monotonic(self) -> float:
+        """The fake time, in seconds."""
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _FakeTimer:
+        """Run ``callback()`` when the clock is advanced past ``now + delay``."""
+        timer = _FakeTimer(self._now + max(delay, 0.0), callback)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend until the clock is advanced to ``now + seconds``.
+
+        A zero or negative sleep yields to the loop once, like ``asyncio.sleep(0)``.
+        """
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_later(seconds, wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def advance(self, seconds: float) -> None:
+        """Move the time forward by ``seconds`` and fire every timer now due, in order.
+
+        Woken tasks run when the caller next yields to the loop
+        (``await asyncio.sleep(0)``).
+
+        Raises:
+            ValueError: ``seconds`` is negative.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        target = self._now + seconds
+        timers = self._timers
+        while timers and timers[0][0] <= target:
+            when, _, timer = heapq.heappop(timers)
+            self._now = max(self._now, when)
+            if not timer.cancelled:
+                timer.callback()
+        self._now = target
+
+    @property
+    def pending(self) -> int:
+        """Number of timers (sleeps and callbacks) not yet fired or cancelled."""
+        return sum(1 for _, _, t in self._timers if not t.cancelled)
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r}, pending={self.pending})"

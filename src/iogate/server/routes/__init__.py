@@ -1,0 +1,1 @@
+"""iogate.server.routes."""
