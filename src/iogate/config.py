@@ -95,14 +95,15 @@ class DatabaseConfig(_Model):
 
     Attributes:
         url: the database URL (may hold ``${ENV}`` secrets; never logged).
-        pool_size: max connections (SQLite: reader connections), 1..1024.
+        pool_size: max connections, 1..1024 (default: SQLite 4 reader
+            connections beside the writer, PostgreSQL 10, Redis 10).
         pool_min_size: connections opened at start (PostgreSQL), 0..pool_size.
         connect_timeout: seconds to wait for one connection to open.
         busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
     """
 
     url: str
-    pool_size: int = Field(default=10, ge=1, le=1024)
+    pool_size: int | None = Field(default=None, ge=1, le=1024)
     pool_min_size: int = Field(default=1, ge=0, le=1024)
     connect_timeout: float = Field(default=10.0, gt=0)
     busy_timeout: float = Field(default=5.0, ge=0)

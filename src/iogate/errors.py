@@ -8,6 +8,8 @@ backend and chained (``raise ... from exc``), so the original is always on
     IogateError
     ├── ConfigError                     invalid configuration (names the key)
     ├── UnknownResourceError            no database / upstream of that name (also LookupError)
+    ├── InvalidInputError               a call's arguments are refused before any I/O
+    │                                   (a path leaving the upstream's base URL...; also ValueError)
     └── OperationError                  resource, operation, attempts, elapsed_s
         ├── OperationTimeout            deadline or attempt timeout (also TimeoutError)
         ├── CircuitOpenError            retry_after_s
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "IntegrityError",
+    "InvalidInputError",
     "IogateError",
     "OperationContext",
     "OperationError",
@@ -88,6 +91,11 @@ class UnknownResourceError(IogateError, LookupError):
         super().__init__(f"no {kind} named {name!r} is configured")
         self.kind = kind
         self.name = name
+
+
+class InvalidInputError(IogateError, ValueError):
+    """A call's arguments were refused before any I/O, e.g. an upstream path
+    that would leave the upstream's base URL. The gateway answers 400."""
 
 
 class OperationError(IogateError):

@@ -1,0 +1,176 @@
+"""The ``iogate`` command: ``serve``, ``check``, ``init``.
+
+Exit codes: 0 success, 1 a resource failed its check, 2 invalid configuration
+or usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from iogate import __version__
+from iogate.config import IogateConfig, load_config
+from iogate.errors import ConfigError, IogateError
+from iogate.gateway import Gateway
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="iogate",
+    help="Non-blocking, pooled, resilient database and API calls, as an HTTP gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Path to iogate.toml (default: embedded SQLite ./var/iogate.db)."
+    ),
+]
+
+EXAMPLE_CONFIG = """\
+# iogate.toml — every key is optional; without this file iogate serves one
+# SQLite database named "main" at ./var/iogate.db.
+
+[server]
+host = "127.0.0.1"   # binding to another address exposes SQL over HTTP: add API keys first
+port = 8080
+
+[databases.main]
+url = "sqlite:///var/iogate.db"          # sqlite:///relative.db, sqlite:////absolute.db
+
+# [databases.pg]
+# url = "postgresql://app:${PG_PASSWORD}@127.0.0.1:5432/app"   # ${ENV} keeps secrets out
+# pool_size = 10
+
+# [databases.cache]
+# url = "redis://127.0.0.1:6379/0"
+
+# [upstreams.example]
+# base_url = "http://127.0.0.1:9000/api"
+# headers = { "x-api-key" = "${EXAMPLE_API_KEY}" }
+# timeout = 30.0
+"""
+
+
+def _load(config: Path | None) -> IogateConfig:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"iogate: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    from iogate.server.app import create_app
+
+    cfg = _load(config)
+    bind_host = host or cfg.server.host
+    bind_port = cfg.server.port if port is None else port
+    if not _is_loopback(bind_host):
+        typer.echo(
+            f"iogate: warning: binding to {bind_host} serves SQL to the network "
+            "and this version has no authentication",
+            err=True,
+        )
+    names = ", ".join(sorted(cfg.databases)) or "-"
+    upstreams = ", ".join(sorted(cfg.upstreams)) or "-"
+    typer.echo(
+        f"iogate {__version__}: http://{bind_host}:{bind_port}  databases: {names}  "
+        f"upstreams: {upstreams}",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(cfg),
+        host=bind_host,
+        port=bind_port,
+        log_level=log_level,
+        access_log=access_log,
+        server_header=False,
+    )
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Validate the configuration and ping every resource."""
+    cfg = _load(config)
+    results = asyncio.run(_check(cfg))
+    table = Table("resource", "kind", "status")
+    for name, kind, status in results:
+        table.add_row(name, kind, status)
+    Console(stderr=False).print(table)
+    if any(status != "ok" for _, _, status in results):
+        raise typer.Exit(1)
+
+
+async def _check(cfg: IogateConfig) -> list[tuple[str, str, str]]:
+    gateway = Gateway(cfg)
+    results: list[tuple[str, str, str]] = []
+    for name, db in gateway.databases.items():
+        try:
+            async with db:
+                await db.ping()
+            results.append((name, db.kind, "ok"))
+        except IogateError as exc:
+            results.append((name, db.kind, f"failed: {exc}"))
+    for name, upstream in gateway.upstreams.items():
+        # An upstream's readiness is not probed over the network: any path may
+        # be forbidden or costly. Its configuration was validated above.
+        results.append((name, f"upstream {upstream.base_url}", "ok"))
+    return results
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("iogate.toml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example iogate.toml."""
+    if path.exists() and not force:
+        typer.echo(f"iogate: {path} exists (use --force to overwrite)", err=True)
+        raise typer.Exit(2)
+    path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

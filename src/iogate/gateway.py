@@ -1,0 +1,196 @@
+"""Gateway: builds the named resources of a config and owns their lifecycle.
+
+>>> async with Gateway(load_config("iogate.toml")) as gw:      # doctest: +SKIP
+...     rows = await gw.database("main").fetch("SELECT * FROM t WHERE id = :id", {"id": 1})
+...     resp = await gw.upstream("example").request("GET", "/items")
+
+The library and the HTTP server use this same object: the server creates one
+in its lifespan. Nothing is global; two gateways in one process are independent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Self, TypeVar
+
+from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig
+from iogate.databases.base import CallRunner, Database, SQLDatabase
+from iogate.databases.postgres import PostgresDatabase
+from iogate.databases.redis import RedisDatabase
+from iogate.databases.sqlite import SQLiteDatabase
+from iogate.errors import UnknownResourceError
+from iogate.http.upstream import Upstream
+from iogate.observability.metrics import Metrics
+
+__all__ = ["Gateway"]
+
+T = TypeVar("T")
+
+
+class _MeasuredRunner:
+    """Runs a call and records its outcome and duration."""
+
+    __slots__ = ("_metrics", "_resource")
+
+    def __init__(self, resource: str, metrics: Metrics) -> None:
+        self._resource = resource
+        self._metrics = metrics
+
+    async def run(
+        self, fn: Callable[[], Awaitable[T]], /, *, operation: str, idempotent: bool = True
+    ) -> T:
+        started = time.perf_counter()
+        try:
+            result = await fn()
+        except BaseException as exc:
+            elapsed = time.perf_counter() - started
+            self._metrics.record(self._resource, operation, type(exc).__name__, elapsed)
+            raise
+        self._metrics.record(self._resource, operation, "ok", time.perf_counter() - started)
+        return result
+
+
+class Gateway:
+    """Owns every database and upstream of one :class:`~iogate.config.IogateConfig`.
+
+    Args:
+        config: the validated configuration.
+        metrics: where calls are recorded (a new :class:`Metrics` by default).
+
+    ``async with Gateway(config)`` opens every resource concurrently and closes
+    them all on exit; if one fails to open, those already open are closed and
+    the error propagates (a :class:`~iogate.errors.DatabaseError` naming it).
+    """
+
+    def __init__(self, config: IogateConfig, *, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._databases: dict[str, Database] = {
+            name: self._build_database(name, cfg) for name, cfg in config.databases.items()
+        }
+        self._upstreams: dict[str, Upstream] = {
+            name: self._build_upstream(name, cfg) for name, cfg in config.upstreams.items()
+        }
+
+    def _runner(self, resource: str) -> CallRunner:
+        return _MeasuredRunner(resource, self.metrics)
+
+    def _build_database(self, name: str, cfg: DatabaseConfig) -> Database:
+        runner = self._runner(name)
+        if cfg.kind == "sqlite":
+            return SQLiteDatabase(
+                name,
+                path=cfg.sqlite_path(),
+                readers=cfg.pool_size or 4,
+                busy_timeout_s=cfg.busy_timeout,
+                runner=runner,
+            )
+        if cfg.kind == "postgresql":
+            return PostgresDatabase(
+                name,
+                dsn=cfg.url,
+                min_size=min(cfg.pool_min_size, cfg.pool_size or 10),
+                max_size=cfg.pool_size or 10,
+                connect_timeout_s=cfg.connect_timeout,
+                runner=runner,
+            )
+        return RedisDatabase(
+            name,
+            url=cfg.url,
+            max_connections=cfg.pool_size or 10,
+            connect_timeout_s=cfg.connect_timeout,
+            runner=runner,
+        )
+
+    def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
+        return Upstream(
+            name,
+            base_url=cfg.base_url,
+            headers=cfg.headers,
+            timeout_s=cfg.timeout,
+            connect_timeout_s=cfg.connect_timeout,
+            max_connections=cfg.max_connections,
+            max_response_bytes=cfg.max_response_bytes,
+            runner=self._runner(name),
+        )
+
+    @property
+    def databases(self) -> Mapping[str, Database]:
+        """Every database, by name."""
+        return self._databases
+
+    @property
+    def upstreams(self) -> Mapping[str, Upstream]:
+        """Every upstream, by name."""
+        return self._upstreams
+
+    def database(self, name: str) -> SQLDatabase:
+        """The SQL database (SQLite or PostgreSQL) named ``name``.
+
+        Raises:
+            UnknownResourceError: no SQL database of that name is configured.
+        """
+        db = self._databases.get(name)
+        if not isinstance(db, SQLDatabase):
+            raise UnknownResourceError("SQL database", name)
+        return db
+
+    def redis(self, name: str) -> RedisDatabase:
+        """The Redis database named ``name``.
+
+        Raises:
+            UnknownResourceError: no Redis database of that name is configured.
+        """
+        db = self._databases.get(name)
+        if not isinstance(db, RedisDatabase):
+            raise UnknownResourceError("Redis database", name)
+        return db
+
+    def upstream(self, name: str) -> Upstream:
+        """The upstream API named ``name``.
+
+        Raises:
+            UnknownResourceError: no upstream of that name is configured.
+        """
+        upstream = self._upstreams.get(name)
+        if upstream is None:
+            raise UnknownResourceError("upstream", name)
+        return upstream
+
+    async def open(self) -> None:
+        """Open every resource concurrently; on any failure close all and re-raise."""
+        resources: list[Database | Upstream] = [
+            *self._databases.values(),
+            *self._upstreams.values(),
+        ]
+        results = await asyncio.gather(*(r.open() for r in resources), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.close()
+            raise failures[0]
+
+    async def close(self) -> None:
+        """Close every resource (idempotent); errors while closing are not raised."""
+        resources: list[Database | Upstream] = [
+            *self._databases.values(),
+            *self._upstreams.values(),
+        ]
+        await asyncio.gather(*(r.close() for r in resources), return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Gateway databases={sorted(self._databases)} upstreams={sorted(self._upstreams)}>"

@@ -1,0 +1,205 @@
+"""RFC 9457 problem details: every error the gateway answers with.
+
+Each iogate error class maps to one status and one stable ``type`` URI
+(``urn:iogate:problem:<slug>``). Framework errors (unknown route 404, 405,
+request validation 422) are rendered the same way. Bodies carry the error's
+safe message and context (``resource``, ``sqlstate``, ``retry_after_s``...),
+never a stack trace, a parameter value or a credential; unexpected exceptions
+become a generic 500 and are logged by class name only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iogate import errors
+
+__all__ = [
+    "PROBLEM_JSON",
+    "ProblemType",
+    "install_problem_handlers",
+    "problem_for",
+    "problem_response",
+]
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("iogate.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    """One kind of problem: HTTP status, slug (the ``type`` URI's tail) and title."""
+
+    status: int
+    slug: str
+    title: str
+
+    @property
+    def uri(self) -> str:
+        """The stable ``type`` URI."""
+        return f"urn:iogate:problem:{self.slug}"
+
+
+# Most specific first: the first class an error is an instance of wins.
+_BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
+    (errors.UnknownResourceError, ProblemType(404, "unknown-resource", "Unknown resource")),
+    (errors.InvalidInputError, ProblemType(400, "invalid-input", "Invalid input")),
+    (errors.ConfigError, ProblemType(500, "config-error", "Configuration error")),
+    (errors.OperationTimeout, ProblemType(504, "timeout", "Operation timed out")),
+    (errors.CircuitOpenError, ProblemType(503, "circuit-open", "Circuit breaker open")),
+    (errors.RateLimitedError, ProblemType(429, "rate-limited", "Rate limited")),
+    (errors.BulkheadFullError, ProblemType(503, "bulkhead-full", "Too many concurrent calls")),
+    (errors.QueryError, ProblemType(400, "bad-query", "Invalid SQL or parameters")),
+    (errors.IntegrityError, ProblemType(409, "integrity-violation", "Constraint violated")),
+    (errors.ReadOnlyViolation, ProblemType(403, "read-only", "Write refused in read-only mode")),
+    (
+        errors.TransientDatabaseError,
+        ProblemType(503, "database-unavailable", "Database temporarily unavailable"),
+    ),
+    (errors.DatabaseError, ProblemType(500, "database-error", "Database error")),
+    (
+        errors.UpstreamConnectionError,
+        ProblemType(502, "upstream-unreachable", "Upstream unreachable"),
+    ),
+    (errors.UpstreamHTTPError, ProblemType(502, "upstream-error", "Upstream error")),
+    (errors.UpstreamError, ProblemType(502, "upstream-error", "Upstream error")),
+    (errors.OperationError, ProblemType(500, "operation-error", "Operation failed")),
+)
+INTERNAL = ProblemType(500, "internal-error", "Internal server error")
+VALIDATION = ProblemType(422, "invalid-request", "Invalid request")
+_HTTP = {
+    400: ProblemType(400, "bad-request", "Bad request"),
+    404: ProblemType(404, "not-found", "Not found"),
+    405: ProblemType(405, "method-not-allowed", "Method not allowed"),
+    413: ProblemType(413, "too-large", "Request body too large"),
+}
+_CONTEXT_ATTRS = ("resource", "operation", "sqlstate", "constraint", "position", "status")
+
+
+def problem_for(exc: errors.IogateError) -> tuple[ProblemType, dict[str, Any]]:
+    """The problem type of an iogate error and its body (type, title, status,
+    detail and the error's context as extension members)."""
+    kind = next((p for cls, p in _BY_CLASS if isinstance(exc, cls)), INTERNAL)
+    body: dict[str, Any] = {
+        "type": kind.uri,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": str(exc),
+    }
+    for attr in _CONTEXT_ATTRS:
+        value = getattr(exc, attr, None)
+        if value is not None:
+            body["upstream_status" if attr == "status" else attr] = value
+    if isinstance(exc, errors.OperationError) and exc.attempts > 1:
+        body["attempts"] = exc.attempts
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        body["retry_after_s"] = retry_after
+    return kind, body
+
+
+def problem_response(
+    status: int, body: dict[str, Any], *, retry_after_s: float | None = None
+) -> Response:
+    """Render a problem body as ``application/problem+json``, with ``Retry-After``
+    (whole seconds, rounded up, RFC 9110 §10.2.3) when given."""
+    headers = {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(0, math.ceil(retry_after_s)))
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error ``app`` can raise as a problem."""
+
+    async def on_iogate_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.IogateError)
+        kind, body = problem_for(exc)
+        body["instance"] = request.url.path
+        if kind.status >= 500 and kind is not INTERNAL:
+            _log.warning("%s %s: %s", request.method, request.url.path, kind.slug)
+        return problem_response(kind.status, body, retry_after_s=body.get("retry_after_s"))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = _HTTP.get(exc.status_code, ProblemType(exc.status_code, "http-error", "Error"))
+        detail = exc.detail if isinstance(exc.detail, str) else kind.title
+        body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": detail}
+        body["instance"] = request.url.path
+        return problem_response(kind.status, body)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"][1:] if first["loc"][:1] == ["body"] else first["loc"])
+        body = {
+            "type": VALIDATION.uri,
+            "title": VALIDATION.title,
+            "status": VALIDATION.status,
+            "detail": f"{where}: {first['msg']}" if where else str(first["msg"]),
+            "errors": problems,
+            "instance": request.url.path,
+        }
+        return problem_response(VALIDATION.status, body)
+
+    app.add_exception_handler(errors.IogateError, on_iogate_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_middleware(_UnexpectedErrorMiddleware)
+
+
+class _UnexpectedErrorMiddleware:
+    """Turns any other exception into a generic 500 problem, logged by class name
+    only (Starlette's own 500 handler re-raises, and the server would then log
+    the traceback)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            path = scope.get("path", "")
+            _log.error("%s %s: unexpected %s", scope.get("method"), path, type(exc).__name__)
+            if started:
+                raise
+            body = {
+                "type": INTERNAL.uri,
+                "title": INTERNAL.title,
+                "status": INTERNAL.status,
+                "detail": "the gateway failed to handle this request",
+                "instance": path,
+            }
+            await problem_response(INTERNAL.status, body)(scope, receive, send)

@@ -1,0 +1,49 @@
+"""The original design's short paths, served by the same code as ``/v1``.
+
+``POST /database/execute`` ``{"db_name", "query", "params"}`` and
+``POST /api/execute`` ``{"api_name", "method", "endpoint", "data", "params"}``
+answer exactly like ``/v1/databases/{name}/query`` and
+``/v1/upstreams/{name}/request``. ``GET /stats`` and ``GET /health`` live in
+:mod:`iogate.server.routes.system`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from iogate.server.deps import GatewayDep
+from iogate.server.routes.databases import run_query
+from iogate.server.routes.upstreams import run_upstream
+from iogate.server.schemas import (
+    ApiExecuteRequest,
+    DatabaseExecuteRequest,
+    QueryResponse,
+    UpstreamResponse,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["original paths"])
+
+
+@router.post("/database/execute", response_model=QueryResponse, summary="Run SQL (original path)")
+async def database_execute(body: DatabaseExecuteRequest, gateway: GatewayDep) -> Response:
+    """Same as ``POST /v1/databases/{db_name}/query`` with ``query`` as ``sql``."""
+    return await run_query(gateway, body.db_name, body.query, body.params)
+
+
+@router.post("/api/execute", response_model=UpstreamResponse, summary="Call an API (original path)")
+async def api_execute(body: ApiExecuteRequest, gateway: GatewayDep) -> Response:
+    """Same as ``POST /v1/upstreams/{api_name}/request``; ``data`` is sent as a
+    JSON body when given."""
+    extra = {"json": body.data} if "data" in body.model_fields_set else {}
+    return await run_upstream(
+        gateway,
+        body.api_name,
+        method=body.method,
+        path=body.endpoint,
+        params=body.params,
+        headers=body.headers,
+        **extra,
+    )

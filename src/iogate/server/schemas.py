@@ -1,0 +1,126 @@
+"""Request and response bodies of the HTTP API (pydantic models, OpenAPI source)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ApiExecuteRequest",
+    "DatabaseExecuteRequest",
+    "HealthResponse",
+    "OperationStatsOut",
+    "QueryRequest",
+    "QueryResponse",
+    "ResourceStatsOut",
+    "StatsResponse",
+    "UpstreamRequest",
+    "UpstreamResponse",
+]
+
+MAX_SQL_CHARS = 1_000_000
+JsonParams = list[Any] | dict[str, Any] | None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QueryRequest(_In):
+    """One SQL statement and its parameters."""
+
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, examples=["SELECT 1 AS one"])
+    params: JsonParams = Field(
+        default=None,
+        description="A list for positional ? placeholders, an object for :name placeholders.",
+        examples=[{"id": 1}],
+    )
+
+
+class QueryResponse(BaseModel):
+    """The result of one statement."""
+
+    columns: list[str] = Field(description="Column names; empty for a statement without rows.")
+    column_types: list[str | None] = Field(description="Each column's type as the engine names it.")
+    rows: list[list[Any]] = Field(description="Rows as arrays, values in iogate's JSON encoding.")
+    row_count: int = Field(description="Rows returned, or rows affected by a write.")
+    last_insert_id: int | None = None
+    duration_ms: float
+
+
+class UpstreamRequest(_In):
+    """One request to a configured upstream; the path stays under its base URL."""
+
+    method: str = Field(default="GET", examples=["GET"])
+    path: str = Field(default="", max_length=8192, examples=["/items?limit=5"])
+    params: dict[str, str | int | float | bool] | None = None
+    headers: dict[str, str] | None = None
+    json_body: Any = Field(default=None, alias="json", description="A JSON request body.")
+    body: str | None = Field(default=None, description="A raw text body (instead of json).")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class UpstreamResponse(BaseModel):
+    """The upstream's answer, whatever its status."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any = Field(description="Parsed JSON, text, or base64 (see body_encoding).")
+    body_encoding: Literal["json", "text", "base64", "empty"]
+    duration_ms: float
+
+
+class DatabaseExecuteRequest(_In):
+    """``POST /database/execute`` (the original design's shape)."""
+
+    db_name: str = "main"
+    query: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    params: JsonParams = None
+
+
+class ApiExecuteRequest(_In):
+    """``POST /api/execute`` (the original design's shape)."""
+
+    api_name: str
+    method: str = "GET"
+    endpoint: str = Field(default="", max_length=8192)
+    data: Any = None
+    params: dict[str, str | int | float | bool] | None = None
+    headers: dict[str, str] | None = None
+
+
+class HealthResponse(BaseModel):
+    """Liveness: the process answers. No I/O is done."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class OperationStatsOut(BaseModel):
+    """One operation's figures since start."""
+
+    calls: int
+    errors: int
+    success_rate: float
+    mean_ms: float
+    max_ms: float
+    outcomes: dict[str, int]
+
+
+class ResourceStatsOut(BaseModel):
+    """One resource's figures since start."""
+
+    kind: str
+    calls: int
+    errors: int
+    mean_ms: float
+    operations: dict[str, OperationStatsOut]
+
+
+class StatsResponse(BaseModel):
+    """Per resource: calls, errors and mean latency since start."""
+
+    uptime_s: float
+    resources: dict[str, ResourceStatsOut]
