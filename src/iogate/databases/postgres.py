@@ -5,8 +5,10 @@
 - ``fetch``/``fetch_one``/``execute`` use the pool's own methods and asyncpg's
   per-connection prepared-statement cache.
 - ``query`` prepares the statement (extended protocol: exactly one statement)
-  to learn its columns and types even when it returns no rows, and reads the
-  command tag for rows affected.
+  to learn its columns and types even when it returns no rows, reads the
+  command tag for rows affected, and decodes JSON-shaped arguments by the
+  declared parameter types (an ISO 8601 string for a ``timestamptz``...):
+  it is what the HTTP gateway calls.
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
 """
 
@@ -27,6 +29,7 @@ from iogate.databases.base import (
     SQLDatabase,
 )
 from iogate.databases.sql import compile_postgres
+from iogate.databases.values import from_json_value
 from iogate.errors import (
     DatabaseError,
     IntegrityError,
@@ -128,6 +131,11 @@ class PostgresDatabase(SQLDatabase):
     async def _prepared_query(self, text: str, args: list[Any]) -> QueryResult:
         async with self._need_pool().acquire() as conn:
             stmt = await conn.prepare(text)
+            types = [t.name for t in stmt.get_parameters()]
+            try:
+                args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
+            except ValueError as exc:
+                raise QueryError(str(exc), resource=self.name, operation="query") from None
             records = await stmt.fetch(*args)
             status = stmt.get_statusmsg()
             attributes = stmt.get_attributes()

@@ -30,7 +30,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["MAX_SAFE_INTEGER", "to_json_row", "to_json_value"]
+import orjson
+
+__all__ = ["MAX_SAFE_INTEGER", "from_json_value", "to_json_row", "to_json_value"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer a JSON reader using IEEE doubles (JavaScript) keeps exact."""
@@ -66,3 +68,98 @@ def to_json_value(value: Any) -> Any:
 def to_json_row(row: Sequence[Any]) -> list[Any]:
     """Encode every value of one row."""
     return [to_json_value(v) for v in row]
+
+
+_ISO_Z = "Z"
+
+
+def from_json_value(value: Any, type_name: str) -> Any:
+    """Decode a JSON parameter for a PostgreSQL parameter of type ``type_name``
+    (``pg_type.typname``: ``timestamptz``, ``numeric``, ``uuid``, ``_int4``...).
+
+    The inverse of :func:`to_json_value` for values that arrive over HTTP:
+    ISO 8601 strings become dates and times, decimal strings ``Decimal``, UUID
+    strings ``UUID``, base64 strings ``bytes``, numbers seconds of an interval,
+    objects and arrays JSON text for ``json``/``jsonb``. A value already of a
+    fitting type, or of an unknown type, is returned unchanged, and the driver
+    reports what does not fit.
+
+    Raises:
+        ValueError: a string that does not parse as the type (message names
+            the type, not the value).
+    """
+    if value is None:
+        return None
+    if type_name.startswith("_") and isinstance(value, list):
+        return [from_json_value(v, type_name[1:]) for v in value]
+    decode = _DECODERS.get(type_name)
+    if decode is None:
+        return value
+    try:
+        return decode(value)
+    except (ValueError, TypeError, ArithmeticError):
+        raise ValueError(f"not a valid {type_name} value") from None
+
+
+def _datetime(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace(_ISO_Z, "+00:00"))
+    return value
+
+
+def _date(value: Any) -> Any:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _time(value: Any) -> Any:
+    return (
+        dt.time.fromisoformat(value.replace(_ISO_Z, "+00:00")) if isinstance(value, str) else value
+    )
+
+
+def _decimal(value: Any) -> Any:
+    return Decimal(value) if isinstance(value, str | int | float) else value
+
+
+def _uuid(value: Any) -> Any:
+    return uuid.UUID(value) if isinstance(value, str) else value
+
+
+def _bytes(value: Any) -> Any:
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+def _interval(value: Any) -> Any:
+    return dt.timedelta(seconds=value) if isinstance(value, int | float) else value
+
+
+def _integer(value: Any) -> Any:
+    return int(value) if isinstance(value, str) else value
+
+
+def _floating(value: Any) -> Any:
+    return float(value) if isinstance(value, int | str) and not isinstance(value, bool) else value
+
+
+def _json(value: Any) -> Any:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+_DECODERS = {
+    "timestamptz": _datetime,
+    "timestamp": _datetime,
+    "date": _date,
+    "time": _time,
+    "timetz": _time,
+    "numeric": _decimal,
+    "uuid": _uuid,
+    "bytea": _bytes,
+    "interval": _interval,
+    "int2": _integer,
+    "int4": _integer,
+    "int8": _integer,
+    "float4": _floating,
+    "float8": _floating,
+    "json": _json,
+    "jsonb": _json,
+}

@@ -1,0 +1,5 @@
+"""``python -m iogate`` runs the CLI."""
+
+from iogate.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""Real servers for the tests: PostgreSQL and Redis on temporary directories
+and free loopback ports, started from the Debian packages.
+
+PostgreSQL refuses to run as root, so when the tests run as root the cluster
+belongs to an unprivileged user (``postgres`` from the Debian package, else
+``nobody``) and its processes run as that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Block until ``port`` accepts connections (readiness of a child process)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on port {port} within {READY_TIMEOUT_S}s")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise RuntimeError("PostgreSQL is not installed: run scripts/install-services.sh")
+
+
+def _version_key(path: str) -> int:
+    part = path.split("/")[4]
+    return int(part) if part.isdigit() else 0
+
+
+@dataclass
+class PostgresServer:
+    """A running temporary cluster; ``dsn`` connects as a superuser over TCP."""
+
+    port: int
+    user: str
+    dsn: str
+    datadir: Path
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        stop(self.process, signal.SIGINT)  # "fast" shutdown
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop` (same data, same port)."""
+        self.process = _start_postgres(self.datadir, self.port)
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise RuntimeError("running as root and no unprivileged user to run PostgreSQL as")
+
+
+def _start_postgres(datadir: Path, port: int) -> subprocess.Popen[bytes]:
+    bindir = _postgres_bindir()
+    owner = _run_as()
+    log = open(datadir / "postgres.log", "ab")  # noqa: SIM115 (the child keeps its copy)
+    proc = subprocess.Popen(
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(datadir / "data"),
+            "-p",
+            str(port),
+            "-k",
+            str(datadir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        user=owner.pw_uid if owner else None,
+        group=owner.pw_gid if owner else None,
+    )
+    log.close()
+    wait_for_port(port, proc, "postgres")
+    return proc
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A temporary PostgreSQL cluster for the duration of the block."""
+    bindir = _postgres_bindir()
+    owner = _run_as()
+    datadir = Path(tempfile.mkdtemp(prefix="iogate-pg-"))
+    if owner:
+        os.chown(datadir, owner.pw_uid, owner.pw_gid)
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir / "data"),
+            "-U",
+            "iogate",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        user=owner.pw_uid if owner else None,
+        group=owner.pw_gid if owner else None,
+    )
+    port = free_port()
+    proc = _start_postgres(datadir, port)
+    server = PostgresServer(
+        port, "iogate", f"postgresql://iogate@127.0.0.1:{port}/postgres", datadir, proc
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A temporary Redis server (no persistence) for the duration of the block."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(binary):
+        raise RuntimeError("redis-server is not installed: run scripts/install-services.sh")
+    workdir = Path(tempfile.mkdtemp(prefix="iogate-redis-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc, "redis-server")
+        yield RedisServer(port, f"redis://127.0.0.1:{port}/0", proc)
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
