@@ -94,7 +94,7 @@ def problem_for(exc: errors.IogateError) -> tuple[ProblemType, dict[str, Any]]:
         "type": kind.uri,
         "title": kind.title,
         "status": kind.status,
-        "detail": str(exc),
+        "detail": exc.message if isinstance(exc, errors.OperationError) else str(exc),
     }
     for attr in _CONTEXT_ATTRS:
         value = getattr(exc, attr, None)
