@@ -38,7 +38,7 @@ class Clock(Protocol):
 class Cancellable(Protocol):
     """A scheduled callback that can be cancelled (``asyncio.TimerHandle`` is one)."""
 
-    def cancel(self) -> None: ...
+    def cancel(self) -> object: ...
 
 
 @runtime_checkable

@@ -1,0 +1,494 @@
+"""Circuit breaker: stop calling a dependency that is failing or slow.
+
+The state machine and options of resilience4j's ``CircuitBreaker``:
+
+* ``CLOSED``: calls pass; outcomes go into a sliding window (the last N calls,
+  or the calls of the last N seconds). Once the window holds ``minimum_calls``
+  and the failure rate or the slow-call rate reaches its threshold, it opens.
+* ``OPEN``: every call fails at once with :class:`~iogate.errors.CircuitOpenError`
+  (carrying ``retry_after_s``) for ``wait_in_open`` seconds — growing by
+  ``wait_multiplier`` on each consecutive trip, up to ``max_wait_in_open``.
+  Then the next call moves it to ``HALF_OPEN``.
+* ``HALF_OPEN``: exactly ``permitted_calls_in_half_open`` trial calls are let
+  through, every other call is rejected at once; when the trials have completed
+  the breaker closes, or opens again if they breach a threshold.
+* ``FORCED_OPEN`` / ``DISABLED``: set by hand (:meth:`force_open`,
+  :meth:`disable`); rejects everything / lets everything through, records nothing.
+  :meth:`reset` returns to ``CLOSED`` with an empty window.
+
+Errors that are instances of ``ignore_on`` are neither failures nor successes;
+errors in ``record_on`` are failures; any other error counts as a success (the
+dependency answered; the caller made the mistake). Outcomes of calls admitted
+before a state change are discarded, so half-open trials are judged only on
+themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import CircuitOpenError
+from .clock import Clock, SystemClock
+from .events import EventListener, PolicyEvent
+
+__all__ = [
+    "CallNotPermitted",
+    "CircuitBreaker",
+    "CircuitBreakerSnapshot",
+    "CircuitState",
+    "CircuitStateChanged",
+    "WindowType",
+]
+
+T = TypeVar("T")
+
+
+class CircuitState(enum.Enum):
+    """States of a :class:`CircuitBreaker` (resilience4j's names)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+class WindowType(enum.Enum):
+    """``COUNT``: the last ``window_size`` calls; ``TIME``: calls of the last ``window_size`` s."""
+
+    COUNT = "count"
+    TIME = "time"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStateChanged(PolicyEvent):
+    """The breaker moved from ``from_state`` to ``to_state``."""
+
+    from_state: CircuitState
+    to_state: CircuitState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallNotPermitted(PolicyEvent):
+    """A call was rejected in ``state`` (open, forced open, or half-open and full)."""
+
+    state: CircuitState
+    retry_after_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreakerSnapshot:
+    """Statistics of a breaker. Rates are ``None`` until ``minimum_calls`` are in the window."""
+
+    name: str
+    state: CircuitState
+    failure_rate: float | None
+    slow_call_rate: float | None
+    buffered_calls: int
+    buffered_failures: int
+    buffered_slow_calls: int
+    successful_calls: int
+    failed_calls: int
+    slow_calls: int
+    ignored_calls: int
+    not_permitted_calls: int
+    trips: int
+    retry_after_s: float | None
+
+
+class _CountWindow:
+    """Outcomes of the last ``size`` calls; O(1) per record."""
+
+    __slots__ = ("calls", "failures", "pos", "ring", "size", "slow")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ring = [0] * size  # bit 0: failed, bit 1: slow
+        self.pos = 0
+        self.calls = 0
+        self.failures = 0
+        self.slow = 0
+
+    def record(self, now: float, failed: int, slow: int) -> None:
+        pos = self.pos
+        if self.calls == self.size:
+            old = self.ring[pos]
+            self.failures -= old & 1
+            self.slow -= old >> 1
+        else:
+            self.calls += 1
+        self.ring[pos] = failed | (slow << 1)
+        self.failures += failed
+        self.slow += slow
+        pos += 1
+        self.pos = 0 if pos == self.size else pos
+
+
+class _TimeWindow:
+    """Outcomes of the last ``size`` seconds, in one-second buckets (as resilience4j)."""
+
+    __slots__ = ("b_calls", "b_fail", "b_slow", "calls", "cur", "failures", "size", "slow")
+
+    def __init__(self, size: int, now: float) -> None:
+        self.size = size
+        self.b_calls = [0] * size
+        self.b_fail = [0] * size
+        self.b_slow = [0] * size
+        self.cur = int(now)
+        self.calls = 0
+        self.failures = 0
+        self.slow = 0
+
+    def _advance(self, sec: int) -> None:
+        size = self.size
+        for s in range(self.cur + 1, min(sec, self.cur + size) + 1):
+            i = s % size
+            self.calls -= self.b_calls[i]
+            self.failures -= self.b_fail[i]
+            self.slow -= self.b_slow[i]
+            self.b_calls[i] = self.b_fail[i] = self.b_slow[i] = 0
+        self.cur = sec
+
+    def record(self, now: float, failed: int, slow: int) -> None:
+        sec = int(now)
+        if sec != self.cur:
+            self._advance(sec)
+        i = sec % self.size
+        self.b_calls[i] += 1
+        self.b_fail[i] += failed
+        self.b_slow[i] += slow
+        self.calls += 1
+        self.failures += failed
+        self.slow += slow
+
+
+class CircuitBreaker:
+    """A resilience4j-style circuit breaker (see the module docstring).
+
+    Args:
+        name: name used in events and errors (usually the resource).
+        failure_rate_threshold: open at this failure ratio, in (0, 1].
+        slow_call_rate_threshold: open at this slow-call ratio, in (0, 1].
+        slow_call_duration: a call taking at least this many seconds is slow (> 0).
+        window_type: :class:`WindowType` ``COUNT`` or ``TIME``.
+        window_size: calls (``COUNT``) or seconds (``TIME``) in the window (>= 1).
+        minimum_calls: calls in the window before rates are judged (>= 1).
+        permitted_calls_in_half_open: trial calls in ``HALF_OPEN`` (>= 1).
+        wait_in_open: seconds to stay ``OPEN`` after the first trip (> 0).
+        wait_multiplier: growth of the wait on each consecutive trip (>= 1).
+        max_wait_in_open: cap on the grown wait, seconds (default ``wait_in_open``
+            when the multiplier is 1, else 10x ``wait_in_open``).
+        record_on: errors that count as failures.
+        ignore_on: errors that count as neither failure nor success.
+        on_event: listener for :class:`CircuitStateChanged` and :class:`CallNotPermitted`.
+        clock: time source.
+
+    Raises:
+        ValueError: a bound above is violated.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_epoch",
+        "_half_issued",
+        "_max_wait",
+        "_min_calls",
+        "_now",
+        "_open_until",
+        "_slow_s",
+        "_state",
+        "_window",
+        "failed_calls",
+        "failure_rate_threshold",
+        "ignore_on",
+        "ignored_calls",
+        "minimum_calls",
+        "name",
+        "not_permitted_calls",
+        "on_event",
+        "permitted_calls_in_half_open",
+        "record_on",
+        "slow_call_duration",
+        "slow_call_rate_threshold",
+        "slow_calls",
+        "successful_calls",
+        "trips",
+        "wait_in_open",
+        "wait_multiplier",
+        "window_size",
+        "window_type",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        failure_rate_threshold: float = 0.5,
+        slow_call_rate_threshold: float = 1.0,
+        slow_call_duration: float = 60.0,
+        window_type: WindowType = WindowType.COUNT,
+        window_size: int = 100,
+        minimum_calls: int = 100,
+        permitted_calls_in_half_open: int = 10,
+        wait_in_open: float = 60.0,
+        wait_multiplier: float = 1.0,
+        max_wait_in_open: float | None = None,
+        record_on: tuple[type[BaseException], ...] = (Exception,),
+        ignore_on: tuple[type[BaseException], ...] = (),
+        on_event: EventListener | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not 0 < failure_rate_threshold <= 1:
+            raise ValueError(
+                f"failure_rate_threshold must be in (0, 1], got {failure_rate_threshold!r}"
+            )
+        if not 0 < slow_call_rate_threshold <= 1:
+            raise ValueError(
+                f"slow_call_rate_threshold must be in (0, 1], got {slow_call_rate_threshold!r}"
+            )
+        if not slow_call_duration > 0:
+            raise ValueError(f"slow_call_duration must be > 0, got {slow_call_duration!r}")
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size!r}")
+        if minimum_calls < 1:
+            raise ValueError(f"minimum_calls must be >= 1, got {minimum_calls!r}")
+        if permitted_calls_in_half_open < 1:
+            raise ValueError(
+                f"permitted_calls_in_half_open must be >= 1, got {permitted_calls_in_half_open!r}"
+            )
+        if not wait_in_open > 0:
+            raise ValueError(f"wait_in_open must be > 0, got {wait_in_open!r}")
+        if wait_multiplier < 1:
+            raise ValueError(f"wait_multiplier must be >= 1, got {wait_multiplier!r}")
+        if max_wait_in_open is None:
+            max_wait_in_open = wait_in_open if wait_multiplier == 1 else 10 * wait_in_open
+        if max_wait_in_open < wait_in_open:
+            raise ValueError(f"max_wait_in_open must be >= wait_in_open, got {max_wait_in_open!r}")
+        self.name = name
+        self.failure_rate_threshold = failure_rate_threshold
+        self.slow_call_rate_threshold = slow_call_rate_threshold
+        self.slow_call_duration = slow_call_duration
+        self.window_type = window_type
+        self.window_size = window_size
+        self.minimum_calls = minimum_calls
+        self.permitted_calls_in_half_open = permitted_calls_in_half_open
+        self.wait_in_open = wait_in_open
+        self.wait_multiplier = wait_multiplier
+        self._max_wait = max_wait_in_open
+        self.record_on = record_on
+        self.ignore_on = ignore_on
+        self.on_event = on_event
+        self._clock = clock if clock is not None else SystemClock()
+        self._now = self._clock.monotonic
+        self._slow_s = slow_call_duration
+        self._state = CircuitState.CLOSED
+        self._epoch = 0
+        self._open_until = 0.0
+        self._half_issued = 0
+        self.trips = 0
+        self.successful_calls = 0
+        self.failed_calls = 0
+        self.slow_calls = 0
+        self.ignored_calls = 0
+        self.not_permitted_calls = 0
+        self._window: _CountWindow | _TimeWindow = self._closed_window()
+        self._min_calls = self._closed_min_calls()
+
+    # -- windows -------------------------------------------------------------------------
+
+    def _closed_window(self) -> _CountWindow | _TimeWindow:
+        if self.window_type is WindowType.COUNT:
+            return _CountWindow(self.window_size)
+        return _TimeWindow(self.window_size, self._now())
+
+    def _closed_min_calls(self) -> int:
+        if self.window_type is WindowType.COUNT:
+            return min(self.minimum_calls, self.window_size)
+        return self.minimum_calls
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (``OPEN`` becomes ``HALF_OPEN`` only when a call arrives)."""
+        return self._state
+
+    def _transition(self, new: CircuitState, now: float) -> None:
+        old = self._state
+        self._state = new
+        self._epoch += 1
+        self._half_issued = 0
+        if new is CircuitState.CLOSED:
+            self.trips = 0
+            self._window = self._closed_window()
+            self._min_calls = self._closed_min_calls()
+        elif new is CircuitState.HALF_OPEN:
+            n = self.permitted_calls_in_half_open
+            self._window = _CountWindow(n)
+            self._min_calls = n
+        elif new is CircuitState.OPEN:
+            self.trips += 1
+            wait = self.wait_in_open * self.wait_multiplier ** (self.trips - 1)
+            self._open_until = now + min(wait, self._max_wait)
+        if self.on_event is not None and old is not new:
+            self.on_event(
+                CircuitStateChanged(policy=self.name, at=now, from_state=old, to_state=new)
+            )
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` (``retry_after_s`` is ``None``)."""
+        self._transition(CircuitState.FORCED_OPEN, self._now())
+
+    def disable(self) -> None:
+        """Let every call through and record nothing until :meth:`reset`."""
+        self._transition(CircuitState.DISABLED, self._now())
+
+    def reset(self) -> None:
+        """Back to ``CLOSED`` with an empty window and no trips."""
+        self._transition(CircuitState.CLOSED, self._now())
+
+    def _retry_after(self, now: float) -> float | None:
+        if self._state is CircuitState.OPEN:
+            return max(self._open_until - now, 0.0)
+        return None
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def acquire(self, now: float) -> int:
+        """Ask to make a call at clock time ``now``; return a permit to pass back.
+
+        Raises:
+            CircuitOpenError: the call is not permitted.
+        """
+        state = self._state
+        if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
+            return self._epoch
+        if state is CircuitState.OPEN and now >= self._open_until:
+            self._transition(CircuitState.HALF_OPEN, now)
+            state = CircuitState.HALF_OPEN
+        if (
+            state is CircuitState.HALF_OPEN
+            and self._half_issued < self.permitted_calls_in_half_open
+        ):
+            self._half_issued += 1
+            return self._epoch
+        self.not_permitted_calls += 1
+        retry_after = self._retry_after(now)
+        if self.on_event is not None:
+            self.on_event(
+                CallNotPermitted(policy=self.name, at=now, state=state, retry_after_s=retry_after)
+            )
+        raise CircuitOpenError(
+            f"circuit breaker is {state.value}",
+            resource=self.name or None,
+            retry_after_s=retry_after,
+        )
+
+    def release(self, permit: int) -> None:
+        """Give back a permit whose call produced no outcome (cancelled, ignored error)."""
+        if permit == self._epoch and self._state is CircuitState.HALF_OPEN:
+            self._half_issued -= 1
+
+    def on_success(self, permit: int, duration: float, now: float) -> None:
+        """Record a successful call of ``duration`` seconds, finished at ``now``."""
+        if permit != self._epoch:
+            return
+        state = self._state
+        if state is CircuitState.CLOSED:
+            self.successful_calls += 1
+            if duration < self._slow_s:
+                self._window.record(now, 0, 0)
+                return
+        elif state is not CircuitState.HALF_OPEN:
+            return
+        else:
+            self.successful_calls += 1
+        slow = 1 if duration >= self._slow_s else 0
+        self.slow_calls += slow
+        self._window.record(now, 0, slow)
+        self._judge(now)
+
+    def on_error(self, permit: int, exc: BaseException, duration: float, now: float) -> None:
+        """Classify ``exc`` (ignored / failure / success) and record it."""
+        if isinstance(exc, self.ignore_on) or not isinstance(exc, Exception):
+            self.ignored_calls += 1
+            self.release(permit)
+            return
+        if not isinstance(exc, self.record_on):
+            self.on_success(permit, duration, now)
+            return
+        if permit != self._epoch:
+            return
+        if self._state is not CircuitState.CLOSED and self._state is not CircuitState.HALF_OPEN:
+            return
+        self.failed_calls += 1
+        slow = 1 if duration >= self._slow_s else 0
+        self.slow_calls += slow
+        self._window.record(now, 1, slow)
+        self._judge(now)
+
+    def _breached(self) -> bool:
+        w = self._window
+        calls = w.calls
+        return (
+            w.failures >= self.failure_rate_threshold * calls
+            or w.slow >= self.slow_call_rate_threshold * calls
+        )
+
+    def _judge(self, now: float) -> None:
+        w = self._window
+        if w.calls < self._min_calls:
+            return
+        if self._breached():
+            self._transition(CircuitState.OPEN, now)
+        elif self._state is CircuitState.HALF_OPEN:
+            self._transition(CircuitState.CLOSED, now)
+
+    async def run(self, fn: Callable[[], Awaitable[T]], /) -> T:
+        """Call ``fn()`` through the breaker.
+
+        Raises:
+            CircuitOpenError: the breaker rejected the call; ``fn`` was not called.
+        """
+        now = self._now()
+        permit = self.acquire(now)
+        try:
+            result = await fn()
+        except BaseException as exc:
+            end = self._now()
+            self.on_error(permit, exc, end - now, end)
+            raise
+        end = self._now()
+        self.on_success(permit, end - now, end)
+        return result
+
+    def snapshot(self) -> CircuitBreakerSnapshot:
+        """Frozen statistics of the breaker and its current window."""
+        w = self._window
+        judged = w.calls >= self._min_calls and w.calls > 0
+        return CircuitBreakerSnapshot(
+            name=self.name,
+            state=self._state,
+            failure_rate=w.failures / w.calls if judged else None,
+            slow_call_rate=w.slow / w.calls if judged else None,
+            buffered_calls=w.calls,
+            buffered_failures=w.failures,
+            buffered_slow_calls=w.slow,
+            successful_calls=self.successful_calls,
+            failed_calls=self.failed_calls,
+            slow_calls=self.slow_calls,
+            ignored_calls=self.ignored_calls,
+            not_permitted_calls=self.not_permitted_calls,
+            trips=self.trips,
+            retry_after_s=self._retry_after(self._now()),
+        )
+
+    def __repr__(self) -> str:
+        w = self._window
+        return (
+            f"CircuitBreaker(name={self.name!r}, state={self._state.value}, "
+            f"calls={w.calls}, failures={w.failures}, slow={w.slow}, trips={self.trips})"
+        )

@@ -1,0 +1,271 @@
+"""The ``policies`` table of a resource in ``iogate.toml``, and the pipeline built from it.
+
+Durations are float seconds; ratios are in [0, 1]. Example::
+
+    [databases.main.policies]
+    deadline = 30.0
+    timeout = 10.0
+    retry = { max_attempts = 3, backoff = "exponential", jitter = "full", initial = 0.05,
+              max_delay = 2.0 }
+    retry_budget = { ratio = 0.2, min_per_s = 10.0, ttl = 10.0 }
+    circuit_breaker = { failure_rate = 0.5, minimum_calls = 20, window = 100, wait_in_open = 5.0 }
+    rate_limit = { rate = 100.0, burst = 200 }
+    bulkhead = { max_concurrent = 64, max_queued = 1000, max_wait = 1.0 }
+    hedge = { delay = 0.05, max_hedges = 1 }
+
+Every model forbids unknown keys and is frozen. :func:`build_pipeline` turns a
+:class:`PoliciesConfig` into a :class:`~iogate.policies.Pipeline`, with one
+:class:`~iogate.policies.RetryBudget` shared by the retry and the hedge.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import OperationTimeout
+from .backoff import Backoff, BackoffKind, Jitter
+from .budget import RetryBudget
+from .bulkhead import Bulkhead
+from .circuit_breaker import CircuitBreaker, WindowType
+from .clock import Clock, SystemClock
+from .hedge import Hedge
+from .pipeline import CallRecorder, Pipeline
+from .rate_limit import RateLimiter
+from .retry import Retry
+from .timeout import Timeout
+
+__all__ = [
+    "BulkheadConfig",
+    "CircuitBreakerConfig",
+    "HedgeConfig",
+    "PoliciesConfig",
+    "RateLimitConfig",
+    "RetryBudgetConfig",
+    "RetryConfig",
+    "build_pipeline",
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(BaseModel):
+    """``retry = {...}``: see :class:`~iogate.policies.Retry` and ``Backoff``."""
+
+    model_config = _STRICT
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff: Literal["exponential", "constant", "linear"] = "exponential"
+    jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
+    initial: float = Field(0.1, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+    max_delay: float = Field(10.0, ge=0)
+    max_retry_after: float = Field(120.0, ge=0)
+
+    @model_validator(mode="after")
+    def _delays(self) -> Self:
+        if self.max_delay < self.initial:
+            raise ValueError("max_delay must be >= initial")
+        if self.initial == 0 and self.backoff != "constant":
+            raise ValueError("initial must be > 0 unless backoff is constant")
+        return self
+
+    def to_backoff(self) -> Backoff:
+        """The :class:`~iogate.policies.Backoff` this describes."""
+        return Backoff(
+            kind=BackoffKind(self.backoff),
+            jitter=Jitter(self.jitter),
+            initial=self.initial,
+            multiplier=self.multiplier,
+            max_delay=self.max_delay,
+        )
+
+
+class RetryBudgetConfig(BaseModel):
+    """``retry_budget = {...}``: see :class:`~iogate.policies.RetryBudget` (Finagle defaults)."""
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    ratio: float = Field(0.2, ge=0, le=1000)
+    min_per_s: float = Field(10.0, ge=0)
+    ttl: float = Field(10.0, ge=1, le=60)
+
+
+class CircuitBreakerConfig(BaseModel):
+    """``circuit_breaker = {...}``: see :class:`~iogate.policies.CircuitBreaker`."""
+
+    model_config = _STRICT
+
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    slow_call_rate: float = Field(1.0, gt=0, le=1)
+    slow_call_duration: float = Field(60.0, gt=0)
+    window_type: Literal["count", "time"] = "count"
+    window: int = Field(100, ge=1)
+    minimum_calls: int = Field(100, ge=1)
+    half_open_calls: int = Field(10, ge=1)
+    wait_in_open: float = Field(60.0, gt=0)
+    wait_multiplier: float = Field(1.0, ge=1)
+    max_wait_in_open: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _waits(self) -> Self:
+        if self.max_wait_in_open is not None and self.max_wait_in_open < self.wait_in_open:
+            raise ValueError("max_wait_in_open must be >= wait_in_open")
+        return self
+
+
+class RateLimitConfig(BaseModel):
+    """``rate_limit = {...}``: see :class:`~iogate.policies.RateLimiter`."""
+
+    model_config = _STRICT
+
+    rate: float = Field(gt=0)
+    burst: float | None = Field(None, ge=1)
+    max_wait: float = Field(1.0, ge=0)
+
+
+class BulkheadConfig(BaseModel):
+    """``bulkhead = {...}``: see :class:`~iogate.policies.Bulkhead`."""
+
+    model_config = _STRICT
+
+    max_concurrent: int = Field(ge=1)
+    max_queued: int = Field(0, ge=0)
+    max_wait: float = Field(1.0, ge=0)
+
+
+class HedgeConfig(BaseModel):
+    """``hedge = {...}``: see :class:`~iogate.policies.Hedge`."""
+
+    model_config = _STRICT
+
+    delay: float = Field(0.05, gt=0)
+    percentile: float | None = Field(None, gt=0, lt=1)
+    max_hedges: int = Field(1, ge=1, le=10)
+    min_samples: int = Field(100, ge=1)
+
+
+class PoliciesConfig(BaseModel):
+    """The ``policies`` table of one database or upstream.
+
+    ``timeout`` is the attempt timeout and ``deadline`` the whole call's, in
+    seconds. ``enabled = false`` builds a pipeline with no policy at all.
+    """
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    deadline: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0)
+    retry: RetryConfig | None = None
+    retry_budget: RetryBudgetConfig = RetryBudgetConfig()
+    circuit_breaker: CircuitBreakerConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    bulkhead: BulkheadConfig | None = None
+    hedge: HedgeConfig | None = None
+
+
+def build_pipeline(
+    resource: str,
+    config: PoliciesConfig,
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    recorder: CallRecorder | None = None,
+    clock: Clock | None = None,
+    record_on: tuple[type[BaseException], ...] | None = None,
+) -> Pipeline:
+    """Build the :class:`~iogate.policies.Pipeline` of ``resource`` from its config.
+
+    Args:
+        resource: the resource's name (used on errors, events and records).
+        config: its ``policies`` table.
+        retry_on: the errors that are safe to retry for this kind of resource
+            (e.g. ``(TransientDatabaseError,)``); an attempt timeout is retried
+            only if ``OperationTimeout`` (or ``TimeoutError``) is among them.
+        recorder: receives one record per call.
+        clock: time source for every policy (default: the real clock).
+        record_on: the errors the breaker counts as failures; default
+            ``retry_on + (OperationTimeout,)`` — the dependency's failures, not
+            the caller's mistakes (a bad query must not open the breaker).
+    """
+    clock = clock if clock is not None else SystemClock()
+    if not config.enabled:
+        return Pipeline(resource=resource, recorder=recorder, clock=clock)
+    budget = None
+    b = config.retry_budget
+    if b.enabled and (config.retry is not None or config.hedge is not None):
+        budget = RetryBudget(ratio=b.ratio, min_per_s=b.min_per_s, ttl=b.ttl, clock=clock)
+    retry = None
+    if config.retry is not None:
+        r = config.retry
+        retry = Retry(
+            retry_on=retry_on,
+            max_attempts=r.max_attempts,
+            backoff=r.to_backoff(),
+            max_retry_after=r.max_retry_after,
+            budget=budget,
+            name=resource,
+            clock=clock,
+        )
+    breaker = None
+    if config.circuit_breaker is not None:
+        c = config.circuit_breaker
+        breaker = CircuitBreaker(
+            name=resource,
+            failure_rate_threshold=c.failure_rate,
+            slow_call_rate_threshold=c.slow_call_rate,
+            slow_call_duration=c.slow_call_duration,
+            window_type=WindowType(c.window_type),
+            window_size=c.window,
+            minimum_calls=c.minimum_calls,
+            permitted_calls_in_half_open=c.half_open_calls,
+            wait_in_open=c.wait_in_open,
+            wait_multiplier=c.wait_multiplier,
+            max_wait_in_open=c.max_wait_in_open,
+            record_on=record_on if record_on is not None else (*retry_on, OperationTimeout),
+            clock=clock,
+        )
+    limiter = None
+    if config.rate_limit is not None:
+        lim = config.rate_limit
+        limiter = RateLimiter(
+            rate=lim.rate, burst=lim.burst, max_wait=lim.max_wait, name=resource, clock=clock
+        )
+    bulkhead = None
+    if config.bulkhead is not None:
+        bh = config.bulkhead
+        bulkhead = Bulkhead(
+            max_concurrent=bh.max_concurrent,
+            max_queued=bh.max_queued,
+            max_wait=bh.max_wait,
+            name=resource,
+            clock=clock,
+        )
+    hedge = None
+    if config.hedge is not None:
+        h = config.hedge
+        hedge = Hedge(
+            delay=h.delay,
+            percentile=h.percentile,
+            max_hedges=h.max_hedges,
+            min_samples=h.min_samples,
+            window=max(1000, h.min_samples),
+            budget=budget,
+            name=resource,
+            clock=clock,
+        )
+    timeout = Timeout(config.timeout, name=resource, clock=clock) if config.timeout else None
+    return Pipeline(
+        resource=resource,
+        retry=retry,
+        circuit_breaker=breaker,
+        rate_limiter=limiter,
+        bulkhead=bulkhead,
+        timeout=timeout,
+        deadline=config.deadline,
+        hedge=hedge,
+        recorder=recorder,
+        clock=clock,
+    )

@@ -1,0 +1,250 @@
+"""Hedged requests: race a slow idempotent call against late duplicates.
+
+Dean & Barroso, "The Tail at Scale" (CACM 2013): send a second copy of a
+request once the first has been outstanding longer than, say, the 95th
+percentile of latency; use whichever answers first and cancel the rest. It
+cuts tail latency for a few percent of extra load. Polly v8's hedging strategy
+and Envoy's ``hedge_policy`` are the same idea.
+
+* After ``delay`` seconds — fixed, or the ``percentile`` of recent successful
+  latencies once ``min_samples`` are known — up to ``max_hedges`` extra attempts
+  start, one per delay.
+* The first success wins; every other attempt is cancelled and awaited.
+* An attempt that fails leaves the race; if none is left running, its error is
+  raised (errors are :class:`~iogate.policies.Retry`'s business, not the hedge's).
+* Every extra attempt withdraws from the resource's
+  :class:`~iogate.policies.RetryBudget`; with the budget overdrawn no hedge starts.
+* Only for idempotent calls: the pipeline never hedges ``idempotent=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .budget import RetryBudget
+from .clock import Clock, SystemClock
+from .events import EventListener, PolicyEvent
+from .timeout import _schedule
+
+__all__ = ["Hedge", "HedgeSnapshot", "HedgeStarted"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeStarted(PolicyEvent):
+    """Extra attempt number ``hedge`` (1-based) started after ``delay_s`` seconds."""
+
+    hedge: int
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeSnapshot:
+    """Counters of a :class:`Hedge`; ``delay_s`` is the delay the next call would use."""
+
+    calls: int
+    hedges: int
+    hedge_wins: int
+    budget_rejections: int
+    delay_s: float
+
+
+class Hedge:
+    """Start extra attempts of a slow call (see the module docstring).
+
+    Args:
+        delay: seconds before each extra attempt (> 0); with ``percentile``, the
+            delay used until ``min_samples`` latencies are known.
+        percentile: use this quantile of recent latencies as the delay, in (0, 1)
+            (0.95 is the paper's example), or ``None`` for the fixed delay.
+        max_hedges: extra attempts at most (>= 1).
+        min_samples: latencies needed before ``percentile`` is used (>= 1).
+        window: latencies kept for the percentile (>= ``min_samples``).
+        budget: the resource's retry budget; each extra attempt withdraws one.
+        name: name used in events.
+        on_event: listener for :class:`HedgeStarted`.
+        clock: time source.
+
+    Raises:
+        ValueError: a bound above is violated.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_delay_cache",
+        "_now",
+        "_pos",
+        "_samples",
+        "_since_sort",
+        "budget",
+        "budget_rejections",
+        "calls",
+        "delay",
+        "hedge_wins",
+        "hedges",
+        "max_hedges",
+        "min_samples",
+        "name",
+        "on_event",
+        "percentile",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        delay: float = 0.05,
+        percentile: float | None = None,
+        max_hedges: int = 1,
+        min_samples: int = 100,
+        window: int = 1000,
+        budget: RetryBudget | None = None,
+        name: str = "",
+        on_event: EventListener | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not delay > 0:
+            raise ValueError(f"delay must be > 0, got {delay!r}")
+        if percentile is not None and not 0 < percentile < 1:
+            raise ValueError(f"percentile must be in (0, 1), got {percentile!r}")
+        if max_hedges < 1:
+            raise ValueError(f"max_hedges must be >= 1, got {max_hedges!r}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {min_samples!r}")
+        if window < min_samples:
+            raise ValueError(f"window must be >= min_samples, got {window!r}")
+        self.delay = float(delay)
+        self.percentile = percentile
+        self.max_hedges = max_hedges
+        self.min_samples = min_samples
+        self.window = window
+        self.budget = budget
+        self.name = name
+        self.on_event = on_event
+        self._clock = clock if clock is not None else SystemClock()
+        self._now = self._clock.monotonic
+        self._samples: list[float] = []
+        self._pos = 0
+        self._since_sort = 0
+        self._delay_cache = self.delay
+        self.calls = 0
+        self.hedges = 0
+        self.hedge_wins = 0
+        self.budget_rejections = 0
+
+    def observe(self, latency: float) -> None:
+        """Add a successful attempt's latency (seconds) to the percentile window."""
+        if self.percentile is None:
+            return
+        samples = self._samples
+        if len(samples) < self.window:
+            samples.append(latency)
+        else:
+            samples[self._pos] = latency
+            self._pos = (self._pos + 1) % self.window
+        self._since_sort += 1
+        # Re-sort at most every 1/16 of the window: O(log n) amortised per sample.
+        if len(samples) >= self.min_samples and self._since_sort >= max(1, self.window // 16):
+            self._since_sort = 0
+            ordered = sorted(samples)
+            idx = min(len(ordered) - 1, int(self.percentile * len(ordered)))
+            self._delay_cache = max(ordered[idx], 1e-6)
+
+    def current_delay(self) -> float:
+        """The hedging delay the next call uses, seconds."""
+        return self._delay_cache
+
+    async def run(self, fn: Callable[[], Awaitable[T]], /) -> T:
+        """Run ``fn()``, hedging it; return the first success.
+
+        Raises:
+            BaseException: the error of the last attempt, when every attempt failed.
+        """
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        now = self._now
+        delay = self._delay_cache
+        start = now()
+        first: asyncio.Task[T] = loop.create_task(_call(fn))
+        running: dict[asyncio.Task[T], int] = {first: 0}
+        started = 0
+        can_hedge = True
+        error: BaseException | None = None
+        try:
+            while running:
+                tick: asyncio.Future[None] | None = None
+                if can_hedge and started < self.max_hedges:
+                    tick = loop.create_future()
+                    handle = _schedule(self._clock, delay, _resolver(tick))
+                waitset: set[asyncio.Future[object]] = set(running)  # type: ignore[arg-type]
+                if tick is not None:
+                    waitset.add(tick)  # type: ignore[arg-type]
+                try:
+                    done, _ = await asyncio.wait(waitset, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if tick is not None:
+                        handle.cancel()
+                        tick.cancel()
+                for task in [t for t in running if t in done]:
+                    number = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        if number:
+                            self.hedge_wins += 1
+                        self.observe(now() - start)
+                        return task.result()
+                    error = exc
+                if tick is not None and tick in done and running:
+                    if self.budget is not None and not self.budget.try_withdraw(now()):
+                        self.budget_rejections += 1
+                        can_hedge = False
+                        continue
+                    started += 1
+                    self.hedges += 1
+                    running[loop.create_task(_call(fn))] = started
+                    if self.on_event is not None:
+                        self.on_event(
+                            HedgeStarted(policy=self.name, at=now(), hedge=started, delay_s=delay)
+                        )
+            assert error is not None
+            raise error
+        finally:
+            if running:
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running)
+                for task in running:
+                    if not task.cancelled():
+                        task.exception()  # retrieved: no "never retrieved" warning
+
+    def snapshot(self) -> HedgeSnapshot:
+        """Frozen counters."""
+        return HedgeSnapshot(
+            calls=self.calls,
+            hedges=self.hedges,
+            hedge_wins=self.hedge_wins,
+            budget_rejections=self.budget_rejections,
+            delay_s=self._delay_cache,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Hedge(delay={self._delay_cache:g}, max_hedges={self.max_hedges}, "
+            f"hedges={self.hedges}, wins={self.hedge_wins})"
+        )
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
+
+
+def _resolver(fut: asyncio.Future[None]) -> Callable[[], None]:
+    def resolve() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    return resolve
