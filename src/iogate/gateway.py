@@ -84,7 +84,7 @@ class Gateway:
             return SQLiteDatabase(
                 name,
                 path=cfg.sqlite_path(),
-                readers=cfg.pool_size or 4,
+                readers=cfg.pool_size or 2,
                 busy_timeout_s=cfg.busy_timeout,
                 runner=runner,
             )

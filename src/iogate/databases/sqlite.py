@@ -76,7 +76,7 @@ class SQLiteDatabase(SQLDatabase):
         name: str,
         *,
         path: str,
-        readers: int = 4,
+        readers: int = 2,
         busy_timeout_s: float = 5.0,
         runner: CallRunner | None = None,
     ) -> None:

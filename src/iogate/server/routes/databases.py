@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iogate.databases.base import Params
 from iogate.databases.values import to_json_row
 from iogate.gateway import Gateway
-from iogate.server.deps import GatewayDep, json_response
+from iogate.server.deps import gateway_of, json_response
 from iogate.server.schemas import QueryRequest, QueryResponse
 
 __all__ = ["router", "run_query"]
@@ -51,8 +51,8 @@ async def run_query(gateway: Gateway, name: str, sql: str, params: Params) -> Re
     responses=_ERRORS,
     summary="Run one SQL statement",
 )
-async def query(name: str, body: QueryRequest, gateway: GatewayDep) -> Response:
+async def query(name: str, body: QueryRequest, request: Request) -> Response:
     """Run one statement with bound parameters (``:name`` with an object, ``?``
     with a list). Reads return columns and rows; writes return rows affected
     in ``row_count``."""
-    return await run_query(gateway, name, body.sql, body.params)
+    return await run_query(gateway_of(request), name, body.sql, body.params)

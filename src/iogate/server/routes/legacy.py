@@ -9,10 +9,10 @@ answer exactly like ``/v1/databases/{name}/query`` and
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from iogate.server.deps import GatewayDep
+from iogate.server.deps import gateway_of
 from iogate.server.routes.databases import run_query
 from iogate.server.routes.upstreams import run_upstream
 from iogate.server.schemas import (
@@ -28,18 +28,18 @@ router = APIRouter(tags=["original paths"])
 
 
 @router.post("/database/execute", response_model=QueryResponse, summary="Run SQL (original path)")
-async def database_execute(body: DatabaseExecuteRequest, gateway: GatewayDep) -> Response:
+async def database_execute(body: DatabaseExecuteRequest, request: Request) -> Response:
     """Same as ``POST /v1/databases/{db_name}/query`` with ``query`` as ``sql``."""
-    return await run_query(gateway, body.db_name, body.query, body.params)
+    return await run_query(gateway_of(request), body.db_name, body.query, body.params)
 
 
 @router.post("/api/execute", response_model=UpstreamResponse, summary="Call an API (original path)")
-async def api_execute(body: ApiExecuteRequest, gateway: GatewayDep) -> Response:
+async def api_execute(body: ApiExecuteRequest, request: Request) -> Response:
     """Same as ``POST /v1/upstreams/{api_name}/request``; ``data`` is sent as a
     JSON body when given."""
     extra = {"json": body.data} if "data" in body.model_fields_set else {}
     return await run_upstream(
-        gateway,
+        gateway_of(request),
         body.api_name,
         method=body.method,
         path=body.endpoint,

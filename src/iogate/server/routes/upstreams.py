@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iogate.gateway import Gateway
 from iogate.http.upstream import Response as UpstreamAnswer
-from iogate.server.deps import GatewayDep, json_response
+from iogate.server.deps import gateway_of, json_response
 from iogate.server.schemas import UpstreamRequest, UpstreamResponse
 
 __all__ = ["encode_body", "router", "run_upstream"]
@@ -110,13 +110,13 @@ def _query_value(value: str | int | float | bool) -> str | int | float:
     },
     summary="Send one request to an upstream API",
 )
-async def request(name: str, body: UpstreamRequest, gateway: GatewayDep) -> Response:
+async def request(name: str, body: UpstreamRequest, request: Request) -> Response:
     """Forward one request under the upstream's base URL with its configured
     headers. Any upstream status comes back in ``status``; only failures to
     get an answer are errors."""
     json = body.json_body if "json_body" in body.model_fields_set else _UNSET
     return await run_upstream(
-        gateway,
+        gateway_of(request),
         name,
         method=body.method,
         path=body.path,
