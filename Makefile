@@ -36,8 +36,8 @@ test: $(VENV)/.installed-dev
 	scripts/test.sh
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
 ## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway).

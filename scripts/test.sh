@@ -7,8 +7,8 @@ BIN=.venv/bin
 scripts/install-services.sh
 
 echo "== ruff" >&2
-$BIN/ruff check src tests benchmarks
-$BIN/ruff format --check src tests benchmarks
+$BIN/ruff check
+$BIN/ruff format --check
 echo "== mypy --strict" >&2
 $BIN/mypy
 echo "== pytest" >&2

@@ -4,6 +4,7 @@ The library face: build a :class:`Gateway` from a config and use its named
 resources inside your asyncio service. The gateway face: ``iogate serve``.
 """
 
+from iogate.cache.memory import CacheStats, MemoryCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_config, load_config
 from iogate.databases.base import Column, ExecuteResult, QueryResult, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
@@ -54,6 +55,9 @@ __all__ = [
     # upstreams
     "Upstream",
     "Response",
+    # cache
+    "MemoryCache",
+    "CacheStats",
     # observability
     "Metrics",
     "MetricsSnapshot",

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
+from iogate.cache.memory import MemoryCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig
 from iogate.databases.base import CallRunner, Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
@@ -59,15 +60,23 @@ class Gateway:
     Args:
         config: the validated configuration.
         metrics: where calls are recorded (a new :class:`Metrics` by default).
+        cache: the in-process cache (a new :class:`MemoryCache` by default).
 
     ``async with Gateway(config)`` opens every resource concurrently and closes
     them all on exit; if one fails to open, those already open are closed and
     the error propagates (a :class:`~iogate.errors.DatabaseError` naming it).
     """
 
-    def __init__(self, config: IogateConfig, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: IogateConfig,
+        *,
+        metrics: Metrics | None = None,
+        cache: MemoryCache | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
+        self.cache = cache if cache is not None else MemoryCache()
         self._databases: dict[str, Database] = {
             name: self._build_database(name, cfg) for name, cfg in config.databases.items()
         }
