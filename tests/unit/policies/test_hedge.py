@@ -1,0 +1,161 @@
+"""Hedging: delay, first success wins, losers cancelled, budget, percentile delay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from iogate.errors import UpstreamConnectionError
+from iogate.policies import (
+    FakeClock,
+    Hedge,
+    HedgeStarted,
+    Pipeline,
+    PolicyEvent,
+    RetryBudget,
+    Timeout,
+)
+
+from .conftest import advance, settle
+
+
+class Replica:
+    """Attempt n sleeps durations[n] on the fake clock (or fails), and records its fate."""
+
+    def __init__(self, clock: FakeClock, durations: list[float], fail: set[int] | None = None):
+        self.clock = clock
+        self.durations = durations
+        self.fail = fail or set()
+        self.started = 0
+        self.cancelled: list[int] = []
+
+    async def __call__(self) -> str:
+        n = self.started
+        self.started += 1
+        try:
+            await self.clock.sleep(self.durations[n])
+        except asyncio.CancelledError:
+            self.cancelled.append(n)
+            raise
+        if n in self.fail:
+            raise UpstreamConnectionError(f"attempt {n} failed")
+        return f"attempt {n}"
+
+
+async def test_hedge_after_delay_first_success_wins_losers_cancelled(clock: FakeClock) -> None:
+    events: list[PolicyEvent] = []
+    hedge = Hedge(delay=1.0, max_hedges=2, clock=clock, on_event=events.append)
+    replica = Replica(clock, [10.0, 0.5, 10.0])
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    assert replica.started == 1
+    await advance(clock, 0.99)
+    assert replica.started == 1
+    await advance(clock, 0.01)
+    assert replica.started == 2  # the hedge started after 1 s
+    await advance(clock, 0.5)
+    assert await task == "attempt 1"
+    assert replica.cancelled == [0]  # the slow primary was really cancelled
+    assert [e.hedge for e in events if isinstance(e, HedgeStarted)] == [1]
+    snap = hedge.snapshot()
+    assert (snap.calls, snap.hedges, snap.hedge_wins) == (1, 1, 1)
+    assert clock.pending == 0  # no timer or sleep left behind
+
+
+async def test_fast_primary_starts_no_hedge(clock: FakeClock) -> None:
+    hedge = Hedge(delay=1.0, clock=clock)
+    replica = Replica(clock, [0.2])
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    await advance(clock, 0.2)
+    assert await task == "attempt 0"
+    assert hedge.hedges == 0
+    assert clock.pending == 0
+
+
+async def test_failed_primary_leaves_the_race_to_the_hedge(clock: FakeClock) -> None:
+    hedge = Hedge(delay=1.0, clock=clock)
+    replica = Replica(clock, [2.0, 3.0], fail={0})
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    await advance(clock, 1.0)  # hedge starts
+    await advance(clock, 1.0)  # primary fails
+    assert not task.done()
+    await advance(clock, 2.0)
+    assert await task == "attempt 1"
+
+
+async def test_all_attempts_failing_raise_the_last_error(clock: FakeClock) -> None:
+    hedge = Hedge(delay=1.0, clock=clock)
+    replica = Replica(clock, [2.0, 1.5], fail={0, 1})
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    await advance(clock, 3.0, steps=6)
+    with pytest.raises(UpstreamConnectionError, match="attempt 1"):  # the last to fail
+        await task
+
+
+async def test_hedges_draw_on_the_retry_budget(clock: FakeClock) -> None:
+    budget = RetryBudget(ratio=0.0, min_per_s=0.1, ttl=10.0, clock=clock)  # one withdrawal
+    hedge = Hedge(delay=1.0, max_hedges=3, budget=budget, clock=clock)
+    replica = Replica(clock, [5.0, 5.0, 5.0, 5.0])
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    await advance(clock, 5.0, steps=10)
+    assert await task == "attempt 0"
+    assert replica.started == 2  # one hedge; the budget refused the second
+    assert hedge.snapshot().budget_rejections == 1
+    assert replica.cancelled == [1]
+
+
+async def test_percentile_delay_follows_observed_latency(clock: FakeClock) -> None:
+    hedge = Hedge(delay=5.0, percentile=0.9, min_samples=10, window=20, clock=clock)
+    assert hedge.current_delay() == 5.0
+    for i in range(20):
+        hedge.observe(0.01 * (i + 1))  # 10 .. 200 ms
+    assert hedge.current_delay() == pytest.approx(0.19)
+
+
+async def test_pipeline_hedges_only_idempotent_calls(clock: FakeClock) -> None:
+    hedge = Hedge(delay=1.0, clock=clock)
+    p = Pipeline(
+        resource="api", hedge=hedge, timeout=Timeout(30.0, clock=clock), deadline=60.0, clock=clock
+    )
+    replica = Replica(clock, [10.0, 0.5])
+    task = asyncio.create_task(p.run(replica, operation="GET"))
+    await settle()
+    await advance(clock, 2.0, steps=4)
+    assert await task == "attempt 1"
+    replica2 = Replica(clock, [3.0])
+    task2 = asyncio.create_task(p.run(replica2, operation="POST", idempotent=False))
+    await settle()
+    await advance(clock, 3.0, steps=6)
+    assert await task2 == "attempt 0"
+    assert replica2.started == 1
+    assert hedge.hedges == 1
+
+
+async def test_cancelling_the_caller_cancels_every_attempt(clock: FakeClock) -> None:
+    hedge = Hedge(delay=1.0, max_hedges=2, clock=clock)
+    replica = Replica(clock, [10.0, 10.0, 10.0])
+    task = asyncio.create_task(hedge.run(replica))
+    await settle()
+    await advance(clock, 2.0, steps=2)
+    assert replica.started == 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(replica.cancelled) == [0, 1, 2]
+    assert clock.pending == 0
+
+
+def test_bounds() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        Hedge(delay=0)
+    with pytest.raises(ValueError, match="percentile"):
+        Hedge(percentile=1.0)
+    with pytest.raises(ValueError, match="max_hedges"):
+        Hedge(max_hedges=0)
+    with pytest.raises(ValueError, match="window"):
+        Hedge(min_samples=10, window=5)
