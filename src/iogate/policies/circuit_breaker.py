@@ -26,6 +26,7 @@ themselves.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -100,31 +101,45 @@ class CircuitBreakerSnapshot:
 
 
 class _CountWindow:
-    """Outcomes of the last ``size`` calls; O(1) per record."""
+    """Outcomes of the last ``size`` calls.
 
-    __slots__ = ("calls", "failures", "pos", "ring", "size", "slow")
+    A success only increments ``total``; failures and slow calls are kept as
+    the call numbers at which they happened, and pruned when counted. So the
+    success path is one addition, and the window is still exact.
+    """
+
+    __slots__ = ("_fail", "_slow", "size", "total")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.ring = [0] * size  # bit 0: failed, bit 1: slow
-        self.pos = 0
-        self.calls = 0
-        self.failures = 0
-        self.slow = 0
+        self.total = 0
+        self._fail: deque[int] = deque()
+        self._slow: deque[int] = deque()
 
     def record(self, now: float, failed: int, slow: int) -> None:
-        pos = self.pos
-        if self.calls == self.size:
-            old = self.ring[pos]
-            self.failures -= old & 1
-            self.slow -= old >> 1
-        else:
-            self.calls += 1
-        self.ring[pos] = failed | (slow << 1)
-        self.failures += failed
-        self.slow += slow
-        pos += 1
-        self.pos = 0 if pos == self.size else pos
+        total = self.total = self.total + 1
+        if failed:
+            self._fail.append(total)
+        if slow:
+            self._slow.append(total)
+
+    def _count(self, numbers: deque[int]) -> int:
+        cutoff = self.total - self.size
+        while numbers and numbers[0] <= cutoff:
+            numbers.popleft()
+        return len(numbers)
+
+    @property
+    def calls(self) -> int:
+        return self.total if self.total < self.size else self.size
+
+    @property
+    def failures(self) -> int:
+        return self._count(self._fail)
+
+    @property
+    def slow(self) -> int:
+        return self._count(self._slow)
 
 
 class _TimeWindow:

@@ -40,14 +40,22 @@ from typing import Any, Protocol, TypeVar
 from ..errors import OperationError, OperationTimeout
 from .budget import RetryBudget, RetryBudgetSnapshot
 from .bulkhead import Bulkhead, BulkheadSnapshot
-from .circuit_breaker import CircuitBreaker, CircuitBreakerSnapshot, CircuitState
+from .circuit_breaker import CircuitBreaker, CircuitBreakerSnapshot, CircuitState, _CountWindow
 from .clock import Clock, SystemClock
 from .events import EventListener
 from .fallback import Fallback, FallbackSnapshot
 from .hedge import Hedge, HedgeSnapshot
 from .rate_limit import RateLimiter, RateLimiterSnapshot, TokenBucket
 from .retry import Retry, RetrySnapshot
-from .timeout import _DEADLINE, Timeout, TimeoutFired, TimeoutSnapshot, TimerWheel, _current_task
+from .timeout import (
+    _DEADLINE,
+    FIRED,
+    Timeout,
+    TimeoutFired,
+    TimeoutSnapshot,
+    TimerWheel,
+    _current_task,
+)
 
 __all__ = ["CallRecorder", "Pipeline", "PipelineSnapshot"]
 
@@ -238,11 +246,20 @@ class Pipeline:
                 deadline_at = start + dl
                 deadline_armed = True
                 token = _DEADLINE.set((deadline_at, now))
-                if self._dl_wheel is not None:
+                wheel = self._dl_wheel
+                if wheel is not None:
                     task = _current_task()
                     assert task is not None
                     baseline = task.cancelling()
-                    dl_bucket = self._dl_wheel.add(deadline_at, task)
+                    # TimerWheel.add, inlined
+                    key = -int(-deadline_at // wheel._g)
+                    dl_bucket = wheel._buckets.get(key)
+                    if dl_bucket is None:
+                        dl_bucket = wheel._new_bucket(key, task)
+                    if task in dl_bucket:
+                        dl_bucket[task] += 1
+                    else:
+                        dl_bucket[task] = 1
             if idempotent:
                 retry = self.retry
                 hedge = self.hedge
@@ -337,7 +354,7 @@ class Pipeline:
                                 del a_bucket[task]
                             else:
                                 a_bucket[task] = n - 1
-                        if a_bucket.fired:
+                        if FIRED in a_bucket:
                             task.uncancel()  # fn swallowed the cancellation
                     else:
                         result = await fn()
@@ -347,10 +364,10 @@ class Pipeline:
                         bh.release()
                     err: BaseException = exc
                     ours = False  # did our attempt timer cancel it?
-                    if a_bucket is not None and a_bucket.fired:
+                    if a_bucket is not None and FIRED in a_bucket:
                         assert task is not None
                         ours = task.uncancel() <= a_base and isinstance(exc, _CancelledError)
-                    if (dl_bucket is not None and dl_bucket.fired) or (
+                    if (dl_bucket is not None and FIRED in dl_bucket) or (
                         ours and deadline_at is not None and t1 >= deadline_at
                     ):
                         # The deadline expired: not retried, reported as a timeout.
@@ -397,7 +414,11 @@ class Pipeline:
                         d = t1 - t0
                         if permit == cb._epoch and cb._state is _CLOSED and d < cb._slow_s:
                             cb.successful_calls += 1
-                            cb._window.record(t1, 0, 0)
+                            window = cb._window
+                            if type(window) is _CountWindow:
+                                window.total += 1
+                            else:
+                                window.record(t1, 0, 0)
                         else:
                             cb.on_success(permit, d, t1)
                     if retry is None or retry.retry_if_result is None:
@@ -423,7 +444,7 @@ class Pipeline:
                 assert task is not None
                 TimerWheel.remove(dl_bucket, task)
                 if (
-                    dl_bucket.fired
+                    FIRED in dl_bucket
                     and task.uncancel() <= baseline
                     and isinstance(exc, _CancelledError)
                 ):
@@ -441,7 +462,7 @@ class Pipeline:
                 del dl_bucket[task]
             else:
                 dl_bucket[task] = n - 1
-            if dl_bucket.fired:
+            if FIRED in dl_bucket:
                 task.uncancel()
         if token is not None:
             _DEADLINE.reset(token)

@@ -51,12 +51,30 @@ _DEADLINE: ContextVar[tuple[float, Callable[[], float]] | None] = ContextVar(
 
 if sys.version_info >= (3, 12):
     _current_task = asyncio.current_task
-else:  # 3.11: asyncio.current_task is pure Python; look the task up directly.
+else:
+    # On 3.11, asyncio.current_task() is Python code around get_running_loop(),
+    # which makes a getpid() system call on every use (removed in 3.12). The
+    # running loop of a thread is cached here instead: a thread runs one loop
+    # at a time, and a cached loop that is not running has no current task,
+    # which sends the lookup down the slow path that refreshes the cache.
     from asyncio.events import _get_running_loop
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
+    from threading import get_ident
 
-    def _current_task() -> asyncio.Task[Any] | None:
-        task: asyncio.Task[Any] | None = _current_tasks.get(_get_running_loop())
+    _LOOP_OF_THREAD: dict[int, object] = {}
+
+    def _current_task(
+        _get: Callable[[object], asyncio.Task[Any] | None] = _current_tasks.get,
+        _loops: dict[int, object] = _LOOP_OF_THREAD,
+        _ident: Callable[[], int] = get_ident,
+    ) -> asyncio.Task[Any] | None:
+        task = _get(_loops.get(_ident()))
+        if task is None:
+            loop = _get_running_loop()
+            if loop is None:
+                return None
+            _loops[_ident()] = loop
+            task = _get(loop)
         return task
 
 
@@ -114,14 +132,12 @@ class TimeoutSnapshot:
     timeouts: int
 
 
-class _Bucket(dict[asyncio.Task[Any], int]):
-    """Tasks (with a nesting count) expiring in one slot of a :class:`TimerWheel`."""
+_Bucket = dict[Any, int]
+"""Tasks (with a nesting count) expiring in one slot of a :class:`TimerWheel`; the
+key :data:`FIRED` is present once the slot has expired. A plain dict, so the
+interpreter's specialised dict operations apply on the hot path."""
 
-    __slots__ = ("fired",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fired = False
+FIRED: Any = object()
 
 
 class TimerWheel:
@@ -129,8 +145,8 @@ class TimerWheel:
 
     ``add(at, task)`` registers ``task`` to be cancelled once the clock passes
     ``at``, rounded *up* to ``granularity``, and returns the slot's bucket;
-    ``remove(bucket, task)`` unregisters it; ``bucket.fired`` tells whether the
-    slot expired (and so cancelled ``task``). Every call expiring in one slot
+    ``remove(bucket, task)`` unregisters it; ``FIRED in bucket`` tells whether
+    the slot expired (and so cancelled ``task``). Every call expiring in one slot
     shares one timer, so a registration costs a dict update, not a timer.
     Used by :class:`Timeout` and by the pipeline's deadline.
 
@@ -170,7 +186,8 @@ class TimerWheel:
             # Slots armed on a previous event loop never fire in this one.
             self._buckets = {}
             self._loop = loop
-        bucket = self._buckets[key] = _Bucket()
+        bucket: _Bucket = {}
+        self._buckets[key] = bucket
         _schedule(self._clock, key * self._g - self._now(), lambda: self._fire(key))
         return bucket
 
@@ -187,12 +204,12 @@ class TimerWheel:
         bucket = self._buckets.pop(key, None)
         if bucket is None:
             return
-        bucket.fired = True
         for task in bucket:
             task.cancel()
+        bucket[FIRED] = 1
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
+        return sum(len(b) - (FIRED in b) for b in self._buckets.values())
 
     def __repr__(self) -> str:
         return f"TimerWheel(granularity={self._g}, slots={len(self._buckets)}, entries={len(self)})"
@@ -270,13 +287,13 @@ class Timeout:
         try:
             result = await fn()
         except asyncio.CancelledError:
-            if bucket.fired and task.uncancel() <= baseline:
+            if FIRED in bucket and task.uncancel() <= baseline:
                 elapsed = self._clock.monotonic() - start
                 raise self._expired(operation=operation, attempts=1, elapsed=elapsed) from None
             raise
         finally:
             TimerWheel.remove(bucket, task)
-        if bucket.fired:
+        if FIRED in bucket:
             task.uncancel()  # fn swallowed our cancellation: do not leak it
         return result
 
