@@ -235,7 +235,6 @@ class Pipeline:
         attempt = 0
         dl_error: OperationTimeout | None = None
         deadline_at: float | None = None
-        deadline_armed = False
         try:
             # -- deadline ---------------------------------------------------------------------
             outer = _DEADLINE.get()
@@ -244,12 +243,12 @@ class Pipeline:
             dl = self.deadline
             if dl is not None and (deadline_at is None or start + dl < deadline_at):
                 deadline_at = start + dl
-                deadline_armed = True
                 token = _DEADLINE.set((deadline_at, now))
                 wheel = self._dl_wheel
                 if wheel is not None:
                     task = _current_task()
-                    assert task is not None
+                    if task is None:
+                        raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
                     baseline = task.cancelling()
                     # TimerWheel.add, inlined
                     key = -int(-deadline_at // wheel._g)
@@ -327,6 +326,7 @@ class Pipeline:
                             if cb is not None:
                                 cb.release(permit)
                             if rl is not None:
+                                rl.admitted -= 1
                                 rl.backend.refund(now())
                             raise
                         t0 = now()
@@ -340,7 +340,8 @@ class Pipeline:
                     elif tmo_wheel is not None:
                         if task is None:
                             task = _current_task()
-                            assert task is not None
+                            if task is None:
+                                raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
                         a_base = task.cancelling()
                         at = t0 + self._tmo_s
                         if deadline_at is not None and deadline_at < at:
@@ -451,8 +452,6 @@ class Pipeline:
                     err = dl_error or self._deadline_error(operation, attempt, now() - start)
             if token is not None:
                 _DEADLINE.reset(token)
-            if deadline_armed and err is dl_error:
-                self._timeout_event(dl_error)
             answer: T = await self._failed(err, operation, attempt, start, exc)
             return answer
         if dl_bucket is not None:
@@ -485,18 +484,6 @@ class Pipeline:
             return fn
         return partial(self.timeout.run, fn, operation=operation)
 
-    def _timeout_event(self, err: OperationTimeout | None) -> None:
-        if err is None or self.on_event is None:
-            return
-        self.on_event(
-            TimeoutFired(
-                policy=self.resource,
-                at=self._now(),
-                kind="deadline",
-                seconds=self.deadline if self.deadline is not None else 0.0,
-            )
-        )
-
     async def _run_recorded(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
         start = self._now()
         try:
@@ -511,6 +498,15 @@ class Pipeline:
 
     def _deadline_error(self, operation: str, attempts: int, elapsed: float) -> OperationTimeout:
         self.deadline_timeouts += 1
+        if self.on_event is not None:
+            self.on_event(
+                TimeoutFired(
+                    policy=self.resource,
+                    at=self._now(),
+                    kind="deadline",
+                    seconds=self.deadline if self.deadline is not None else elapsed,
+                )
+            )
         return OperationTimeout(
             f"deadline of {self.deadline:g}s exceeded"
             if self.deadline is not None

@@ -102,6 +102,9 @@ class TokenBucket:
         if self.tokens > self.burst:
             self.tokens = self.burst
 
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, tokens={self.tokens:.2f})"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitRejected(PolicyEvent):

@@ -401,3 +401,7 @@ class deadline_scope:
     def expired(self) -> bool:
         """Whether this scope's deadline fired."""
         return self._fired
+
+    def __repr__(self) -> str:
+        armed = self._token is not None
+        return f"deadline_scope({self.seconds:g}, armed={armed}, expired={self._fired})"

@@ -35,6 +35,7 @@ from iogate.policies import (
     RetryGaveUp,
     RetryScheduled,
     Timeout,
+    TimeoutFired,
     remaining,
 )
 
@@ -347,8 +348,14 @@ async def test_attempt_timeout_is_retried_and_cancels_each_attempt(clock: FakeCl
 
 async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -> None:
     rec = Recorder()
+    events: list[PolicyEvent] = []
     p = Pipeline(
-        resource="db", retry=retry(clock, max_attempts=10), deadline=5.0, recorder=rec, clock=clock
+        resource="db",
+        retry=retry(clock, max_attempts=10),
+        deadline=5.0,
+        recorder=rec,
+        on_event=events.append,
+        clock=clock,
     )
     attempts = 0
 
@@ -364,6 +371,7 @@ async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -
     assert info.value.elapsed_s == pytest.approx(5.0, abs=0.1)
     assert rec.records == [("db", "fetch", "OperationTimeout", pytest.approx(5.0, abs=0.1))]
     assert p.snapshot().deadline_timeouts == 1
+    assert [(type(e), getattr(e, "kind", None)) for e in events] == [(TimeoutFired, "deadline")]
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
