@@ -15,6 +15,7 @@ from aiohttp import web
 
 SEEN = web.AppKey("seen", list)
 HANG = web.AppKey("hang", asyncio.Event)
+FLAKY = web.AppKey("flaky", dict)
 
 
 @dataclass
@@ -80,6 +81,16 @@ async def redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound("http://127.0.0.2:9/elsewhere")
 
 
+async def flaky(request: web.Request) -> web.Response:
+    """Drops the connection without answering the first ``?fail=N`` times per key."""
+    key = request.match_info["key"]
+    count = request.app[FLAKY][key] = request.app[FLAKY].get(key, 0) + 1
+    if count <= int(request.query.get("fail", "1")):
+        assert request.transport is not None
+        request.transport.close()
+    return web.json_response({"attempt": count})
+
+
 async def hang(request: web.Request) -> web.Response:
     await request.app[HANG].wait()  # released at teardown
     return web.json_response({"late": True})
@@ -89,6 +100,7 @@ def make_app() -> web.Application:
     app = web.Application(middlewares=[record])
     app[SEEN] = []
     app[HANG] = asyncio.Event()
+    app[FLAKY] = {}
     app.router.add_route("*", "/api/echo", echo)
     app.router.add_route("*", "/api/echo/{tail:.*}", echo)
     app.router.add_get("/api/status/{code}", status)
@@ -97,6 +109,7 @@ def make_app() -> web.Application:
     app.router.add_get("/api/big", big)
     app.router.add_get("/api/redirect", redirect)
     app.router.add_get("/api/hang", hang)
+    app.router.add_route("*", "/api/flaky/{key}", flaky)
     app.router.add_get("/outside", echo)
     return app
 

@@ -19,6 +19,12 @@ Shape (keys are added by later versions, never renamed)::
     base_url = "http://127.0.0.1:9000/api"
     headers = { "x-api-key" = "${EXAMPLE_API_KEY}" }
 
+    [upstreams.example.policies]          # resilience pipeline, see default_policies()
+    deadline = 60.0
+    retry = { max_attempts = 4, initial = 0.2, max_delay = 5.0 }
+    circuit_breaker = { failure_rate = 0.5, minimum_calls = 10, window = 20, wait_in_open = 15.0 }
+    rate_limit = { rate = 50.0, burst = 100 }
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.
@@ -40,6 +46,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iogate.errors import ConfigError
+from iogate.policies.config import (
+    CircuitBreakerConfig,
+    PoliciesConfig,
+    RetryConfig,
+)
 
 __all__ = [
     "DEFAULT_SQLITE_URL",
@@ -49,6 +60,7 @@ __all__ = [
     "ServerConfig",
     "UpstreamConfig",
     "default_config",
+    "default_policies",
     "load_config",
     "parse_config",
 ]
@@ -101,6 +113,8 @@ class DatabaseConfig(_Model):
         pool_min_size: connections opened at start (PostgreSQL), 0..pool_size.
         connect_timeout: seconds to wait for one connection to open.
         busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
+        policies: the resilience pipeline of every call (``[databases.<name>.policies]``,
+            see :mod:`iogate.policies.config`); absent: :func:`default_policies`.
     """
 
     url: str
@@ -108,6 +122,7 @@ class DatabaseConfig(_Model):
     pool_min_size: int = Field(default=1, ge=0, le=1024)
     connect_timeout: float = Field(default=10.0, gt=0)
     busy_timeout: float = Field(default=5.0, ge=0)
+    policies: PoliciesConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -142,6 +157,8 @@ class UpstreamConfig(_Model):
         connect_timeout: seconds to establish a connection.
         max_connections: size of this upstream's connection pool.
         max_response_bytes: larger bodies are refused (UpstreamError).
+        policies: the resilience pipeline of every call (``[upstreams.<name>.policies]``);
+            absent: :func:`default_policies`.
     """
 
     base_url: str
@@ -150,6 +167,7 @@ class UpstreamConfig(_Model):
     connect_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=100, ge=1, le=10_000)
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    policies: PoliciesConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -168,6 +186,42 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+
+
+def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:
+    """The policies of a resource whose config has no ``policies`` table.
+
+    A ``policies`` table replaces these as a whole (write ``enabled = false``
+    for none at all). What is retried is decided by the resource, and only
+    for idempotent calls (reads; idempotent HTTP methods or an
+    Idempotency-Key): never a lone write.
+
+    - databases: deadline 30 s; up to 3 attempts on transient errors
+      (connection lost, busy, serialization failure), exponential backoff
+      with full jitter from 50 ms to 1 s; a circuit breaker that opens at a
+      50 % failure rate over the last 50 calls (20 at least) for 10 s.
+    - upstreams: deadline 120 s; up to 3 attempts on connection errors and
+      timeouts, backoff from 0.5 s to 8 s; a breaker at 50 % over 50 calls
+      (20 at least), open for 30 s.
+
+    Retries draw on a retry budget (20 % of calls + 10/s), so a failing
+    dependency never sees a retry storm.
+    """
+    if kind == "database":
+        return PoliciesConfig(
+            deadline=30.0,
+            retry=RetryConfig(max_attempts=3, initial=0.05, max_delay=1.0),
+            circuit_breaker=CircuitBreakerConfig(
+                failure_rate=0.5, window=50, minimum_calls=20, wait_in_open=10.0
+            ),
+        )
+    return PoliciesConfig(
+        deadline=120.0,
+        retry=RetryConfig(max_attempts=3, initial=0.5, max_delay=8.0),
+        circuit_breaker=CircuitBreakerConfig(
+            failure_rate=0.5, window=50, minimum_calls=20, wait_in_open=30.0
+        ),
+    )
 
 
 def default_config() -> IogateConfig:

@@ -11,47 +11,32 @@ in its lifespan. Nothing is global; two gateways in one process are independent.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Final, Self
 
 from iogate.cache.memory import MemoryCache
-from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig
-from iogate.databases.base import CallRunner, Database, SQLDatabase
+from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
+from iogate.databases.base import Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
-from iogate.errors import UnknownResourceError
+from iogate.errors import (
+    OperationTimeout,
+    TransientDatabaseError,
+    UnknownResourceError,
+    UpstreamConnectionError,
+)
 from iogate.http.upstream import Upstream
 from iogate.observability.metrics import Metrics
+from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 
 __all__ = ["Gateway"]
 
-T = TypeVar("T")
-
-
-class _MeasuredRunner:
-    """Runs a call and records its outcome and duration."""
-
-    __slots__ = ("_metrics", "_resource")
-
-    def __init__(self, resource: str, metrics: Metrics) -> None:
-        self._resource = resource
-        self._metrics = metrics
-
-    async def run(
-        self, fn: Callable[[], Awaitable[T]], /, *, operation: str, idempotent: bool = True
-    ) -> T:
-        started = time.perf_counter()
-        try:
-            result = await fn()
-        except BaseException as exc:
-            elapsed = time.perf_counter() - started
-            self._metrics.record(self._resource, operation, type(exc).__name__, elapsed)
-            raise
-        self._metrics.record(self._resource, operation, "ok", time.perf_counter() - started)
-        return result
+# What each kind of resource may retry (idempotent calls only; the pipeline
+# never retries a call marked non-idempotent).
+_DATABASE_RETRY_ON: Final = (TransientDatabaseError,)
+_UPSTREAM_RETRY_ON: Final = (UpstreamConnectionError, OperationTimeout)
 
 
 class Gateway:
@@ -61,6 +46,11 @@ class Gateway:
         config: the validated configuration.
         metrics: where calls are recorded (a new :class:`Metrics` by default).
         cache: the in-process cache (a new :class:`MemoryCache` by default).
+        clock: time source of every policy (tests pass a ``FakeClock``).
+
+    Each resource's calls run through its own :class:`~iogate.policies.Pipeline`,
+    built from its ``policies`` table (or :func:`~iogate.config.default_policies`)
+    and recording every call into :attr:`metrics`.
 
     ``async with Gateway(config)`` opens every resource concurrently and closes
     them all on exit; if one fails to open, those already open are closed and
@@ -73,8 +63,11 @@ class Gateway:
         *,
         metrics: Metrics | None = None,
         cache: MemoryCache | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self._clock = clock
+        self._pipelines: dict[str, Pipeline] = {}
         self.metrics = metrics if metrics is not None else Metrics()
         self.cache = cache if cache is not None else MemoryCache()
         self._databases: dict[str, Database] = {
@@ -84,11 +77,18 @@ class Gateway:
             name: self._build_upstream(name, cfg) for name, cfg in config.upstreams.items()
         }
 
-    def _runner(self, resource: str) -> CallRunner:
-        return _MeasuredRunner(resource, self.metrics)
+    def _pipeline(
+        self, name: str, policies: PoliciesConfig, retry_on: tuple[type[BaseException], ...]
+    ) -> Pipeline:
+        pipeline = build_pipeline(
+            name, policies, retry_on=retry_on, recorder=self.metrics, clock=self._clock
+        )
+        self._pipelines[name] = pipeline
+        return pipeline
 
     def _build_database(self, name: str, cfg: DatabaseConfig) -> Database:
-        runner = self._runner(name)
+        policies = cfg.policies if cfg.policies is not None else default_policies("database")
+        runner = self._pipeline(name, policies, _DATABASE_RETRY_ON)
         if cfg.kind == "sqlite":
             return SQLiteDatabase(
                 name,
@@ -115,6 +115,7 @@ class Gateway:
         )
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
+        policies = cfg.policies if cfg.policies is not None else default_policies("upstream")
         return Upstream(
             name,
             base_url=cfg.base_url,
@@ -123,8 +124,20 @@ class Gateway:
             connect_timeout_s=cfg.connect_timeout,
             max_connections=cfg.max_connections,
             max_response_bytes=cfg.max_response_bytes,
-            runner=self._runner(name),
+            runner=self._pipeline(name, policies, _UPSTREAM_RETRY_ON),
         )
+
+    def pipeline(self, name: str) -> Pipeline:
+        """The resilience pipeline of the resource ``name`` (for ``snapshot()``, or
+        to force its circuit breaker open / reset it).
+
+        Raises:
+            UnknownResourceError: no resource of that name is configured.
+        """
+        pipeline = self._pipelines.get(name)
+        if pipeline is None:
+            raise UnknownResourceError("resource", name)
+        return pipeline
 
     @property
     def databases(self) -> Mapping[str, Database]:

@@ -106,3 +106,20 @@ async def test_query_decodes_json_arguments_by_parameter_type(db: PostgresDataba
     assert j == "[1, 2]"
     with pytest.raises(QueryError, match="timestamptz"):
         await db.query("SELECT :ts::timestamptz", {"ts": "not a date"})
+
+
+async def test_the_deadline_remainder_cancels_a_statement_on_the_server(pg: PostgresServer) -> None:
+    from iogate.errors import OperationTimeout
+    from iogate.policies import Pipeline
+
+    pipeline = Pipeline(resource="pg", deadline=0.3)
+    async with PostgresDatabase("pg", dsn=pg.dsn, runner=pipeline) as database:
+        with pytest.raises(OperationTimeout):
+            await database.fetch("SELECT pg_sleep(5)")
+        # The pool is healthy and the statement is no longer running on the server.
+        assert await database.fetch_val("SELECT 1") == 1
+        running = await database.fetch_val(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'"
+            " AND state = 'active'"
+        )
+        assert running == 0

@@ -9,6 +9,8 @@
   command tag for rows affected, and decodes JSON-shaped arguments by the
   declared parameter types (an ISO 8601 string for a ``timestamptz``...):
   it is what the HTTP gateway calls.
+- A call's remaining deadline (:func:`iogate.policies.remaining`) is passed as
+  asyncpg's ``timeout=``, which cancels the statement on the server too.
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
 """
 
@@ -40,6 +42,7 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
+from iogate.policies.timeout import remaining
 
 __all__ = ["PostgresDatabase", "translate_postgres_error"]
 
@@ -112,16 +115,18 @@ class PostgresDatabase(SQLDatabase):
 
     async def _fetch(self, sql: str, params: Params) -> list[Row]:
         text, args = compile_postgres(sql, params)
-        return cast(list[Row], await self._guard("fetch", self._need_pool().fetch(text, *args)))
+        coro = self._need_pool().fetch(text, *args, timeout=remaining())
+        return cast(list[Row], await self._guard("fetch", coro))
 
     async def _fetch_one(self, sql: str, params: Params) -> Row | None:
         text, args = compile_postgres(sql, params)
-        coro = self._need_pool().fetchrow(text, *args)
+        coro = self._need_pool().fetchrow(text, *args, timeout=remaining())
         return cast(Row | None, await self._guard("fetch_one", coro))
 
     async def _execute(self, sql: str, params: Params) -> ExecuteResult:
         text, args = compile_postgres(sql, params)
-        status = await self._guard("execute", self._need_pool().execute(text, *args))
+        coro = self._need_pool().execute(text, *args, timeout=remaining())
+        status = await self._guard("execute", coro)
         return ExecuteResult(rows_affected=_rows_affected(cast(str, status)))
 
     async def _query(self, sql: str, params: Params) -> QueryResult:
@@ -136,7 +141,7 @@ class PostgresDatabase(SQLDatabase):
                 args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
             except ValueError as exc:
                 raise QueryError(str(exc), resource=self.name, operation="query") from None
-            records = await stmt.fetch(*args)
+            records = await stmt.fetch(*args, timeout=remaining())
             status = stmt.get_statusmsg()
             attributes = stmt.get_attributes()
         columns = tuple(Column(a.name, a.type.name) for a in attributes)
@@ -145,6 +150,10 @@ class PostgresDatabase(SQLDatabase):
     async def _guard(self, operation: str, coro: Any) -> Any:
         try:
             return await coro
+        except TimeoutError as exc:  # asyncpg's timeout= (the deadline's remainder)
+            raise OperationTimeout(
+                "statement ran past the call's deadline", resource=self.name, operation=operation
+            ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
 

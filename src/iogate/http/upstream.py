@@ -7,6 +7,8 @@
   redirects are not followed, so a 3xx never carries a call to another host.
 - Configured headers (credentials) always win over a caller's headers of the
   same name, never appear in a :class:`Response`, and are masked in ``repr``.
+- An attempt's total timeout is the configured one or the call's remaining
+  deadline (:func:`iogate.policies.remaining`), whichever is shorter.
 - Each call runs through the upstream's :class:`~iogate.databases.base.CallRunner`
   (the resilience pipeline). A call is idempotent — may be retried — when its
   method is (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it
@@ -36,6 +38,7 @@ from iogate.errors import (
     UpstreamHTTPError,
 )
 from iogate.http.urls import resolve_under
+from iogate.policies.timeout import remaining
 
 __all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream"]
 
@@ -295,9 +298,13 @@ class Upstream:
             raise RuntimeError(f"upstream {self.name!r} is {self.state.value}, not open")
         ctx: OperationContext = {"resource": self.name, "operation": method}
         started = time.perf_counter()
+        left = remaining()
+        timeout = self._timeout
+        if left is not None and (timeout.total is None or left < timeout.total):
+            timeout = aiohttp.ClientTimeout(total=left, connect=timeout.connect)
         try:
             async with session.request(
-                method, url, headers=headers, data=body, allow_redirects=False
+                method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
             ) as resp:
                 limit = self.max_response_bytes
                 if resp.content_length is not None and resp.content_length > limit:
