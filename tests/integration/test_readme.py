@@ -68,8 +68,17 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     assert (tmp_path / "var" / "iogate.db").exists()
 
 
-def test_library_example_runs(tmp_path: Path) -> None:
-    (example,) = _blocks("python")
+EXPECTED_OUTPUT = ["ok 3\n[0, 1, 4, 9, 16]", "True"]
+
+
+def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> None:
+    examples = _blocks("python")
+    assert len(examples) == len(EXPECTED_OUTPUT)
+    for example, expected in zip(examples, EXPECTED_OUTPUT, strict=True):
+        _run_python(example, expected, tmp_path)
+
+
+def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
@@ -79,4 +88,4 @@ def test_library_example_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert result.stdout.strip() == expected
