@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from iogate.cache.memory import MemoryCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
@@ -28,6 +27,7 @@ from iogate.errors import (
     UpstreamConnectionError,
 )
 from iogate.http.upstream import Upstream
+from iogate.lifecycle import AsyncResource
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 
@@ -39,7 +39,7 @@ _DATABASE_RETRY_ON: Final = (TransientDatabaseError,)
 _UPSTREAM_RETRY_ON: Final = (UpstreamConnectionError, OperationTimeout)
 
 
-class Gateway:
+class Gateway(AsyncResource):
     """Owns every database and upstream of one :class:`~iogate.config.IogateConfig`.
 
     Args:
@@ -65,6 +65,7 @@ class Gateway:
         cache: MemoryCache | None = None,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__("gateway")
         self.config = config
         self._clock = clock
         self._pipelines: dict[str, Pipeline] = {}
@@ -182,37 +183,21 @@ class Gateway:
             raise UnknownResourceError("upstream", name)
         return upstream
 
-    async def open(self) -> None:
+    async def _open(self) -> None:
         """Open every resource concurrently; on any failure close all and re-raise."""
-        resources: list[Database | Upstream] = [
-            *self._databases.values(),
-            *self._upstreams.values(),
-        ]
+        resources = self._resources()
         results = await asyncio.gather(*(r.open() for r in resources), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            await self.close()
+            await self._close()
             raise failures[0]
 
-    async def close(self) -> None:
-        """Close every resource (idempotent); errors while closing are not raised."""
-        resources: list[Database | Upstream] = [
-            *self._databases.values(),
-            *self._upstreams.values(),
-        ]
-        await asyncio.gather(*(r.close() for r in resources), return_exceptions=True)
+    async def _close(self) -> None:
+        """Close every resource; errors while closing are not raised."""
+        await asyncio.gather(*(r.close() for r in self._resources()), return_exceptions=True)
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    def _resources(self) -> list[AsyncResource]:
+        return [*self._databases.values(), *self._upstreams.values()]
 
     def __repr__(self) -> str:
         return f"<Gateway databases={sorted(self._databases)} upstreams={sorted(self._upstreams)}>"

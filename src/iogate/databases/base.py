@@ -5,21 +5,20 @@ public methods here run each call through the resource's :class:`CallRunner`
 (the resilience pipeline, which also records metrics), so no backend holds a
 retry loop or a timer of its own.
 
-Lifecycle (as asyncpg pools and aiohttp sessions): unopened → open → closed.
+Lifecycle (:class:`~iogate.lifecycle.AsyncResource`): unopened → open → closed.
 Use ``async with backend:`` or ``await backend.open()`` / ``await backend.close()``.
 """
 
 from __future__ import annotations
 
-import enum
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from iogate.databases.sql import is_read_statement
+from iogate.lifecycle import AsyncResource
 
 __all__ = [
     "CallRunner",
@@ -28,7 +27,6 @@ __all__ = [
     "ExecuteResult",
     "Params",
     "QueryResult",
-    "ResourceState",
     "Row",
     "SQLDatabase",
 ]
@@ -110,15 +108,7 @@ class QueryResult:
         return len(self.rows) if self.columns else self.rows_affected
 
 
-class ResourceState(enum.Enum):
-    """Lifecycle of a database or upstream."""
-
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class Database(ABC):
+class Database(AsyncResource):
     """A named database of any kind (SQL or Redis).
 
     Attributes:
@@ -129,41 +119,12 @@ class Database(ABC):
     kind: ClassVar[str]
 
     def __init__(self, name: str, *, runner: CallRunner | None = None) -> None:
-        self.name = name
-        self.state = ResourceState.UNOPENED
+        super().__init__(name)
         self._runner = runner
 
-    async def open(self) -> None:
-        """Open the connections. Idempotent while open; a closed backend stays closed.
-
-        Raises:
-            DatabaseError: the database cannot be reached or opened.
-        """
-        if self.state is ResourceState.OPEN:
-            return
-        if self.state is ResourceState.CLOSED:
-            raise RuntimeError(f"database {self.name!r} is closed")
-        await self._open()
-        self.state = ResourceState.OPEN
-
-    async def close(self) -> None:
-        """Close every connection. Idempotent."""
-        if self.state is ResourceState.OPEN:
-            self.state = ResourceState.CLOSED
-            await self._close()
-        self.state = ResourceState.CLOSED
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    @property
+    def _what(self) -> str:
+        return "database"
 
     async def ping(self) -> None:
         """Check the database answers (one round trip).
@@ -174,20 +135,13 @@ class Database(ABC):
         await self._call(self._ping, "ping", idempotent=True)
 
     async def _call(self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool) -> T:
-        if self.state is not ResourceState.OPEN:
-            raise RuntimeError(f"database {self.name!r} is {self.state.value}, not open")
+        self._require_open()
         if self._runner is None:
             return await fn()
         return await self._runner.run(fn, operation=operation, idempotent=idempotent)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.state.value}>"
-
-    @abstractmethod
-    async def _open(self) -> None: ...
-
-    @abstractmethod
-    async def _close(self) -> None: ...
 
     @abstractmethod
     async def _ping(self) -> None: ...

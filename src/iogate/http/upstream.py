@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, Self
 
 import aiohttp
@@ -28,7 +27,7 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
-from iogate.databases.base import CallRunner, ResourceState
+from iogate.databases.base import CallRunner
 from iogate.errors import (
     InvalidInputError,
     OperationContext,
@@ -38,6 +37,7 @@ from iogate.errors import (
     UpstreamHTTPError,
 )
 from iogate.http.urls import resolve_under
+from iogate.lifecycle import AsyncResource
 from iogate.policies.timeout import remaining
 
 __all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream"]
@@ -124,7 +124,7 @@ class Response:
         return self
 
 
-class Upstream:
+class Upstream(AsyncResource):
     """A named external HTTP API.
 
     Args:
@@ -158,11 +158,10 @@ class Upstream:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
-        self.name = name
+        super().__init__(name)
         self.base_url = URL(base_url)
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
             raise ValueError("base_url must be an absolute http:// or https:// URL")
-        self.state = ResourceState.UNOPENED
         self._headers = CIMultiDict(headers or {})
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._max_connections = max_connections
@@ -174,42 +173,26 @@ class Upstream:
         masked = ", ".join(f"{k}: ***" for k in self._headers)
         return f"<Upstream {self.name!r} {self.base_url} headers={{{masked}}} {self.state.value}>"
 
-    async def open(self) -> None:
+    @property
+    def _what(self) -> str:
+        return "upstream"
+
+    async def _open(self) -> None:
         """Create the session and its connection pool in the running event loop."""
-        if self.state is ResourceState.OPEN:
-            return
-        if self.state is ResourceState.CLOSED:
-            raise RuntimeError(f"upstream {self.name!r} is closed")
         connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=True
         )
-        self.state = ResourceState.OPEN
 
-    async def close(self) -> None:
-        """Close the session and every pooled connection. Idempotent."""
+    async def _close(self) -> None:
         session, self._session = self._session, None
-        self.state = ResourceState.CLOSED
         if session is not None:
             await session.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def ping(self) -> None:
         """Readiness of an upstream is not probed over the network (no I/O):
         raises RuntimeError only when it is not open."""
-        if self.state is not ResourceState.OPEN:
-            raise RuntimeError(f"upstream {self.name!r} is {self.state.value}, not open")
+        self._require_open()
 
     async def request(
         self,
@@ -293,9 +276,9 @@ class Upstream:
     async def _send(
         self, method: str, url: URL, headers: CIMultiDict[str], body: bytes | str | None
     ) -> Response:
+        self._require_open()
         session = self._session
-        if session is None:
-            raise RuntimeError(f"upstream {self.name!r} is {self.state.value}, not open")
+        assert session is not None
         ctx: OperationContext = {"resource": self.name, "operation": method}
         started = time.perf_counter()
         left = remaining()
