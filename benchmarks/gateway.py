@@ -1,0 +1,187 @@
+"""The HTTP gateway under load: point select on SQLite over HTTP, with wrk.
+
+Subjects, each a real server process on a free loopback port, on the same
+SQLite file (1,000 rows), driven by ``wrk -t2 -c32`` with the same JSON body:
+
+* ``iogate.gateway``      ``iogate serve`` with its default policies and metrics,
+                          ``POST /v1/databases/main/query``
+* ``fastapi+aiosqlite``   a bare FastAPI endpoint doing the same query on one
+                          aiosqlite connection (pydantic body, orjson reply):
+                          what a hand-written service costs
+
+Rounds alternate the subjects (a noisy neighbour hits both alike); the median
+of the rounds is reported. wrk runs on the same 2 cores as the server, so
+absolute figures are lower than on separate machines; the ratio is the figure
+to watch. (Datasette's JSON API, the issue-8 peer, is not measured yet.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .harness import Result
+
+TITLE = "point select over HTTP on SQLite, wrk -t2 -c32"
+BASELINE = "fastapi+aiosqlite"
+COMPARE = None
+
+BODY = '{"sql": "SELECT id, email, name FROM users WHERE id = :id", "params": {"id": 7}}'
+
+BARE_APP = """
+from contextlib import asynccontextmanager
+
+import aiosqlite
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+
+class Query(BaseModel):
+    sql: str
+    params: dict | list | None = None
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.db = await aiosqlite.connect(DB)
+    yield
+    await app.state.db.close()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/query")
+async def query(body: Query, request: Request) -> Response:
+    rows = await request.app.state.db.execute_fetchall(body.sql, body.params or ())
+    return Response(orjson.dumps({"rows": [list(r) for r in rows]}), media_type="application/json")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}")
+
+
+def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx answers from {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {
+        p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+        for p in ("50", "99")
+    }
+    return {"requests_per_s": rps, "latency_p50_ms": lat["50"], "latency_p99_ms": lat["99"]}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def _make_db(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, name TEXT)")
+        conn.executemany(
+            "INSERT INTO users (email, name) VALUES (?, ?)",
+            [(f"user{i}@example.com", f"User {i}") for i in range(1000)],
+        )
+
+
+def _servers(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    db = tmp / "bench.db"
+    (tmp / "bare_app.py").write_text(f"DB = {str(db)!r}\n" + BARE_APP)
+    (tmp / "iogate.toml").write_text(f'[databases.main]\nurl = "sqlite:///{db}"\n')
+    iogate = [sys.executable, "-m", "iogate", "serve", "--config", str(tmp / "iogate.toml")]
+    iogate += ["--log-level", "warning", "--port"]
+    bare = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(tmp)]
+    bare += ["--log-level", "warning", "--no-access-log", "--port"]
+    return {
+        "iogate.gateway": (iogate, "/v1/databases/main/query"),
+        "fastapi+aiosqlite": (bare, "/query"),
+    }
+
+
+def _measure(command: list[str], path: str, script: Path, seconds: int) -> dict[str, float]:
+    port = _free_port()
+    proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc)
+        url = f"http://127.0.0.1:{port}{path}"
+        _wrk(url, script, max(1, seconds // 3))  # warm-up
+        return _wrk(url, script, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def run(*, quick: bool = False) -> list[Result]:
+    """Alternate the subjects for a few rounds; report the medians."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run scripts/install-services.sh bench")
+    return await asyncio.to_thread(_run_sync, 1 if quick else 3, 3 if quick else 10)
+
+
+def _run_sync(rounds: int, seconds: int) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="iogate-bench-gw-") as name:
+        tmp = Path(name)
+        _make_db(tmp / "bench.db")
+        script = tmp / "point.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = '{BODY}'\n"
+        )
+        runs: dict[str, list[dict[str, float]]] = {}
+        servers = _servers(tmp)
+        for _ in range(rounds):
+            for subject, (command, path) in servers.items():
+                runs.setdefault(subject, []).append(_measure(command, path, script, seconds))
+    units = {"requests_per_s": "req/s", "latency_p50_ms": "ms", "latency_p99_ms": "ms"}
+    return [
+        Result(subject, metric, statistics.median(r[metric] for r in results), unit)
+        for metric, unit in units.items()
+        for subject, results in runs.items()
+    ]
+
+
+def summary(results: Sequence[Result]) -> list[str]:
+    """The throughput ratio iogate / bare FastAPI."""
+    rps = {r.subject: r.value for r in results if r.metric == "requests_per_s"}
+    ratio = rps["iogate.gateway"] / rps["fastapi+aiosqlite"]
+    return [
+        f"iogate.gateway: {rps['iogate.gateway']:,.0f} req/s = {ratio:.2f}x a bare FastAPI + "
+        f"aiosqlite endpoint ({rps['fastapi+aiosqlite']:,.0f} req/s); issue 8 targets >= 1.0x"
+    ]
