@@ -52,6 +52,10 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (system, databases, upstreams, legacy):
-        app.include_router(module.router)
+    # The routers use no prefix and no router-level dependencies, so their
+    # routes are registered on the app itself: matching then is one flat list
+    # (hot routes first) instead of include_router's per-request router layer,
+    # which cost ~10 % of a point select's request time (issue 2 closing note).
+    for module in (databases, upstreams, system, legacy):
+        app.router.routes.extend(module.router.routes)
     return app
