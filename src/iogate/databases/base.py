@@ -12,13 +12,26 @@ Use ``async with backend:`` or ``await backend.open()`` / ``await backend.close(
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
+from iogate.databases import crud
 from iogate.databases.sql import is_read_statement
+from iogate.databases.stats import PoolStats
+from iogate.databases.streaming import MAX_CHUNK_SIZE, RowStream, StreamSource
+from iogate.databases.transactions import (
+    ISOLATION_LEVELS,
+    Transaction,
+    TransactionScope,
+    TxConnection,
+)
+from iogate.errors import OperationError, TransientDatabaseError
 from iogate.lifecycle import AsyncResource
+
+if TYPE_CHECKING:
+    from iogate.cache.memory import MemoryCache
 
 __all__ = [
     "CallRunner",
@@ -29,6 +42,7 @@ __all__ = [
     "QueryResult",
     "Row",
     "SQLDatabase",
+    "Statement",
 ]
 
 T = TypeVar("T")
@@ -37,6 +51,10 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 """Statement parameters: a sequence for positional placeholders (``?``, or ``$1``
 on PostgreSQL), a mapping for named ones (``:name``), or ``None``. Values are
 always bound by the driver, never formatted into the SQL text."""
+
+
+Statement = str | tuple[str, Params]
+"""One statement of a batch: the SQL alone, or ``(sql, params)``."""
 
 
 class Row(Protocol):
@@ -134,6 +152,10 @@ class Database(AsyncResource):
         """
         await self._call(self._ping, "ping", idempotent=True)
 
+    @abstractmethod
+    def stats(self) -> PoolStats:
+        """The connection pool's statistics now (a frozen snapshot; no I/O)."""
+
     async def _call(self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool) -> T:
         self._require_open()
         if self._runner is None:
@@ -153,21 +175,62 @@ class SQLDatabase(Database):
     Every method takes the statement and its :data:`Params`. ``idempotent``
     says whether the call may be retried on a transient error; by default a
     statement is idempotent when it is a plain read (``SELECT``, ``VALUES``,
-    ``EXPLAIN``, ``SHOW``): writes, and ``WITH`` queries (which may hold a data-
+    ``SHOW``, ``TABLE``): writes, and ``WITH`` queries (which may hold a data-
     modifying CTE), are never retried unless the caller says so.
 
     Errors raised (all :class:`~iogate.errors.DatabaseError`):
-    ``QueryError`` (bad SQL or parameters), ``IntegrityError`` (constraint),
-    ``TransientDatabaseError`` (connection lost, busy, serialization failure),
-    ``ReadOnlyViolation``, and ``OperationTimeout`` past the deadline.
+    ``QueryError`` (bad SQL or parameters, with ``position``), ``IntegrityError``
+    (constraint, with ``constraint``), ``TransientDatabaseError`` (connection
+    lost, busy, serialization failure, deadlock), ``ReadOnlyViolation``, and
+    ``OperationTimeout`` past the deadline.
+
+    Args:
+        name: resource name.
+        runner: the resilience pipeline each call runs through.
+        cache: where ``fetch(..., cache_ttl=)`` keeps results (the Gateway's
+            in-process cache); without one, ``cache_ttl`` is refused.
     """
 
+    def __init__(
+        self, name: str, *, runner: CallRunner | None = None, cache: MemoryCache | None = None
+    ) -> None:
+        super().__init__(name, runner=runner)
+        self._cache = cache
+        self._schema = crud.SchemaCache(self._introspect, resource=name)
+
     async def fetch(
-        self, sql: str, params: Params = None, *, idempotent: bool | None = None
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        idempotent: bool | None = None,
+        cache_ttl: float | None = None,
+        cache_key: Hashable | None = None,
     ) -> list[Row]:
-        """Run a query and return all its rows."""
-        fn = partial(self._fetch, sql, params)
-        return await self._call(fn, "fetch", idempotent=_idem(sql, idempotent))
+        """Run a query and return all its rows.
+
+        With ``cache_ttl`` (seconds, > 0) the rows are read through the cache:
+        a hit returns the cached list (shared: do not mutate it), a miss runs
+        the query and keeps the rows for ``cache_ttl`` seconds under
+        ``cache_key`` (default: database name, SQL and parameters).
+
+        Raises:
+            ValueError: ``cache_ttl`` without a cache, or not positive.
+        """
+        if cache_ttl is None:
+            fn = partial(self._fetch, sql, params)
+            return await self._call(fn, "fetch", idempotent=_idem(sql, idempotent))
+        if self._cache is None or cache_ttl <= 0:
+            raise ValueError("cache_ttl needs a cache (Gateway) and a positive number of seconds")
+        key = (
+            cache_key if cache_key is not None else ("iogate.sql", self.name, sql, _freeze(params))
+        )
+        cached: list[Row] | None = self._cache.get(key)
+        if cached is not None:
+            return cached
+        rows = await self.fetch(sql, params, idempotent=idempotent)
+        self._cache.set(key, rows, ttl_s=cache_ttl)
+        return rows
 
     async def fetch_one(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
@@ -190,6 +253,18 @@ class SQLDatabase(Database):
         fn = partial(self._execute, sql, params)
         return await self._call(fn, "execute", idempotent=_idem(sql, idempotent))
 
+    async def execute_many(
+        self, sql: str, params: Sequence[Params], *, idempotent: bool = False
+    ) -> ExecuteResult:
+        """Run one statement once per parameter set, atomically (all sets or none).
+
+        ``rows_affected`` is the total on SQLite; on PostgreSQL asyncpg's
+        ``executemany`` reports no command tags, so it is the number of
+        parameter sets run. Never retried unless ``idempotent=True``.
+        """
+        fn = partial(self._execute_many, sql, list(params))
+        return await self._call(fn, "execute_many", idempotent=idempotent)
+
     async def query(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
     ) -> QueryResult:
@@ -197,6 +272,184 @@ class SQLDatabase(Database):
         else rows affected. This is what the gateway's query endpoint calls."""
         fn = partial(self._query, sql, params)
         return await self._call(fn, "query", idempotent=_idem(sql, idempotent))
+
+    def stream(self, sql: str, params: Params = None, *, chunk_size: int = 1000) -> RowStream:
+        """Stream a query's rows with bounded memory (see :mod:`iogate.databases.streaming`)::
+
+            async with db.stream("SELECT * FROM events") as rows:
+                async for row in rows: ...
+
+        Args:
+            chunk_size: rows per round trip (1..100000); at most one chunk is held.
+
+        Raises (on entering the block): the errors of :meth:`query`.
+        """
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be within 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
+        self._require_open()
+        return RowStream(self._stream(sql, params, chunk_size))
+
+    def transaction(
+        self, *, isolation: str | None = None, read_only: bool = False
+    ) -> TransactionScope:
+        """A transaction on one connection, as ``async with db.transaction() as tx:``.
+
+        Commits when the block ends, rolls back if it raises (see
+        :mod:`iogate.databases.transactions`). Statements inside are never
+        retried; nest savepoints with ``tx.transaction()``.
+
+        Args:
+            isolation: ``"read committed"``, ``"repeatable read"``,
+                ``"serializable"`` or ``"read uncommitted"`` (PostgreSQL's
+                ``BEGIN ISOLATION LEVEL``); ``None`` for the server default.
+                SQLite transactions are always serializable, whatever is asked.
+            read_only: the engine refuses writes (PostgreSQL ``READ ONLY``;
+                SQLite runs the transaction on a ``query_only`` reader)
+                with :class:`~iogate.errors.ReadOnlyViolation`.
+
+        Raises:
+            ValueError: an unknown isolation level.
+        """
+        if isolation is not None and isolation.lower() not in ISOLATION_LEVELS:
+            raise ValueError(
+                f"isolation must be one of {sorted(ISOLATION_LEVELS)}, got {isolation!r}"
+            )
+        self._require_open()
+        level = None if isolation is None else isolation.lower()
+        holder: list[Callable[[bool], Awaitable[None]]] = []
+
+        async def begin() -> Transaction:
+            conn, finish = await self._begin(level, read_only)
+            holder.append(finish)
+            return Transaction(conn, read_only=read_only)
+
+        async def end(commit: bool) -> None:
+            await holder[0](commit)
+
+        return TransactionScope(begin, end)
+
+    async def run_in_transaction(
+        self,
+        fn: Callable[[Transaction], Awaitable[T]],
+        *,
+        retries: int = 3,
+        isolation: str | None = None,
+        read_only: bool = False,
+    ) -> T:
+        """Run ``await fn(tx)`` in a transaction, re-running the whole transaction
+        (with backoff) up to ``retries`` times on a TransientDatabaseError
+        (serialization failure 40001, deadlock 40P01, lost connection, SQLITE_BUSY).
+
+        ``fn`` must be safe to re-run: everything it does in the database is
+        rolled back before a retry, but side effects outside are not.
+        Each attempt runs through the resource's pipeline as one
+        non-idempotent call (``operation="transaction"``).
+
+        Raises:
+            ValueError: ``retries`` < 0. Otherwise what ``fn`` or COMMIT raises.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        from iogate.policies import Backoff, Pipeline, Retry
+
+        async def once() -> T:
+            async with self.transaction(isolation=isolation, read_only=read_only) as tx:
+                return await fn(tx)
+
+        async def attempt() -> T:
+            return await self._call(once, "transaction", idempotent=False)
+
+        retry = Retry(
+            retry_on=(TransientDatabaseError,),
+            max_attempts=retries + 1,
+            backoff=Backoff.exponential(initial=0.01, max_delay=0.5),
+        )
+        return await Pipeline(resource=self.name, retry=retry).run(attempt, operation="transaction")
+
+    async def batch(
+        self, statements: Sequence[Statement], *, transaction: bool = True
+    ) -> list[QueryResult | OperationError]:
+        """Run statements in order and return one result per statement.
+
+        ``transaction=True``: all-or-nothing in one transaction; the first
+        failing statement rolls everything back and its error is raised, its
+        message prefixed with the statement's index (``statement 2: ...``).
+        The list then holds only :class:`QueryResult`.
+
+        ``transaction=False``: each statement runs on its own (autocommit,
+        through the pipeline, reads retried); a failure does not stop the
+        others and takes its place in the list as the error.
+        """
+        parsed = [_statement(s) for s in statements]
+        if not transaction:
+            results: list[QueryResult | OperationError] = []
+            for sql, params in parsed:
+                try:
+                    results.append(await self.query(sql, params))
+                except OperationError as exc:
+                    results.append(exc)
+            return results
+
+        async def run_all() -> list[QueryResult | OperationError]:
+            done: list[QueryResult | OperationError] = []
+            async with self.transaction() as tx:
+                for index, (sql, params) in enumerate(parsed):
+                    try:
+                        done.append(await tx.query(sql, params))
+                    except OperationError as exc:
+                        exc.message = f"statement {index}: {exc.message}"
+                        raise
+            return done
+
+        return await self._call(run_all, "batch", idempotent=False)
+
+    async def insert(
+        self, table: str, data: Mapping[str, Any], *, returning: crud.Returning = None
+    ) -> QueryResult:
+        """``INSERT`` one row; ``returning`` columns come back in ``rows``.
+
+        The table and columns are checked against the live schema and quoted;
+        values are bound. Raises QueryError for an unknown table or column.
+        """
+        await self._schema.check(table, [*data, *crud.returning_names(returning)])
+        sql, args = crud.build_insert(table, data, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def update(
+        self,
+        table: str,
+        data: Mapping[str, Any],
+        *,
+        where: Mapping[str, Any],
+        returning: crud.Returning = None,
+    ) -> QueryResult:
+        """``UPDATE`` the rows whose columns equal ``where`` (ANDed; ``None`` is
+        ``IS NULL``; must not be empty). ``row_count`` is rows updated."""
+        await self._schema.check(table, [*data, *where, *crud.returning_names(returning)])
+        sql, args = crud.build_update(table, data, where, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def delete(
+        self, table: str, *, where: Mapping[str, Any], returning: crud.Returning = None
+    ) -> QueryResult:
+        """``DELETE`` the rows whose columns equal ``where`` (must not be empty)."""
+        await self._schema.check(table, [*where, *crud.returning_names(returning)])
+        sql, args = crud.build_delete(table, where, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def upsert(
+        self,
+        table: str,
+        data: Mapping[str, Any],
+        *,
+        key: Sequence[str],
+        returning: crud.Returning = None,
+    ) -> QueryResult:
+        """Insert a row, or update the row with the same ``key`` columns
+        (``ON CONFLICT (key) DO UPDATE``; ``key`` must name a unique constraint)."""
+        await self._schema.check(table, [*data, *crud.returning_names(returning)])
+        sql, args = crud.build_upsert(table, data, key, returning)
+        return await self.query(sql, args, idempotent=False)
 
     @abstractmethod
     async def _fetch(self, sql: str, params: Params) -> list[Row]: ...
@@ -208,7 +461,41 @@ class SQLDatabase(Database):
     async def _execute(self, sql: str, params: Params) -> ExecuteResult: ...
 
     @abstractmethod
+    async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult: ...
+
+    @abstractmethod
     async def _query(self, sql: str, params: Params) -> QueryResult: ...
+
+    @abstractmethod
+    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource: ...
+
+    @abstractmethod
+    async def _begin(
+        self, isolation: str | None, read_only: bool
+    ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
+        """Lend a connection, BEGIN, and return it with ``finish(commit)``
+        (COMMIT or ROLLBACK, then give the connection back)."""
+
+    @abstractmethod
+    async def _introspect(self, table: str) -> tuple[str, ...]:
+        """The column names of ``table``; ``()`` when there is no such table."""
+
+
+def _statement(statement: Statement) -> tuple[str, Params]:
+    if isinstance(statement, str):
+        return statement, None
+    sql, params = statement
+    return sql, params
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Hashable):
+        return value
+    return repr(value)
 
 
 def _idem(sql: str, idempotent: bool | None) -> bool:

@@ -10,14 +10,25 @@
   declared parameter types (an ISO 8601 string for a ``timestamptz``...):
   it is what the HTTP gateway calls.
 - A call's remaining deadline (:func:`iogate.policies.remaining`) is passed as
-  asyncpg's ``timeout=``, which cancels the statement on the server too.
+  asyncpg's ``timeout=``: past it asyncpg sends a cancel request, so the
+  server stops the statement too. ``statement_timeout_s`` sets PostgreSQL's
+  own ``statement_timeout`` on every connection (a server-side bound even for
+  calls without a deadline); ``SET LOCAL statement_timeout`` tightens it
+  inside a transaction.
+- Connections are recycled after ``max_queries`` statements and closed after
+  ``max_idle_lifetime_s`` idle (asyncpg pool options); each keeps a prepared-
+  statement cache of ``statement_cache_size`` entries.
+- Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
+  streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, cast
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import asyncpg
 
@@ -30,7 +41,11 @@ from iogate.databases.base import (
     Row,
     SQLDatabase,
 )
+from iogate.databases.crud import quote_ident
 from iogate.databases.sql import compile_postgres
+from iogate.databases.stats import PoolMeter, PoolStats
+from iogate.databases.streaming import StreamSource
+from iogate.databases.transactions import TxConnection
 from iogate.databases.values import from_json_value
 from iogate.errors import (
     DatabaseError,
@@ -43,6 +58,9 @@ from iogate.errors import (
     TransientDatabaseError,
 )
 from iogate.policies.timeout import remaining
+
+if TYPE_CHECKING:
+    from iogate.cache.memory import MemoryCache
 
 __all__ = ["PostgresDatabase", "translate_postgres_error"]
 
@@ -63,7 +81,15 @@ class PostgresDatabase(SQLDatabase):
         max_size: pool bound, 1..1024; callers beyond it wait for a connection.
         connect_timeout_s: seconds to open one connection.
         application_name: reported in ``pg_stat_activity``.
+        statement_timeout_s: PostgreSQL's ``statement_timeout`` for every
+            connection, seconds (``None``: the server's setting). A statement
+            past it fails with SQLSTATE 57014 → OperationTimeout.
+        max_queries: statements after which a connection is replaced (≥ 1).
+        max_idle_lifetime_s: seconds after which an idle connection is closed
+            (0: never).
+        statement_cache_size: prepared statements cached per connection (0: off).
         runner: the resilience pipeline each call runs through.
+        cache: the cache of ``fetch(..., cache_ttl=)``.
     """
 
     kind: ClassVar[str] = "postgresql"
@@ -77,21 +103,40 @@ class PostgresDatabase(SQLDatabase):
         max_size: int = 10,
         connect_timeout_s: float = 10.0,
         application_name: str = "iogate",
+        statement_timeout_s: float | None = None,
+        max_queries: int = 50_000,
+        max_idle_lifetime_s: float = 300.0,
+        statement_cache_size: int = 100,
         runner: CallRunner | None = None,
+        cache: MemoryCache | None = None,
     ) -> None:
-        super().__init__(name, runner=runner)
+        super().__init__(name, runner=runner, cache=cache)
         if not 1 <= max_size <= 1024:
             raise ValueError(f"max_size must be within 1..1024, got {max_size}")
         if not 0 <= min_size <= max_size:
             raise ValueError(f"min_size must be within 0..max_size ({max_size}), got {min_size}")
         if connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s}")
+        if statement_timeout_s is not None and statement_timeout_s <= 0:
+            raise ValueError(f"statement_timeout_s must be > 0, got {statement_timeout_s}")
+        if max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1, got {max_queries}")
+        if max_idle_lifetime_s < 0:
+            raise ValueError(f"max_idle_lifetime_s must be >= 0, got {max_idle_lifetime_s}")
+        if statement_cache_size < 0:
+            raise ValueError(f"statement_cache_size must be >= 0, got {statement_cache_size}")
         self._dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
         self._connect_timeout_s = connect_timeout_s
-        self._application_name = application_name
+        self._settings = {"application_name": application_name}
+        if statement_timeout_s is not None:
+            self._settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))
+        self._max_queries = max_queries
+        self._max_idle_lifetime_s = max_idle_lifetime_s
+        self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool | None = None
+        self._meter = PoolMeter()
 
     async def _open(self) -> None:
         try:
@@ -99,8 +144,11 @@ class PostgresDatabase(SQLDatabase):
                 self._dsn,
                 min_size=self._min_size,
                 max_size=self._max_size,
+                max_queries=self._max_queries,
+                max_inactive_connection_lifetime=self._max_idle_lifetime_s,
+                statement_cache_size=self._statement_cache_size,
                 timeout=self._connect_timeout_s,
-                server_settings={"application_name": self._application_name},
+                server_settings=self._settings,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation="open") from exc
@@ -110,44 +158,153 @@ class PostgresDatabase(SQLDatabase):
         if pool is not None:
             await pool.close()
 
+    async def _acquire(self, operation: str) -> asyncpg.Connection:
+        pool = self._need_pool()
+        meter = self._meter
+        meter.acquiring()
+        started = time.perf_counter()
+        try:
+            conn = await pool.acquire(timeout=remaining())
+        except BaseException as exc:
+            meter.abandoned()
+            if isinstance(exc, TimeoutError):
+                raise OperationTimeout(
+                    "no connection free before the call's deadline",
+                    resource=self.name,
+                    operation=operation,
+                ) from exc
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                raise translate_postgres_error(
+                    exc, resource=self.name, operation=operation
+                ) from exc
+            raise
+        meter.acquired(time.perf_counter() - started)
+        return cast(asyncpg.Connection, conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        self._meter.released()
+        await self._need_pool().release(conn)
+
     async def _ping(self) -> None:
-        await self._guard("ping", self._need_pool().fetchval("SELECT 1"))
+        await self._on_conn("ping", "SELECT 1", [], _VAL)
 
     async def _fetch(self, sql: str, params: Params) -> list[Row]:
         text, args = compile_postgres(sql, params)
-        coro = self._need_pool().fetch(text, *args, timeout=remaining())
-        return cast(list[Row], await self._guard("fetch", coro))
+        return cast(list[Row], await self._on_conn("fetch", text, args, _ALL))
 
     async def _fetch_one(self, sql: str, params: Params) -> Row | None:
         text, args = compile_postgres(sql, params)
-        coro = self._need_pool().fetchrow(text, *args, timeout=remaining())
-        return cast(Row | None, await self._guard("fetch_one", coro))
+        return cast(Row | None, await self._on_conn("fetch_one", text, args, _ONE))
 
     async def _execute(self, sql: str, params: Params) -> ExecuteResult:
         text, args = compile_postgres(sql, params)
-        coro = self._need_pool().execute(text, *args, timeout=remaining())
-        status = await self._guard("execute", coro)
+        status = await self._on_conn("execute", text, args, _EXEC)
         return ExecuteResult(rows_affected=_rows_affected(cast(str, status)))
+
+    async def _on_conn(self, operation: str, text: str, args: list[Any], mode: int) -> Any:
+        conn = await self._acquire(operation)
+        try:
+            return await self._guard(operation, _run(conn, text, args, mode))
+        finally:
+            await self._release(conn)
+
+    async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult:
+        if not params:
+            return ExecuteResult(rows_affected=0)
+        compiled = [compile_postgres(sql, p) for p in params]
+        conn = await self._acquire("execute_many")
+        try:
+            await self._guard("execute_many", _many(conn, compiled[0][0], [a for _, a in compiled]))
+        finally:
+            await self._release(conn)
+        return ExecuteResult(rows_affected=len(compiled))
 
     async def _query(self, sql: str, params: Params) -> QueryResult:
         text, args = compile_postgres(sql, params)
-        return cast(QueryResult, await self._guard("query", self._prepared_query(text, args)))
+        conn = await self._acquire("query")
+        try:
+            return cast(
+                QueryResult, await self._guard("query", self._prepared_query(conn, text, args))
+            )
+        finally:
+            await self._release(conn)
 
-    async def _prepared_query(self, text: str, args: list[Any]) -> QueryResult:
-        async with self._need_pool().acquire() as conn:
-            stmt = await conn.prepare(text)
-            types = [t.name for t in stmt.get_parameters()]
-            try:
-                args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
-            except ValueError as exc:
-                raise QueryError(str(exc), resource=self.name, operation="query") from None
-            records = await stmt.fetch(*args, timeout=remaining())
-            status = stmt.get_statusmsg()
-            attributes = stmt.get_attributes()
-        columns = tuple(Column(a.name, a.type.name) for a in attributes)
+    async def _prepared_query(
+        self, conn: asyncpg.Connection, text: str, args: list[Any]
+    ) -> QueryResult:
+        stmt = await conn.prepare(text, timeout=remaining())
+        types = [t.name for t in stmt.get_parameters()]
+        try:
+            args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
+        except ValueError as exc:
+            raise QueryError(str(exc), resource=self.name, operation="query") from None
+        records = await stmt.fetch(*args, timeout=remaining())
+        status = stmt.get_statusmsg()
+        columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
         return QueryResult(columns, [tuple(r) for r in records], _rows_affected(status))
 
-    async def _guard(self, operation: str, coro: Any) -> Any:
+    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
+        return self._stream_rows(sql, params, chunk_size)
+
+    async def _stream_rows(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
+        text, args = compile_postgres(sql, params)
+        conn = await self._acquire("stream")
+        try:
+            tx = conn.transaction()
+            await self._guard("stream", tx.start())
+            try:
+                stmt = await self._guard("stream", conn.prepare(text, timeout=remaining()))
+                yield tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
+                cursor = await self._guard("stream", stmt.cursor(*args))
+                while rows := await self._guard("stream", cursor.fetch(chunk_size)):
+                    yield rows
+            finally:
+                if not conn.is_closed():
+                    await self._guard("stream", tx.rollback())  # a read: nothing to keep
+        finally:
+            await self._release(conn)
+
+    async def _begin(
+        self, isolation: str | None, read_only: bool
+    ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
+        conn = await self._acquire("transaction")
+        level = None if isolation is None else isolation.replace(" ", "_")
+        tx = conn.transaction(isolation=level, readonly=read_only)
+        try:
+            await self._guard("transaction", tx.start())
+        except BaseException:
+            await self._release(conn)
+            raise
+
+        async def finish(commit: bool) -> None:
+            try:
+                if commit:
+                    await self._guard("commit", tx.commit())
+                elif not conn.is_closed():
+                    await self._guard("rollback", tx.rollback())
+            finally:
+                await self._release(conn)
+
+        return _PostgresTx(self, conn), finish
+
+    async def _introspect(self, table: str) -> tuple[str, ...]:
+        rows = await self._fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1)"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            [quote_ident(table)],
+        )
+        return tuple(r[0] for r in rows)
+
+    def stats(self) -> PoolStats:
+        """Pool statistics (sizes from asyncpg's pool, waits from iogate's meter)."""
+        pool = self._pool
+        if pool is None:
+            return self._meter.snapshot(size=0, max_size=self._max_size, idle=0)
+        return self._meter.snapshot(
+            size=pool.get_size(), max_size=self._max_size, idle=pool.get_idle_size()
+        )
+
+    async def _guard(self, operation: str, coro: Awaitable[Any]) -> Any:
         try:
             return await coro
         except TimeoutError as exc:  # asyncpg's timeout= (the deadline's remainder)
@@ -161,6 +318,69 @@ class PostgresDatabase(SQLDatabase):
         if self._pool is None:
             raise RuntimeError(f"database {self.name!r} is not open")
         return self._pool
+
+
+_ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
+
+
+def _run(conn: asyncpg.Connection, text: str, args: list[Any], mode: int) -> Any:
+    timeout = remaining()
+    if mode == _ALL:
+        return conn.fetch(text, *args, timeout=timeout)
+    if mode == _ONE:
+        return conn.fetchrow(text, *args, timeout=timeout)
+    if mode == _EXEC:
+        return conn.execute(text, *args, timeout=timeout)
+    return conn.fetchval(text, *args, timeout=timeout)
+
+
+async def _many(conn: asyncpg.Connection, text: str, args: Sequence[list[Any]]) -> None:
+    if conn.is_in_transaction():
+        await conn.executemany(text, args, timeout=remaining())
+        return
+    async with conn.transaction():
+        await conn.executemany(text, args, timeout=remaining())
+
+
+class _PostgresTx:
+    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: PostgresDatabase, conn: asyncpg.Connection) -> None:
+        self._db = db
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Params) -> list[Row]:
+        text, args = compile_postgres(sql, params)
+        return cast(
+            list[Row], await self._db._guard("tx.fetch", _run(self._conn, text, args, _ALL))
+        )
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        text, args = compile_postgres(sql, params)
+        row = await self._db._guard("tx.fetch_one", _run(self._conn, text, args, _ONE))
+        return cast(Row | None, row)
+
+    async def execute(self, sql: str, params: Params) -> ExecuteResult:
+        text, args = compile_postgres(sql, params)
+        status = await self._db._guard("tx.execute", _run(self._conn, text, args, _EXEC))
+        return ExecuteResult(rows_affected=_rows_affected(cast(str, status)))
+
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
+        compiled = [compile_postgres(sql, p) for p in params]
+        if compiled:
+            coro = _many(self._conn, compiled[0][0], [a for _, a in compiled])
+            await self._db._guard("tx.execute_many", coro)
+        return ExecuteResult(rows_affected=len(compiled))
+
+    async def query(self, sql: str, params: Params) -> QueryResult:
+        text, args = compile_postgres(sql, params)
+        coro = self._db._prepared_query(self._conn, text, args)
+        return cast(QueryResult, await self._db._guard("tx.query", coro))
+
+    async def command(self, sql: str) -> None:
+        await self._db._guard("transaction", self._conn.execute(sql, timeout=remaining()))
 
 
 def _rows_affected(status: str | None) -> int:

@@ -13,15 +13,25 @@
   with SQLITE_BUSY; ``foreign_keys`` is on.
 - ``sqlite:///:memory:`` has no readers (an in-memory database is private to
   its connection).
+- The writer is lent to one call or one transaction at a time (an
+  ``asyncio.Lock``): a write transaction (``BEGIN IMMEDIATE``) holds it until
+  COMMIT, so concurrent writers of one :class:`SQLiteDatabase` queue in
+  Python instead of meeting ``database is locked``. A read-only transaction
+  runs on a reader (``BEGIN`` in WAL: a consistent snapshot).
+- A statement whose call is cancelled (its deadline passed) is stopped with
+  ``sqlite3_interrupt`` (sqlite.org/c3ref/interrupt.html), so the
+  connection is free again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiosqlite
 
@@ -35,6 +45,9 @@ from iogate.databases.base import (
     SQLDatabase,
 )
 from iogate.databases.sql import is_read_statement
+from iogate.databases.stats import PoolMeter, PoolStats
+from iogate.databases.streaming import StreamSource
+from iogate.databases.transactions import TxConnection
 from iogate.errors import (
     DatabaseError,
     IntegrityError,
@@ -45,6 +58,9 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
+
+if TYPE_CHECKING:
+    from iogate.cache.memory import MemoryCache
 
 __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 
@@ -65,6 +81,7 @@ class SQLiteDatabase(SQLDatabase):
         readers: reader connections beside the writer, 0..1024 (0: all on the writer).
         busy_timeout_s: seconds to wait on a lock before ``SQLITE_BUSY``.
         runner: the resilience pipeline each call runs through.
+        cache: the cache of ``fetch(..., cache_ttl=)``.
 
     Raises (on :meth:`open`): DatabaseError when the file cannot be opened.
     """
@@ -79,8 +96,9 @@ class SQLiteDatabase(SQLDatabase):
         readers: int = 2,
         busy_timeout_s: float = 5.0,
         runner: CallRunner | None = None,
+        cache: MemoryCache | None = None,
     ) -> None:
-        super().__init__(name, runner=runner)
+        super().__init__(name, runner=runner, cache=cache)
         if not 0 <= readers <= 1024:
             raise ValueError(f"readers must be within 0..1024, got {readers}")
         if busy_timeout_s < 0:
@@ -92,6 +110,9 @@ class SQLiteDatabase(SQLDatabase):
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
+        self._write_lock = asyncio.Lock()
+        self._tx_task: asyncio.Task[Any] | None = None
+        self._meter = PoolMeter()
 
     async def _open(self) -> None:
         if not self._memory:
@@ -131,7 +152,7 @@ class SQLiteDatabase(SQLDatabase):
             await conn.close()
 
     async def _ping(self) -> None:
-        await self._run(self._need_writer(), "SELECT 1", None, _ONE, "ping")
+        await self._on_writer("SELECT 1", None, _ONE, "ping")
 
     async def _fetch(self, sql: str, params: Params) -> list[Row]:
         return cast(list[Row], await self._route(sql, params, _ALL, "fetch"))
@@ -140,39 +161,259 @@ class SQLiteDatabase(SQLDatabase):
         return cast(Row | None, await self._route(sql, params, _ONE, "fetch_one"))
 
     async def _execute(self, sql: str, params: Params) -> ExecuteResult:
-        result = await self._run(self._need_writer(), sql, params, _EXEC, "execute")
-        return cast(ExecuteResult, result)
+        return cast(ExecuteResult, await self._on_writer(sql, params, _EXEC, "execute"))
+
+    async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult:
+        writer = await self._take_writer()
+        try:
+            result = await self._run_fn(writer, "execute_many", _many, sql, params, True)
+            return cast(ExecuteResult, result)
+        finally:
+            self._give_writer()
 
     async def _query(self, sql: str, params: Params) -> QueryResult:
         return cast(QueryResult, await self._route(sql, params, _QUERY, "query"))
 
     async def _route(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
         if not self._readers or not is_read_statement(sql):
-            return await self._run(self._need_writer(), sql, params, mode, operation)
-        reader = await self._idle.get()
+            return await self._on_writer(sql, params, mode, operation)
+        reader = await self._take_reader()
         try:
             return await self._run(reader, sql, params, mode, operation)
         except ReadOnlyViolation:
             pass  # a "read" that writes: the writer runs it
         finally:
-            self._idle.put_nowait(reader)
-        return await self._run(self._need_writer(), sql, params, mode, operation)
+            self._give_reader(reader)
+        return await self._on_writer(sql, params, mode, operation)
+
+    async def _on_writer(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
+        writer = await self._take_writer()
+        try:
+            return await self._run(writer, sql, params, mode, operation)
+        finally:
+            self._give_writer()
+
+    async def _take_reader(self) -> aiosqlite.Connection:
+        meter = self._meter
+        try:
+            reader = self._idle.get_nowait()
+        except asyncio.QueueEmpty:
+            meter.acquiring()
+            started = time.perf_counter()
+            try:
+                reader = await self._idle.get()
+            except BaseException:
+                meter.abandoned()
+                raise
+            meter.acquired(time.perf_counter() - started)
+            return reader
+        meter.acquiring()
+        meter.acquired(0.0)
+        return reader
+
+    def _give_reader(self, reader: aiosqlite.Connection) -> None:
+        self._idle.put_nowait(reader)
+        self._meter.released()
+
+    async def _take_writer(self) -> aiosqlite.Connection:
+        writer = self._need_writer()
+        lock, meter = self._write_lock, self._meter
+        if lock.locked() and self._tx_task is not None and self._tx_task is asyncio.current_task():
+            raise RuntimeError(
+                f"database {self.name!r}: this task holds a write transaction;"
+                " run the statement on the transaction (tx.execute), not on the database"
+            )
+        meter.acquiring()
+        started = time.perf_counter()
+        try:
+            await lock.acquire()
+        except BaseException:
+            meter.abandoned()
+            raise
+        meter.acquired(time.perf_counter() - started)
+        return writer
+
+    def _give_writer(self) -> None:
+        self._write_lock.release()
+        self._meter.released()
 
     async def _run(
         self, conn: aiosqlite.Connection, sql: str, params: Params, mode: _Mode, operation: str
     ) -> object:
+        return await self._run_fn(conn, operation, _statement, sql, _bind(params), mode)
+
+    async def _run_fn(
+        self, conn: aiosqlite.Connection, operation: str, fn: Callable[..., Any], *args: Any
+    ) -> Any:
         # aiosqlite's Connection._execute runs a function on the connection's own
         # thread: one trip for execute + fetch + close instead of three.
         in_thread = cast(Callable[..., Awaitable[object]], conn._execute)
         try:
-            return await in_thread(_statement, conn._conn, sql, _bind(params), mode)
+            return await in_thread(fn, conn._conn, *args)
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, resource=self.name, operation=operation) from exc
+        except asyncio.CancelledError:
+            # Deadline passed (or caller gone): stop the statement on its thread.
+            # sqlite3_interrupt is safe from any thread and a no-op when idle.
+            conn._conn.interrupt()
+            raise
+
+    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
+        return self._stream_rows(sql, params, chunk_size)
+
+    async def _stream_rows(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
+        on_reader = bool(self._readers) and is_read_statement(sql)
+        conn = await (self._take_reader() if on_reader else self._take_writer())
+        cursor: sqlite3.Cursor | None = None
+        try:
+            cursor = await self._run_fn(conn, "stream", _open_cursor, sql, _bind(params))
+            description = cursor.description or ()
+            yield tuple(Column(d[0]) for d in description)
+            while rows := await self._run_fn(conn, "stream", _fetch_many, cursor, chunk_size):
+                yield rows
+        finally:
+            if cursor is not None:
+                await self._run_fn(conn, "stream", _close_cursor, cursor)
+            if on_reader:
+                self._give_reader(conn)
+            else:
+                self._give_writer()
+
+    async def _begin(
+        self, isolation: str | None, read_only: bool
+    ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
+        # SQLite transactions are serializable whatever `isolation` asks
+        # (sqlite.org/isolation.html).
+        on_reader = read_only and bool(self._readers)
+        conn = await (self._take_reader() if on_reader else self._take_writer())
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        tx = _SQLiteTx(self, conn)
+        try:
+            if read_only and not on_reader:
+                await tx.command("PRAGMA query_only = ON")
+            await tx.command(begin)
+        except BaseException:
+            await self._end_tx(conn, on_reader, read_only)
+            raise
+        if not on_reader:
+            self._tx_task = asyncio.current_task()
+
+        async def finish(commit: bool) -> None:
+            try:
+                if commit:
+                    try:
+                        await tx.command("COMMIT")
+                    except BaseException:
+                        await _rollback_quietly(tx)
+                        raise
+                else:
+                    await _rollback_quietly(tx)
+            finally:
+                await self._end_tx(conn, on_reader, read_only)
+
+        return tx, finish
+
+    async def _end_tx(self, conn: aiosqlite.Connection, on_reader: bool, read_only: bool) -> None:
+        if on_reader:
+            self._give_reader(conn)
+            return
+        self._tx_task = None
+        try:
+            if read_only:
+                await self._run(conn, "PRAGMA query_only = OFF", None, _EXEC, "transaction")
+        finally:
+            self._give_writer()
+
+    async def _introspect(self, table: str) -> tuple[str, ...]:
+        schema, _, name = table.rpartition(".")
+        sql = "SELECT name FROM pragma_table_info(?, ?)" if schema else None
+        rows = await self._route(
+            sql or "SELECT name FROM pragma_table_info(?)",
+            [name, schema] if schema else [name],
+            _ALL,
+            "introspect",
+        )
+        return tuple(r[0] for r in cast(list[Row], rows))
+
+    def stats(self) -> PoolStats:
+        """Pool statistics: ``size`` counts the readers and the writer."""
+        size = len(self._readers) + (1 if self._writer is not None else 0)
+        return self._meter.snapshot(size=size, max_size=self._n_readers + 1)
 
     def _need_writer(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise RuntimeError(f"database {self.name!r} is not open")
         return self._writer
+
+
+class _SQLiteTx:
+    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: SQLiteDatabase, conn: aiosqlite.Connection) -> None:
+        self._db = db
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Params) -> list[Row]:
+        return cast(list[Row], await self._db._run(self._conn, sql, params, _ALL, "tx.fetch"))
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        row = await self._db._run(self._conn, sql, params, _ONE, "tx.fetch_one")
+        return cast(Row | None, row)
+
+    async def execute(self, sql: str, params: Params) -> ExecuteResult:
+        result = await self._db._run(self._conn, sql, params, _EXEC, "tx.execute")
+        return cast(ExecuteResult, result)
+
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
+        result = await self._db._run_fn(self._conn, "tx.execute_many", _many, sql, params, False)
+        return cast(ExecuteResult, result)
+
+    async def query(self, sql: str, params: Params) -> QueryResult:
+        return cast(QueryResult, await self._db._run(self._conn, sql, params, _QUERY, "tx.query"))
+
+    async def command(self, sql: str) -> None:
+        await self._db._run(self._conn, sql, None, _EXEC, "transaction")
+
+
+async def _rollback_quietly(tx: _SQLiteTx) -> None:
+    # ROLLBACK after an error that already ended the transaction reports
+    # "no transaction is active": nothing is left to undo then.
+    with contextlib.suppress(QueryError):
+        await tx.command("ROLLBACK")
+
+
+def _open_cursor(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]
+) -> sqlite3.Cursor:
+    return conn.execute(sql, params)
+
+
+def _fetch_many(conn: sqlite3.Connection, cursor: sqlite3.Cursor, size: int) -> list[Any]:
+    return cursor.fetchmany(size)
+
+
+def _close_cursor(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+    cursor.close()
+
+
+def _many(conn: sqlite3.Connection, sql: str, params: Sequence[Params], atomic: bool) -> object:
+    """Runs on the connection's thread: executemany, in its own transaction if ``atomic``."""
+    seq = [_bind(p) for p in params]
+    if atomic:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        cur = conn.executemany(sql, seq)
+        count = max(cur.rowcount, 0)
+        cur.close()
+        if atomic:
+            conn.execute("COMMIT")
+    except BaseException:
+        if atomic and conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return ExecuteResult(rows_affected=count)
 
 
 def _bind(params: Params) -> Sequence[Any] | Mapping[str, Any]:
