@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from iogate.errors import ConfigError
 from iogate.policies.config import (
@@ -58,6 +58,7 @@ __all__ = [
     "DatabaseKind",
     "IogateConfig",
     "ServerConfig",
+    "UpstreamAuthConfig",
     "UpstreamConfig",
     "default_config",
     "default_policies",
@@ -115,6 +116,13 @@ class DatabaseConfig(_Model):
         busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
         policies: the resilience pipeline of every call (``[databases.<name>.policies]``,
             see :mod:`iogate.policies.config`); absent: :func:`default_policies`.
+        statement_timeout: PostgreSQL ``statement_timeout`` of every connection,
+            seconds (server-side; absent: the server's setting).
+        max_queries: PostgreSQL: statements after which a connection is replaced.
+        max_idle_lifetime: PostgreSQL: seconds before an idle connection is closed (0: never).
+        statement_cache_size: PostgreSQL: prepared statements cached per connection.
+        allowed_commands: Redis: the commands ``POST /v1/databases/<name>/command``
+            runs (absent: iogate's default allowlist, no administration commands).
     """
 
     url: str
@@ -123,6 +131,11 @@ class DatabaseConfig(_Model):
     connect_timeout: float = Field(default=10.0, gt=0)
     busy_timeout: float = Field(default=5.0, ge=0)
     policies: PoliciesConfig | None = None
+    statement_timeout: float | None = Field(default=None, gt=0)
+    max_queries: int = Field(default=50_000, ge=1)
+    max_idle_lifetime: float = Field(default=300.0, ge=0)
+    statement_cache_size: int = Field(default=100, ge=0)
+    allowed_commands: list[str] | None = None
 
     @field_validator("url")
     @classmethod
@@ -145,6 +158,23 @@ class DatabaseConfig(_Model):
         return self.url.removeprefix("sqlite:///").split("?", 1)[0]
 
 
+class UpstreamAuthConfig(_Model):
+    """``auth = { scheme = "bearer", secret = "${OPENAI_API_KEY}" }`` of an upstream.
+
+    Attributes:
+        scheme: ``bearer`` (``Authorization: Bearer``), ``header`` (API key in the
+            header ``name``, default ``x-api-key``) or ``query`` (API key in the query
+            parameter ``name``, default ``api_key``).
+        secret: the credential; put it in the environment and write ``${NAME}``.
+            Masked in ``repr`` and never echoed.
+        name: the header or query parameter name.
+    """
+
+    scheme: Literal["bearer", "header", "query"]
+    secret: SecretStr
+    name: str | None = None
+
+
 class UpstreamConfig(_Model):
     """``[upstreams.<name>]``: one external HTTP API.
 
@@ -159,6 +189,23 @@ class UpstreamConfig(_Model):
         max_response_bytes: larger bodies are refused (UpstreamError).
         policies: the resilience pipeline of every call (``[upstreams.<name>.policies]``);
             absent: :func:`default_policies`.
+        auth: credentials (:class:`UpstreamAuthConfig`).
+        read_timeout: longest silence between two reads of a body, seconds.
+        max_connections_per_host: pool limit per host (0: only ``max_connections``).
+        keepalive: seconds an idle pooled connection is kept.
+        dns_cache_ttl: seconds DNS answers are cached.
+        verify_tls: verify certificates; ``ca_bundle``: PEM file of trusted CAs.
+        rate_limit_per_second / _per_minute / _per_hour: requests per window.
+        tokens_per_minute: LLM tokens per minute (estimated, corrected from usage).
+        rate_limit_max_wait: longest a call waits for a rate-limit slot, seconds.
+        max_concurrent: concurrency cap (a bulkhead; calls beyond wait up to 1 s).
+        idempotency_keys: send a generated ``Idempotency-Key`` on every POST/PATCH,
+            making them retryable (default: on for provider kinds openai/anthropic).
+        provider: ``openai``, ``anthropic``, ``huggingface`` (Inference API) or
+            ``tgi``: enables ``POST /v1/upstreams/<name>/generate``.
+        model: the provider's default model.
+        cache_responses: keep a response cache (GET/HEAD by Cache-Control; POST
+            with an explicit ``cache_ttl``).
     """
 
     base_url: str
@@ -168,6 +215,23 @@ class UpstreamConfig(_Model):
     max_connections: int = Field(default=100, ge=1, le=10_000)
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     policies: PoliciesConfig | None = None
+    auth: UpstreamAuthConfig | None = None
+    read_timeout: float | None = Field(default=None, gt=0)
+    max_connections_per_host: int = Field(default=0, ge=0)
+    keepalive: float = Field(default=15.0, ge=0)
+    dns_cache_ttl: float = Field(default=300.0, ge=0)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_per_minute: float | None = Field(default=None, gt=0)
+    rate_limit_per_hour: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    rate_limit_max_wait: float = Field(default=60.0, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    idempotency_keys: bool | None = None
+    provider: Literal["openai", "anthropic", "huggingface", "tgi"] | None = None
+    model: str | None = None
+    cache_responses: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -26,6 +26,7 @@ from iogate.errors import (
     UnknownResourceError,
     UpstreamConnectionError,
 )
+from iogate.http.factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.lifecycle import AsyncResource
 from iogate.observability.metrics import Metrics
@@ -97,6 +98,7 @@ class Gateway(AsyncResource):
                 readers=cfg.pool_size or 2,
                 busy_timeout_s=cfg.busy_timeout,
                 runner=runner,
+                cache=self.cache,
             )
         if cfg.kind == "postgresql":
             return PostgresDatabase(
@@ -105,28 +107,28 @@ class Gateway(AsyncResource):
                 min_size=min(cfg.pool_min_size, cfg.pool_size or 10),
                 max_size=cfg.pool_size or 10,
                 connect_timeout_s=cfg.connect_timeout,
+                statement_timeout_s=cfg.statement_timeout,
+                max_queries=cfg.max_queries,
+                max_idle_lifetime_s=cfg.max_idle_lifetime,
+                statement_cache_size=cfg.statement_cache_size,
                 runner=runner,
+                cache=self.cache,
             )
         return RedisDatabase(
             name,
             url=cfg.url,
             max_connections=cfg.pool_size or 10,
             connect_timeout_s=cfg.connect_timeout,
+            allowed_commands=cfg.allowed_commands,
             runner=runner,
         )
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
-        policies = cfg.policies if cfg.policies is not None else default_policies("upstream")
-        return Upstream(
-            name,
-            base_url=cfg.base_url,
-            headers=cfg.headers,
-            timeout_s=cfg.timeout,
-            connect_timeout_s=cfg.connect_timeout,
-            max_connections=cfg.max_connections,
-            max_response_bytes=cfg.max_response_bytes,
-            runner=self._pipeline(name, policies, _UPSTREAM_RETRY_ON),
+        upstream, pipeline = build_upstream(
+            name, cfg, cache=self.cache, recorder=self.metrics, clock=self._clock
         )
+        self._pipelines[name] = pipeline
+        return upstream
 
     def pipeline(self, name: str) -> Pipeline:
         """The resilience pipeline of the resource ``name`` (for ``snapshot()``, or

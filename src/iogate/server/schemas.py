@@ -8,6 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ApiExecuteRequest",
+    "BatchRequest",
+    "BatchResponse",
+    "BatchStatement",
+    "RedisCommandRequest",
+    "RedisCommandResponse",
+    "StreamRequest",
     "DatabaseExecuteRequest",
     "HealthResponse",
     "OperationStatsOut",
@@ -124,3 +130,56 @@ class StatsResponse(BaseModel):
 
     uptime_s: float
     resources: dict[str, ResourceStatsOut]
+
+
+MAX_BATCH_STATEMENTS = 1000
+MAX_STREAM_ROWS = 1_000_000
+
+
+class BatchStatement(_In):
+    """One statement of a batch."""
+
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    params: JsonParams = None
+
+
+class BatchRequest(_In):
+    """Statements run in order; all-or-nothing when ``transaction`` is true."""
+
+    statements: list[BatchStatement] = Field(min_length=1, max_length=MAX_BATCH_STATEMENTS)
+    transaction: bool = Field(
+        default=True,
+        description="Run in one transaction (the first failure rolls back all and is "
+        "returned as the problem); false: each statement on its own, failures in place.",
+    )
+
+
+class BatchResponse(BaseModel):
+    """One entry per statement: a result (as ``/query``'s) or, when not
+    transactional, an ``error`` problem object."""
+
+    results: list[dict[str, Any]]
+    duration_ms: float
+
+
+class StreamRequest(_In):
+    """A query whose rows are streamed as NDJSON."""
+
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    params: JsonParams = None
+    max_rows: int = Field(default=100_000, ge=1, le=MAX_STREAM_ROWS)
+    chunk_size: int = Field(default=1000, ge=1, le=10_000)
+
+
+class RedisCommandRequest(_In):
+    """One Redis command of the resource's allowlist."""
+
+    command: str = Field(min_length=1, max_length=64, examples=["GET"])
+    args: list[str | int | float] = Field(default_factory=list, max_length=10_000)
+
+
+class RedisCommandResponse(BaseModel):
+    """The reply: bytes as UTF-8 text, or ``{"base64": ...}`` when not valid UTF-8."""
+
+    result: Any
+    duration_ms: float
