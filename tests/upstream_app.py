@@ -96,11 +96,106 @@ async def hang(request: web.Request) -> web.Response:
     return web.json_response({"late": True})
 
 
+SEQ = web.AppKey("seq", dict)
+INFLIGHT = web.AppKey("inflight", list)
+
+
+async def sequence(request: web.Request) -> web.Response:
+    """Answers the statuses of ``?codes=503,429,200`` in turn per key (then the last
+    one again); ``?h=name:value`` headers go on error answers."""
+    key = request.match_info["key"]
+    count = request.app[SEQ][key] = request.app[SEQ].get(key, 0) + 1
+    codes = [int(c) for c in request.query.get("codes", "200").split(",")]
+    code = codes[min(count, len(codes)) - 1]
+    headers: dict[str, str] = {}
+    if code >= 400:
+        for item in request.query.getall("h", []):
+            name, _, value = item.partition(":")
+            headers[name] = value
+    return web.json_response({"attempt": count, "status": code}, status=code, headers=headers)
+
+
+async def cached(request: web.Request) -> web.Response:
+    """ETag ``"v1"``, Cache-Control from ``?cc=``; a matching If-None-Match gets 304."""
+    headers = {"ETag": '"v1"', "Cache-Control": request.query.get("cc", "max-age=60")}
+    if request.headers.get("If-None-Match") == '"v1"':
+        return web.Response(status=304, headers=headers)
+    return web.json_response({"n": len(request.app[SEEN])}, headers=headers)
+
+
+async def slow(request: web.Request) -> web.Response:
+    """Tracks concurrent requests (max in ``app[INFLIGHT][0]``); answers after ``?ms=``."""
+    inflight = request.app[INFLIGHT]
+    inflight[1] += 1
+    inflight[0] = max(inflight[0], inflight[1])
+    try:
+        await asyncio.sleep(int(request.query.get("ms", "20")) / 1000)  # server latency
+    finally:
+        inflight[1] -= 1
+    return web.json_response({"i": request.match_info["i"]})
+
+
+async def upload_sink(request: web.Request) -> web.Response:
+    """Reads a multipart body; answers each part's name, filename, size and SHA-256."""
+    import hashlib
+
+    reader = await request.multipart()
+    parts = []
+    async for part in reader:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := await part.read_chunk():  # type: ignore[union-attr]
+            size += len(chunk)
+            digest.update(chunk)
+        parts.append(
+            {
+                "name": part.name,
+                "filename": part.filename,
+                "size": size,
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return web.json_response({"parts": parts})
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    """``?kb=`` KiB of a repeating pattern, chunked; ``?cut=1`` drops the connection halfway."""
+    kb = int(request.query.get("kb", "256"))
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await resp.prepare(request)
+    for i in range(kb):
+        if request.query.get("cut") and i == kb // 2:
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(bytes([i % 256]) * 1024)
+    await resp.write_eof()
+    return resp
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """A Server-Sent Events stream exercising the WHATWG field rules."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for piece in (
+        b": comment\r\n",
+        b"event: greet\r\ndata: hello\r\ndata:  world\r\nid: 7\r\n\r",
+        b'\ndata: {"n": 1}\n\n',
+        b"retry: 1500\ndata: last\n\n",
+        b"data: unterminated",
+    ):
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
 def make_app() -> web.Application:
     app = web.Application(middlewares=[record])
     app[SEEN] = []
     app[HANG] = asyncio.Event()
     app[FLAKY] = {}
+    app[SEQ] = {}
+    app[INFLIGHT] = [0, 0]
     app.router.add_route("*", "/api/echo", echo)
     app.router.add_route("*", "/api/echo/{tail:.*}", echo)
     app.router.add_get("/api/status/{code}", status)
@@ -111,6 +206,12 @@ def make_app() -> web.Application:
     app.router.add_get("/api/hang", hang)
     app.router.add_route("*", "/api/flaky/{key}", flaky)
     app.router.add_get("/outside", echo)
+    app.router.add_route("*", "/api/seq/{key}", sequence)
+    app.router.add_get("/api/cached", cached)
+    app.router.add_route("*", "/api/slow/{i}", slow)
+    app.router.add_post("/api/upload", upload_sink)
+    app.router.add_get("/api/blob", blob)
+    app.router.add_get("/api/events", events)
     return app
 
 

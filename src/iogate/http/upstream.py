@@ -2,43 +2,61 @@
 
 - One :class:`aiohttp.ClientSession` per upstream, created in the running loop
   by :meth:`Upstream.open` and closed with it (aiohttp's documented usage: one
-  session per application, not per request).
+  session per application, not per request). Pool, keep-alive, DNS cache and
+  TLS settings are :class:`~iogate.http.options.ConnectionOptions`.
 - Paths are resolved strictly under the base URL (:mod:`iogate.http.urls`);
   redirects are not followed, so a 3xx never carries a call to another host.
-- Configured headers (credentials) always win over a caller's headers of the
-  same name, never appear in a :class:`Response`, and are masked in ``repr``.
+- Credentials (:mod:`iogate.http.auth`) and configured headers always win over
+  a caller's of the same name, never appear in a :class:`Response`, and are
+  masked in ``repr``.
 - An attempt's total timeout is the configured one or the call's remaining
   deadline (:func:`iogate.policies.remaining`), whichever is shorter.
-- Each call runs through the upstream's :class:`~iogate.databases.base.CallRunner`
-  (the resilience pipeline). A call is idempotent — may be retried — when its
-  method is (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it
-  carries an ``Idempotency-Key`` header.
+
+Retries (the pipeline's, :mod:`iogate.http.retry_after` for the rules): a
+call may be retried when its method is idempotent (RFC 9110 §9.2.2) or it
+carries an idempotency key — the caller's ``Idempotency-Key`` header, or one
+iogate generates (``idempotency_key=True``, or ``idempotency_keys=True`` on
+the upstream for every POST/PATCH) and sends unchanged on every attempt.
+A retryable status (408, 409, 429, 5xx, ``x-should-retry``) is retried after
+the server's delay (``retry-after-ms``, ``Retry-After``, rate-limit resets) or
+the backoff. When attempts run out, :meth:`Upstream.request` **returns the
+last response** (its ``attempts`` says how many were made): statuses are
+answers, not errors, until :meth:`Response.raise_for_status`. A retryable call
+whose server asks to wait longer than ``max_retry_after_s`` raises
+:class:`~iogate.errors.RateLimitedError` with ``retry_after_s`` at once.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Self
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
 from iogate.databases.base import CallRunner
-from iogate.errors import (
-    InvalidInputError,
-    OperationContext,
-    OperationTimeout,
-    UpstreamConnectionError,
-    UpstreamError,
-    UpstreamHTTPError,
-)
+from iogate.errors import InvalidInputError, RateLimitedError
+from iogate.http.auth import Auth
+from iogate.http.batch import BatchProgress, BatchRequest, run_batch
+from iogate.http.files import Download, download, upload
+from iogate.http.idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
+from iogate.http.limits import UpstreamLimits
+from iogate.http.options import ConnectionOptions
+from iogate.http.response import Response
+from iogate.http.response_cache import ResponseCache, cache_directives, canonical_key
+from iogate.http.retry_after import retry_after_s, should_retry
+from iogate.http.status import UpstreamStatusError, status_error
+from iogate.http.streaming import StreamResponse
+from iogate.http.transport import Transport
 from iogate.http.urls import resolve_under
 from iogate.lifecycle import AsyncResource
-from iogate.policies.timeout import remaining
+
+if TYPE_CHECKING:
+    from iogate.http.providers.base import Provider
 
 __all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream"]
 
@@ -60,68 +78,16 @@ _DROPPED_REQUEST_HEADERS: Final = frozenset(
         "content-length",
     }
 )
-_EXCERPT_BYTES: Final = 512
 _UNSET: Final[Any] = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """An upstream's answer.
-
-    Attributes:
-        status: HTTP status code.
-        headers: response headers (case-insensitive mapping).
-        body: the whole body, decompressed, at most ``max_response_bytes``.
-        elapsed_s: seconds from sending the request to the last body byte.
-        attempts: how many attempts the call took.
-    """
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    elapsed_s: float
-    attempts: int = 1
-    reason: str = field(default="", compare=False)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the status is below 400."""
-        return self.status < 400
-
-    @property
-    def content_type(self) -> str:
-        """The media type without parameters, lower-cased (``application/json``)."""
-        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-    def json(self) -> Any:
-        """The body parsed as JSON (orjson). Raises ``orjson.JSONDecodeError``."""
-        return orjson.loads(self.body)
-
-    def text(self, encoding: str | None = None) -> str:
-        """The body decoded with ``encoding``, the charset of Content-Type, or UTF-8."""
-        charset = encoding
-        if charset is None:
-            for part in self.headers.get("content-type", "").split(";")[1:]:
-                key, _, value = part.strip().partition("=")
-                if key.lower() == "charset":
-                    charset = value.strip('"')
-        return self.body.decode(charset or "utf-8", errors="replace")
-
-    def raise_for_status(self) -> Self:
-        """Return self when ``ok``; raise otherwise.
-
-        Raises:
-            UpstreamHTTPError: status ≥ 400, with ``status`` and a body excerpt.
-        """
-        if self.status >= 400:
-            excerpt = self.body[:_EXCERPT_BYTES].decode("utf-8", errors="replace")
-            raise UpstreamHTTPError(
-                f"upstream answered {self.status} {self.reason}".rstrip(),
-                status=self.status,
-                body_excerpt=excerpt,
-                attempts=self.attempts,
-            )
-        return self
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    verb: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: Any  # bytes | str | None, or a zero-argument factory of a fresh body
+    idempotent: bool
 
 
 class Upstream(AsyncResource):
@@ -130,12 +96,29 @@ class Upstream(AsyncResource):
     Args:
         name: resource name (``"openai"``).
         base_url: absolute ``http(s)://`` URL every path is resolved under.
-        headers: default headers, e.g. credentials (masked in ``repr``).
-        timeout_s: total seconds per attempt, connect included.
+        headers: default headers (masked in ``repr``).
+        auth: credentials (:class:`~iogate.http.auth.BearerAuth`, ``ApiKeyHeader``,
+            ``ApiKeyQuery``), masked in ``repr``.
+        timeout_s: total seconds per attempt, connect included (streams: until headers).
         connect_timeout_s: seconds to establish a connection.
+        read_timeout_s: longest silence between two reads of the body, seconds.
         max_connections: size of the connection pool (aiohttp ``limit``).
+        options: per-host limit, keep-alive, DNS cache TTL, TLS verification / CA bundle.
         max_response_bytes: larger bodies raise UpstreamError.
+        idempotency_keys: generate and send an ``Idempotency-Key`` on every POST/PATCH
+            (making them retryable); only for servers that honour it.
+        idempotency_header: the header's name.
+        max_retry_after_s: a retryable answer asking for a longer wait raises
+            RateLimitedError instead (seconds, default 120 as openai-python).
+        limits: request / token rate limits (:class:`~iogate.http.limits.UpstreamLimits`),
+            taken per attempt.
+        cache: the response cache (:mod:`iogate.http.response_cache`), or ``None``.
+        retry_hint: reads a retry delay (seconds) from an error answer whose headers
+            give none (e.g. :meth:`HuggingFaceProvider.retry_hint`).
         runner: the resilience pipeline each call runs through.
+
+    Raises:
+        ValueError: a bound above is violated or ``base_url`` is not absolute http(s).
 
     Use ``async with Upstream(...) as api:`` or ``open()`` / ``close()``.
     """
@@ -146,53 +129,136 @@ class Upstream(AsyncResource):
         *,
         base_url: str,
         headers: Mapping[str, str] | None = None,
+        auth: Auth | None = None,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
+        read_timeout_s: float | None = None,
         max_connections: int = 100,
+        options: ConnectionOptions | None = None,
         max_response_bytes: int = 16 * 1024 * 1024,
+        idempotency_keys: bool = False,
+        idempotency_header: str = IDEMPOTENCY_HEADER,
+        max_retry_after_s: float = 120.0,
+        limits: UpstreamLimits | None = None,
+        cache: ResponseCache | None = None,
+        retry_hint: Callable[[Response], float | None] | None = None,
         runner: CallRunner | None = None,
     ) -> None:
-        if timeout_s <= 0 or connect_timeout_s <= 0:
-            raise ValueError("timeout_s and connect_timeout_s must be > 0")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        if max_response_bytes < 1:
-            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        if max_retry_after_s < 0:
+            raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s}")
         super().__init__(name)
         self.base_url = URL(base_url)
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
             raise ValueError("base_url must be an absolute http:// or https:// URL")
+        self.auth = auth
         self._headers = CIMultiDict(headers or {})
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
-        self._max_connections = max_connections
-        self.max_response_bytes = max_response_bytes
+        if auth is not None:
+            self._headers.update(auth.headers())
+        self._auth_params = auth.params() if auth is not None else {}
+        self._transport = Transport(
+            name,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            max_connections=max_connections,
+            options=options or ConnectionOptions(),
+            max_response_bytes=max_response_bytes,
+        )
+        self.idempotency_keys = idempotency_keys
+        self.idempotency_header = idempotency_header
+        self.max_retry_after_s = max_retry_after_s
+        self.limits = limits if limits is not None and limits.enabled else None
+        self.cache = cache
+        self.retry_hint = retry_hint
+        self.provider: Provider | None = None  # set by iogate.http.factory for LLM APIs
         self._runner = runner
-        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def max_response_bytes(self) -> int:
+        """Largest body read whole, in bytes."""
+        return self._transport.max_response_bytes
 
     def __repr__(self) -> str:
         masked = ", ".join(f"{k}: ***" for k in self._headers)
-        return f"<Upstream {self.name!r} {self.base_url} headers={{{masked}}} {self.state.value}>"
+        return (
+            f"<Upstream {self.name!r} {self.base_url} headers={{{masked}}} "
+            f"auth={self.auth!r} {self.state.value}>"
+        )
 
     @property
     def _what(self) -> str:
         return "upstream"
 
     async def _open(self) -> None:
-        """Create the session and its connection pool in the running event loop."""
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True
-        )
+        await self._transport.open()
 
     async def _close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._transport.close()
 
     async def ping(self) -> None:
         """Readiness of an upstream is not probed over the network (no I/O):
         raises RuntimeError only when it is not open."""
         self._require_open()
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int | float] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: Any,
+        idempotent: bool | None,
+        idempotency_key: str | bool | None,
+    ) -> _Call:
+        verb = method.upper()
+        if verb not in _METHODS:
+            raise InvalidInputError(f"unsupported HTTP method {method!r}")
+        url = resolve_under(self.base_url, path)
+        if params:
+            url = url.update_query({k: str(v) for k, v in params.items()})
+        if self._auth_params:
+            url = url.update_query(self._auth_params)
+        send = CIMultiDict[str]()
+        for key, value in (headers or {}).items():
+            if key.lower() not in _DROPPED_REQUEST_HEADERS and key not in self._headers:
+                send[key] = value
+        send.update(self._headers)
+        body = data
+        if json is not _UNSET:
+            if data is not None:
+                raise InvalidInputError("pass either json or data, not both")
+            body = orjson.dumps(json)
+            send.setdefault("Content-Type", "application/json")
+        if isinstance(idempotency_key, str):
+            send[self.idempotency_header] = idempotency_key
+        elif idempotency_key or (
+            idempotency_key is None and self.idempotency_keys and verb in ("POST", "PATCH")
+        ):
+            send.setdefault(self.idempotency_header, new_idempotency_key())
+        if idempotent is None:
+            idempotent = verb in IDEMPOTENT_METHODS or self.idempotency_header in send
+        return _Call(verb, url, send, body, idempotent)
+
+    def _judge(self, response: Response, idempotent: bool) -> None:
+        """Raise the error the pipeline retries / counts for an error status."""
+        if response.status < 400:
+            return
+        retryable = should_retry(response.status, response.headers)
+        delay = retry_after_s(response.status, response.headers) if retryable else None
+        if retryable and delay is None and self.retry_hint is not None:
+            delay = self.retry_hint(response)
+        if idempotent and retryable and delay is not None and delay > self.max_retry_after_s:
+            raise RateLimitedError(
+                f"upstream {self.name!r} asks to wait {delay:g}s"
+                f" (above {self.max_retry_after_s:g}s)",
+                retry_after_s=delay,
+                resource=self.name,
+            )
+        error = status_error(response, retryable=retryable, retry_after_s=delay)
+        if error is not None:
+            raise error
 
     async def request(
         self,
@@ -203,12 +269,16 @@ class Upstream(AsyncResource):
         headers: Mapping[str, str] | None = None,
         json: Any = _UNSET,
         data: bytes | str | None = None,
+        content: bytes | Callable[[], Any] | None = None,
         idempotent: bool | None = None,
+        idempotency_key: str | bool | None = None,
+        cache_ttl: float | None = None,
+        tokens: int = 0,
     ) -> Response:
         """Send one request under the base URL and read the whole answer.
 
-        Any status is returned as a :class:`Response`; call
-        :meth:`Response.raise_for_status` to turn 4xx/5xx into an error.
+        Any status is returned as a :class:`Response` (after retries, the last
+        one); call :meth:`Response.raise_for_status` to turn 4xx/5xx into an error.
 
         Args:
             method: HTTP method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, POST, PATCH).
@@ -217,41 +287,178 @@ class Upstream(AsyncResource):
             headers: extra request headers; configured ones win, hop-by-hop are dropped.
             json: a body serialized as JSON (orjson), with ``Content-Type: application/json``.
             data: a raw body (exclusive with ``json``).
+            content: raw bytes, or a factory returning a fresh aiohttp body per attempt
+                (e.g. a streamed multipart writer).
             idempotent: override whether the call may be retried (default: by method
-                or an ``Idempotency-Key`` header).
+                or an idempotency key).
+            idempotency_key: a key to send, ``True`` to generate one, ``False`` for none
+                (default: the upstream's ``idempotency_keys``).
+            cache_ttl: seconds to cache a 2xx answer of a non-GET call under a hash of
+                method, path and body (needs the upstream's ``cache``).
+            tokens: estimated LLM tokens of the call, taken from ``limits`` up front.
 
         Raises:
             InvalidInputError: bad method, path outside the base URL, json and data both.
             UpstreamConnectionError: the upstream could not be reached or dropped the connection.
             OperationTimeout: no complete answer within the timeout.
+            RateLimitedError: the server asks to wait longer than ``max_retry_after_s``,
+                or a local limit would make the call wait longer than its ``max_wait_s``.
             UpstreamError: the body exceeds ``max_response_bytes``.
         """
-        verb = method.upper()
-        if verb not in _METHODS:
-            raise InvalidInputError(f"unsupported HTTP method {method!r}")
-        url = resolve_under(self.base_url, path)
-        if params:
-            url = url.update_query({k: str(v) for k, v in params.items()})
-        send_headers = CIMultiDict[str]()
-        for key, value in (headers or {}).items():
-            if key.lower() not in _DROPPED_REQUEST_HEADERS and key not in self._headers:
-                send_headers[key] = value
-        send_headers.update(self._headers)
-        body: bytes | str | None = data
-        if json is not _UNSET:
-            if data is not None:
-                raise InvalidInputError("pass either json or data, not both")
-            body = orjson.dumps(json)
-            send_headers.setdefault("Content-Type", "application/json")
-        if idempotent is None:
-            idempotent = verb in IDEMPOTENT_METHODS or "idempotency-key" in send_headers
+        call = self._prepare(
+            method,
+            path,
+            params=params,
+            headers=headers,
+            json=json,
+            data=data if content is None else content,
+            idempotent=idempotent,
+            idempotency_key=idempotency_key,
+        )
+        return await self._run(call, cache_ttl=cache_ttl, tokens=tokens)
+
+    async def _run(self, call: _Call, *, cache_ttl: float | None, tokens: int) -> Response:
+        self._require_open()
+        cache = self.cache
+        headers = call.headers
+        digest = entry = None
+        if cache is not None and not callable(call.body):
+            conditional = call.verb in ("GET", "HEAD")
+            if conditional or cache_ttl is not None:
+                digest = canonical_key(call.verb, str(call.url), call.body)
+                entry = cache.lookup(digest)
+            if entry is not None:
+                asked = cache_directives(headers.get("cache-control"))
+                if cache.is_fresh(entry) and "no-cache" not in asked:
+                    return cache.hit(entry)
+                if conditional:
+                    headers = headers.copy()
+                    headers.update(cache.validators(entry))
+        answer = await self._attempts(call, headers, tokens)
+        if cache is not None and digest is not None:
+            if call.verb not in ("GET", "HEAD"):
+                if cache_ttl is not None:
+                    cache.store_ttl(digest, answer, cache_ttl)
+            elif answer.status == 304 and entry is not None:
+                return cache.refresh(digest, entry, answer)
+            else:
+                cache.store_http(digest, answer, call.headers)
+        return answer
+
+    async def _attempts(self, call: _Call, headers: CIMultiDict[str], tokens: int) -> Response:
+        attempts = 0
+        transport = self._transport
+        limits = self.limits
+        ctx = {"resource": self.name, "operation": call.verb}
 
         async def attempt() -> Response:
-            return await self._send(verb, url, send_headers, body)
+            nonlocal attempts
+            attempts += 1
+            if limits is not None:
+                await limits.acquire(tokens=tokens if attempts == 1 else 0)
+            body = call.body() if callable(call.body) else call.body
+            resp = await transport.fetch(call.verb, call.url, headers, body, ctx)
+            resp = dataclasses.replace(resp, attempts=attempts)
+            self._judge(resp, call.idempotent)
+            return resp
 
-        if self._runner is None:
-            return await attempt()
-        return await self._runner.run(attempt, operation=verb, idempotent=idempotent)
+        try:
+            if self._runner is None:
+                return await attempt()
+            return await self._runner.run(attempt, operation=call.verb, idempotent=call.idempotent)
+        except UpstreamStatusError as exc:
+            return dataclasses.replace(exc.response, attempts=attempts)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str = "",
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = _UNSET,
+        data: bytes | str | None = None,
+        idempotent: bool | None = None,
+        idempotency_key: str | bool | None = None,
+        tokens: int = 0,
+    ) -> AsyncIterator[StreamResponse]:
+        """``async with api.stream("POST", "/v1/chat", json=...) as resp:`` — an
+        answer whose body is read as the caller iterates (``resp.iter_chunks()``,
+        ``resp.iter_lines()``, ``resp.iter_events()``), with backpressure.
+
+        Everything up to the response headers runs through the pipeline (retried
+        as :meth:`request`); an error status is read whole and yielded as a
+        :class:`StreamResponse` too. The timeout bounds the wait for headers;
+        ``read_timeout_s`` bounds each read of the body. Arguments and errors
+        as :meth:`request`.
+        """
+        call = self._prepare(
+            method,
+            path,
+            params=params,
+            headers=headers,
+            json=json,
+            data=data,
+            idempotent=idempotent,
+            idempotency_key=idempotency_key,
+        )
+        self._require_open()
+        attempts = 0
+        ctx = {"resource": self.name, "operation": call.verb}
+
+        limits = self.limits
+
+        async def attempt() -> StreamResponse:
+            nonlocal attempts
+            attempts += 1
+            if limits is not None:
+                await limits.acquire(tokens=tokens if attempts == 1 else 0)
+            raw = await self._transport.open_stream(call.verb, call.url, call.headers, call.body)
+            answer = StreamResponse(raw, attempts=attempts, ctx=ctx)
+            if raw.status >= 400:
+                full = await answer.read_whole(self.max_response_bytes)
+                self._judge(full, call.idempotent)
+            return answer
+
+        try:
+            if self._runner is None:
+                answer = await attempt()
+            else:
+                answer = await self._runner.run(
+                    attempt, operation=call.verb, idempotent=call.idempotent
+                )
+        except UpstreamStatusError as exc:
+            final = dataclasses.replace(exc.response, attempts=attempts)
+            answer = StreamResponse.from_response(final)
+        try:
+            yield answer
+        finally:
+            answer.release()
+
+    async def batch(
+        self,
+        requests: Sequence[BatchRequest],
+        *,
+        max_concurrent: int = 8,
+        on_progress: Callable[[BatchProgress], object] | None = None,
+    ) -> list[Response | Exception]:
+        """Send ``requests`` with at most ``max_concurrent`` in flight; results in input
+        order, each a :class:`Response` or the error of that item
+        (:func:`iogate.http.batch.run_batch`)."""
+        return await run_batch(
+            self, requests, max_concurrent=max_concurrent, on_progress=on_progress
+        )
+
+    async def upload(self, path: str, file: str | os.PathLike[str], **kw: Any) -> Response:
+        """Send a file as multipart/form-data, streamed from disk
+        (:func:`iogate.http.files.upload`: ``field=``, ``filename=``, ``fields=``)."""
+        return await upload(self, path, file, **kw)
+
+    async def download(self, path: str, dest: str | os.PathLike[str], **kw: Any) -> Download:
+        """GET into ``dest`` atomically (:func:`iogate.http.files.download`:
+        ``max_bytes=``, ``sha256=``)."""
+        return await download(self, path, dest, **kw)
 
     async def get(self, path: str = "", **kw: Any) -> Response:
         """``request("GET", path, ...)``."""
@@ -272,62 +479,3 @@ class Upstream(AsyncResource):
     async def delete(self, path: str = "", **kw: Any) -> Response:
         """``request("DELETE", path, ...)``."""
         return await self.request("DELETE", path, **kw)
-
-    async def _send(
-        self, method: str, url: URL, headers: CIMultiDict[str], body: bytes | str | None
-    ) -> Response:
-        self._require_open()
-        session = self._session
-        assert session is not None
-        ctx: OperationContext = {"resource": self.name, "operation": method}
-        started = time.perf_counter()
-        left = remaining()
-        timeout = self._timeout
-        if left is not None and (timeout.total is None or left < timeout.total):
-            timeout = aiohttp.ClientTimeout(total=left, connect=timeout.connect)
-        try:
-            async with session.request(
-                method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
-            ) as resp:
-                limit = self.max_response_bytes
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise UpstreamError(
-                        f"response of {resp.content_length} bytes exceeds the {limit}-byte limit",
-                        status=resp.status,
-                        **ctx,
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_any():
-                    size += len(chunk)
-                    if size > limit:
-                        raise UpstreamError(
-                            f"response exceeds the {limit}-byte limit", status=resp.status, **ctx
-                        )
-                    chunks.append(chunk)
-                return Response(
-                    status=resp.status,
-                    headers=resp.headers,
-                    body=b"".join(chunks),
-                    elapsed_s=time.perf_counter() - started,
-                    reason=resp.reason or "",
-                )
-        except TimeoutError as exc:
-            raise OperationTimeout(f"no answer from upstream {self.name!r} in time", **ctx) from exc
-        except aiohttp.ClientConnectionError as exc:
-            reason = _connection_reason(exc)
-            raise UpstreamConnectionError(
-                f"cannot reach upstream {self.name!r}: {reason}", **ctx
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"bad answer from upstream {self.name!r}: {type(exc).__name__}", **ctx
-            ) from exc
-
-
-def _connection_reason(exc: aiohttp.ClientConnectionError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or type(exc.os_error).__name__
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    return type(exc).__name__

@@ -1,0 +1,102 @@
+"""Build an :class:`~iogate.http.upstream.Upstream` and its pipeline from its config.
+
+What the gateway does for every ``[upstreams.<name>]`` table: the pipeline
+retries :data:`~iogate.http.status.UPSTREAM_RETRY_ON` and its breaker counts
+:data:`~iogate.http.status.UPSTREAM_RECORD_ON` (5xx, connection errors,
+timeouts — not 4xx); ``max_concurrent`` adds a bulkhead (callers beyond the
+cap queue up to the request timeout); request and token limits, the response
+cache, credentials and the provider adapter are attached to the upstream.
+"""
+
+from __future__ import annotations
+
+from iogate.cache.memory import MemoryCache
+from iogate.config import UpstreamConfig, default_policies
+from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, Auth, BearerAuth
+from iogate.http.limits import UpstreamLimits
+from iogate.http.options import ConnectionOptions
+from iogate.http.providers import HuggingFaceProvider, provider_for
+from iogate.http.response_cache import ResponseCache
+from iogate.http.status import UPSTREAM_RECORD_ON, UPSTREAM_RETRY_ON
+from iogate.http.upstream import Upstream
+from iogate.policies import Clock, Pipeline, build_pipeline
+from iogate.policies.config import BulkheadConfig
+from iogate.policies.pipeline import CallRecorder
+
+__all__ = ["build_upstream"]
+
+
+def _auth(cfg: UpstreamConfig) -> Auth | None:
+    a = cfg.auth
+    if a is None:
+        return None
+    secret = a.secret.get_secret_value()
+    if a.scheme == "bearer":
+        return BearerAuth(secret)
+    if a.scheme == "header":
+        return ApiKeyHeader(secret, a.name or "x-api-key")
+    return ApiKeyQuery(secret, a.name or "api_key")
+
+
+def build_upstream(
+    name: str,
+    cfg: UpstreamConfig,
+    *,
+    cache: MemoryCache | None = None,
+    recorder: CallRecorder | None = None,
+    clock: Clock | None = None,
+) -> tuple[Upstream, Pipeline]:
+    """The upstream ``name`` and the pipeline its calls run through."""
+    policies = cfg.policies if cfg.policies is not None else default_policies("upstream")
+    if cfg.max_concurrent is not None and policies.bulkhead is None:
+        bulkhead = BulkheadConfig(
+            max_concurrent=cfg.max_concurrent, max_queued=100_000, max_wait=cfg.timeout
+        )
+        policies = policies.model_copy(update={"bulkhead": bulkhead})
+    pipeline = build_pipeline(
+        name,
+        policies,
+        retry_on=UPSTREAM_RETRY_ON,
+        record_on=UPSTREAM_RECORD_ON,
+        recorder=recorder,
+        clock=clock,
+    )
+    limits = UpstreamLimits(
+        per_second=cfg.rate_limit_per_second,
+        per_minute=cfg.rate_limit_per_minute,
+        per_hour=cfg.rate_limit_per_hour,
+        tokens_per_minute=cfg.tokens_per_minute,
+        max_wait_s=cfg.rate_limit_max_wait,
+        clock=clock,
+    )
+    kind = cfg.provider
+    idempotency_keys = cfg.idempotency_keys
+    if idempotency_keys is None:
+        idempotency_keys = kind in ("openai", "anthropic")
+    upstream = Upstream(
+        name,
+        base_url=cfg.base_url,
+        headers=cfg.headers,
+        auth=_auth(cfg),
+        timeout_s=cfg.timeout,
+        connect_timeout_s=cfg.connect_timeout,
+        read_timeout_s=cfg.read_timeout,
+        max_connections=cfg.max_connections,
+        options=ConnectionOptions(
+            max_per_host=cfg.max_connections_per_host,
+            keepalive_s=cfg.keepalive,
+            dns_cache_ttl_s=cfg.dns_cache_ttl,
+            verify_tls=cfg.verify_tls,
+            ca_bundle=cfg.ca_bundle,
+        ),
+        max_response_bytes=cfg.max_response_bytes,
+        idempotency_keys=idempotency_keys,
+        max_retry_after_s=policies.retry.max_retry_after if policies.retry else 120.0,
+        limits=limits,
+        cache=ResponseCache(cache, namespace=name) if cfg.cache_responses and cache else None,
+        retry_hint=HuggingFaceProvider.retry_hint if kind in ("huggingface", "tgi") else None,
+        runner=pipeline,
+    )
+    if kind is not None:
+        upstream.provider = provider_for(kind, upstream, model=cfg.model)
+    return upstream, pipeline

@@ -1,0 +1,203 @@
+"""The aiohttp side of an upstream: its session, one attempt, and error translation.
+
+aiohttp errors are translated here, in exactly one place, and chained:
+``TimeoutError`` → :class:`~iogate.errors.OperationTimeout`;
+``ClientConnectionError`` → :class:`~iogate.errors.UpstreamConnectionError`;
+other ``ClientError`` → :class:`~iogate.errors.UpstreamError`. Messages name
+the upstream, never the URL (an ``ApiKeyQuery`` secret lives in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
+from iogate.http.options import ConnectionOptions
+from iogate.http.response import Response
+from iogate.policies.timeout import remaining
+
+__all__ = ["Transport", "translate_errors"]
+
+
+class Transport:
+    """One pooled aiohttp session (see :class:`~iogate.http.upstream.Upstream` for the args)."""
+
+    __slots__ = (
+        "_max_connections",
+        "_options",
+        "_session",
+        "_stream_timeout",
+        "_timeout",
+        "max_response_bytes",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout_s: float,
+        connect_timeout_s: float,
+        read_timeout_s: float | None,
+        max_connections: int,
+        options: ConnectionOptions,
+        max_response_bytes: int,
+    ) -> None:
+        if timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError("timeout_s and connect_timeout_s must be > 0")
+        if read_timeout_s is not None and read_timeout_s <= 0:
+            raise ValueError(f"read_timeout_s must be > 0, got {read_timeout_s}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        self.name = name
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        # Streams: the pipeline's attempt bounds the wait for headers; the body
+        # is bounded per read only.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        self._max_connections = max_connections
+        self._options = options
+        self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """Create the session and its pool in the running loop (CA bundle read off-loop)."""
+        opts = self._options
+        ssl_ctx = await asyncio.to_thread(opts.ssl_context)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=opts.max_per_host,
+            keepalive_timeout=opts.keepalive_s,
+            ttl_dns_cache=None if opts.dns_cache_ttl_s is None else int(opts.dns_cache_ttl_s),
+            use_dns_cache=opts.dns_cache_ttl_s != 0,
+            ssl=ssl_ctx,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=True
+        )
+
+    async def close(self) -> None:
+        """Close the session and every pooled connection."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session. Raises RuntimeError when not open."""
+        if self._session is None:
+            raise RuntimeError(f"upstream {self.name!r} is not open")
+        return self._session
+
+    def _attempt_timeout(self) -> aiohttp.ClientTimeout:
+        left = remaining()
+        timeout = self._timeout
+        if left is not None and (timeout.total is None or left < timeout.total):
+            return aiohttp.ClientTimeout(
+                total=left, connect=timeout.connect, sock_read=timeout.sock_read
+            )
+        return timeout
+
+    async def fetch(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: Any,
+        ctx: Mapping[str, Any],
+    ) -> Response:
+        """One attempt, the whole body read (bounded by ``max_response_bytes``)."""
+        started = time.perf_counter()
+        with translate_errors(self.name, ctx):
+            async with self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._attempt_timeout(),
+            ) as resp:
+                data = await read_bounded(resp, self.max_response_bytes, ctx)
+                return Response(
+                    status=resp.status,
+                    headers=resp.headers,
+                    body=data,
+                    elapsed_s=time.perf_counter() - started,
+                    reason=resp.reason or "",
+                )
+
+    async def open_stream(
+        self, method: str, url: URL, headers: CIMultiDict[str], body: Any
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return once the headers are in; the caller releases it."""
+        ctx = {"resource": self.name, "operation": method}
+        with translate_errors(self.name, ctx):
+            return await self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body() if callable(body) else body,
+                allow_redirects=False,
+                timeout=self._stream_timeout,
+            )
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int, ctx: Mapping[str, Any]) -> bytes:
+    """The whole body, or UpstreamError once it exceeds ``limit`` bytes."""
+    octx: OperationContext = {"resource": ctx.get("resource"), "operation": ctx.get("operation")}
+    if resp.content_length is not None and resp.content_length > limit:
+        raise UpstreamError(
+            f"response of {resp.content_length} bytes exceeds the {limit}-byte limit",
+            status=resp.status,
+            **octx,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(
+                f"response exceeds the {limit}-byte limit", status=resp.status, **octx
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextmanager
+def translate_errors(name: str, ctx: Mapping[str, Any]) -> Iterator[None]:
+    """Translate aiohttp's errors into iogate's (see the module docstring)."""
+    octx: OperationContext = {"resource": ctx.get("resource"), "operation": ctx.get("operation")}
+    try:
+        yield
+    except TimeoutError as exc:
+        raise OperationTimeout(f"no answer from upstream {name!r} in time", **octx) from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        reason = _connection_reason(exc)
+        raise UpstreamConnectionError(f"cannot reach upstream {name!r}: {reason}", **octx) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"bad answer from upstream {name!r}: {type(exc).__name__}", **octx
+        ) from exc
+
+
+def _connection_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.strerror or type(exc.os_error).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "payload broken"
+    return type(exc).__name__
