@@ -136,23 +136,25 @@ async def slow(request: web.Request) -> web.Response:
 
 
 async def upload_sink(request: web.Request) -> web.Response:
-    """Reads a multipart body; answers each part's name, filename, size and SHA-256."""
+    """Parses a multipart body (the recording middleware already read it, so the
+    stdlib email parser does); answers each part's name, filename, size and SHA-256."""
     import hashlib
+    from email.parser import BytesParser
+    from email.policy import HTTP
 
-    reader = await request.multipart()
+    raw = await request.read()
+    head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + raw)
     parts = []
-    async for part in reader:
-        digest = hashlib.sha256()
-        size = 0
-        while chunk := await part.read_chunk():  # type: ignore[union-attr]
-            size += len(chunk)
-            digest.update(chunk)
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
         parts.append(
             {
-                "name": part.name,
-                "filename": part.filename,
-                "size": size,
-                "sha256": digest.hexdigest(),
+                "name": part.get_param("name", header="content-disposition"),
+                "filename": part.get_filename(),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
             }
         )
     return web.json_response({"parts": parts})
