@@ -75,7 +75,8 @@ _ISO_Z = "Z"
 
 def from_json_value(value: Any, type_name: str) -> Any:
     """Decode a JSON parameter for a PostgreSQL parameter of type ``type_name``
-    (``pg_type.typname``: ``timestamptz``, ``numeric``, ``uuid``, ``_int4``...).
+    (``pg_type.typname``: ``timestamptz``, ``numeric``, ``uuid``; arrays as
+    ``_int4`` or, as asyncpg names them, ``int4[]``).
 
     The inverse of :func:`to_json_value` for values that arrive over HTTP:
     ISO 8601 strings become dates and times, decimal strings ``Decimal``, UUID
@@ -90,8 +91,12 @@ def from_json_value(value: Any, type_name: str) -> Any:
     """
     if value is None:
         return None
-    if type_name.startswith("_") and isinstance(value, list):
-        return [from_json_value(v, type_name[1:]) for v in value]
+    if isinstance(value, list):
+        # Arrays: pg_type names them "_int4", asyncpg's Type.name "int4[]".
+        if type_name.endswith("[]"):
+            return [from_json_value(v, type_name[:-2]) for v in value]
+        if type_name.startswith("_"):
+            return [from_json_value(v, type_name[1:]) for v in value]
     decode = _DECODERS.get(type_name)
     if decode is None:
         return value
