@@ -204,7 +204,7 @@ class PostgresDatabase(SQLDatabase):
     async def _on_conn(self, operation: str, text: str, args: list[Any], mode: int) -> Any:
         conn = await self._acquire(operation)
         try:
-            return await self._guard(operation, _run(conn, text, args, mode))
+            return await self._guard(operation, _run(conn, text, args, mode), conn)
         finally:
             await self._release(conn)
 
@@ -214,7 +214,8 @@ class PostgresDatabase(SQLDatabase):
         compiled = [compile_postgres(sql, p) for p in params]
         conn = await self._acquire("execute_many")
         try:
-            await self._guard("execute_many", _many(conn, compiled[0][0], [a for _, a in compiled]))
+            coro = _many(conn, compiled[0][0], [a for _, a in compiled])
+            await self._guard("execute_many", coro, conn)
         finally:
             await self._release(conn)
         return ExecuteResult(rows_affected=len(compiled))
@@ -224,7 +225,8 @@ class PostgresDatabase(SQLDatabase):
         conn = await self._acquire("query")
         try:
             return cast(
-                QueryResult, await self._guard("query", self._prepared_query(conn, text, args))
+                QueryResult,
+                await self._guard("query", self._prepared_query(conn, text, args), conn),
             )
         finally:
             await self._release(conn)
@@ -251,16 +253,16 @@ class PostgresDatabase(SQLDatabase):
         conn = await self._acquire("stream")
         try:
             tx = conn.transaction()
-            await self._guard("stream", tx.start())
+            await self._guard("stream", tx.start(), conn)
             try:
-                stmt = await self._guard("stream", conn.prepare(text, timeout=remaining()))
+                stmt = await self._guard("stream", conn.prepare(text, timeout=remaining()), conn)
                 yield tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
-                cursor = await self._guard("stream", stmt.cursor(*args))
-                while rows := await self._guard("stream", cursor.fetch(chunk_size)):
+                cursor = await self._guard("stream", stmt.cursor(*args), conn)
+                while rows := await self._guard("stream", cursor.fetch(chunk_size), conn):
                     yield rows
             finally:
                 if not conn.is_closed():
-                    await self._guard("stream", tx.rollback())  # a read: nothing to keep
+                    await self._guard("stream", tx.rollback(), conn)  # a read: nothing to keep
         finally:
             await self._release(conn)
 
@@ -271,7 +273,7 @@ class PostgresDatabase(SQLDatabase):
         level = None if isolation is None else isolation.replace(" ", "_")
         tx = conn.transaction(isolation=level, readonly=read_only)
         try:
-            await self._guard("transaction", tx.start())
+            await self._guard("transaction", tx.start(), conn)
         except BaseException:
             await self._release(conn)
             raise
@@ -279,9 +281,9 @@ class PostgresDatabase(SQLDatabase):
         async def finish(commit: bool) -> None:
             try:
                 if commit:
-                    await self._guard("commit", tx.commit())
+                    await self._guard("commit", tx.commit(), conn)
                 elif not conn.is_closed():
-                    await self._guard("rollback", tx.rollback())
+                    await self._guard("rollback", tx.rollback(), conn)
             finally:
                 await self._release(conn)
 
@@ -304,7 +306,9 @@ class PostgresDatabase(SQLDatabase):
             size=pool.get_size(), max_size=self._max_size, idle=pool.get_idle_size()
         )
 
-    async def _guard(self, operation: str, coro: Awaitable[Any]) -> Any:
+    async def _guard(
+        self, operation: str, coro: Awaitable[Any], conn: asyncpg.Connection | None = None
+    ) -> Any:
         try:
             return await coro
         except TimeoutError as exc:  # asyncpg's timeout= (the deadline's remainder)
@@ -313,6 +317,16 @@ class PostgresDatabase(SQLDatabase):
             ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
+        except asyncpg.InternalClientError as exc:
+            # A connection whose backend was terminated can be left with its
+            # protocol mid-operation (MagicStack/asyncpg#1069): never reuse it.
+            if conn is not None:
+                conn.terminate()
+            raise TransientDatabaseError(
+                "connection lost (left in an inconsistent state)",
+                resource=self.name,
+                operation=operation,
+            ) from exc
 
     def _need_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -354,33 +368,38 @@ class _PostgresTx:
     async def fetch(self, sql: str, params: Params) -> list[Row]:
         text, args = compile_postgres(sql, params)
         return cast(
-            list[Row], await self._db._guard("tx.fetch", _run(self._conn, text, args, _ALL))
+            list[Row],
+            await self._db._guard("tx.fetch", _run(self._conn, text, args, _ALL), self._conn),
         )
 
     async def fetch_one(self, sql: str, params: Params) -> Row | None:
         text, args = compile_postgres(sql, params)
-        row = await self._db._guard("tx.fetch_one", _run(self._conn, text, args, _ONE))
+        row = await self._db._guard("tx.fetch_one", _run(self._conn, text, args, _ONE), self._conn)
         return cast(Row | None, row)
 
     async def execute(self, sql: str, params: Params) -> ExecuteResult:
         text, args = compile_postgres(sql, params)
-        status = await self._db._guard("tx.execute", _run(self._conn, text, args, _EXEC))
+        status = await self._db._guard(
+            "tx.execute", _run(self._conn, text, args, _EXEC), self._conn
+        )
         return ExecuteResult(rows_affected=_rows_affected(cast(str, status)))
 
     async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
         compiled = [compile_postgres(sql, p) for p in params]
         if compiled:
             coro = _many(self._conn, compiled[0][0], [a for _, a in compiled])
-            await self._db._guard("tx.execute_many", coro)
+            await self._db._guard("tx.execute_many", coro, self._conn)
         return ExecuteResult(rows_affected=len(compiled))
 
     async def query(self, sql: str, params: Params) -> QueryResult:
         text, args = compile_postgres(sql, params)
         coro = self._db._prepared_query(self._conn, text, args)
-        return cast(QueryResult, await self._db._guard("tx.query", coro))
+        return cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
 
     async def command(self, sql: str) -> None:
-        await self._db._guard("transaction", self._conn.execute(sql, timeout=remaining()))
+        await self._db._guard(
+            "transaction", self._conn.execute(sql, timeout=remaining()), self._conn
+        )
 
 
 def _rows_affected(status: str | None) -> int:
