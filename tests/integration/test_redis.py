@@ -1,7 +1,9 @@
+import asyncio
+
 import pytest
 
 from iogate.databases.redis import RedisDatabase
-from iogate.errors import QueryError, TransientDatabaseError
+from iogate.errors import InvalidInputError, QueryError, TransientDatabaseError
 from tests.servers import RedisServer, free_port
 
 
@@ -22,3 +24,56 @@ async def test_unreachable_server_is_transient() -> None:
     database = RedisDatabase("cache", url=f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(TransientDatabaseError):
         await database.open()
+
+
+async def test_typed_helpers(redis: RedisServer) -> None:
+    async with RedisDatabase("cache", url=redis.url) as db:
+        assert await db.set("iogate:h:a", "1", ttl_s=30) is True
+        assert await db.get("iogate:h:a") == b"1"
+        assert 0 < await db.command("PTTL", "iogate:h:a") <= 30_000
+        assert await db.set("iogate:h:a", "2", only_if_absent=True) is False
+        assert await db.incr("iogate:h:n", 5) == 5
+        assert await db.incr("iogate:h:n") == 6
+        await db.mset({"iogate:h:x": "x", "iogate:h:y": b"\xff"})
+        assert await db.mget(["iogate:h:x", "iogate:h:y", "iogate:h:none"]) == [b"x", b"\xff", None]
+        assert await db.expire("iogate:h:x", 0.5) is True
+        assert 0 < await db.command("PTTL", "iogate:h:x") <= 500
+        assert await db.delete("iogate:h:a", "iogate:h:x", "iogate:h:none") == 2
+        assert await db.get("iogate:h:a") is None
+        with pytest.raises(ValueError, match="ttl_s"):
+            await db.set("iogate:h:a", "1", ttl_s=0)
+
+
+async def test_pipeline_is_one_round_trip_with_errors_in_place(redis: RedisServer) -> None:
+    async with RedisDatabase("cache", url=redis.url) as db:
+        replies = await db.pipeline(
+            [["SET", "iogate:p:s", "text"], ["INCR", "iogate:p:s"], ["GET", "iogate:p:s"]],
+            transaction=True,
+        )
+        assert replies[0] is True
+        assert isinstance(replies[1], QueryError)  # not an integer; the others still ran
+        assert replies[2] == b"text"
+        assert await db.pipeline([]) == []
+
+
+async def test_commands_beyond_the_pool_wait_and_are_counted(redis: RedisServer) -> None:
+    async with RedisDatabase("cache", url=redis.url, max_connections=2) as db:
+        await db.set("iogate:w", "v")
+        results = await asyncio.gather(*(db.get("iogate:w") for _ in range(50)))
+        stats = db.stats()
+    assert results == [b"v"] * 50
+    assert stats.acquired_total >= 51
+    assert (stats.in_use, stats.waiting, stats.max_size) == (0, 0, 2)
+    assert stats.size <= 2
+
+
+def test_default_allowlist_refuses_administration() -> None:
+    db = RedisDatabase("cache", url="redis://127.0.0.1:1/0")
+    assert db.check_command("get") == "GET"
+    for name in ("FLUSHALL", "flushdb", "CONFIG", "KEYS", "SHUTDOWN", "DEBUG", "EVAL", "ACL"):
+        with pytest.raises(InvalidInputError):
+            db.check_command(name)
+    custom = RedisDatabase("cache", url="redis://127.0.0.1:1/0", allowed_commands=["ping"])
+    assert custom.check_command("PING") == "PING"
+    with pytest.raises(InvalidInputError):
+        custom.check_command("GET")
