@@ -111,6 +111,9 @@ class Provider(ABC):
     """An adapter over ``upstream``; ``model`` is the default model name."""
 
     kind: str = ""
+    idempotent: bool | None = None
+    """Whether a generation may be retried regardless of an idempotency key
+    (``None``: the upstream's rule — only with a key)."""
 
     def __init__(self, upstream: Upstream, *, model: str | None = None) -> None:
         self.upstream = upstream
@@ -155,7 +158,13 @@ class Provider(ABC):
         path, body = self.build(req, stream=False)
         estimate = req.estimated_tokens()
         resp = await self.upstream.request(
-            "POST", path, json=body, headers=self.headers(), tokens=estimate, cache_ttl=cache_ttl
+            "POST",
+            path,
+            json=body,
+            headers=self.headers(),
+            tokens=estimate,
+            cache_ttl=cache_ttl,
+            idempotent=self.idempotent,
         )
         resp.raise_for_status()
         completion = self.parse(resp.json())
@@ -175,7 +184,12 @@ class Provider(ABC):
         usage: Usage | None = None
         state: dict[str, Any] = {}
         async with self.upstream.stream(
-            "POST", path, json=body, headers=self.headers(), tokens=estimate
+            "POST",
+            path,
+            json=body,
+            headers=self.headers(),
+            tokens=estimate,
+            idempotent=self.idempotent,
         ) as resp:
             if not resp.ok:
                 (await resp.read_whole(self.upstream.max_response_bytes)).raise_for_status()

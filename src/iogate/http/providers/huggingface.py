@@ -16,6 +16,9 @@
   means the model is loading: :meth:`HuggingFaceProvider.retry_hint` turns
   ``estimated_time`` into the retry delay (capped as any server delay).
 
+Generation calls are marked idempotent (retried on 5xx / 429 / connection
+errors without a key): they change no server state.
+
 Sources: TGI OpenAPI (``/generate``, ``/generate_stream``), Hugging Face
 Inference API docs ("Model loading and latency").
 """
@@ -46,6 +49,9 @@ class HuggingFaceProvider(Provider):
     """Text generation on TGI (``mode="tgi"``) or the Inference API."""
 
     kind = "huggingface"
+    idempotent = True
+    """Text generation changes no server state and these APIs take no idempotency
+    key; a 503 "loading" answer means the model never ran, so a retry is safe."""
 
     def __init__(
         self,
