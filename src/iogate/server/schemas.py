@@ -183,3 +183,45 @@ class RedisCommandResponse(BaseModel):
 
     result: Any
     duration_ms: float
+
+
+class UpstreamBatchRequest(_In):
+    """``POST /v1/upstreams/{name}/batch``: requests sent with a concurrency cap."""
+
+    requests: list[UpstreamRequest] = Field(min_length=1, max_length=1000)
+    max_concurrent: int = Field(default=8, ge=1, le=256)
+
+
+class UpstreamBatchResponse(BaseModel):
+    """One entry per request, in input order: an :class:`UpstreamResponse`, or
+    ``{"error": <problem details>}`` for a request that got no answer."""
+
+    results: list[dict[str, Any]]
+    duration_ms: float
+
+
+class GenerateBody(_In):
+    """``POST /v1/upstreams/{name}/generate``: ``prompt`` or ``messages``."""
+
+    prompt: str | None = Field(default=None, max_length=1_000_000)
+    messages: list[dict[str, str]] | None = Field(default=None, max_length=1000)
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class GenerateUsage(BaseModel):
+    """Tokens used (``null`` where the provider does not say)."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class GenerateResponse(BaseModel):
+    """A whole generation."""
+
+    text: str
+    usage: GenerateUsage | None
+    finish_reason: str | None

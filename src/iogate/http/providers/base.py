@@ -10,7 +10,7 @@ tokens-per-minute limit and corrected from the answer's ``usage``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -171,7 +171,7 @@ class Provider(ABC):
         self._settle(estimate, completion.usage)
         return completion
 
-    async def stream(self, req: GenerateRequest) -> AsyncIterator[CompletionChunk]:
+    async def stream(self, req: GenerateRequest) -> AsyncGenerator[CompletionChunk, None]:
         """A streamed generation, chunk by chunk, as the provider sends them.
 
         Raises:

@@ -1,22 +1,45 @@
-"""``POST /v1/upstreams/{name}/request``: one request to a configured upstream API."""
+"""Routes of the upstream APIs.
+
+- ``POST /v1/upstreams/{name}/request``: one request; any upstream status comes
+  back in ``status`` (after retries, the last answer).
+- ``POST /v1/upstreams/{name}/batch``: many requests with a concurrency cap;
+  results in input order, each an answer or ``{"error": <problem>}``.
+- ``POST /v1/upstreams/{name}/generate``: an LLM generation through the
+  upstream's provider adapter: ``{text, usage, finish_reason}``, or with
+  ``stream: true`` Server-Sent Events — ``event: delta`` (``{"text"}``) per
+  chunk, then ``event: done`` (``{"finish_reason", "usage"}``), or ``event: error``
+  (a problem body) if the provider fails mid-stream. Errors before the first
+  chunk are ordinary problem responses.
+"""
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from iogate.errors import InvalidInputError, IogateError
 from iogate.gateway import Gateway
+from iogate.http.batch import BatchRequest
+from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.http.upstream import Response as UpstreamAnswer
 from iogate.server.deps import gateway_of, json_response
-from iogate.server.schemas import UpstreamRequest, UpstreamResponse
+from iogate.server.problems import problem_for
+from iogate.server.schemas import (
+    GenerateBody,
+    GenerateResponse,
+    UpstreamBatchRequest,
+    UpstreamBatchResponse,
+    UpstreamRequest,
+    UpstreamResponse,
+)
 
-__all__ = ["encode_body", "router", "run_upstream"]
+__all__ = ["encode_body", "render_answer", "router", "run_upstream"]
 
 router = APIRouter(tags=["upstreams"])
 
@@ -57,16 +80,19 @@ async def run_upstream(
     else:
         answer = await upstream.request(method, path, params=query, headers=headers, json=json)
     duration_ms = (time.perf_counter() - started) * 1000
+    return json_response(render_answer(answer, duration_ms))
+
+
+def render_answer(answer: UpstreamAnswer, duration_ms: float) -> dict[str, Any]:
+    """An answer in the :class:`UpstreamResponse` shape."""
     content, encoding = encode_body(answer)
-    return json_response(
-        {
-            "status": answer.status,
-            "headers": _forwarded_headers(answer.headers),
-            "body": content,
-            "body_encoding": encoding,
-            "duration_ms": round(duration_ms, 3),
-        }
-    )
+    return {
+        "status": answer.status,
+        "headers": _forwarded_headers(answer.headers),
+        "body": content,
+        "body_encoding": encoding,
+        "duration_ms": round(duration_ms, 3),
+    }
 
 
 def encode_body(answer: UpstreamAnswer) -> tuple[Any, str]:
@@ -124,4 +150,121 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
         headers=body.headers,
         json=json,
         body=body.body,
+    )
+
+
+@router.post(
+    "/v1/upstreams/{name}/batch",
+    response_model=UpstreamBatchResponse,
+    responses={404: {"description": "No upstream of that name (problem+json)"}},
+    summary="Send many requests to an upstream with a concurrency cap",
+)
+async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Response:
+    """Each request runs through the upstream's pipeline; one failure never
+    fails the others. Results are in input order."""
+    upstream = gateway_of(request).upstream(name)
+    items = [
+        BatchRequest(
+            method=r.method,
+            path=r.path,
+            params={k: _query_value(v) for k, v in r.params.items()} if r.params else None,
+            headers=r.headers,
+            data=r.body,
+            **({"json": r.json_body} if "json_body" in r.model_fields_set else {}),
+        )
+        for r in body.requests
+    ]
+    started = time.perf_counter()
+    results = await upstream.batch(items, max_concurrent=body.max_concurrent)
+    out: list[dict[str, Any]] = []
+    for result in results:
+        if isinstance(result, IogateError):
+            out.append({"error": problem_for(result)[1]})
+        elif isinstance(result, Exception):
+            out.append({"error": {"title": "Request failed", "detail": type(result).__name__}})
+        else:
+            out.append(render_answer(result, result.elapsed_s * 1000))
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return json_response({"results": out, "duration_ms": duration_ms})
+
+
+@router.post(
+    "/v1/upstreams/{name}/generate",
+    response_model=GenerateResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream"},
+        400: {"description": "No provider configured, or bad input (problem+json)"},
+        502: {"description": "The provider failed (problem+json)"},
+    },
+    summary="Generate text with the upstream's LLM provider",
+)
+async def generate(name: str, body: GenerateBody, request: Request) -> Response:
+    """``{prompt | messages, model, max_tokens, temperature, stream}`` →
+    ``{text, usage, finish_reason}``, or Server-Sent Events when ``stream``."""
+    upstream = gateway_of(request).upstream(name)
+    provider = upstream.provider
+    if provider is None:
+        raise InvalidInputError(f"upstream {name!r} has no provider configured")
+    req = GenerateRequest(
+        prompt=body.prompt,
+        messages=body.messages,
+        system=body.system,
+        model=body.model,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    if body.stream:
+        return await generate_response(provider, req)
+    done = await provider.generate(req)
+    usage = None
+    if done.usage is not None:
+        usage = {"input_tokens": done.usage.input_tokens, "output_tokens": done.usage.output_tokens}
+    return json_response({"text": done.text, "usage": usage, "finish_reason": done.finish_reason})
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def generate_response(provider: Provider, req: GenerateRequest) -> Response:
+    """SSE of a streamed generation; the first chunk is awaited before the
+    response starts, so errors up to then are ordinary problem responses."""
+    chunks = provider.stream(req)
+    try:
+        first: CompletionChunk | None = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+
+    async def events() -> AsyncIterator[bytes]:
+        finish: str | None = None
+        usage: dict[str, int | None] | None = None
+        try:
+            pending = [first] if first is not None else []
+            while True:
+                if pending:
+                    chunk = pending.pop()
+                else:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                if chunk.text:
+                    yield _sse("delta", {"text": chunk.text})
+                finish = chunk.finish_reason or finish
+                if chunk.usage is not None:
+                    usage = {
+                        "input_tokens": chunk.usage.input_tokens,
+                        "output_tokens": chunk.usage.output_tokens,
+                    }
+        except IogateError as exc:
+            yield _sse("error", problem_for(exc)[1])
+            return
+        finally:
+            await chunks.aclose()
+        yield _sse("done", {"finish_reason": finish, "usage": usage})
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
