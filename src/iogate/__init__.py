@@ -37,6 +37,26 @@ from iogate.errors import (
     UpstreamHTTPError,
 )
 from iogate.gateway import Gateway
+from iogate.http import (
+    AnthropicProvider,
+    ApiKeyHeader,
+    ApiKeyQuery,
+    BatchProgress,
+    BatchRequest,
+    BearerAuth,
+    Completion,
+    CompletionChunk,
+    ConnectionOptions,
+    Download,
+    GenerateRequest,
+    HuggingFaceProvider,
+    OpenAIProvider,
+    ProviderStreamError,
+    ServerSentEvent,
+    StreamResponse,
+    UpstreamLimits,
+    Usage,
+)
 from iogate.http.upstream import Response, Upstream
 from iogate.observability.metrics import Metrics, MetricsSnapshot
 from iogate.policies import (
@@ -121,6 +141,24 @@ __all__ = [
     # upstreams
     "Upstream",
     "Response",
+    "StreamResponse",
+    "ServerSentEvent",
+    "BearerAuth",
+    "ApiKeyHeader",
+    "ApiKeyQuery",
+    "ConnectionOptions",
+    "UpstreamLimits",
+    "BatchRequest",
+    "BatchProgress",
+    "Download",
+    "GenerateRequest",
+    "Completion",
+    "CompletionChunk",
+    "Usage",
+    "OpenAIProvider",
+    "AnthropicProvider",
+    "HuggingFaceProvider",
+    "ProviderStreamError",
     # cache
     "MemoryCache",
     "CacheStats",

@@ -24,7 +24,7 @@ from iogate.http.options import ConnectionOptions
 from iogate.http.response import Response
 from iogate.policies.timeout import remaining
 
-__all__ = ["Transport", "translate_errors"]
+__all__ = ["Transport", "read_bounded", "translate_errors", "translated"]
 
 
 class Transport:
@@ -118,11 +118,20 @@ class Transport:
         headers: CIMultiDict[str],
         body: Any,
         ctx: Mapping[str, Any],
+        attempts: int = 1,
     ) -> Response:
-        """One attempt, the whole body read (bounded by ``max_response_bytes``)."""
+        """One attempt, the whole body read (bounded by ``max_response_bytes``).
+
+        The hot path of every upstream call: errors are translated inline (the
+        same rules as :func:`translate_errors`) and a body of known length is
+        read in one call.
+        """
         started = time.perf_counter()
-        with translate_errors(self.name, ctx):
-            async with self.session.request(
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"upstream {self.name!r} is not open")
+        try:
+            async with session.request(
                 method,
                 url,
                 headers=headers,
@@ -130,14 +139,21 @@ class Transport:
                 allow_redirects=False,
                 timeout=self._attempt_timeout(),
             ) as resp:
-                data = await read_bounded(resp, self.max_response_bytes, ctx)
+                length = resp.content_length
+                if length is not None and length <= self.max_response_bytes:
+                    data = await resp.read()
+                else:
+                    data = await read_bounded(resp, self.max_response_bytes, ctx)
                 return Response(
-                    status=resp.status,
-                    headers=resp.headers,
-                    body=data,
-                    elapsed_s=time.perf_counter() - started,
-                    reason=resp.reason or "",
+                    resp.status,
+                    resp.headers,
+                    data,
+                    time.perf_counter() - started,
+                    attempts,
+                    resp.reason or "",
                 )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise translated(self.name, ctx, exc) from exc
 
     async def open_stream(
         self, method: str, url: URL, headers: CIMultiDict[str], body: Any
@@ -176,21 +192,26 @@ async def read_bounded(resp: aiohttp.ClientResponse, limit: int, ctx: Mapping[st
     return b"".join(chunks)
 
 
+def translated(
+    name: str, ctx: Mapping[str, Any], exc: TimeoutError | aiohttp.ClientError
+) -> UpstreamError | OperationTimeout:
+    """The iogate error for an aiohttp one (see the module docstring); chain it."""
+    octx: OperationContext = {"resource": ctx.get("resource"), "operation": ctx.get("operation")}
+    if isinstance(exc, TimeoutError):
+        return OperationTimeout(f"no answer from upstream {name!r} in time", **octx)
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        reason = _connection_reason(exc)
+        return UpstreamConnectionError(f"cannot reach upstream {name!r}: {reason}", **octx)
+    return UpstreamError(f"bad answer from upstream {name!r}: {type(exc).__name__}", **octx)
+
+
 @contextmanager
 def translate_errors(name: str, ctx: Mapping[str, Any]) -> Iterator[None]:
-    """Translate aiohttp's errors into iogate's (see the module docstring)."""
-    octx: OperationContext = {"resource": ctx.get("resource"), "operation": ctx.get("operation")}
+    """Translate aiohttp's errors raised in the block into iogate's, chained."""
     try:
         yield
-    except TimeoutError as exc:
-        raise OperationTimeout(f"no answer from upstream {name!r} in time", **octx) from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        reason = _connection_reason(exc)
-        raise UpstreamConnectionError(f"cannot reach upstream {name!r}: {reason}", **octx) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(
-            f"bad answer from upstream {name!r}: {type(exc).__name__}", **octx
-        ) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise translated(name, ctx, exc) from exc
 
 
 def _connection_reason(exc: aiohttp.ClientError) -> str:

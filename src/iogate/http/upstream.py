@@ -79,6 +79,7 @@ _DROPPED_REQUEST_HEADERS: Final = frozenset(
     }
 )
 _UNSET: Final[Any] = object()
+_URL_CACHE_SIZE: Final = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,6 +156,8 @@ class Upstream(AsyncResource):
         if auth is not None:
             self._headers.update(auth.headers())
         self._auth_params = auth.params() if auth is not None else {}
+        # resolve_under is a pure function of (base, path): memoise the last paths.
+        self._urls: dict[str, URL] = {}
         self._transport = Transport(
             name,
             timeout_s=timeout_s,
@@ -215,16 +218,24 @@ class Upstream(AsyncResource):
         verb = method.upper()
         if verb not in _METHODS:
             raise InvalidInputError(f"unsupported HTTP method {method!r}")
-        url = resolve_under(self.base_url, path)
+        url = self._urls.get(path)
+        if url is None:
+            url = resolve_under(self.base_url, path)
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path] = url
         if params:
             url = url.update_query({k: str(v) for k, v in params.items()})
         if self._auth_params:
             url = url.update_query(self._auth_params)
-        send = CIMultiDict[str]()
-        for key, value in (headers or {}).items():
-            if key.lower() not in _DROPPED_REQUEST_HEADERS and key not in self._headers:
-                send[key] = value
-        send.update(self._headers)
+        if headers or json is not _UNSET or idempotency_key is not None or self.idempotency_keys:
+            send = CIMultiDict[str]()
+            for key, value in (headers or {}).items():
+                if key.lower() not in _DROPPED_REQUEST_HEADERS and key not in self._headers:
+                    send[key] = value
+            send.update(self._headers)
+        else:
+            send = self._headers  # shared, never mutated: nothing to add
         body = data
         if json is not _UNSET:
             if data is not None:
@@ -357,8 +368,7 @@ class Upstream(AsyncResource):
             if limits is not None:
                 await limits.acquire(tokens=tokens if attempts == 1 else 0)
             body = call.body() if callable(call.body) else call.body
-            resp = await transport.fetch(call.verb, call.url, headers, body, ctx)
-            resp = dataclasses.replace(resp, attempts=attempts)
+            resp = await transport.fetch(call.verb, call.url, headers, body, ctx, attempts)
             self._judge(resp, call.idempotent)
             return resp
 
