@@ -47,6 +47,7 @@ def first_keyword(sql: str) -> str:
     return match.group(0).upper() if match else ""
 
 
+@lru_cache(maxsize=4096)
 def is_read_statement(sql: str) -> bool:
     """Whether the statement is a plain read, judged by its first keyword
     (``SELECT``, ``VALUES``, ``SHOW``, ``TABLE``).
@@ -54,7 +55,7 @@ def is_read_statement(sql: str) -> bool:
     Used to decide retries and where to route a call (SQLite's reader pool),
     never for security: read-only scopes rely on the engine's read-only mode.
     ``WITH`` is not a plain read (a CTE may modify data), nor is ``EXPLAIN``
-    (``EXPLAIN ANALYZE`` runs the statement).
+    (``EXPLAIN ANALYZE`` runs the statement). Cached by statement text.
     """
     return first_keyword(sql) in _READ_KEYWORDS
 

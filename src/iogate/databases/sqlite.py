@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -110,6 +112,8 @@ class SQLiteDatabase(SQLDatabase):
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
+        self._shared: list[aiosqlite.Connection] = []  # readers not lent out
+        self._turn = 0
         self._write_lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
         self._meter = PoolMeter()
@@ -122,6 +126,7 @@ class SQLiteDatabase(SQLDatabase):
             for _ in range(self._n_readers):
                 reader = await self._connect(writer=False)
                 self._readers.append(reader)
+                self._shared.append(reader)
                 self._idle.put_nowait(reader)
         except sqlite3.Error as exc:
             await self._close()
@@ -147,6 +152,7 @@ class SQLiteDatabase(SQLDatabase):
     async def _close(self) -> None:
         conns = [*self._readers, *([self._writer] if self._writer else [])]
         self._readers.clear()
+        self._shared.clear()
         self._writer = None
         for conn in conns:
             await conn.close()
@@ -175,43 +181,61 @@ class SQLiteDatabase(SQLDatabase):
         return cast(QueryResult, await self._route(sql, params, _QUERY, "query"))
 
     async def _route(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
-        if not self._readers or not is_read_statement(sql):
+        # A one-trip read goes to the next reader in rotation without holding
+        # it: statements queue on its thread, which runs them back to back.
+        shared = self._shared
+        if not shared or not is_read_statement(sql):
             return await self._on_writer(sql, params, mode, operation)
-        reader = await self._take_reader()
+        self._turn = turn = (self._turn + 1) % len(shared)
+        meter = self._meter
+        meter.acquiring()
+        meter.acquired(0.0)
         try:
-            return await self._run(reader, sql, params, mode, operation)
+            return await self._run_fn(shared[turn], operation, _statement, sql, _bind(params), mode)
         except ReadOnlyViolation:
             pass  # a "read" that writes: the writer runs it
         finally:
-            self._give_reader(reader)
+            meter.released()
         return await self._on_writer(sql, params, mode, operation)
 
     async def _on_writer(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
-        writer = await self._take_writer()
-        try:
-            return await self._run(writer, sql, params, mode, operation)
-        finally:
-            self._give_writer()
-
-    async def _take_reader(self) -> aiosqlite.Connection:
-        meter = self._meter
-        try:
-            reader = self._idle.get_nowait()
-        except asyncio.QueueEmpty:
-            meter.acquiring()
-            started = time.perf_counter()
+        # A one-trip statement needs the writer only while it is queued: the
+        # writer's thread runs statements in order, so one queued before a
+        # transaction's BEGIN completes before it. While a transaction (or
+        # execute_many, or a stream on the writer) holds the writer, wait.
+        writer = self._need_writer()
+        lock, meter = self._write_lock, self._meter
+        if lock.locked():
+            writer = await self._take_writer()
             try:
-                reader = await self._idle.get()
-            except BaseException:
-                meter.abandoned()
-                raise
-            meter.acquired(time.perf_counter() - started)
-            return reader
+                future = self._submit(writer, _statement, sql, _bind(params), mode)
+            finally:
+                self._give_writer()
+        else:
+            future = self._submit(writer, _statement, sql, _bind(params), mode)
         meter.acquiring()
         meter.acquired(0.0)
+        try:
+            return await self._wait(writer, future, operation)
+        finally:
+            meter.released()
+
+    async def _take_reader(self) -> aiosqlite.Connection:
+        """Lend a reader for a whole transaction or stream (out of the rotation)."""
+        meter = self._meter
+        meter.acquiring()
+        started = time.perf_counter()
+        try:
+            reader = await self._idle.get()
+        except BaseException:
+            meter.abandoned()
+            raise
+        meter.acquired(time.perf_counter() - started)
+        self._shared.remove(reader)
         return reader
 
     def _give_reader(self, reader: aiosqlite.Connection) -> None:
+        self._shared.append(reader)
         self._idle.put_nowait(reader)
         self._meter.released()
 
@@ -245,17 +269,30 @@ class SQLiteDatabase(SQLDatabase):
     async def _run_fn(
         self, conn: aiosqlite.Connection, operation: str, fn: Callable[..., Any], *args: Any
     ) -> Any:
-        # aiosqlite's Connection._execute runs a function on the connection's own
-        # thread: one trip for execute + fetch + close instead of three.
-        in_thread = cast(Callable[..., Awaitable[object]], conn._execute)
+        return await self._wait(conn, self._submit(conn, fn, *args), operation)
+
+    def _submit(self, conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> _Submitted:
+        # What aiosqlite's Connection._execute does, split in two: the function
+        # is queued to the connection's thread now (the order of statements is
+        # fixed here), and awaited later. One trip per statement: execute,
+        # fetch and cursor close run there together.
+        if not conn._running:
+            raise RuntimeError(f"database {self.name!r} is closed")
+        future = asyncio.get_running_loop().create_future()
+        slot = _Slot()
+        conn._tx.put_nowait((future, partial(_guarded, slot, fn, conn._conn, *args)))
+        return future, slot
+
+    async def _wait(self, conn: aiosqlite.Connection, submitted: _Submitted, operation: str) -> Any:
+        future, slot = submitted
         try:
-            return await in_thread(fn, conn._conn, *args)
+            return await future
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, resource=self.name, operation=operation) from exc
         except asyncio.CancelledError:
-            # Deadline passed (or caller gone): stop the statement on its thread.
-            # sqlite3_interrupt is safe from any thread and a no-op when idle.
-            conn._conn.interrupt()
+            # Deadline passed (or caller gone): skip the statement if it has not
+            # started, else stop it on its thread with sqlite3_interrupt.
+            slot.cancel(conn._conn)
             raise
 
     def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
@@ -414,6 +451,44 @@ def _many(conn: sqlite3.Connection, sql: str, params: Sequence[Params], atomic: 
             conn.execute("ROLLBACK")
         raise
     return ExecuteResult(rows_affected=count)
+
+
+class _Slot:
+    """One queued statement's state, shared by the event loop and the connection's thread.
+
+    The thread sets ``running`` before it checks ``cancelled``; the loop sets
+    ``cancelled`` before it checks ``running``: so a cancelled statement is
+    either skipped by the thread or interrupted while it runs, and the
+    interrupt (under ``lock``) never reaches the next caller's statement.
+    """
+
+    __slots__ = ("cancelled", "lock", "running")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.running = False
+        self.lock = threading.Lock()
+
+    def cancel(self, conn: sqlite3.Connection) -> None:
+        self.cancelled = True
+        with self.lock:
+            if self.running:
+                conn.interrupt()  # safe from any thread (sqlite.org/c3ref/interrupt.html)
+
+
+_Submitted = tuple["asyncio.Future[Any]", _Slot]
+
+
+def _guarded(slot: _Slot, fn: Callable[..., Any], conn: sqlite3.Connection, *args: Any) -> Any:
+    """Runs on the connection's thread."""
+    slot.running = True
+    try:
+        if slot.cancelled:  # its caller is gone: skip it
+            raise sqlite3.OperationalError("interrupted")
+        return fn(conn, *args)
+    finally:
+        with slot.lock:
+            slot.running = False
 
 
 def _bind(params: Params) -> Sequence[Any] | Mapping[str, Any]:
