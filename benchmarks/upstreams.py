@@ -14,9 +14,11 @@ fixed time; the figure is completed requests per second (body read whole).
                          binding), metrics recorder, status judging, egress guard
 * ``iogate.upstream.bare`` the same Upstream without a pipeline (what the policies cost)
 
-Rounds alternate the subjects (a noisy neighbour hits all alike); the median
-of the rounds is reported. nginx and the clients share the machine's cores,
-so absolute figures are lower than on separate machines; the ratio
+Rounds rotate the order of the subjects (a noisy neighbour hits all alike);
+the median of 12 one-second rounds is reported, with the client process's CPU
+time per request beside it (robust to other load on the machine). nginx and
+the clients share the machine's cores, so absolute figures are lower than on
+separate machines; the ratio
 ``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
 """
 
@@ -116,8 +118,10 @@ def nginx() -> Iterator[str]:
             proc.wait(timeout=10)
 
 
-async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
-    """Requests per second of CONCURRENCY callers looping on ``call`` for ``seconds``."""
+async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> tuple[float, float]:
+    """Requests per second of CONCURRENCY callers looping on ``call`` for ``seconds``,
+    and this process's CPU microseconds per request (client side only: nginx runs
+    in its own process, so other load on the machine barely moves this figure)."""
     done = 0
     stop_at = time.perf_counter() + seconds
 
@@ -128,11 +132,15 @@ async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
             done += 1
 
     started = time.perf_counter()
+    cpu = time.process_time()
     await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
-    return done / (time.perf_counter() - started)
+    cpu_us = (time.process_time() - cpu) * 1e6 / max(done, 1)
+    return done / (time.perf_counter() - started), cpu_us
 
 
-async def _measure(base: str, *, rounds: int, seconds: float) -> dict[str, list[float]]:
+async def _measure(
+    base: str, *, rounds: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     url = base + "/data.json"
     policies = default_policies("upstream").model_copy(
         update={"rate_limit": RateLimitConfig(rate=1e6, burst=1e6)}
@@ -165,28 +173,36 @@ async def _measure(base: str, *, rounds: int, seconds: float) -> dict[str, list[
         "iogate.upstream.bare": via_bare,
     }
     rates: dict[str, list[float]] = {name: [] for name in subjects}
+    cpu: dict[str, list[float]] = {name: [] for name in subjects}
     try:
         for name, call in subjects.items():  # sanity + warm-up (connections, caches)
             if await call() != PAYLOAD:
                 raise AssertionError(f"{name} did not read the payload")
             await _rate(call, 0.2)
-        for _ in range(rounds):
-            for name, call in subjects.items():
-                rates[name].append(await _rate(call, seconds))
+        order = list(subjects)
+        for i in range(rounds):
+            for name in order[i % len(order) :] + order[: i % len(order)]:  # rotate
+                rate, us = await _rate(subjects[name], seconds)
+                rates[name].append(rate)
+                cpu[name].append(us)
     finally:
         await session.close()
         await client.aclose()
         await piped.close()
         await bare.close()
-    return rates
+    return rates, cpu
 
 
 async def run(*, quick: bool = False) -> list[Result]:
     """Requests/s of each subject (median of the rounds) and the ratio to raw aiohttp."""
     with nginx() as base:
-        rates = await _measure(base, rounds=1 if quick else 5, seconds=0.5 if quick else 2.0)
+        rates, cpu = await _measure(base, rounds=1 if quick else 12, seconds=0.5 if quick else 1.0)
     median = {name: statistics.median(values) for name, values in rates.items()}
     results = [Result(name, "requests_per_s", value, "req/s") for name, value in median.items()]
+    results += [
+        Result(name, "client_cpu_us_per_request", statistics.median(v), "us")
+        for name, v in cpu.items()
+    ]
     raw = median["aiohttp.raw"]
     results += [
         Result(name, "ratio_to_aiohttp_raw", value / raw, "x") for name, value in median.items()

@@ -134,7 +134,7 @@ class Transport:
             async with session.request(
                 method,
                 url,
-                headers=headers,
+                headers=headers or None,  # aiohttp skips its header merge for None
                 data=body,
                 allow_redirects=False,
                 timeout=self._attempt_timeout(),

@@ -53,7 +53,7 @@ from iogate.http.status import UpstreamStatusError, status_error
 from iogate.http.streaming import StreamResponse
 from iogate.http.transport import Transport
 from iogate.http.urls import resolve_under
-from iogate.lifecycle import AsyncResource
+from iogate.lifecycle import AsyncResource, ResourceState
 
 if TYPE_CHECKING:
     from iogate.http.providers.base import Provider
@@ -82,13 +82,19 @@ _UNSET: Final[Any] = object()
 _URL_CACHE_SIZE: Final = 1024
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class _Call:
-    verb: str
-    url: URL
-    headers: CIMultiDict[str]
-    body: Any  # bytes | str | None, or a zero-argument factory of a fresh body
-    idempotent: bool
+    """One prepared call (a plain slotted class: built on every request)."""
+
+    __slots__ = ("body", "headers", "idempotent", "url", "verb")
+
+    def __init__(
+        self, verb: str, url: URL, headers: CIMultiDict[str], body: Any, idempotent: bool
+    ) -> None:
+        self.verb = verb
+        self.url = url
+        self.headers = headers
+        self.body = body  # bytes | str | None, or a zero-argument factory of a fresh body
+        self.idempotent = idempotent
 
 
 class Upstream(AsyncResource):
@@ -175,6 +181,7 @@ class Upstream(AsyncResource):
         self.retry_hint = retry_hint
         self.provider: Provider | None = None  # set by iogate.http.factory for LLM APIs
         self._runner = runner
+        self._ctx = {verb: {"resource": name, "operation": verb} for verb in _METHODS}
 
     @property
     def max_response_bytes(self) -> int:
@@ -329,7 +336,8 @@ class Upstream(AsyncResource):
         return await self._run(call, cache_ttl=cache_ttl, tokens=tokens)
 
     async def _run(self, call: _Call, *, cache_ttl: float | None, tokens: int) -> Response:
-        self._require_open()
+        if self.state is not ResourceState.OPEN:
+            self._require_open()
         cache = self.cache
         headers = call.headers
         digest = entry = None
@@ -360,7 +368,7 @@ class Upstream(AsyncResource):
         attempts = 0
         transport = self._transport
         limits = self.limits
-        ctx = {"resource": self.name, "operation": call.verb}
+        ctx = self._ctx[call.verb]
 
         async def attempt() -> Response:
             nonlocal attempts
