@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from iogate.cache.memory import MemoryCache
+from iogate.config import UpstreamConfig
 from iogate.errors import (
     InvalidInputError,
     UpstreamConnectionError,
@@ -16,6 +17,7 @@ from iogate.errors import (
 )
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, BearerAuth
 from iogate.http.batch import BatchProgress, BatchRequest
+from iogate.http.factory import build_upstream
 from iogate.http.options import ConnectionOptions
 from iogate.http.response_cache import ResponseCache
 from iogate.http.sse import ServerSentEvent
@@ -188,3 +190,25 @@ async def test_download_is_atomic_with_digest_and_size_checks(
             await api.download("/status/404", dest)
     assert dest.read_bytes() == b"old"  # never replaced by a bad download
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp files left
+
+
+async def test_config_concurrency_cap_and_limits(upstream: UpstreamServer) -> None:
+    cfg = UpstreamConfig(
+        base_url=upstream.base_url,
+        max_concurrent=2,
+        rate_limit_per_minute=600,
+        auth={"scheme": "query", "secret": "sk-CFG", "name": "key"},  # type: ignore[arg-type]
+    )
+    api, pipeline = build_upstream("capped", cfg)
+    assert pipeline.bulkhead is not None
+    assert api.limits is not None
+    assert "sk-CFG" not in repr(api)
+    assert "sk-CFG" not in repr(cfg)
+    async with api:
+        results = await api.batch(
+            [BatchRequest(path=f"/slow/{i}?ms=30") for i in range(6)], max_concurrent=6
+        )
+    assert all(not isinstance(r, Exception) and r.ok for r in results)
+    assert upstream.app[INFLIGHT][0] == 2  # the bulkhead, not the batch, capped it
+    assert upstream.seen[-1].query["key"] == "sk-CFG"
+    assert api.limits.snapshot().admitted == 6
