@@ -130,6 +130,12 @@ class Transport:
         session = self._session
         if session is None:
             raise RuntimeError(f"upstream {self.name!r} is not open")
+        left = remaining()
+        timeout = self._timeout
+        if left is not None and (timeout.total is None or left < timeout.total):
+            timeout = aiohttp.ClientTimeout(
+                total=left, connect=timeout.connect, sock_read=timeout.sock_read
+            )
         try:
             async with session.request(
                 method,
@@ -137,7 +143,7 @@ class Transport:
                 headers=headers or None,  # aiohttp skips its header merge for None
                 data=body,
                 allow_redirects=False,
-                timeout=self._attempt_timeout(),
+                timeout=timeout,
             ) as resp:
                 length = resp.content_length
                 if length is not None and length <= self.max_response_bytes:
