@@ -21,10 +21,8 @@ from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
 from iogate.errors import (
-    OperationTimeout,
     TransientDatabaseError,
     UnknownResourceError,
-    UpstreamConnectionError,
 )
 from iogate.http.factory import build_upstream
 from iogate.http.upstream import Upstream
@@ -34,10 +32,9 @@ from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 
 __all__ = ["Gateway"]
 
-# What each kind of resource may retry (idempotent calls only; the pipeline
-# never retries a call marked non-idempotent).
+# What a database may retry (idempotent calls only; the pipeline never retries
+# a call marked non-idempotent). Upstreams: iogate.http.status.UPSTREAM_RETRY_ON.
 _DATABASE_RETRY_ON: Final = (TransientDatabaseError,)
-_UPSTREAM_RETRY_ON: Final = (UpstreamConnectionError, OperationTimeout)
 
 
 class Gateway(AsyncResource):
