@@ -14,9 +14,9 @@
   CancelRequest, so the server stops the statement too. No ``timeout=`` is
   passed to asyncpg: it would arm one more loop timer per statement (and a
   task per pool acquire), which cost ~10 % of point-select throughput.
-  ``statement_timeout_s`` sets PostgreSQL's own ``statement_timeout`` on every connection (a server-side bound even for
-  calls without a deadline); ``SET LOCAL statement_timeout`` tightens it
-  inside a transaction.
+  ``statement_timeout_s`` sets PostgreSQL's own ``statement_timeout`` on
+  every connection (a server-side bound even for calls without a deadline);
+  ``SET LOCAL statement_timeout`` tightens it inside a transaction.
 - Connections are recycled after ``max_queries`` statements and closed after
   ``max_idle_lifetime_s`` idle (asyncpg pool options); each keeps a prepared-
   statement cache of ``statement_cache_size`` entries.
