@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar, cast
 
 import redis.asyncio as aioredis
@@ -202,7 +204,8 @@ class RedisDatabase(Database):
             if allowed_commands is None
             else frozenset(c.upper() for c in allowed_commands)
         )
-        self._slots = asyncio.Semaphore(max_connections)
+        self._free = max_connections
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._meter = PoolMeter()
 
     async def _open(self) -> None:
@@ -255,7 +258,10 @@ class RedisDatabase(Database):
 
     async def get(self, key: str | bytes) -> bytes | None:
         """The value of ``key``, or ``None``."""
-        return cast(bytes | None, await self.command("GET", key))
+        return cast(
+            bytes | None,
+            await self._call(partial(self._command, "GET", key), "GET", idempotent=True),
+        )
 
     async def set(
         self,
@@ -348,23 +354,40 @@ class RedisDatabase(Database):
             self._give_slot()
 
     async def _take_slot(self) -> None:
-        slots, meter = self._slots, self._meter
+        # A counting gate: a free slot is taken without a coroutine call; a
+        # caller beyond max_connections waits (FIFO) for a slot handed over.
+        meter = self._meter
         meter.acquiring()
-        if not slots.locked():
-            await slots.acquire()  # returns at once
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
             meter.acquired(0.0)
             return
         started = time.perf_counter()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await slots.acquire()
+            await waiter
         except BaseException:
             meter.abandoned()
+            if waiter.done() and not waiter.cancelled():
+                self._hand_over()  # a slot was handed to us as we were cancelled
+            else:
+                self._waiters.remove(waiter)
             raise
         meter.acquired(time.perf_counter() - started)
 
     def _give_slot(self) -> None:
-        self._slots.release()
         self._meter.released()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
     def _need_client(self) -> aioredis.Redis:
         if self._client is None:
