@@ -17,6 +17,9 @@ from iogate.databases.base import Column, ExecuteResult, QueryResult, SQLDatabas
 from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
+from iogate.databases.stats import PoolStats
+from iogate.databases.streaming import RowStream
+from iogate.databases.transactions import Transaction
 from iogate.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -138,6 +141,9 @@ __all__ = [
     "Column",
     "QueryResult",
     "ExecuteResult",
+    "PoolStats",
+    "RowStream",
+    "Transaction",
     # upstreams
     "Upstream",
     "Response",

@@ -1,0 +1,263 @@
+"""Queries through iogate vs the raw drivers, side by side in one run.
+
+Throughput of 32 concurrent callers (asyncio tasks in one process, default
+event loop), each awaiting one call after another for a fixed time; the
+subjects of one comparison are interleaved round-robin and the best of N
+repeats is kept (a noisy neighbour hits every subject alike).
+
+* PostgreSQL point select (``SELECT v FROM bench WHERE id = $1``, random ids
+  of 10,000 rows) on a temporary cluster the scenario starts itself:
+  ``iogate`` = ``Gateway(...).database("pg").fetch_one`` with the default
+  database pipeline (deadline, retry, breaker...), vs ``pool.fetchrow`` of a
+  raw asyncpg pool of the same size (10).
+* SQLite point select on a WAL file database: iogate's reader pool (2
+  readers, the default) vs one raw aiosqlite connection
+  (``execute_fetchall``: one trip to its thread per query, its fastest call).
+* Redis GET: ``Gateway(...).redis("kv").get`` vs a raw redis-py client
+  (hiredis), both with up to 32 connections.
+* pgbench's TPC-B-like transaction (``pgbench -i`` schema, scale 1, 8
+  clients): iogate's ``async with db.transaction()`` running the five
+  statements vs ``pgbench -c 8 -j 2`` itself (C, simple protocol).
+
+``iogate (no pipeline)`` rows are the same backend without the resilience
+pipeline: the difference is the pipeline's share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import random
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import redis.asyncio as aioredis
+
+from iogate.config import parse_config
+from iogate.databases.postgres import PostgresDatabase
+from iogate.databases.sqlite import SQLiteDatabase
+from iogate.databases.transactions import Transaction
+from iogate.gateway import Gateway
+
+from .harness import Result
+
+TITLE = "queries per second at 32 concurrent callers, higher is better"
+BASELINE = "raw driver"
+
+CALLERS = 32
+ROWS = 10_000
+TARGETS = {"postgres point select": 0.9, "sqlite point select": 1.0, "redis GET": 0.9}
+
+Call = Callable[[], Awaitable[object]]
+
+
+async def throughput(call: Call, *, callers: int, seconds: float) -> float:
+    """Calls per second of ``callers`` tasks each awaiting ``call()`` in a loop."""
+    stop = False
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        while not stop:
+            await call()
+            done += 1
+
+    tasks = [asyncio.create_task(loop()) for _ in range(callers)]
+    await asyncio.sleep(seconds / 10)  # warm-up: every task is running
+    done = 0
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    rate = done / (time.perf_counter() - started)
+    stop = True
+    await asyncio.gather(*tasks)
+    return rate
+
+
+async def compare(
+    subjects: dict[str, Call], *, callers: int, seconds: float, repeats: int
+) -> dict[str, float]:
+    """Best-of-``repeats`` throughput of each subject, repeats interleaved."""
+    best = dict.fromkeys(subjects, 0.0)
+    for _ in range(repeats):
+        for name, call in subjects.items():
+            best[name] = max(best[name], await throughput(call, callers=callers, seconds=seconds))
+    return best
+
+
+def _pgbench_bin() -> str:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
+    if not found:
+        raise RuntimeError("pgbench is not installed (Debian package postgresql)")
+    return found[-1]
+
+
+def _pgbench(port: int, *args: str) -> str:
+    cmd = [_pgbench_bin(), "-h", "127.0.0.1", "-p", str(port), "-U", "iogate", *args, "postgres"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
+async def _postgres(dsn: str, port: int, seconds: float, repeats: int) -> list[Result]:
+    setup = await asyncpg.connect(dsn)
+    await setup.execute("DROP TABLE IF EXISTS bench")
+    await setup.execute("CREATE TABLE bench (id int PRIMARY KEY, v text)")
+    await setup.executemany(
+        "INSERT INTO bench VALUES ($1, $2)", [(i, f"value {i}") for i in range(ROWS)]
+    )
+    await setup.execute("ANALYZE bench")
+    await setup.close()
+    config = parse_config({"databases": {"pg": {"url": dsn, "pool_size": 10}}}, environ={})
+    rnd = random.Random(1).randrange
+    sql_iogate = "SELECT v FROM bench WHERE id = :id"
+    sql_raw = "SELECT v FROM bench WHERE id = $1"
+    results: list[Result] = []
+    async with (
+        Gateway(config) as gateway,
+        PostgresDatabase("bare", dsn=dsn, min_size=10, max_size=10) as bare,
+        asyncpg.create_pool(dsn, min_size=10, max_size=10) as pool,
+    ):
+        db = gateway.database("pg")
+        best = await compare(
+            {
+                "raw driver": lambda: pool.fetchrow(sql_raw, rnd(ROWS)),
+                "iogate": lambda: db.fetch_one(sql_iogate, {"id": rnd(ROWS)}),
+                "iogate (no pipeline)": lambda: bare.fetch_one(sql_iogate, {"id": rnd(ROWS)}),
+            },
+            callers=CALLERS,
+            seconds=seconds,
+            repeats=repeats,
+        )
+        results += [Result(s, "postgres point select", v, "q/s") for s, v in best.items()]
+        results += await _tpcb(dsn, port, seconds, repeats)
+    return results
+
+
+async def _tpcb(dsn: str, port: int, seconds: float, repeats: int) -> list[Result]:
+    _pgbench(port, "-i", "-s", "1", "-q")
+    clients = 8
+    config = parse_config({"databases": {"pg": {"url": dsn, "pool_size": clients}}}, environ={})
+    rnd = random.Random(2).randint
+
+    async def transaction(tx: Transaction) -> None:
+        aid, bid, tid, delta = rnd(1, 100_000), 1, rnd(1, 10), rnd(-5000, 5000)
+        await tx.execute(
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", [delta, aid]
+        )
+        await tx.fetch_val("SELECT abalance FROM pgbench_accounts WHERE aid = $1", [aid])
+        await tx.execute(
+            "UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2", [delta, tid]
+        )
+        await tx.execute(
+            "UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2", [delta, bid]
+        )
+        await tx.execute(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)"
+            " VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+            [tid, bid, aid, delta],
+        )
+
+    best_pgbench = best_iogate = 0.0
+    async with Gateway(config) as gateway:
+        db = gateway.database("pg")
+
+        async def one() -> None:
+            async with db.transaction() as tx:
+                await transaction(tx)
+
+        for _ in range(repeats):
+            out = await asyncio.to_thread(
+                _pgbench, port, "-c", str(clients), "-j", "2", "-T", str(max(1, round(seconds * 2)))
+            )
+            match = re.search(r"tps = ([0-9.]+)", out)
+            if match is None:
+                raise RuntimeError(f"unexpected pgbench output: {out[-500:]}")
+            best_pgbench = max(best_pgbench, float(match.group(1)))
+            best_iogate = max(
+                best_iogate, await throughput(one, callers=clients, seconds=seconds * 2)
+            )
+    return [
+        Result("raw driver", "pgbench TPC-B transaction (8 clients)", best_pgbench, "tps"),
+        Result("iogate", "pgbench TPC-B transaction (8 clients)", best_iogate, "tps"),
+    ]
+
+
+async def _sqlite(seconds: float, repeats: int) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "bench.db")
+        async with SQLiteDatabase("s", path=path) as setup:
+            await setup.execute("CREATE TABLE bench (id INTEGER PRIMARY KEY, v TEXT)")
+            await setup.execute_many(
+                "INSERT INTO bench VALUES (?, ?)", [(i, f"value {i}") for i in range(ROWS)]
+            )
+        config = parse_config({"databases": {"s": {"url": f"sqlite:///{path}"}}}, environ={})
+        rnd = random.Random(3).randrange
+        sql = "SELECT v FROM bench WHERE id = ?"
+        async with Gateway(config) as gateway, aiosqlite.connect(path) as raw:
+            db = gateway.database("s")
+            best = await compare(
+                {
+                    "raw driver": lambda: raw.execute_fetchall(sql, (rnd(ROWS),)),
+                    "iogate": lambda: db.fetch_one(sql, [rnd(ROWS)]),
+                },
+                callers=CALLERS,
+                seconds=seconds,
+                repeats=repeats,
+            )
+    return [Result(s, "sqlite point select", v, "q/s") for s, v in best.items()]
+
+
+async def _redis(url: str, seconds: float, repeats: int) -> list[Result]:
+    config = parse_config({"databases": {"kv": {"url": url, "pool_size": CALLERS}}}, environ={})
+    async with Gateway(config) as gateway:
+        raw = aioredis.Redis.from_url(url, max_connections=CALLERS)
+        try:
+            kv = gateway.redis("kv")
+            await kv.set("bench:key", "value")
+            best = await compare(
+                {"raw driver": lambda: raw.get("bench:key"), "iogate": lambda: kv.get("bench:key")},
+                callers=CALLERS,
+                seconds=seconds,
+                repeats=repeats,
+            )
+        finally:
+            await raw.aclose()
+    return [Result(s, "redis GET", v, "q/s") for s, v in best.items()]
+
+
+async def run(*, quick: bool = False) -> list[Result]:
+    """Start PostgreSQL and Redis on free ports, measure, stop them."""
+    from tests.servers import postgres_server, redis_server
+
+    seconds, repeats = (0.3, 1) if quick else (1.5, 5)
+    results: list[Result] = []
+    with postgres_server() as pg, redis_server() as rs:
+        for _ in range(200):  # readiness: the cluster may still be starting up
+            try:
+                await (await asyncpg.connect(pg.dsn)).close()
+                break
+            except asyncpg.CannotConnectNowError:
+                await asyncio.sleep(0.05)
+        results += await _postgres(pg.dsn, pg.port, seconds, repeats)
+        results += await _sqlite(seconds, repeats)
+        results += await _redis(rs.url, seconds, repeats)
+    return results
+
+
+def summary(results: Sequence[Result]) -> list[str]:
+    """One verdict per target of issue 4, and the TPC-B ratio."""
+    by = {(r.metric, r.subject): r.value for r in results}
+    lines = []
+    for metric, target in TARGETS.items():
+        ratio = by[(metric, "iogate")] / by[(metric, "raw driver")]
+        verdict = "met" if ratio >= target else "MISSED"
+        lines.append(f"target {metric}: iogate >= {target:g}x raw: {ratio:.2f}x ({verdict})")
+    metric = "pgbench TPC-B transaction (8 clients)"
+    ratio = by[(metric, "iogate")] / by[(metric, "raw driver")]
+    lines.append(f"{metric}: iogate transaction() / pgbench = {ratio:.2f}x (reported)")
+    return lines
