@@ -13,11 +13,14 @@
   with SQLITE_BUSY; ``foreign_keys`` is on.
 - ``sqlite:///:memory:`` has no readers (an in-memory database is private to
   its connection).
-- The writer is lent to one call or one transaction at a time (an
-  ``asyncio.Lock``): a write transaction (``BEGIN IMMEDIATE``) holds it until
-  COMMIT, so concurrent writers of one :class:`SQLiteDatabase` queue in
-  Python instead of meeting ``database is locked``. A read-only transaction
-  runs on a reader (``BEGIN`` in WAL: a consistent snapshot).
+- A one-trip statement is queued to its connection's thread without
+  holding the connection: reads to the next reader in rotation, writes to
+  the writer (its thread runs them in order, back to back). A write
+  transaction (``BEGIN IMMEDIATE``), ``execute_many`` or a stream on the
+  writer holds the writer (an ``asyncio.Lock``) until it ends, and other
+  writes wait for it, so concurrent writers of one :class:`SQLiteDatabase`
+  queue in Python instead of meeting ``database is locked``. A read-only
+  transaction or a stream holds a reader (``BEGIN`` in WAL: a snapshot).
 - A statement whose call is cancelled (its deadline passed) is stopped with
   ``sqlite3_interrupt`` (sqlite.org/c3ref/interrupt.html), so the
   connection is free again at once.
@@ -373,7 +376,8 @@ class SQLiteDatabase(SQLDatabase):
         return tuple(r[0] for r in cast(list[Row], rows))
 
     def stats(self) -> PoolStats:
-        """Pool statistics: ``size`` counts the readers and the writer."""
+        """Pool statistics: ``size`` counts the readers and the writer; ``in_use``
+        the statements in flight and connections lent (at most ``size``)."""
         size = len(self._readers) + (1 if self._writer is not None else 0)
         return self._meter.snapshot(size=size, max_size=self._n_readers + 1)
 
