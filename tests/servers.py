@@ -127,7 +127,25 @@ def _start_postgres(datadir: Path, port: int) -> subprocess.Popen[bytes]:
     )
     log.close()
     wait_for_port(port, proc, "postgres")
+    _wait_accepting(bindir, port, proc)
     return proc
+
+
+def _wait_accepting(bindir: Path, port: int, proc: subprocess.Popen[bytes]) -> None:
+    """The port listens before recovery ends ("the database system is starting
+    up"): wait until pg_isready says the server accepts connections."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with code {proc.returncode}")
+        ready = subprocess.run(
+            [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "1"],
+            check=False,
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"postgres on port {port} did not accept connections in time")
 
 
 @contextlib.contextmanager
