@@ -15,12 +15,14 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT_S = 30.0
 
@@ -227,3 +229,21 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def serve_aiohttp(
+    app: Any, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """Serve an ``aiohttp.web.Application`` on 127.0.0.1 and a free port in the
+    running loop; yields the port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()

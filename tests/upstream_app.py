@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.servers import serve_aiohttp
+
 SEEN = web.AppKey("seen", list)
 HANG = web.AppKey("hang", asyncio.Event)
 FLAKY = web.AppKey("flaky", dict)
@@ -231,13 +233,8 @@ class UpstreamServer:
 async def upstream_server() -> AsyncIterator[UpstreamServer]:
     """Serve :func:`make_app` on 127.0.0.1 and a free port in the running loop."""
     app = make_app()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield UpstreamServer(f"http://127.0.0.1:{port}/api", app)
-    finally:
-        app[HANG].set()
-        await runner.cleanup()
+    async with serve_aiohttp(app) as port:
+        try:
+            yield UpstreamServer(f"http://127.0.0.1:{port}/api", app)
+        finally:
+            app[HANG].set()

@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.servers import serve_aiohttp
+
 SCRIPT = web.AppKey("script", dict)
 SEEN = web.AppKey("seen", list)
 
@@ -344,12 +346,5 @@ class FakeLLM:
 async def fake_llm_server() -> AsyncIterator[FakeLLM]:
     """Serve the fake providers on 127.0.0.1 and a free port."""
     app = make_app()
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve_aiohttp(app) as port:
         yield FakeLLM(f"http://127.0.0.1:{port}", app)
-    finally:
-        await runner.cleanup()

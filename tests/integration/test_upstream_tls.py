@@ -15,6 +15,7 @@ from aiohttp import web
 from iogate.errors import UpstreamConnectionError
 from iogate.http.options import ConnectionOptions
 from iogate.http.upstream import Upstream
+from tests.servers import serve_aiohttp
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -52,15 +53,8 @@ async def https_base(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 
     app = web.Application()
     app.router.add_get("/hello", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve_aiohttp(app, ssl_context=ctx) as port:
         yield f"https://127.0.0.1:{port}", cert
-    finally:
-        await runner.cleanup()
 
 
 async def test_unknown_certificate_is_refused(https_base: tuple[str, Path]) -> None:
