@@ -236,13 +236,7 @@ async def run(*, quick: bool = False) -> list[Result]:
 
     seconds, repeats = (0.3, 1) if quick else (1.5, 5)
     results: list[Result] = []
-    with postgres_server() as pg, redis_server() as rs:
-        for _ in range(200):  # readiness: the cluster may still be starting up
-            try:
-                await (await asyncpg.connect(pg.dsn)).close()
-                break
-            except asyncpg.CannotConnectNowError:
-                await asyncio.sleep(0.05)
+    with postgres_server() as pg, redis_server() as rs:  # both accept connections on return
         results += await _postgres(pg.dsn, pg.port, seconds, repeats)
         results += await _sqlite(seconds, repeats)
         results += await _redis(rs.url, seconds, repeats)

@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.servers import free_port, wait_for_port
 
 from .harness import Result
 
@@ -68,25 +68,6 @@ async def query(body: Query, request: Request) -> Response:
     rows = await request.app.state.db.execute_fetchall(body.sql, body.params or ())
     return Response(orjson.dumps({"rows": [list(r) for r in rows]}), media_type="application/json")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {port}")
 
 
 def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
@@ -135,11 +116,13 @@ def _servers(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
-def _measure(command: list[str], path: str, script: Path, seconds: int) -> dict[str, float]:
-    port = _free_port()
+def _measure(
+    subject: str, command: list[str], path: str, script: Path, seconds: int
+) -> dict[str, float]:
+    port = free_port()
     proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc, subject)
         url = f"http://127.0.0.1:{port}{path}"
         _wrk(url, script, max(1, seconds // 3))  # warm-up
         return _wrk(url, script, seconds)
@@ -168,7 +151,9 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
         servers = _servers(tmp)
         for _ in range(rounds):
             for subject, (command, path) in servers.items():
-                runs.setdefault(subject, []).append(_measure(command, path, script, seconds))
+                runs.setdefault(subject, []).append(
+                    _measure(subject, command, path, script, seconds)
+                )
     units = {"requests_per_s": "req/s", "latency_p50_ms": "ms", "latency_p99_ms": "ms"}
     return [
         Result(subject, metric, statistics.median(r[metric] for r in results), unit)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from tests.servers import free_port, wait_for_port
 
 from iogate.config import UpstreamConfig, default_policies
 from iogate.http.factory import build_upstream
@@ -79,19 +79,12 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def nginx() -> Iterator[str]:
     """Run nginx on a free loopback port; yield its base URL."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory(prefix="iogate-nginx-") as tmp:
-        port = _free_port()
+        port = free_port()
         Path(tmp).chmod(0o755)  # nginx workers may run as another user (root -> nobody)
         (Path(tmp) / "www").mkdir()
         (Path(tmp) / "www" / "data.json").write_bytes(PAYLOAD)
@@ -103,15 +96,7 @@ def nginx() -> Iterator[str]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 10
-            while True:  # readiness: the port accepts connections
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("nginx did not start") from None
-                    time.sleep(0.02)
+            wait_for_port(port, proc, "nginx")
             yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()

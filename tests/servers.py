@@ -35,7 +35,12 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    """Block until ``port`` accepts connections (readiness of a child process)."""
+    """Block until ``port`` accepts connections (readiness of a child process).
+
+    A server process gives no start-up notification, so this polls, every
+    20 ms, bounded by READY_TIMEOUT_S and failing at once if the process exits.
+    It orders nothing inside a test: tests start only once this returns.
+    """
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -135,7 +140,8 @@ def _start_postgres(datadir: Path, port: int) -> subprocess.Popen[bytes]:
 
 def _wait_accepting(bindir: Path, port: int, proc: subprocess.Popen[bytes]) -> None:
     """The port listens before recovery ends ("the database system is starting
-    up"): wait until pg_isready says the server accepts connections."""
+    up"): poll pg_isready (it answers at once while the server is starting, so
+    the 50 ms pause between asks is needed), bounded like wait_for_port."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -3,7 +3,6 @@ that must hold on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,16 +33,6 @@ def retrying_pipeline(name: str, *, deadline: float | None = None) -> Pipeline:
     )
 
 
-async def connect_when_ready(dsn: str) -> asyncpg.Connection:
-    """A connection to a cluster that may still be starting up (readiness, bounded)."""
-    for _ in range(200):
-        try:
-            return await asyncpg.connect(dsn)
-        except asyncpg.CannotConnectNowError:
-            await asyncio.sleep(0.05)
-    return await asyncpg.connect(dsn)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def sqldb(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLDatabase]:
     """An open database with an empty ``accounts`` table; PostgreSQL in a schema of its own."""
@@ -57,7 +46,7 @@ async def sqldb(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         return
     pg = request.getfixturevalue("pg")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await connect_when_ready(pg.dsn)
+    admin = await asyncpg.connect(pg.dsn)
     try:
         await admin.execute(f"CREATE SCHEMA {schema}")
         db = PostgresDatabase(

@@ -20,13 +20,13 @@ from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.transactions import Transaction
 from iogate.databases.values import to_json_row
 from iogate.errors import OperationTimeout, TransientDatabaseError
-from tests.integration.db_fixtures import connect_when_ready, retrying_pipeline
+from tests.integration.db_fixtures import retrying_pipeline
 from tests.servers import PostgresServer
 
 
 @pytest.fixture
 async def admin(pg: PostgresServer) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect_when_ready(pg.dsn)
+    conn = await asyncpg.connect(pg.dsn)
     yield conn
     await conn.close()
 

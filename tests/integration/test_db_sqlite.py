@@ -102,3 +102,29 @@ async def test_memory_database_transactions_and_read_only(tmp_path: Path) -> Non
             assert await tx.fetch_val("SELECT count(*) FROM t") == 1
         await db.execute("INSERT INTO t VALUES (2)")  # query_only was switched back off
         assert db.stats().size == 1
+
+
+async def test_a_write_queued_behind_a_transaction_is_counted_once(tmp_path: Path) -> None:
+    async with SQLiteDatabase("db", path=str(tmp_path / "m.db")) as db:
+        await db.execute("CREATE TABLE t (x)")
+        before = db.stats().acquired_total
+        tx_open = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold_the_writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (1)")
+                tx_open.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_writer())
+        await tx_open.wait()
+        queued = asyncio.create_task(db.execute("INSERT INTO t VALUES (2)"))
+        while db.stats().waiting == 0:  # the write is now waiting for the writer
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(holder, queued)
+        stats = db.stats()
+        assert stats.acquired_total - before == 2  # the transaction, then the write
+        assert (stats.in_use, stats.waiting) == (0, 0)
+        assert await db.fetch_val("SELECT count(*) FROM t") == 2

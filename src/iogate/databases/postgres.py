@@ -170,12 +170,8 @@ class PostgresDatabase(SQLDatabase):
             conn = await pool.acquire()
         except BaseException as exc:
             meter.abandoned()
-            if isinstance(exc, TimeoutError):
-                raise OperationTimeout(
-                    "no connection free before the call's deadline",
-                    resource=self.name,
-                    operation=operation,
-                ) from exc
+            # A TimeoutError here is the connect timeout of a new pool connection
+            # (an OSError too): translated as a transient connection failure.
             if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
                 raise translate_postgres_error(
                     exc, resource=self.name, operation=operation
@@ -314,7 +310,7 @@ class PostgresDatabase(SQLDatabase):
     ) -> Any:
         try:
             return await coro
-        except TimeoutError as exc:  # asyncpg's timeout= (the deadline's remainder)
+        except TimeoutError as exc:  # before OSError: a timeout is not "cannot reach"
             raise OperationTimeout(
                 "statement ran past the call's deadline", resource=self.name, operation=operation
             ) from exc

@@ -191,8 +191,7 @@ class SQLiteDatabase(SQLDatabase):
             return await self._on_writer(sql, params, mode, operation)
         self._turn = turn = (self._turn + 1) % len(shared)
         meter = self._meter
-        meter.acquiring()
-        meter.acquired(0.0)
+        meter.took()
         try:
             return await self._run_fn(shared[turn], operation, _statement, sql, _bind(params), mode)
         except ReadOnlyViolation:
@@ -209,15 +208,17 @@ class SQLiteDatabase(SQLDatabase):
         writer = self._need_writer()
         lock, meter = self._write_lock, self._meter
         if lock.locked():
-            writer = await self._take_writer()
+            writer = await self._take_writer()  # metered, with the time waited
             try:
                 future = self._submit(writer, _statement, sql, _bind(params), mode)
+            except BaseException:
+                meter.released()
+                raise
             finally:
-                self._give_writer()
+                lock.release()  # the meter's hold ends with the statement, below
         else:
             future = self._submit(writer, _statement, sql, _bind(params), mode)
-        meter.acquiring()
-        meter.acquired(0.0)
+            meter.took()
         try:
             return await self._wait(writer, future, operation)
         finally:

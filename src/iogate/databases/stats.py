@@ -62,6 +62,13 @@ class PoolMeter:
     def acquired(self, wait_s: float) -> None:
         """The caller got one after ``wait_s`` seconds."""
         self.waiting -= 1
+        self._take(wait_s)
+
+    def took(self) -> None:
+        """A caller got one without waiting (:meth:`acquiring` + ``acquired(0.0)``)."""
+        self._take(0.0)
+
+    def _take(self, wait_s: float) -> None:
         self.in_use += 1
         self.acquired_total += 1
         waits = self._waits

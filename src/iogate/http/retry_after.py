@@ -59,7 +59,7 @@ def parse_duration(text: str) -> float | None:
     try:
         return max(float(text), 0.0)
     except ValueError:
-        pass
+        pass  # not a bare number: parse the "1h2m3.5s" form below
     pos = 0
     total = 0.0
     for match in _DURATION.finditer(text):
@@ -106,7 +106,7 @@ def retry_after_s(
         try:
             return max(float(ms) / 1000.0, 0.0)
         except ValueError:
-            pass
+            pass  # malformed: the SDKs then read Retry-After, as below
     now = now if now is not None else datetime.now(UTC)
     after = headers.get("retry-after")
     if after is not None:

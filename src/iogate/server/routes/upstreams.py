@@ -104,7 +104,7 @@ def encode_body(answer: UpstreamAnswer) -> tuple[Any, str]:
         try:
             return orjson.loads(answer.body), "json"
         except orjson.JSONDecodeError:
-            pass
+            pass  # labelled JSON but is not: returned as text (or base64) below
     try:
         return answer.body.decode("utf-8"), "text"
     except UnicodeDecodeError:
