@@ -30,10 +30,16 @@ class Principal:
     Attributes:
         name: the key's name in the config (``"anonymous"`` when auth is off).
         scopes: the scopes granted; ``None`` means every scope (auth off).
+        tables: the tables this key may name in SQL; ``None`` means any table.
+        max_rows: the most rows one statement may return to this key (rows).
+        max_bytes: the most bytes one response may carry to this key (bytes).
     """
 
     name: str
     scopes: frozenset[str] | None = None
+    tables: frozenset[str] | None = None
+    max_rows: int | None = None
+    max_bytes: int | None = None
 
     def allows(self, scope: str) -> bool:
         """Whether ``scope`` is granted (``admin`` grants every scope)."""
