@@ -426,7 +426,8 @@ class FileStore(AsyncResource):
 
 
 class FileReader:
-    """An open file read in chunks in worker threads (from :meth:`FileStore.open_read`).
+    """An open file read in chunks in worker threads (from :meth:`FileStore.open_read`);
+    yields at most ``size`` bytes.
 
     Attributes:
         size: the file's size when it was opened (bytes).
@@ -436,16 +437,22 @@ class FileReader:
         self._fd = fd
         self.size = size
         self._chunk = chunk_bytes
+        self._left = size
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
-            while self._fd >= 0:
-                chunk = await to_thread.run_sync(os.read, self._fd, self._chunk)
+            # Up to the size seen at open: a file appended to meanwhile still
+            # yields exactly ``size`` bytes (what a Content-Length announced);
+            # a file replaced by an atomic write keeps its old inode open here.
+            while self._fd >= 0 and self._left > 0:
+                want = min(self._chunk, self._left)
+                chunk = await to_thread.run_sync(os.read, self._fd, want)
                 if not chunk:
                     break
+                self._left -= len(chunk)
                 yield chunk
         finally:
             await self.aclose()
