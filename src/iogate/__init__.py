@@ -39,6 +39,7 @@ from iogate.errors import (
     UpstreamError,
     UpstreamHTTPError,
 )
+from iogate.files import FileInfo, FileStore, FileStoreError
 from iogate.gateway import Gateway
 from iogate.http import (
     AnthropicProvider,
@@ -120,6 +121,7 @@ from iogate.policies import (
     resilient,
     timeout_or_default,
 )
+from iogate.tasks import TaskContext, TaskHandle, TaskManager, TaskRecord, TaskState
 
 __version__ = "0.1.0"
 
@@ -165,6 +167,15 @@ __all__ = [
     "AnthropicProvider",
     "HuggingFaceProvider",
     "ProviderStreamError",
+    # files and background tasks
+    "FileStore",
+    "FileInfo",
+    "FileStoreError",
+    "TaskManager",
+    "TaskHandle",
+    "TaskContext",
+    "TaskRecord",
+    "TaskState",
     # cache
     "MemoryCache",
     "CacheStats",

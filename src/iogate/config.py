@@ -46,11 +46,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from iogate.errors import ConfigError
+from iogate.files.config import FilesConfig
 from iogate.policies.config import (
     CircuitBreakerConfig,
     PoliciesConfig,
     RetryConfig,
 )
+from iogate.tasks.config import TasksConfig
 
 __all__ = [
     "DEFAULT_SQLITE_URL",
@@ -250,6 +252,8 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+    files: FilesConfig | None = None
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

@@ -11,6 +11,7 @@ in its lifespan. Nothing is global; two gateways in one process are independent.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Final
 
@@ -21,20 +22,25 @@ from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
 from iogate.errors import (
+    ConfigError,
     TransientDatabaseError,
     UnknownResourceError,
 )
+from iogate.files.store import FileStore
 from iogate.http.factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.lifecycle import AsyncResource
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
+from iogate.tasks.batch_jobs import batch_runner
+from iogate.tasks.manager import TaskManager
 
 __all__ = ["Gateway"]
 
 # What a database may retry (idempotent calls only; the pipeline never retries
 # a call marked non-idempotent). Upstreams: iogate.http.status.UPSTREAM_RETRY_ON.
 _DATABASE_RETRY_ON: Final = (TransientDatabaseError,)
+_log = logging.getLogger("iogate.gateway")
 
 
 class Gateway(AsyncResource):
@@ -75,6 +81,16 @@ class Gateway(AsyncResource):
         self._upstreams: dict[str, Upstream] = {
             name: self._build_upstream(name, cfg) for name, cfg in config.upstreams.items()
         }
+        self.files: FileStore | None = None
+        """The sandboxed file area of ``[files]`` (``None`` when not configured)."""
+        if config.files is not None:
+            files = config.files
+            self.files = FileStore(
+                files.base_dir, max_file_bytes=files.max_file_bytes, chunk_bytes=files.chunk_bytes
+            )
+        self._task_database: SQLDatabase | None = None
+        self.tasks: TaskManager | None = self._build_tasks()
+        """Background tasks (``[tasks]``; ``None`` without an SQL database for them)."""
 
     def _pipeline(
         self, name: str, policies: PoliciesConfig, retry_on: tuple[type[BaseException], ...]
@@ -85,9 +101,9 @@ class Gateway(AsyncResource):
         self._pipelines[name] = pipeline
         return pipeline
 
-    def _build_database(self, name: str, cfg: DatabaseConfig) -> Database:
+    def _build_database(self, name: str, cfg: DatabaseConfig, *, metered: bool = True) -> Database:
         policies = cfg.policies if cfg.policies is not None else default_policies("database")
-        runner = self._pipeline(name, policies, _DATABASE_RETRY_ON)
+        runner = self._pipeline(name, policies, _DATABASE_RETRY_ON) if metered else None
         if cfg.kind == "sqlite":
             return SQLiteDatabase(
                 name,
@@ -126,6 +142,32 @@ class Gateway(AsyncResource):
         )
         self._pipelines[name] = pipeline
         return upstream
+
+    def _build_tasks(self) -> TaskManager | None:
+        """The task manager, on its own connections to the task database: its
+        bookkeeping is not counted in the database's metrics nor subject to its
+        breaker and rate limit (a user's ``/v1/stats`` shows only their calls)."""
+        cfg = self.config.tasks
+        name = cfg.database if cfg.database is not None else "main"
+        db_cfg = self.config.databases.get(name)
+        if not cfg.enabled:
+            return None
+        if db_cfg is None or db_cfg.kind == "redis":
+            if cfg.database is None:
+                return None  # no SQL database "main": tasks are off
+            raise ConfigError("no SQL database of that name is configured", key="tasks.database")
+        database = self._build_database(name, db_cfg, metered=False)
+        assert isinstance(database, SQLDatabase)
+        self._task_database = database
+        manager = TaskManager(
+            database,
+            max_concurrency=cfg.max_concurrency,
+            max_queued=cfg.max_queued,
+            drain_timeout_s=cfg.drain_timeout,
+            max_result_bytes=cfg.max_result_bytes,
+        )
+        manager.register("batch", batch_runner(self))
+        return manager
 
     def pipeline(self, name: str) -> Pipeline:
         """The resilience pipeline of the resource ``name`` (for ``snapshot()``, or
@@ -190,13 +232,29 @@ class Gateway(AsyncResource):
         if failures:
             await self._close()
             raise failures[0]
+        if self.tasks is not None:  # after its database: it re-queues interrupted tasks
+            try:
+                if self._task_database is not None:
+                    await self._task_database.open()
+                await self.tasks.open()
+            except BaseException:
+                await self._close()
+                raise
 
     async def _close(self) -> None:
         """Close every resource; errors while closing are not raised."""
+        if self.tasks is not None:  # first: running tasks drain while resources are open
+            try:
+                await self.tasks.close()
+            except Exception as exc:  # noqa: BLE001 - closing goes on; logged
+                _log.error("closing the task manager failed: %s", type(exc).__name__)
+            if self._task_database is not None:
+                await asyncio.gather(self._task_database.close(), return_exceptions=True)
         await asyncio.gather(*(r.close() for r in self._resources()), return_exceptions=True)
 
     def _resources(self) -> list[AsyncResource]:
-        return [*self._databases.values(), *self._upstreams.values()]
+        files = [self.files] if self.files is not None else []
+        return [*self._databases.values(), *self._upstreams.values(), *files]
 
     def __repr__(self) -> str:
         return f"<Gateway databases={sorted(self._databases)} upstreams={sorted(self._upstreams)}>"
