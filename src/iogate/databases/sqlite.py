@@ -43,13 +43,17 @@ import aiosqlite
 from iogate.databases.base import (
     CallRunner,
     Column,
+    Description,
     ExecuteResult,
+    Parameter,
     Params,
     QueryResult,
     Row,
     SQLDatabase,
 )
+from iogate.databases.guard import SQLGuard
 from iogate.databases.sql import is_read_statement
+from iogate.databases.sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
@@ -61,6 +65,7 @@ from iogate.errors import (
     OperationTimeout,
     QueryError,
     ReadOnlyViolation,
+    TableNotAllowed,
     TransientDatabaseError,
 )
 
@@ -71,7 +76,7 @@ __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 
 # Primary result codes (sqlite.org/rescode.html).
 _SQLITE_ERROR, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 1, 5, 6, 8
-_SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_RANGE = 9, 19, 25
+_SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_RANGE = 9, 19, 23, 25
 
 _Mode = int
 _ALL, _ONE, _QUERY, _EXEC = 0, 1, 2, 3
@@ -147,6 +152,7 @@ class SQLiteDatabase(SQLDatabase):
                 await conn.execute("PRAGMA synchronous = NORMAL")
             else:
                 await conn.execute("PRAGMA query_only = ON")
+                await conn.set_authorizer(READER_AUTHORIZER)
         except BaseException:
             await conn.close()
             raise
@@ -201,6 +207,9 @@ class SQLiteDatabase(SQLDatabase):
         return await self._on_writer(sql, params, mode, operation)
 
     async def _on_writer(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
+        return await self._writer_call(operation, _statement, sql, _bind(params), mode)
+
+    async def _writer_call(self, operation: str, fn: Callable[..., Any], *args: Any) -> object:
         # A one-trip statement needs the writer only while it is queued: the
         # writer's thread runs statements in order, so one queued before a
         # transaction's BEGIN completes before it. While a transaction (or
@@ -210,19 +219,59 @@ class SQLiteDatabase(SQLDatabase):
         if lock.locked():
             writer = await self._take_writer()  # metered, with the time waited
             try:
-                future = self._submit(writer, _statement, sql, _bind(params), mode)
+                future = self._submit(writer, fn, *args)
             except BaseException:
                 meter.released()
                 raise
             finally:
                 lock.release()  # the meter's hold ends with the statement, below
         else:
-            future = self._submit(writer, _statement, sql, _bind(params), mode)
+            future = self._submit(writer, fn, *args)
             meter.took()
         try:
             return await self._wait(writer, future, operation)
         finally:
             meter.released()
+
+    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult:
+        # Read-only: a reader in rotation (query_only, and its authorizer allows
+        # reads only). A table allowlist: the guard's authorizer is set around
+        # the statement (which recompiles it under that authorizer) and the
+        # connection's own one is restored after. Without readers (":memory:")
+        # or for a writing key, the writer runs it.
+        shared = self._shared
+        authorizer: Authorizer | None = None if guard.tables is None else Authorizer.of(guard)
+        bound = _bind(params)
+        if guard.read_only and shared:
+            self._turn = turn = (self._turn + 1) % len(shared)
+            meter = self._meter
+            meter.took()
+            try:
+                result = await self._run_fn(
+                    shared[turn], "query", _checked, sql, bound, authorizer, READER_AUTHORIZER
+                )
+            finally:
+                meter.released()
+        else:
+            if authorizer is None:
+                authorizer = Authorizer.of(guard)
+            result = await self._writer_call("query", _checked, sql, bound, authorizer, None)
+        return cast(QueryResult, result)
+
+    async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
+        authorizer = Authorizer.of(guard) if guard is not None and not guard.unrestricted else None
+        if self._shared:
+            conn = self._shared[0]
+            restore: Authorizer | None = READER_AUTHORIZER
+        else:
+            conn, restore = self._need_writer(), None
+        columns, params = await self._run_fn(
+            conn, "describe", _describe_on, self.path, sql, authorizer, restore
+        )
+        return Description(
+            tuple(Column(name, decl) for name, decl in columns),
+            tuple(Parameter(name) for name in params),
+        )
 
     async def _take_reader(self) -> aiosqlite.Connection:
         """Lend a reader for a whole transaction or stream (out of the rotation)."""
@@ -321,20 +370,24 @@ class SQLiteDatabase(SQLDatabase):
                 self._give_writer()
 
     async def _begin(
-        self, isolation: str | None, read_only: bool
+        self, isolation: str | None, read_only: bool, guard: SQLGuard | None
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         # SQLite transactions are serializable whatever `isolation` asks
         # (sqlite.org/isolation.html).
         on_reader = read_only and bool(self._readers)
         conn = await (self._take_reader() if on_reader else self._take_writer())
         begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        tx = _SQLiteTx(self, conn)
+        tx = _SQLiteTx(self, conn, checked=guard is not None)
+        authorizer = None if guard is None else Authorizer.of(guard)
+        restore = READER_AUTHORIZER if on_reader else None
         try:
             if read_only and not on_reader:
                 await tx.command("PRAGMA query_only = ON")
             await tx.command(begin)
+            if authorizer is not None:
+                await self._run_fn(conn, "transaction", _set_authorizer, authorizer)
         except BaseException:
-            await self._end_tx(conn, on_reader, read_only)
+            await self._end_tx(conn, on_reader, read_only, restore if authorizer else _KEEP)
             raise
         if not on_reader:
             self._tx_task = asyncio.current_task()
@@ -350,11 +403,19 @@ class SQLiteDatabase(SQLDatabase):
                 else:
                     await _rollback_quietly(tx)
             finally:
-                await self._end_tx(conn, on_reader, read_only)
+                await self._end_tx(conn, on_reader, read_only, restore if authorizer else _KEEP)
 
         return tx, finish
 
-    async def _end_tx(self, conn: aiosqlite.Connection, on_reader: bool, read_only: bool) -> None:
+    async def _end_tx(
+        self, conn: aiosqlite.Connection, on_reader: bool, read_only: bool, restore: object
+    ) -> None:
+        if restore is not _KEEP:
+            try:
+                await self._run_fn(conn, "transaction", _set_authorizer, restore)
+            except BaseException:
+                await self._drop(conn, on_reader)
+                raise
         if on_reader:
             self._give_reader(conn)
             return
@@ -382,6 +443,15 @@ class SQLiteDatabase(SQLDatabase):
         size = len(self._readers) + (1 if self._writer is not None else 0)
         return self._meter.snapshot(size=size, max_size=self._n_readers + 1)
 
+    async def _drop(self, conn: aiosqlite.Connection, on_reader: bool) -> None:
+        # A connection whose authorizer could not be restored is never lent again.
+        if on_reader:
+            self._readers.remove(conn)
+            self._meter.released()
+            await conn.close()
+        else:
+            self._give_writer()
+
     def _need_writer(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise RuntimeError(f"database {self.name!r} is not open")
@@ -389,13 +459,18 @@ class SQLiteDatabase(SQLDatabase):
 
 
 class _SQLiteTx:
-    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
+    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`).
 
-    __slots__ = ("_conn", "_db")
+    ``checked``: a restricted caller's transaction: a statement that ends the
+    transaction (COMMIT, ROLLBACK, END) fails with QueryError.
+    """
 
-    def __init__(self, db: SQLiteDatabase, conn: aiosqlite.Connection) -> None:
+    __slots__ = ("_checked", "_conn", "_db")
+
+    def __init__(self, db: SQLiteDatabase, conn: aiosqlite.Connection, *, checked: bool) -> None:
         self._db = db
         self._conn = conn
+        self._checked = checked
 
     async def fetch(self, sql: str, params: Params) -> list[Row]:
         return cast(list[Row], await self._db._run(self._conn, sql, params, _ALL, "tx.fetch"))
@@ -413,6 +488,11 @@ class _SQLiteTx:
         return cast(ExecuteResult, result)
 
     async def query(self, sql: str, params: Params) -> QueryResult:
+        if self._checked:
+            result = await self._db._run_fn(
+                self._conn, "tx.query", _in_transaction, sql, _bind(params)
+            )
+            return cast(QueryResult, result)
         return cast(QueryResult, await self._db._run(self._conn, sql, params, _QUERY, "tx.query"))
 
     async def command(self, sql: str) -> None:
@@ -424,6 +504,64 @@ async def _rollback_quietly(tx: _SQLiteTx) -> None:
     # "no transaction is active": nothing is left to undo then.
     with contextlib.suppress(QueryError):
         await tx.command("ROLLBACK")
+
+
+_KEEP: Any = object()
+_TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed here"
+
+
+def _set_authorizer(conn: sqlite3.Connection, authorizer: Authorizer | None) -> None:
+    conn.set_authorizer(authorizer)
+
+
+def _checked(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    authorizer: Authorizer | None,
+    restore: Authorizer | None,
+) -> object:
+    """Runs on the connection's thread: one statement of a restricted caller,
+    under ``authorizer`` (then ``restore`` is put back), which must not leave
+    a transaction open."""
+    if authorizer is not None:
+        conn.set_authorizer(authorizer)  # expires the cached statements: recompiled under it
+    try:
+        result = _statement(conn, sql, params, _QUERY)
+    finally:
+        if authorizer is not None:
+            conn.set_authorizer(restore)
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+            raise QueryError(_TX_CONTROL)
+    return result
+
+
+def _in_transaction(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]
+) -> object:
+    """Runs on the connection's thread: a restricted caller's statement inside
+    a transaction, which must still be open afterwards."""
+    result = _statement(conn, sql, params, _QUERY)
+    if not conn.in_transaction:
+        raise QueryError(_TX_CONTROL)
+    return result
+
+
+def _describe_on(
+    conn: sqlite3.Connection,
+    path: str,
+    sql: str,
+    authorizer: Authorizer | None,
+    restore: Authorizer | None,
+) -> object:
+    if authorizer is None:
+        return describe(conn, path, sql)
+    conn.set_authorizer(authorizer)
+    try:
+        return describe(conn, path, sql)
+    finally:
+        conn.set_authorizer(restore)
 
 
 def _open_cursor(
@@ -491,6 +629,10 @@ def _guarded(slot: _Slot, fn: Callable[..., Any], conn: sqlite3.Connection, *arg
         if slot.cancelled:  # its caller is gone: skip it
             raise sqlite3.OperationalError("interrupted")
         return fn(conn, *args)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_AUTH:
+            exc.iogate_denial = take_denial()  # type: ignore[attr-defined]
+        raise
     finally:
         with slot.lock:
             slot.running = False
@@ -554,6 +696,12 @@ def translate_sqlite_error(
         return TransientDatabaseError(message, sqlstate=name, **ctx)
     if primary == _SQLITE_READONLY:
         return ReadOnlyViolation(message, sqlstate=name, **ctx)
+    if primary == _SQLITE_AUTH:
+        denial: tuple[str, str] | None = getattr(exc, "iogate_denial", None)
+        if denial is not None and denial[0] == "read-only":
+            return ReadOnlyViolation(denial[1], sqlstate=name or "SQLITE_AUTH", **ctx)
+        detail = denial[1] if denial is not None else message
+        return TableNotAllowed(detail, sqlstate=name or "SQLITE_AUTH", **ctx)
     if primary == _SQLITE_INTERRUPT:
         return OperationTimeout("statement interrupted past its deadline", **ctx)
     if (
