@@ -120,7 +120,7 @@ class DatabaseConfig(_Model):
     """``[databases.<name>]``: one named database, chosen by URL scheme.
 
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
-      ``sqlite:///:memory:`` — aiosqlite, WAL mode, one writer connection plus
+      ``sqlite:///:memory:`` — sqlite3 on one thread per connection, WAL mode, one writer plus
       ``pool_size`` reader connections (default 2).
     - ``postgresql://user:password@host:port/dbname`` — an asyncpg pool of
       ``pool_min_size`` .. ``pool_size`` connections.
