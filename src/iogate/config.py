@@ -59,6 +59,7 @@ __all__ = [
     "DatabaseConfig",
     "DatabaseKind",
     "IogateConfig",
+    "NamedQueryConfig",
     "ServerConfig",
     "UpstreamAuthConfig",
     "UpstreamConfig",
@@ -91,17 +92,37 @@ class _Model(BaseModel):
 
 
 class ServerConfig(_Model):
-    """``[server]``: where ``iogate serve`` listens (CLI flags override)."""
+    """``[server]``: where ``iogate serve`` listens (CLI flags override).
+
+    ``max_batch_steps``: the most steps one ``POST /v1/batch`` may hold (1..1000).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_batch_steps: int = Field(default=1000, ge=1, le=1000)
+
+
+class NamedQueryConfig(_Model):
+    """``[databases.<name>.queries.<qname>]``: a statement callable by name
+    (``POST /v1/databases/<name>/queries/<qname>``) with parameters only.
+
+    Attributes:
+        sql: one statement with ``:name`` or ``?`` placeholders.
+        write: whether it may write; a read query (the default) runs in the
+            engine's read-only mode whoever calls it.
+        description: shown in the OpenAPI document and ``GET .../queries``.
+    """
+
+    sql: str = Field(min_length=1)
+    write: bool = False
+    description: str | None = None
 
 
 class DatabaseConfig(_Model):
     """``[databases.<name>]``: one named database, chosen by URL scheme.
 
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
-      ``sqlite:///:memory:`` — aiosqlite, WAL mode, one writer connection plus
+      ``sqlite:///:memory:`` — sqlite3 on one thread per connection, WAL mode, one writer plus
       ``pool_size`` reader connections (default 2).
     - ``postgresql://user:password@host:port/dbname`` — an asyncpg pool of
       ``pool_min_size`` .. ``pool_size`` connections.
@@ -125,6 +146,12 @@ class DatabaseConfig(_Model):
         statement_cache_size: PostgreSQL: prepared statements cached per connection.
         allowed_commands: Redis: the commands ``POST /v1/databases/<name>/command``
             runs (absent: iogate's default allowlist, no administration commands).
+        max_rows: SQL: the most rows one statement returns over HTTP or in a
+            batch (the rest are dropped and ``truncated`` is set); a key's
+            ``max_rows`` may lower it.
+        max_response_bytes: SQL: the most bytes of JSON the rows of one
+            result may take (rows past it are dropped, ``truncated`` is set).
+        queries: SQL: named queries (:class:`NamedQueryConfig`).
     """
 
     url: str
@@ -138,6 +165,9 @@ class DatabaseConfig(_Model):
     max_idle_lifetime: float = Field(default=300.0, ge=0)
     statement_cache_size: int = Field(default=100, ge=0)
     allowed_commands: list[str] | None = None
+    max_rows: int = Field(default=100_000, ge=1)
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    queries: dict[ResourceName, NamedQueryConfig] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod

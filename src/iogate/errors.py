@@ -20,7 +20,8 @@ backend and chained (``raise ... from exc``), so the original is always on
         │   │                           deadlock, SQLITE_BUSY: safe to retry reads
         │   ├── IntegrityError          constraint violations; constraint name
         │   ├── QueryError              bad SQL, bad parameters; position
-        │   └── ReadOnlyViolation       a write refused by the engine's read-only mode
+        │   ├── ReadOnlyViolation       a write refused by the engine's read-only mode
+    │   └── TableNotAllowed         a table outside the caller's allowlist
         └── UpstreamError               status, body excerpt
             ├── UpstreamConnectionError could not connect / connection dropped
             └── UpstreamHTTPError       the upstream answered with an error status
@@ -48,6 +49,7 @@ __all__ = [
     "QueryError",
     "RateLimitedError",
     "ReadOnlyViolation",
+    "TableNotAllowed",
     "TransientDatabaseError",
     "UnknownResourceError",
     "UpstreamConnectionError",
@@ -234,6 +236,11 @@ class QueryError(DatabaseError):
 
 class ReadOnlyViolation(DatabaseError):
     """The engine refused a write because the call ran in read-only mode."""
+
+
+class TableNotAllowed(DatabaseError):
+    """The statement touches a table outside the caller's allowlist (refused
+    by the engine before it ran: SQLite's authorizer, PostgreSQL's plan)."""
 
 
 class UpstreamError(OperationError):

@@ -32,12 +32,15 @@ from iogate.lifecycle import AsyncResource
 
 if TYPE_CHECKING:
     from iogate.cache.memory import MemoryCache
+    from iogate.databases.guard import SQLGuard
 
 __all__ = [
     "CallRunner",
     "Column",
     "Database",
+    "Description",
     "ExecuteResult",
+    "Parameter",
     "Params",
     "QueryResult",
     "Row",
@@ -124,6 +127,23 @@ class QueryResult:
     def row_count(self) -> int:
         """Rows returned for a query, rows affected for any other statement."""
         return len(self.rows) if self.columns else self.rows_affected
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """A statement parameter: ``name`` for ``:name`` placeholders (else
+    ``None``), and the type the engine infers (PostgreSQL), if any."""
+
+    name: str | None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What a statement takes and returns, learnt without running it."""
+
+    columns: tuple[Column, ...]
+    parameters: tuple[Parameter, ...]
 
 
 class Database(AsyncResource):
@@ -273,6 +293,39 @@ class SQLDatabase(Database):
         fn = partial(self._query, sql, params)
         return await self._call(fn, "query", idempotent=_idem(sql, idempotent))
 
+    async def query_guarded(
+        self, sql: str, params: Params = None, *, guard: SQLGuard, idempotent: bool | None = None
+    ) -> QueryResult:
+        """:meth:`query` for a restricted caller: the engine enforces ``guard``
+        (read-only mode, table allowlist; see :mod:`iogate.databases.guard`).
+
+        A read-only call is idempotent (the engine guarantees it writes
+        nothing), so it may be retried on a transient error.
+
+        Raises:
+            ReadOnlyViolation: a write in read-only mode.
+            TableNotAllowed: a table outside ``guard.tables``.
+            QueryError: as :meth:`query`, and for transaction control
+                statements (BEGIN, COMMIT...) in read-only mode.
+        """
+        if guard.unrestricted:
+            return await self.query(sql, params, idempotent=idempotent)
+        fn = partial(self._query_guarded, sql, params, guard)
+        idem = True if guard.read_only else _idem(sql, idempotent)
+        return await self._call(fn, "query", idempotent=idem)
+
+    async def describe(self, sql: str, *, guard: SQLGuard | None = None) -> Description:
+        """A statement's result columns and parameters, without running it
+        (PostgreSQL: a prepared statement's attributes and parameter types;
+        SQLite: ``sqlite3_prepare_v2`` and the column/parameter API).
+
+        Raises:
+            QueryError: the statement does not compile (or is several).
+            TableNotAllowed: it names a table outside ``guard.tables``.
+        """
+        fn = partial(self._describe, sql, guard)
+        return await self._call(fn, "describe", idempotent=True)
+
     def stream(self, sql: str, params: Params = None, *, chunk_size: int = 1000) -> RowStream:
         """Stream a query's rows with bounded memory (see :mod:`iogate.databases.streaming`)::
 
@@ -290,7 +343,11 @@ class SQLDatabase(Database):
         return RowStream(self._stream(sql, params, chunk_size))
 
     def transaction(
-        self, *, isolation: str | None = None, read_only: bool = False
+        self,
+        *,
+        isolation: str | None = None,
+        read_only: bool = False,
+        guard: SQLGuard | None = None,
     ) -> TransactionScope:
         """A transaction on one connection, as ``async with db.transaction() as tx:``.
 
@@ -306,6 +363,10 @@ class SQLDatabase(Database):
             read_only: the engine refuses writes (PostgreSQL ``READ ONLY``;
                 SQLite runs the transaction on a ``query_only`` reader)
                 with :class:`~iogate.errors.ReadOnlyViolation`.
+            guard: a restricted caller's :class:`~iogate.databases.guard.SQLGuard`
+                (its ``read_only`` is or-ed with ``read_only``); every statement
+                of the transaction is checked, and a statement that ends the
+                transaction (COMMIT, ROLLBACK) fails with QueryError.
 
         Raises:
             ValueError: an unknown isolation level.
@@ -316,10 +377,13 @@ class SQLDatabase(Database):
             )
         self._require_open()
         level = None if isolation is None else isolation.lower()
+        if guard is not None and guard.unrestricted:
+            guard = None
+        read_only = read_only or (guard is not None and guard.read_only)
         holder: list[Callable[[bool], Awaitable[None]]] = []
 
         async def begin() -> Transaction:
-            conn, finish = await self._begin(level, read_only)
+            conn, finish = await self._begin(level, read_only, guard)
             holder.append(finish)
             return Transaction(conn, read_only=read_only)
 
@@ -470,11 +534,18 @@ class SQLDatabase(Database):
     def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource: ...
 
     @abstractmethod
+    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult: ...
+
+    @abstractmethod
+    async def _describe(self, sql: str, guard: SQLGuard | None) -> Description: ...
+
+    @abstractmethod
     async def _begin(
-        self, isolation: str | None, read_only: bool
+        self, isolation: str | None, read_only: bool, guard: SQLGuard | None
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         """Lend a connection, BEGIN, and return it with ``finish(commit)``
-        (COMMIT or ROLLBACK, then give the connection back)."""
+        (COMMIT or ROLLBACK, then give the connection back). With ``guard``,
+        every statement of the transaction is checked against it."""
 
     @abstractmethod
     async def _introspect(self, table: str) -> tuple[str, ...]:

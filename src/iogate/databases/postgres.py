@@ -29,22 +29,26 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import asyncpg
+import orjson
 
 from iogate.databases.base import (
     CallRunner,
     Column,
+    Description,
     ExecuteResult,
+    Parameter,
     Params,
     QueryResult,
     Row,
     SQLDatabase,
 )
 from iogate.databases.crud import quote_ident
-from iogate.databases.sql import compile_postgres
+from iogate.databases.guard import SQLGuard, table_allowed
+from iogate.databases.sql import compile_postgres, parameter_names, postgres_text
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
@@ -57,6 +61,7 @@ from iogate.errors import (
     OperationTimeout,
     QueryError,
     ReadOnlyViolation,
+    TableNotAllowed,
     TransientDatabaseError,
 )
 
@@ -230,6 +235,92 @@ class PostgresDatabase(SQLDatabase):
         finally:
             await self._release(conn)
 
+    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult:
+        text, args = compile_postgres(sql, params)
+        conn = await self._acquire("query")
+        try:
+            coro = self._guarded_query(conn, text, args, guard)
+            return cast(QueryResult, await self._guard("query", coro, conn))
+        finally:
+            await self._release(conn)
+
+    async def _guarded_query(
+        self, conn: asyncpg.Connection, text: str, args: list[Any], guard: SQLGuard
+    ) -> QueryResult:
+        # Read-only: BEGIN READ ONLY ... ROLLBACK around the statement, which
+        # must leave that transaction open (no COMMIT/ROLLBACK of its own).
+        # asyncpg's pool resets the connection on release (RESET ALL,
+        # pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *), so no session
+        # state a statement sets outlives the call.
+        if not guard.read_only:
+            if guard.tables is not None:
+                await self._check_tables(conn, text, args, guard.tables)
+            return await self._prepared_query(conn, text, args)
+        await conn.execute("BEGIN READ ONLY")
+        try:
+            if guard.tables is not None:
+                await self._check_tables(conn, text, args, guard.tables)
+            result = await self._prepared_query(conn, text, args)
+            if not conn.is_in_transaction():
+                raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
+            return result
+        finally:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+
+    async def _check_tables(
+        self, conn: asyncpg.Connection, text: str, args: list[Any], tables: frozenset[str]
+    ) -> None:
+        """Refuse a statement whose plan reads or writes a relation outside ``tables``.
+
+        The plan comes from ``EXPLAIN (VERBOSE, FORMAT JSON)`` with the
+        arguments bound (nothing runs); statements without a plan (utility
+        statements: SET, DDL, COPY...) are refused.
+        """
+        try:
+            stmt = await conn.prepare("EXPLAIN (VERBOSE, FORMAT JSON) " + text)
+        except asyncpg.PostgresSyntaxError:
+            raise TableNotAllowed(
+                "only SELECT, INSERT, UPDATE, DELETE, MERGE and VALUES may run for a key"
+                " limited to some tables",
+                resource=self.name,
+                operation="query",
+            ) from None
+        types = [t.name for t in stmt.get_parameters()]
+        try:
+            bound = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
+        except ValueError as exc:
+            raise QueryError(str(exc), resource=self.name, operation="query") from None
+        plan = orjson.loads(await stmt.fetchval(*bound))
+        for schema, relation in _relations(plan):
+            if not table_allowed(tables, relation, schema):
+                raise TableNotAllowed(
+                    f"table {relation!r} is not in this key's allowlist",
+                    resource=self.name,
+                    operation="query",
+                )
+
+    async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
+        names = parameter_names(sql)
+        text = postgres_text(sql)
+        conn = await self._acquire("describe")
+        try:
+            stmt = await self._guard("describe", conn.prepare(text), conn)
+            params = stmt.get_parameters()
+            if guard is not None and guard.tables is not None:
+                nulls = [None] * len(params)
+                check = self._check_tables(conn, text, nulls, guard.tables)
+                await self._guard("describe", check, conn)
+        finally:
+            await self._release(conn)
+        return Description(
+            tuple(Column(a.name, a.type.name) for a in stmt.get_attributes()),
+            tuple(
+                Parameter(names[i] if i < len(names) else None, t.name)
+                for i, t in enumerate(params)
+            ),
+        )
+
     async def _prepared_query(
         self, conn: asyncpg.Connection, text: str, args: list[Any]
     ) -> QueryResult:
@@ -266,7 +357,7 @@ class PostgresDatabase(SQLDatabase):
             await self._release(conn)
 
     async def _begin(
-        self, isolation: str | None, read_only: bool
+        self, isolation: str | None, read_only: bool, guard: SQLGuard | None
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         conn = await self._acquire("transaction")
         level = None if isolation is None else isolation.replace(" ", "_")
@@ -286,7 +377,7 @@ class PostgresDatabase(SQLDatabase):
             finally:
                 await self._release(conn)
 
-        return _PostgresTx(self, conn), finish
+        return _PostgresTx(self, conn, guard), finish
 
     async def _introspect(self, table: str) -> tuple[str, ...]:
         rows = await self._fetch(
@@ -357,11 +448,14 @@ async def _many(conn: asyncpg.Connection, text: str, args: Sequence[list[Any]]) 
 class _PostgresTx:
     """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
 
-    __slots__ = ("_conn", "_db")
+    __slots__ = ("_conn", "_db", "_guard")
 
-    def __init__(self, db: PostgresDatabase, conn: asyncpg.Connection) -> None:
+    def __init__(
+        self, db: PostgresDatabase, conn: asyncpg.Connection, guard: SQLGuard | None = None
+    ) -> None:
         self._db = db
         self._conn = conn
+        self._guard = guard
 
     async def fetch(self, sql: str, params: Params) -> list[Row]:
         text, args = compile_postgres(sql, params)
@@ -391,11 +485,35 @@ class _PostgresTx:
 
     async def query(self, sql: str, params: Params) -> QueryResult:
         text, args = compile_postgres(sql, params)
+        guard = self._guard
+        if guard is not None and guard.tables is not None:
+            check = self._db._check_tables(self._conn, text, args, guard.tables)
+            await self._db._guard("tx.query", check, self._conn)
         coro = self._db._prepared_query(self._conn, text, args)
-        return cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
+        result = cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
+        if guard is not None and not self._conn.is_in_transaction():
+            raise QueryError(_TX_CONTROL, resource=self._db.name, operation="tx.query")
+        return result
 
     async def command(self, sql: str) -> None:
         await self._db._guard("transaction", self._conn.execute(sql), self._conn)
+
+
+_TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed here"
+
+
+def _relations(node: Any) -> Iterator[tuple[str | None, str]]:
+    """Every ``(schema, relation)`` an EXPLAIN (FORMAT JSON) plan scans or modifies."""
+    if isinstance(node, dict):
+        relation = node.get("Relation Name")
+        if isinstance(relation, str):
+            yield node.get("Schema"), relation
+        for value in node.values():
+            if isinstance(value, dict | list):
+                yield from _relations(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _relations(item)
 
 
 def _rows_affected(status: str | None) -> int:

@@ -27,7 +27,13 @@ from typing import Any
 
 from iogate.errors import QueryError
 
-__all__ = ["compile_postgres", "first_keyword", "is_read_statement"]
+__all__ = [
+    "compile_postgres",
+    "first_keyword",
+    "is_read_statement",
+    "parameter_names",
+    "postgres_text",
+]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
@@ -104,6 +110,21 @@ def compile_postgres(
             f"the statement has {compiled.qmarks} ? placeholders but {len(args)} values were given"
         )
     return compiled.sql, args
+
+
+def parameter_names(sql: str) -> tuple[str, ...]:
+    """The names of the ``:name`` placeholders of ``sql``, in ``$n`` order
+    (empty when it uses ``?`` or ``$n`` placeholders)."""
+    return _compile(sql, False).names
+
+
+def postgres_text(sql: str) -> str:
+    """``sql`` with ``:name`` (else ``?``) placeholders rewritten to ``$n``,
+    without values (to prepare or describe it)."""
+    compiled = _compile(sql, False)
+    if compiled.names:
+        return compiled.sql
+    return _compile(sql, not _has_dollar_params(sql)).sql
 
 
 @lru_cache(maxsize=2048)

@@ -1,9 +1,12 @@
-"""SQLite backend on aiosqlite: one writer connection plus a pool of readers.
+"""SQLite backend: one writer connection plus a pool of readers.
 
 - The database runs in WAL mode (``PRAGMA journal_mode=WAL``), so readers
   never block the writer nor the writer the readers (sqlite.org/wal.html).
-- Each aiosqlite connection owns one thread; every statement makes one trip to
-  that thread (execute, fetch and cursor close happen there together).
+- Each connection owns one thread (:class:`~iogate.databases.sqlite_worker.
+  ConnectionWorker`); every statement makes one trip to that thread (execute,
+  fetch and cursor close happen there together). Readers hand their results
+  back to the event loop in batches, which is what makes the reader pool
+  faster than a raw aiosqlite connection (see that module).
 - Reads (:func:`~iogate.databases.sql.is_read_statement`) go to a reader
   connection in ``PRAGMA query_only`` mode; everything else to the writer, in
   autocommit mode (each statement is its own transaction). If the engine
@@ -38,18 +41,21 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import aiosqlite
-
 from iogate.databases.base import (
     CallRunner,
     Column,
+    Description,
     ExecuteResult,
+    Parameter,
     Params,
     QueryResult,
     Row,
     SQLDatabase,
 )
+from iogate.databases.guard import SQLGuard
 from iogate.databases.sql import is_read_statement
+from iogate.databases.sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
+from iogate.databases.sqlite_worker import ConnectionWorker
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
@@ -61,6 +67,7 @@ from iogate.errors import (
     OperationTimeout,
     QueryError,
     ReadOnlyViolation,
+    TableNotAllowed,
     TransientDatabaseError,
 )
 
@@ -71,7 +78,7 @@ __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 
 # Primary result codes (sqlite.org/rescode.html).
 _SQLITE_ERROR, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 1, 5, 6, 8
-_SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_RANGE = 9, 19, 25
+_SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_RANGE = 9, 19, 23, 25
 
 _Mode = int
 _ALL, _ONE, _QUERY, _EXEC = 0, 1, 2, 3
@@ -112,10 +119,10 @@ class SQLiteDatabase(SQLDatabase):
         self._memory = path == ":memory:" or path.startswith("file::memory:")
         self._n_readers = 0 if self._memory else readers
         self._busy_ms = int(busy_timeout_s * 1000)
-        self._writer: aiosqlite.Connection | None = None
-        self._readers: list[aiosqlite.Connection] = []
-        self._idle: asyncio.LifoQueue[aiosqlite.Connection] = asyncio.LifoQueue()
-        self._shared: list[aiosqlite.Connection] = []  # readers not lent out
+        self._writer: ConnectionWorker | None = None
+        self._readers: list[ConnectionWorker] = []
+        self._idle: asyncio.LifoQueue[ConnectionWorker] = asyncio.LifoQueue()
+        self._shared: list[ConnectionWorker] = []  # readers not lent out
         self._turn = 0
         self._write_lock = asyncio.Lock()
         self._tx_task: asyncio.Task[Any] | None = None
@@ -126,8 +133,8 @@ class SQLiteDatabase(SQLDatabase):
             await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
         try:
             self._writer = await self._connect(writer=True)
-            for _ in range(self._n_readers):
-                reader = await self._connect(writer=False)
+            for index in range(self._n_readers):
+                reader = await self._connect(writer=False, index=index)
                 self._readers.append(reader)
                 self._shared.append(reader)
                 self._idle.put_nowait(reader)
@@ -135,22 +142,15 @@ class SQLiteDatabase(SQLDatabase):
             await self._close()
             raise translate_sqlite_error(exc, resource=self.name, operation="open") from exc
 
-    async def _connect(self, *, writer: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None, cached_statements=256)
-        try:
-            conn.row_factory = sqlite3.Row
-            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            if writer:
-                if not self._memory:
-                    await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute("PRAGMA synchronous = NORMAL")
-            else:
-                await conn.execute("PRAGMA query_only = ON")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+    async def _connect(self, *, writer: bool, index: int = 0) -> ConnectionWorker:
+        role = "w" if writer else f"r{index}"
+        worker = ConnectionWorker(
+            name=f"iogate-sqlite-{self.name}-{role}", batch_results=not writer
+        )
+        await worker.start(
+            partial(_open_connection, self.path, self._busy_ms, writer, self._memory)
+        )
+        return worker
 
     async def _close(self) -> None:
         conns = [*self._readers, *([self._writer] if self._writer else [])]
@@ -201,6 +201,9 @@ class SQLiteDatabase(SQLDatabase):
         return await self._on_writer(sql, params, mode, operation)
 
     async def _on_writer(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
+        return await self._writer_call(operation, _statement, sql, _bind(params), mode)
+
+    async def _writer_call(self, operation: str, fn: Callable[..., Any], *args: Any) -> object:
         # A one-trip statement needs the writer only while it is queued: the
         # writer's thread runs statements in order, so one queued before a
         # transaction's BEGIN completes before it. While a transaction (or
@@ -210,21 +213,61 @@ class SQLiteDatabase(SQLDatabase):
         if lock.locked():
             writer = await self._take_writer()  # metered, with the time waited
             try:
-                future = self._submit(writer, _statement, sql, _bind(params), mode)
+                future = self._submit(writer, fn, *args)
             except BaseException:
                 meter.released()
                 raise
             finally:
                 lock.release()  # the meter's hold ends with the statement, below
         else:
-            future = self._submit(writer, _statement, sql, _bind(params), mode)
+            future = self._submit(writer, fn, *args)
             meter.took()
         try:
             return await self._wait(writer, future, operation)
         finally:
             meter.released()
 
-    async def _take_reader(self) -> aiosqlite.Connection:
+    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult:
+        # Read-only: a reader in rotation (query_only, and its authorizer allows
+        # reads only). A table allowlist: the guard's authorizer is set around
+        # the statement (which recompiles it under that authorizer) and the
+        # connection's own one is restored after. Without readers (":memory:")
+        # or for a writing key, the writer runs it.
+        shared = self._shared
+        authorizer: Authorizer | None = None if guard.tables is None else Authorizer.of(guard)
+        bound = _bind(params)
+        if guard.read_only and shared:
+            self._turn = turn = (self._turn + 1) % len(shared)
+            meter = self._meter
+            meter.took()
+            try:
+                result = await self._run_fn(
+                    shared[turn], "query", _checked, sql, bound, authorizer, READER_AUTHORIZER
+                )
+            finally:
+                meter.released()
+        else:
+            if authorizer is None:
+                authorizer = Authorizer.of(guard)
+            result = await self._writer_call("query", _checked, sql, bound, authorizer, None)
+        return cast(QueryResult, result)
+
+    async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
+        authorizer = Authorizer.of(guard) if guard is not None and not guard.unrestricted else None
+        if self._shared:
+            conn = self._shared[0]
+            restore: Authorizer | None = READER_AUTHORIZER
+        else:
+            conn, restore = self._need_writer(), None
+        columns, params = await self._run_fn(
+            conn, "describe", _describe_on, self.path, sql, authorizer, restore
+        )
+        return Description(
+            tuple(Column(name, decl) for name, decl in columns),
+            tuple(Parameter(name) for name in params),
+        )
+
+    async def _take_reader(self) -> ConnectionWorker:
         """Lend a reader for a whole transaction or stream (out of the rotation)."""
         meter = self._meter
         meter.acquiring()
@@ -238,12 +281,12 @@ class SQLiteDatabase(SQLDatabase):
         self._shared.remove(reader)
         return reader
 
-    def _give_reader(self, reader: aiosqlite.Connection) -> None:
+    def _give_reader(self, reader: ConnectionWorker) -> None:
         self._shared.append(reader)
         self._idle.put_nowait(reader)
         self._meter.released()
 
-    async def _take_writer(self) -> aiosqlite.Connection:
+    async def _take_writer(self) -> ConnectionWorker:
         writer = self._need_writer()
         lock, meter = self._write_lock, self._meter
         if lock.locked() and self._tx_task is not None and self._tx_task is asyncio.current_task():
@@ -266,28 +309,25 @@ class SQLiteDatabase(SQLDatabase):
         self._meter.released()
 
     async def _run(
-        self, conn: aiosqlite.Connection, sql: str, params: Params, mode: _Mode, operation: str
+        self, conn: ConnectionWorker, sql: str, params: Params, mode: _Mode, operation: str
     ) -> object:
         return await self._run_fn(conn, operation, _statement, sql, _bind(params), mode)
 
     async def _run_fn(
-        self, conn: aiosqlite.Connection, operation: str, fn: Callable[..., Any], *args: Any
+        self, conn: ConnectionWorker, operation: str, fn: Callable[..., Any], *args: Any
     ) -> Any:
         return await self._wait(conn, self._submit(conn, fn, *args), operation)
 
-    def _submit(self, conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> _Submitted:
-        # What aiosqlite's Connection._execute does, split in two: the function
-        # is queued to the connection's thread now (the order of statements is
-        # fixed here), and awaited later. One trip per statement: execute,
-        # fetch and cursor close run there together.
-        if not conn._running:
+    def _submit(self, conn: ConnectionWorker, fn: Callable[..., Any], *args: Any) -> _Submitted:
+        # The function is queued to the connection's thread now (the order of
+        # statements is fixed here), and awaited later. One trip per
+        # statement: execute, fetch and cursor close run there together.
+        if not conn.running:
             raise RuntimeError(f"database {self.name!r} is closed")
-        future = asyncio.get_running_loop().create_future()
         slot = _Slot()
-        conn._tx.put_nowait((future, partial(_guarded, slot, fn, conn._conn, *args)))
-        return future, slot
+        return conn.submit(_guarded, slot, fn, *args), slot
 
-    async def _wait(self, conn: aiosqlite.Connection, submitted: _Submitted, operation: str) -> Any:
+    async def _wait(self, conn: ConnectionWorker, submitted: _Submitted, operation: str) -> Any:
         future, slot = submitted
         try:
             return await future
@@ -296,7 +336,7 @@ class SQLiteDatabase(SQLDatabase):
         except asyncio.CancelledError:
             # Deadline passed (or caller gone): skip the statement if it has not
             # started, else stop it on its thread with sqlite3_interrupt.
-            slot.cancel(conn._conn)
+            slot.cancel(conn.connection)
             raise
 
     def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
@@ -321,20 +361,24 @@ class SQLiteDatabase(SQLDatabase):
                 self._give_writer()
 
     async def _begin(
-        self, isolation: str | None, read_only: bool
+        self, isolation: str | None, read_only: bool, guard: SQLGuard | None
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         # SQLite transactions are serializable whatever `isolation` asks
         # (sqlite.org/isolation.html).
         on_reader = read_only and bool(self._readers)
         conn = await (self._take_reader() if on_reader else self._take_writer())
         begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        tx = _SQLiteTx(self, conn)
+        tx = _SQLiteTx(self, conn, checked=guard is not None)
+        authorizer = None if guard is None else Authorizer.of(guard)
+        restore = READER_AUTHORIZER if on_reader else None
         try:
             if read_only and not on_reader:
                 await tx.command("PRAGMA query_only = ON")
             await tx.command(begin)
+            if authorizer is not None:
+                await self._run_fn(conn, "transaction", _set_authorizer, authorizer)
         except BaseException:
-            await self._end_tx(conn, on_reader, read_only)
+            await self._end_tx(conn, on_reader, read_only, restore if authorizer else _KEEP)
             raise
         if not on_reader:
             self._tx_task = asyncio.current_task()
@@ -350,11 +394,19 @@ class SQLiteDatabase(SQLDatabase):
                 else:
                     await _rollback_quietly(tx)
             finally:
-                await self._end_tx(conn, on_reader, read_only)
+                await self._end_tx(conn, on_reader, read_only, restore if authorizer else _KEEP)
 
         return tx, finish
 
-    async def _end_tx(self, conn: aiosqlite.Connection, on_reader: bool, read_only: bool) -> None:
+    async def _end_tx(
+        self, conn: ConnectionWorker, on_reader: bool, read_only: bool, restore: object
+    ) -> None:
+        if restore is not _KEEP:
+            try:
+                await self._run_fn(conn, "transaction", _set_authorizer, restore)
+            except BaseException:
+                await self._drop(conn, on_reader)
+                raise
         if on_reader:
             self._give_reader(conn)
             return
@@ -382,20 +434,34 @@ class SQLiteDatabase(SQLDatabase):
         size = len(self._readers) + (1 if self._writer is not None else 0)
         return self._meter.snapshot(size=size, max_size=self._n_readers + 1)
 
-    def _need_writer(self) -> aiosqlite.Connection:
+    async def _drop(self, conn: ConnectionWorker, on_reader: bool) -> None:
+        # A connection whose authorizer could not be restored is never lent again.
+        if on_reader:
+            self._readers.remove(conn)
+            self._meter.released()
+            await conn.close()
+        else:
+            self._give_writer()
+
+    def _need_writer(self) -> ConnectionWorker:
         if self._writer is None:
             raise RuntimeError(f"database {self.name!r} is not open")
         return self._writer
 
 
 class _SQLiteTx:
-    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
+    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`).
 
-    __slots__ = ("_conn", "_db")
+    ``checked``: a restricted caller's transaction: a statement that ends the
+    transaction (COMMIT, ROLLBACK, END) fails with QueryError.
+    """
 
-    def __init__(self, db: SQLiteDatabase, conn: aiosqlite.Connection) -> None:
+    __slots__ = ("_checked", "_conn", "_db")
+
+    def __init__(self, db: SQLiteDatabase, conn: ConnectionWorker, *, checked: bool) -> None:
         self._db = db
         self._conn = conn
+        self._checked = checked
 
     async def fetch(self, sql: str, params: Params) -> list[Row]:
         return cast(list[Row], await self._db._run(self._conn, sql, params, _ALL, "tx.fetch"))
@@ -413,6 +479,11 @@ class _SQLiteTx:
         return cast(ExecuteResult, result)
 
     async def query(self, sql: str, params: Params) -> QueryResult:
+        if self._checked:
+            result = await self._db._run_fn(
+                self._conn, "tx.query", _in_transaction, sql, _bind(params)
+            )
+            return cast(QueryResult, result)
         return cast(QueryResult, await self._db._run(self._conn, sql, params, _QUERY, "tx.query"))
 
     async def command(self, sql: str) -> None:
@@ -424,6 +495,64 @@ async def _rollback_quietly(tx: _SQLiteTx) -> None:
     # "no transaction is active": nothing is left to undo then.
     with contextlib.suppress(QueryError):
         await tx.command("ROLLBACK")
+
+
+_KEEP: Any = object()
+_TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed here"
+
+
+def _set_authorizer(conn: sqlite3.Connection, authorizer: Authorizer | None) -> None:
+    conn.set_authorizer(authorizer)
+
+
+def _checked(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    authorizer: Authorizer | None,
+    restore: Authorizer | None,
+) -> object:
+    """Runs on the connection's thread: one statement of a restricted caller,
+    under ``authorizer`` (then ``restore`` is put back), which must not leave
+    a transaction open."""
+    if authorizer is not None:
+        conn.set_authorizer(authorizer)  # expires the cached statements: recompiled under it
+    try:
+        result = _statement(conn, sql, params, _QUERY)
+    finally:
+        if authorizer is not None:
+            conn.set_authorizer(restore)
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+            raise QueryError(_TX_CONTROL)
+    return result
+
+
+def _in_transaction(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]
+) -> object:
+    """Runs on the connection's thread: a restricted caller's statement inside
+    a transaction, which must still be open afterwards."""
+    result = _statement(conn, sql, params, _QUERY)
+    if not conn.in_transaction:
+        raise QueryError(_TX_CONTROL)
+    return result
+
+
+def _describe_on(
+    conn: sqlite3.Connection,
+    path: str,
+    sql: str,
+    authorizer: Authorizer | None,
+    restore: Authorizer | None,
+) -> object:
+    if authorizer is None:
+        return describe(conn, path, sql)
+    conn.set_authorizer(authorizer)
+    try:
+        return describe(conn, path, sql)
+    finally:
+        conn.set_authorizer(restore)
 
 
 def _open_cursor(
@@ -484,16 +613,42 @@ class _Slot:
 _Submitted = tuple["asyncio.Future[Any]", _Slot]
 
 
-def _guarded(slot: _Slot, fn: Callable[..., Any], conn: sqlite3.Connection, *args: Any) -> Any:
+def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *args: Any) -> Any:
     """Runs on the connection's thread."""
     slot.running = True
     try:
         if slot.cancelled:  # its caller is gone: skip it
             raise sqlite3.OperationalError("interrupted")
         return fn(conn, *args)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_AUTH:
+            exc.iogate_denial = take_denial()  # type: ignore[attr-defined]
+        raise
     finally:
         with slot.lock:
             slot.running = False
+
+
+def _open_connection(path: str, busy_ms: int, writer: bool, memory: bool) -> sqlite3.Connection:
+    """Runs on the connection's thread: open and configure one connection."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, cached_statements=256, check_same_thread=False
+    )
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if writer:
+            if not memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        else:
+            conn.execute("PRAGMA query_only = ON")
+            conn.set_authorizer(READER_AUTHORIZER)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _bind(params: Params) -> Sequence[Any] | Mapping[str, Any]:
@@ -554,6 +709,12 @@ def translate_sqlite_error(
         return TransientDatabaseError(message, sqlstate=name, **ctx)
     if primary == _SQLITE_READONLY:
         return ReadOnlyViolation(message, sqlstate=name, **ctx)
+    if primary == _SQLITE_AUTH:
+        denial: tuple[str, str] | None = getattr(exc, "iogate_denial", None)
+        if denial is not None and denial[0] == "read-only":
+            return ReadOnlyViolation(denial[1], sqlstate=name or "SQLITE_AUTH", **ctx)
+        detail = denial[1] if denial is not None else message
+        return TableNotAllowed(detail, sqlstate=name or "SQLITE_AUTH", **ctx)
     if primary == _SQLITE_INTERRUPT:
         return OperationTimeout("statement interrupted past its deadline", **ctx)
     if (

@@ -62,6 +62,7 @@ _BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
     (errors.QueryError, ProblemType(400, "bad-query", "Invalid SQL or parameters")),
     (errors.IntegrityError, ProblemType(409, "integrity-violation", "Constraint violated")),
     (errors.ReadOnlyViolation, ProblemType(403, "read-only", "Write refused in read-only mode")),
+    (errors.TableNotAllowed, ProblemType(403, "table-not-allowed", "Table not allowed")),
     (
         errors.TransientDatabaseError,
         ProblemType(503, "database-unavailable", "Database temporarily unavailable"),

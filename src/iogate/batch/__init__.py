@@ -1,0 +1,25 @@
+"""Mixed batches: ordered steps on databases, upstreams and the cache, with
+step dataflow (``$ref``), conditions, transaction groups and one deadline.
+
+>>> request = BatchRequest.model_validate({"steps": [...]})   # doctest: +SKIP
+>>> result = await run_batch(gateway, request)                 # doctest: +SKIP
+>>> result.to_json()["results"][0]["ok"]                       # doctest: +SKIP
+
+See :mod:`iogate.batch.model` for the wire format and
+:mod:`iogate.batch.engine` for the semantics.
+"""
+
+from iogate.batch.engine import run_batch
+from iogate.batch.model import MAX_STEPS, BatchRequest, CacheStep, DatabaseStep, UpstreamStep
+from iogate.batch.result import BatchResult, StepResult
+
+__all__ = [
+    "BatchRequest",
+    "BatchResult",
+    "CacheStep",
+    "DatabaseStep",
+    "MAX_STEPS",
+    "StepResult",
+    "UpstreamStep",
+    "run_batch",
+]

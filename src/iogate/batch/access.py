@@ -1,0 +1,76 @@
+"""A caller's SQL rights on one database: the scope check, the engine's guard
+and the result limits, from a :class:`~iogate.server.auth.Principal`.
+
+Scope rule (documented in the README's "SQL safety"):
+
+- raw SQL needs ``db:<name>:read`` (the statement then runs in the engine's
+  read-only mode) or ``db:<name>:write`` (it may write);
+- a named query ``q`` (``[databases.<name>.queries.q]``) needs
+  ``db:<name>:query:q``, or ``db:<name>:read`` for a read query
+  (``write = false``, run read-only) / ``db:<name>:write`` for a write query:
+  a key holding only ``db:<name>:query:<q>`` scopes may call those queries and
+  never send SQL of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iogate.config import DatabaseConfig
+from iogate.databases.guard import UNRESTRICTED, ResultLimits, SQLGuard
+from iogate.server.auth import Principal
+
+__all__ = ["SQLAccess", "named_query_access", "sql_access"]
+
+
+@dataclass(frozen=True, slots=True)
+class SQLAccess:
+    """What one caller may do on one database: the engine's guard and the limits."""
+
+    guard: SQLGuard
+    limits: ResultLimits
+
+
+def _limits(config: DatabaseConfig | None, principal: Principal) -> ResultLimits:
+    if config is None:
+        base = ResultLimits(max_rows=100_000, max_bytes=32 * 1024 * 1024)
+    else:
+        base = ResultLimits(max_rows=config.max_rows, max_bytes=config.max_response_bytes)
+    return base.tightened(principal.max_rows, principal.max_bytes)
+
+
+def _guard(principal: Principal, read_only: bool) -> SQLGuard:
+    tables = principal.tables
+    if not read_only and tables is None:
+        return UNRESTRICTED
+    lowered = None if tables is None else frozenset(t.lower() for t in tables)
+    return SQLGuard(read_only=read_only, tables=lowered)
+
+
+def sql_access(principal: Principal, name: str, config: DatabaseConfig | None) -> SQLAccess:
+    """The rights of ``principal`` to send raw SQL to database ``name``.
+
+    Raises:
+        PermissionError: it holds neither ``db:<name>:read`` nor ``db:<name>:write``.
+    """
+    writes = principal.allows(f"db:{name}:write")
+    if not writes and not principal.allows(f"db:{name}:read"):
+        raise PermissionError(f"this key lacks the scope 'db:{name}:read'")
+    return SQLAccess(_guard(principal, not writes), _limits(config, principal))
+
+
+def named_query_access(
+    principal: Principal, name: str, query: str, *, write: bool, config: DatabaseConfig | None
+) -> SQLAccess:
+    """The rights of ``principal`` to call the named query ``query`` of database
+    ``name`` (a write query when ``write``). A read query always runs read-only.
+
+    Raises:
+        PermissionError: it lacks ``db:<name>:query:<query>`` and the read/write scope.
+    """
+    allowed = principal.allows(f"db:{name}:query:{query}") or principal.allows(
+        f"db:{name}:{'write' if write else 'read'}"
+    )
+    if not allowed:
+        raise PermissionError(f"this key lacks the scope 'db:{name}:query:{query}'")
+    return SQLAccess(_guard(principal, not write), _limits(config, principal))
