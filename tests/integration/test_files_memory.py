@@ -7,7 +7,6 @@ way back; nothing is stored in the repository.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,18 +18,11 @@ from pathlib import Path
 import aiohttp
 
 from tests.servers import free_port, stop, wait_for_port
+from tests.subprocess_env import child_env
 
 SIZE = 1 << 30  # 1 GiB
 CHUNK = 1 << 20
 LIMIT_BYTES = 50 * 1_000_000
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def serve_env() -> dict[str, str]:
-    """The environment of a child ``python -m iogate``: this checkout's ``src``
-    first on the path (the tests may run from a worktree with ``PYTHONPATH=src``)."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), path) if p)}
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -60,7 +52,7 @@ async def test_one_gib_round_trip_keeps_rss_growth_under_50_mb(tmp_path: Path) -
             "warning",
         ],
         cwd=tmp_path,
-        env=serve_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from tests.servers import free_port, stop, wait_for_port
+from tests.subprocess_env import child_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms"}
@@ -49,6 +50,7 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     proc = subprocess.Popen(
         [sys.executable, "-m", "iogate", "serve", "--port", str(port)],
         cwd=tmp_path,
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -68,7 +70,13 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     assert (tmp_path / "var" / "iogate.db").exists()
 
 
-EXPECTED_OUTPUT = ["ok 3\n[0, 1, 4, 9, 16]", "True", "[70, 2]\n['ada', 'bob']\nTrue"]
+EXPECTED_OUTPUT = [
+    "ok 3\n[0, 1, 4, 9, 16]",
+    "True",
+    "[70, 2]\n['ada', 'bob']\nTrue",
+    "hello, world\n[('archive/old.txt', 12)]\n12\nUnsafePathError\nUnsafePathError\nTrue",
+    "succeeded {'total': 10} (4, 4)\nfailed ValueError: bad input",
+]
 
 
 def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> None:
@@ -82,6 +90,7 @@ def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -276,3 +276,22 @@ def _running(kind: str, name: str, *, idempotent: bool, definition: Any) -> Task
         problem=None,
         definition=definition,
     )
+
+
+@pytest.mark.postgres
+async def test_the_store_runs_on_postgresql_too(pg: Any) -> None:
+    from iogate.databases.postgres import PostgresDatabase
+
+    table = f"tasks_{uuid.uuid4().hex[:8]}"
+    async with PostgresDatabase("pg", dsn=pg.dsn) as database:
+        async with TaskManager(database, table=table) as tasks:
+            ok = await tasks.submit(asyncio.sleep(0, result={"n": [1, 2]}), name="pg")
+            stuck = await tasks.submit(asyncio.Event().wait())
+            assert (await ok.wait()).state is TaskState.SUCCEEDED
+            await tasks.cancel(stuck.id)
+        async with TaskManager(database, table=table) as again:
+            stored = await again.get(ok.id)
+            listed = await again.list(states=(TaskState.CANCELLED,), limit=5)
+        await database.execute(f"DROP TABLE {table}")
+    assert (stored.result, stored.name, stored.created_at > 1.7e9) == ({"n": [1, 2]}, "pg", True)
+    assert [r.id for r in listed] == [stuck.id]

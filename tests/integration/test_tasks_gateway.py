@@ -21,8 +21,8 @@ from iogate.config import IogateConfig, parse_config
 from iogate.server.app import create_app
 from iogate.server.auth import Principal
 from tests.conftest import GatewayClient
-from tests.integration.test_files_memory import serve_env
 from tests.servers import free_port, stop, wait_for_port
+from tests.subprocess_env import child_env
 from tests.upstream_app import HANG, UpstreamServer
 
 
@@ -187,7 +187,7 @@ def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=tmp_path,
-        env=serve_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

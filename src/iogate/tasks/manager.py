@@ -227,6 +227,18 @@ class TaskManager(AsyncResource):
             raise TaskNotFoundError(task_id)
         return record
 
+    async def wait(self, task_id: str) -> TaskRecord:
+        """The task's final record: waits while it is queued or running here
+        (e.g. a :meth:`spawn`-ed task).
+
+        Raises:
+            TaskNotFoundError: no such task.
+        """
+        job = self._jobs.get(task_id)
+        if job is not None and job.task is not None:
+            return await asyncio.shield(job.task)
+        return await self.get(task_id)
+
     async def list(
         self, *, states: tuple[TaskState, ...] = (), kind: str | None = None, limit: int = 100
     ) -> list[TaskRecord]:
