@@ -60,6 +60,14 @@ url = "sqlite:///var/iogate.db"          # sqlite:///relative.db, sqlite:////abs
 # base_url = "http://127.0.0.1:9000/api"
 # headers = { "x-api-key" = "${EXAMPLE_API_KEY}" }
 # timeout = 30.0
+
+# [files]                               # GET/PUT/DELETE /v1/files/{path}, confined here
+# base_dir = "var/files"
+# max_file_bytes = 1073741824
+
+# [tasks]                               # /v1/tasks, stored in database "main" by default
+# max_concurrency = 4
+# drain_timeout = 10.0
 """
 
 

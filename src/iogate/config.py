@@ -25,6 +25,14 @@ Shape (keys are added by later versions, never renamed)::
     circuit_breaker = { failure_rate = 0.5, minimum_calls = 10, window = 20, wait_in_open = 15.0 }
     rate_limit = { rate = 50.0, burst = 100 }
 
+    [files]                               # optional: /v1/files/{path} (iogate.files)
+    base_dir = "var/files"
+    max_file_bytes = 1073741824
+
+    [tasks]                               # background tasks (iogate.tasks)
+    database = "main"
+    max_concurrency = 4
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.

@@ -20,6 +20,7 @@ import mimetypes
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from iogate.files import (
@@ -117,7 +118,10 @@ async def read_file(path: str, request: Request) -> Response:
         return _render(request, exc)
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     return StreamingResponse(
-        reader, media_type=media_type, headers={"content-length": str(reader.size)}
+        reader,
+        media_type=media_type,
+        headers={"content-length": str(reader.size)},
+        background=BackgroundTask(reader.aclose),  # also closed when the iteration ends
     )
 
 
