@@ -117,3 +117,26 @@ async def test_not_configured_is_a_404_problem(gateway_client: GatewayClient) ->
     assert status == 404
     assert isinstance(body, dict)
     assert body["type"] == "urn:iogate:problem:files-not-configured"
+
+
+async def test_scopes_files_read_and_files_write(tmp_path: Path) -> None:
+    from iogate.server.auth import Principal
+    from tests.as_principal import serve_as
+
+    config = parse_config({"files": {"base_dir": str(tmp_path / "base")}}, environ={})
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "a.txt").write_text("a")
+    reader = Principal("reader", scopes=frozenset({"files:read"}))
+    async with serve_as(config, reader) as (client, _):
+        assert (await _raw(client, "GET", "/v1/files/a.txt"))[::2] == (200, b"a")
+        for method in ("PUT", "DELETE"):
+            status, ctype, body = await _raw(client, method, "/v1/files/a.txt", b"b")
+            assert (status, ctype) == (403, "application/problem+json")
+            assert b"files:write" in body
+    writer = Principal("writer", scopes=frozenset({"files:write"}))
+    async with serve_as(config, writer) as (client, _):
+        status, _, body = await _raw(client, "GET", "/v1/files/a.txt")
+        assert status == 403
+        assert b"files:read" in body
+        assert (await _raw(client, "PUT", "/v1/files/a.txt", b"b"))[0] == 200
+    assert (tmp_path / "base" / "a.txt").read_text() == "b"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,13 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iogate.config import IogateConfig, parse_config
-from iogate.server.app import create_app
 from iogate.server.auth import Principal
-from tests.conftest import GatewayClient
+from tests.as_principal import serve_as
 from tests.servers import free_port, stop, wait_for_port
 from tests.subprocess_env import child_env
 from tests.upstream_app import HANG, UpstreamServer
@@ -102,56 +98,28 @@ async def _hang_requests(upstream: UpstreamServer) -> int:
     return sum(1 for r in upstream.seen if r.path == "/api/hang")
 
 
-class _AsPrincipal:
-    """Serves every request as ``principal`` (what the auth middleware will do)."""
-
-    def __init__(self, app: ASGIApp, principal: Principal) -> None:
-        self.app = app
-        self.principal = principal
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["principal"] = self.principal
-        await self.app(scope, receive, send)
-
-
 async def test_scopes_are_checked_at_submit_and_tasks_are_private(
     tmp_path: Path, upstream: UpstreamServer
 ) -> None:
     reader = Principal("reader", scopes=frozenset({"db:main:read"}))
-    app = create_app(_config(tmp_path, upstream))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(_AsPrincipal(app, reader), log_level="warning", lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await _wait_for(lambda: _true(server.started), bool)
-        async with aiohttp.ClientSession() as session:
-            client = GatewayClient(f"http://127.0.0.1:{port}", session)
-            refused = {
-                "steps": [
-                    {"kind": "database", "database": "main", "sql": "SELECT 1"},
-                    {"kind": "upstream", "upstream": "example", "path": "/echo"},
-                ]
-            }
-            status, _, problem = await client.post("/v1/tasks", refused)
-            assert status == 403
-            assert "upstream:example" in problem["detail"]  # type: ignore[index]
-            status, _, answer = await client.post("/v1/tasks", {"steps": refused["steps"][:1]})
-            assert status == 202
-            # a library task (no owner) is visible to admin only
-            gateway = app.state.gateway
-            await (await gateway.tasks.submit(asyncio.sleep(0, result=1))).wait()
-            _, _, listed = await client.get("/v1/tasks")
-            assert [t["id"] for t in listed["tasks"]] == [answer["id"]]  # type: ignore[index]
-        assert _nothing_sent(upstream)  # the refused batch never ran a step
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
+    async with serve_as(_config(tmp_path, upstream), reader) as (client, app):
+        refused = {
+            "steps": [
+                {"kind": "database", "database": "main", "sql": "SELECT 1"},
+                {"kind": "upstream", "upstream": "example", "path": "/echo"},
+            ]
+        }
+        status, _, problem = await client.post("/v1/tasks", refused)
+        assert status == 403
+        assert "upstream:example" in problem["detail"]  # type: ignore[index]
+        status, _, answer = await client.post("/v1/tasks", {"steps": refused["steps"][:1]})
+        assert status == 202
+        # a library task (no owner) is visible to admin only
+        gateway = app.state.gateway
+        await (await gateway.tasks.submit(asyncio.sleep(0, result=1))).wait()
+        _, _, listed = await client.get("/v1/tasks")
+        assert [t["id"] for t in listed["tasks"]] == [answer["id"]]  # type: ignore[index]
+    assert _nothing_sent(upstream)  # the refused batch never ran a step
 
 
 async def _true(value: bool) -> bool:
