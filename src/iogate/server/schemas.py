@@ -52,6 +52,10 @@ class QueryResponse(BaseModel):
     rows: list[list[Any]] = Field(description="Rows as arrays, values in iogate's JSON encoding.")
     row_count: int = Field(description="Rows returned, or rows affected by a write.")
     last_insert_id: int | None = None
+    truncated: bool = Field(
+        default=False,
+        description="Present and true when rows past max_rows or max_response_bytes were dropped.",
+    )
     duration_ms: float
 
 
@@ -225,3 +229,48 @@ class GenerateResponse(BaseModel):
     text: str
     usage: GenerateUsage | None
     finish_reason: str | None
+
+
+class DescribeRequest(_In):
+    """``POST /v1/databases/{name}/describe``: a statement to compile, not run."""
+
+    sql: str = Field(
+        min_length=1,
+        max_length=MAX_SQL_CHARS,
+        examples=["SELECT id, email FROM users WHERE id = :id"],
+    )
+
+
+class DescribedColumn(BaseModel):
+    """A result column: name, and type as the engine declares it."""
+
+    name: str
+    type: str | None
+
+
+class DescribedParameter(BaseModel):
+    """A parameter: its ``:name`` (``null`` for ``?``/``$n``) and inferred type (PostgreSQL)."""
+
+    name: str | None
+    type: str | None
+
+
+class DescribeResponse(BaseModel):
+    """What a statement returns and takes."""
+
+    columns: list[DescribedColumn]
+    parameters: list[DescribedParameter]
+
+
+class NamedQueryRequest(_In):
+    """``POST /v1/databases/{name}/queries/{qname}``: the parameters only."""
+
+    params: JsonParams = Field(default=None, examples=[{"id": 1}])
+
+
+class NamedQueryOut(BaseModel):
+    """A named query a key may call."""
+
+    name: str
+    write: bool
+    description: str | None

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iogate.server.deps import gateway_of
-from iogate.server.routes.databases import run_query
+from iogate.server.routes.databases import query_as_caller
 from iogate.server.routes.upstreams import run_upstream
 from iogate.server.schemas import (
     ApiExecuteRequest,
@@ -30,7 +30,7 @@ router = APIRouter(tags=["original paths"])
 @router.post("/database/execute", response_model=QueryResponse, summary="Run SQL (original path)")
 async def database_execute(body: DatabaseExecuteRequest, request: Request) -> Response:
     """Same as ``POST /v1/databases/{db_name}/query`` with ``query`` as ``sql``."""
-    return await run_query(gateway_of(request), body.db_name, body.query, body.params)
+    return await query_as_caller(request, body.db_name, body.query, body.params)
 
 
 @router.post("/api/execute", response_model=UpstreamResponse, summary="Call an API (original path)")
