@@ -1,4 +1,4 @@
-"""The ``iogate`` command: ``serve``, ``check``, ``init``.
+"""The ``iogate`` command: ``serve``, ``check``, ``init``, ``query``, ``batch``.
 
 Exit codes: 0 success, 1 a resource failed its check, 2 invalid configuration
 or usage.
@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from iogate import __version__
+from iogate import __version__, cli_data
 from iogate.config import IogateConfig, load_config
 from iogate.errors import ConfigError, IogateError
 from iogate.gateway import Gateway
@@ -151,6 +151,10 @@ def init(
         raise typer.Exit(2)
     path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
     typer.echo(f"wrote {path}")
+
+
+app.command("query")(cli_data.query)
+app.command("batch")(cli_data.batch)
 
 
 @app.command()
