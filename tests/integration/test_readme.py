@@ -6,6 +6,7 @@ under it; timing fields (``duration_ms``, ``uptime_s``, ``mean_ms``,
 ``max_ms``) are compared by type only. The library example runs too.
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+import iogate
 from tests.servers import free_port, stop, wait_for_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -48,6 +50,7 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "iogate", "serve", "--port", str(port)],
+        env=_env(),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -79,9 +82,17 @@ def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> N
         _run_python(example, expected, tmp_path)
 
 
+def _env() -> dict[str, str]:
+    # The example runs in tmp_path: a relative PYTHONPATH ("src:.") would find
+    # another checkout's iogate there; put the tested one first.
+    src = str(Path(iogate.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
 def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
+        env=_env(),
         cwd=tmp_path,
         capture_output=True,
         text=True,

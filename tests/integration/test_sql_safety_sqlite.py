@@ -319,6 +319,9 @@ async def test_describe_returns_columns_and_parameters_without_running(client: C
     assert status == 400
     status, body = await client.post("/v1/databases/main/describe", {"sql": "SELEC 1"}, "reader")
     assert status == 400
+    for path in ("/v1/databases/main/describe", "/v1/databases/main/query"):
+        status, body = await client.post(path, {"sql": "SELECT '\ud800'"}, "reader")
+        assert status in (400, 422)  # refused, never a 500
 
 
 async def test_the_library_guard_on_an_in_memory_database() -> None:
@@ -335,5 +338,9 @@ async def test_the_library_guard_on_an_in_memory_database() -> None:
             await db.query_guarded("SELECT * FROM t", guard=SQLGuard(tables=frozenset({"u"})))
         with pytest.raises(QueryError):
             await db.query_guarded("SELECT 1; SELECT 2", guard=read_only)
+        with pytest.raises(QueryError, match="UTF-8"):
+            await db.query("SELECT ?", ["\ud800"])
+        with pytest.raises(QueryError, match="UTF-8"):
+            await db.describe("SELECT '\ud800'")
         await db.execute("INSERT INTO t VALUES (1)")  # the writer is writable again
         assert (await db.query_guarded("SELECT a FROM t", guard=read_only)).rows == [(1,)]

@@ -420,6 +420,12 @@ class PostgresDatabase(SQLDatabase):
             ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
+        except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
+            raise QueryError(
+                "the statement or a parameter is not valid UTF-8",
+                resource=self.name,
+                operation=operation,
+            ) from None
         except asyncpg.InternalClientError as exc:
             # A connection whose backend was terminated can be left with its
             # protocol mid-operation (MagicStack/asyncpg#1069): never reuse it.

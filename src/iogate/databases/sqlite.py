@@ -669,6 +669,8 @@ def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *arg
         if denial is not None:
             exc.iogate_denial = denial  # type: ignore[attr-defined]
         raise
+    except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
+        raise sqlite3.ProgrammingError("the statement or a parameter is not valid UTF-8") from None
     finally:
         with slot.lock:
             slot.running = False
