@@ -124,9 +124,7 @@ class GuardMiddleware:
                 detail = (
                     f"key {entry.principal.name!r} has {entry.max_concurrent} requests in flight"
                 )
-                await _refuse(
-                    scope, receive, send, CONCURRENCY_LIMITED, detail, retry_after_s=1.0
-                )
+                await _refuse(scope, receive, send, CONCURRENCY_LIMITED, detail, retry_after_s=1.0)
                 return
         max_body = self.limits.max_body_bytes
         if length is not None:
