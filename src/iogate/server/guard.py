@@ -21,10 +21,13 @@ Per HTTP request, in this order:
    deadline (:func:`iogate.policies.remaining`), and a request still running
    when it passes is cancelled (504).
 5. **Client disconnect**: once the body is read, a request still running
-   after :data:`WATCH_AFTER_S` gets a watcher that waits for
+   one to two :data:`WATCH_AFTER_S` later gets a watcher task that waits for
    ``http.disconnect`` and cancels the request's task — a database statement
    in flight is cancelled with it (asyncpg sends a cancel request to the
-   server). Fast requests never start the watcher.
+   server). One timer per app sweeps the running requests every
+   :data:`WATCH_AFTER_S` while there are any; fast requests never start a
+   watcher and cost a set insertion and removal. (A route that never reads
+   the body — none of the gateway's POST routes — is not watched.)
 
 Not ``BaseHTTPMiddleware``: that runs the app in another task and copies the
 response through a stream; this costs one header scan per request.
@@ -42,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from iogate.config import LimitsConfig
 from iogate.errors import OperationTimeout
 from iogate.policies import deadline_scope
+from iogate.policies.timeout import current_task
 from iogate.server.keys import KeyEntry, KeyRefusal, KeyStore
 from iogate.server.problems import (
     CONCURRENCY_LIMITED,
@@ -59,7 +63,8 @@ __all__ = ["OPEN_PATHS", "WATCH_AFTER_S", "GuardMiddleware"]
 OPEN_PATHS: Final = frozenset({"/health", "/ready"})
 DOCS_PATHS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 WATCH_AFTER_S: Final = 0.05
-"""A request still running this long after its body was read starts a disconnect watcher."""
+"""The sweep period: a request still running 1-2 periods after its body was
+read starts a disconnect watcher (seconds)."""
 
 _AUTHORIZATION: Final = b"authorization"
 _CONTENT_LENGTH: Final = b"content-length"
@@ -89,6 +94,24 @@ class GuardMiddleware:
         self.keys = keys if keys else None
         self.limits = limits
         self.open_paths = OPEN_PATHS | DOCS_PATHS if docs_open else OPEN_PATHS
+        self.running: set[_Run] = set()  # requests whose body is read, not yet answered
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def watch(self, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+        """Track ``run`` for the disconnect sweep (arming the sweep timer if idle)."""
+        self.running.add(run)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        for run in self.running:
+            if run.seen:
+                run.start_watcher(loop)
+            else:
+                run.seen = True
+        self._sweeper = None
+        if self.running:
+            self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,7 +169,7 @@ class GuardMiddleware:
         if entry is not None:
             entry.in_flight += 1
         try:
-            await _Run(self.app, scope, receive, send, max_body).run(seconds)
+            await _Run(self, scope, receive, send, max_body).run(seconds)
         finally:
             if entry is not None:
                 entry.in_flight -= 1
@@ -189,24 +212,24 @@ class _Run:
     """One request's run: body counting, deadline and disconnect watching."""
 
     __slots__ = (
-        "app",
         "body_done",
         "disconnected",
+        "guard",
         "max_body",
         "receive",
         "received",
         "scope",
+        "seen",
         "send",
         "started",
         "task",
-        "timer",
         "watcher",
     )
 
     def __init__(
-        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, max_body: int
+        self, guard: GuardMiddleware, scope: Scope, receive: Receive, send: Send, max_body: int
     ) -> None:
-        self.app = app
+        self.guard = guard
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -215,8 +238,8 @@ class _Run:
         self.body_done = False
         self.started = False
         self.disconnected = False
+        self.seen = False
         self.task: asyncio.Task[object] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
 
     async def counting_receive(self) -> Message:
@@ -227,20 +250,21 @@ class _Run:
                 raise HTTPException(413, _too_large(self.max_body))
             if not message.get("more_body", False) and not self.body_done:
                 self.body_done = True
-                self._arm()
+                if self.task is not None:
+                    self.guard.watch(self, self.task.get_loop())
         return message
 
     async def tracking_send(self, message: Message) -> None:
+        """``send``, noting whether the response started (only with a deadline:
+        a timed-out request is answered 504 unless it has begun answering)."""
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
 
-    def _arm(self) -> None:
-        if self.task is not None and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch)
-
-    def _watch(self) -> None:
-        self.watcher = asyncio.get_running_loop().create_task(self._wait_disconnect())
+    def start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the client's ``http.disconnect`` in a task of its own."""
+        if self.watcher is None and self.task is not None:
+            self.watcher = loop.create_task(self._wait_disconnect())
 
     async def _wait_disconnect(self) -> None:
         while True:
@@ -252,16 +276,16 @@ class _Run:
             self.task.cancel()
 
     async def run(self, seconds: float | None) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         self.task = task
         baseline = task.cancelling()
         try:
+            app = self.guard.app
             if seconds is None:
-                await self.app(self.scope, self.counting_receive, self.tracking_send)
+                await app(self.scope, self.counting_receive, self.send)
             else:
                 async with deadline_scope(seconds, operation="request"):
-                    await self.app(self.scope, self.counting_receive, self.tracking_send)
+                    await app(self.scope, self.counting_receive, self.tracking_send)
         except asyncio.CancelledError:
             self._stop()
             if self.disconnected and task.uncancel() <= baseline:
@@ -275,7 +299,7 @@ class _Run:
             await _refuse(self.scope, self.receive, self.send, TIMEOUT, detail)
         except HTTPException as exc:  # 413 raised from the body outside a route
             self._stop()
-            if self.started or exc.status_code != 413:
+            if exc.status_code != 413:
                 raise
             await _refuse(self.scope, self.receive, self.send, TOO_LARGE, str(exc.detail))
         finally:
@@ -283,8 +307,7 @@ class _Run:
 
     def _stop(self) -> None:
         """Disarm the disconnect watcher (no await: nothing can cancel us meanwhile)."""
-        if self.timer is not None:
-            self.timer.cancel()
+        self.guard.running.discard(self)
         if self.watcher is not None:
             self.watcher.cancel()
         self.task = None
