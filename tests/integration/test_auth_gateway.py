@@ -314,3 +314,53 @@ async def test_no_key_secret_or_traceback_in_bodies_or_logs(
         assert key not in text
     assert SECRET not in text
     assert "Traceback" not in text
+
+
+class _RequestIdStandIn:
+    """What the observability middleware does: a request id in ``scope["state"]``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["request_id"] = "req-123"
+        await self.app(scope, receive, send)
+
+
+async def test_every_problem_carries_the_request_id(sqlite_path: str) -> None:
+    key = new_key()
+    config = parse_config(
+        {
+            "databases": {"main": {"url": f"sqlite:///{sqlite_path}"}},
+            "keys": {"r": {"sha256": hash_key(key), "scopes": ["db:main:read"]}},
+        },
+        environ={},
+    )
+    app = create_app(config)
+    app.add_middleware(_RequestIdStandIn)
+    auth = {"Authorization": f"Bearer {key}"}
+    async with serve(app) as base, aiohttp.ClientSession() as http:
+        cases = [
+            ("GET", "/v1/stats", {}, 401, "unauthorized"),
+            ("GET", "/v1/stats", auth, 403, "forbidden"),
+            ("GET", "/no/such/route", auth, 404, "not-found"),
+            ("DELETE", "/v1/circuit-breakers", auth, 405, "method-not-allowed"),
+            ("POST", "/v1/circuit-breakers/main/reset", auth, 403, "forbidden"),
+        ]
+        for method, path, headers, status, slug in cases:
+            async with http.request(method, base + path, headers=headers) as resp:
+                problem = await resp.json(content_type=None)
+                assert resp.status == status, path
+                assert resp.headers["Content-Type"] == "application/problem+json"
+                if status == 405:
+                    assert "GET" in resp.headers["Allow"]
+            assert problem["type"] == f"urn:iogate:problem:{slug}"
+            assert problem["request_id"] == "req-123"
+        async with http.post(
+            base + "/v1/upstreams/x/request", data=b"{not json", headers=auth
+        ) as resp:
+            problem = await resp.json(content_type=None)
+        assert resp.status == 422
+        assert problem["type"] == "urn:iogate:problem:invalid-request"
+        assert problem["request_id"] == "req-123"
