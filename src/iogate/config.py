@@ -25,6 +25,10 @@ Shape (keys are added by later versions, never renamed)::
     circuit_breaker = { failure_rate = 0.5, minimum_calls = 10, window = 20, wait_in_open = 15.0 }
     rate_limit = { rate = 50.0, burst = 100 }
 
+API keys (``[keys.<name>]``) and request limits (``[server.limits]``) are
+described in :mod:`iogate._security_config`; an upstream may restrict its
+egress with ``allowed_methods`` and ``allowed_paths``.
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.

@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
+from jsonschema_rs import Draft202012Validator
 
 from iogate.config import parse_config
 from iogate.server.app import create_app
@@ -79,3 +80,21 @@ def test_fuzzing_the_openapi_document_finds_no_500(live_gateway: str) -> None:
         fuzz()
     assert 200 in seen
     assert seen & {400, 404, 422}  # the fuzzer reached the error paths too
+
+
+def test_every_documented_example_matches_its_schema() -> None:
+    doc = create_app().openapi()
+    checked = 0
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            contents = [operation.get("requestBody", {}).get("content", {})]
+            contents += [r.get("content", {}) for r in operation["responses"].values()]
+            for content in contents:
+                for media in content.values():
+                    if "example" not in media:
+                        continue
+                    schema = {**media["schema"], "components": doc["components"]}
+                    errors = list(Draft202012Validator(schema).iter_errors(media["example"]))
+                    assert not errors, (method, path, errors[0].message)
+                    checked += 1
+    assert checked >= 40

@@ -6,6 +6,7 @@ every operation of the generated document:
 
 - the ``bearer`` security scheme (``Authorization: Bearer <key>``) on every
   path but the open ones (``/health``, ``/ready``);
+- a request and a response example for each operation (:data:`EXAMPLES`);
 - the error responses every request may get (and the route-declared ones),
   each ``application/problem+json`` with the
   :class:`~iogate.server.schemas.ProblemDetails` schema and an example:
@@ -64,6 +65,114 @@ _ERRORS: dict[str, tuple[str, str, str]] = {
 }
 _REF = {"$ref": "#/components/schemas/ProblemDetails"}
 
+_QUERY = {"sql": "SELECT id, email FROM users WHERE id = :id", "params": {"id": 1}}
+_ROWS = {
+    "columns": ["id", "email"],
+    "column_types": ["int4", "text"],
+    "rows": [[1, "ada@example.com"]],
+    "row_count": 1,
+    "last_insert_id": None,
+    "duration_ms": 0.41,
+}
+_ANSWER = {
+    "status": 200,
+    "headers": {"content-type": "application/json"},
+    "body": {"items": []},
+    "body_encoding": "json",
+    "duration_ms": 12.3,
+}
+_BREAKER = {
+    "name": "main",
+    "state": "closed",
+    "failure_rate": 0.0,
+    "slow_call_rate": None,
+    "buffered_calls": 20,
+    "failed_calls": 0,
+    "successful_calls": 20,
+    "not_permitted_calls": 0,
+    "trips": 0,
+    "retry_after_s": None,
+}
+# (request body example, 200 response example) by (method, path): what /docs shows.
+EXAMPLES: dict[tuple[str, str], tuple[Any, Any]] = {
+    ("post", "/v1/databases/{name}/query"): (_QUERY, _ROWS),
+    ("post", "/database/execute"): (
+        {"db_name": "main", "query": _QUERY["sql"], "params": _QUERY["params"]},
+        _ROWS,
+    ),
+    ("post", "/v1/databases/{name}/batch"): (
+        {
+            "statements": [
+                {"sql": "INSERT INTO users (email) VALUES (?)", "params": ["bob@example.com"]},
+                {"sql": "SELECT count(*) AS n FROM users"},
+            ],
+            "transaction": True,
+        },
+        {
+            "results": [
+                {**_ROWS, "columns": [], "column_types": [], "rows": [], "last_insert_id": 2},
+                {**_ROWS, "columns": ["n"], "column_types": ["int8"], "rows": [[2]]},
+            ],
+            "duration_ms": 1.9,
+        },
+    ),
+    ("post", "/v1/databases/{name}/stream"): (
+        {"sql": "SELECT id, email FROM users", "max_rows": 1000, "chunk_size": 500},
+        None,
+    ),
+    ("post", "/v1/databases/{name}/command"): (
+        {"command": "GET", "args": ["user:1"]},
+        {"result": "ada", "duration_ms": 0.2},
+    ),
+    ("post", "/v1/upstreams/{name}/request"): (
+        {"method": "GET", "path": "/items", "params": {"limit": 5}},
+        _ANSWER,
+    ),
+    ("post", "/api/execute"): (
+        {"api_name": "example", "method": "GET", "endpoint": "/items", "params": {"limit": 5}},
+        _ANSWER,
+    ),
+    ("post", "/v1/upstreams/{name}/batch"): (
+        {"requests": [{"path": "/items/1"}, {"path": "/items/2"}], "max_concurrent": 4},
+        {"results": [_ANSWER, _ANSWER], "duration_ms": 25.0},
+    ),
+    ("post", "/v1/upstreams/{name}/generate"): (
+        {"prompt": "Say hello.", "max_tokens": 16},
+        {
+            "text": "Hello!",
+            "usage": {"input_tokens": 4, "output_tokens": 3},
+            "finish_reason": "stop",
+        },
+    ),
+    ("get", "/health"): (None, {"status": "ok", "version": "0.1.0"}),
+    ("get", "/v1/stats"): (
+        None,
+        {
+            "uptime_s": 60.0,
+            "resources": {
+                "main": {
+                    "kind": "sqlite",
+                    "calls": 2,
+                    "errors": 0,
+                    "mean_ms": 0.5,
+                    "operations": {
+                        "query": {
+                            "calls": 2,
+                            "errors": 0,
+                            "success_rate": 1.0,
+                            "mean_ms": 0.5,
+                            "max_ms": 0.7,
+                            "outcomes": {"ok": 2},
+                        }
+                    },
+                }
+            },
+        },
+    ),
+    ("get", "/v1/circuit-breakers"): (None, {"circuit_breakers": [_BREAKER]}),
+    ("post", "/v1/circuit-breakers/{name}/reset"): (None, _BREAKER),
+}
+
 
 def _problem_content(status: str, slug: str, detail: str) -> dict[str, Any]:
     example = {
@@ -74,6 +183,15 @@ def _problem_content(status: str, slug: str, detail: str) -> dict[str, Any]:
         "instance": "/v1/databases/main/query",
     }
     return {"application/problem+json": {"schema": _REF, "example": example}}
+
+
+def _add_examples(operation: dict[str, Any], request: Any, response: Any) -> None:
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if request is not None and body is not None and "example" not in body:
+        body["example"] = request
+    ok = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json")
+    if response is not None and ok is not None and "example" not in ok:
+        ok["example"] = response
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -102,8 +220,9 @@ def install_openapi(app: FastAPI) -> None:
             }
         }
         for path, operations in doc.get("paths", {}).items():
-            for operation in operations.values():
+            for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
+                _add_examples(operation, *EXAMPLES.get((method, path), (None, None)))
                 errors = {"422", "500"} if path in OPEN_PATHS else set(_ERRORS)
                 if path not in OPEN_PATHS:
                     operation["security"] = [{"bearer": []}]
