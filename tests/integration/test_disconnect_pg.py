@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import asyncpg
+import pytest
 
 from iogate.config import parse_config
 from tests.conftest import serve_app
@@ -22,7 +24,10 @@ async def _active(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(ACTIVE, f"%{MARK}%"))
 
 
-async def test_disconnect_cancels_the_running_statement(pg: PostgresServer) -> None:
+async def test_disconnect_cancels_the_running_statement(
+    pg: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     config = parse_config({"databases": {"pg": {"url": pg.dsn, "pool_size": 2}}}, environ={})
     probe = await asyncpg.connect(pg.dsn)
     try:
@@ -51,3 +56,5 @@ async def test_disconnect_cancels_the_running_statement(pg: PostgresServer) -> N
             assert (status, body["rows"]) == (200, [[1]])  # type: ignore[index]
     finally:
         await probe.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []  # a client going away is not a server error
