@@ -6,6 +6,7 @@ under it; timing fields (``duration_ms``, ``uptime_s``, ``mean_ms``,
 ``max_ms``) are compared by type only. The library example runs too.
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -15,10 +16,14 @@ from typing import Any
 
 import orjson
 
+import iogate
 from tests.servers import free_port, stop, wait_for_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms"}
+# Children run in a temporary directory: they import this checkout's iogate
+# even when PYTHONPATH is relative (``PYTHONPATH=src:.`` in a worktree).
+ENV = {**os.environ, "PYTHONPATH": str(Path(iogate.__file__).resolve().parents[1])}
 
 
 def _blocks(language: str) -> list[str]:
@@ -49,6 +54,7 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     proc = subprocess.Popen(
         [sys.executable, "-m", "iogate", "serve", "--port", str(port)],
         cwd=tmp_path,
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -68,7 +74,12 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     assert (tmp_path / "var" / "iogate.db").exists()
 
 
-EXPECTED_OUTPUT = ["ok 3\n[0, 1, 4, 9, 16]", "True", "[70, 2]\n['ada', 'bob']\nTrue"]
+EXPECTED_OUTPUT = [
+    "ok 3\n[0, 1, 4, 9, 16]",
+    "True",
+    "[70, 2]\n['ada', 'bob']\nTrue",
+    "True True False\nunknown",
+]
 
 
 def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> None:
@@ -82,6 +93,7 @@ def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=60,
