@@ -31,6 +31,7 @@ from iogate.errors import IogateError, OperationError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
 from iogate.server.deps import gateway_of, json_response
+from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
 from iogate.server.schemas import (
     BatchRequest,
@@ -97,7 +98,8 @@ async def run_query(
 
 
 async def query_as_caller(request: Request, name: str, sql: str, params: Params) -> Response:
-    """:func:`run_query` as the principal of ``request``."""
+    """:func:`run_query` as the principal of ``request`` (``[server.limits]`` checked)."""
+    check_sql(request, sql, params)
     return await run_query(gateway_of(request), name, sql, params, principal_of(request))
 
 
@@ -114,6 +116,7 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
     by the engine (400). Needs ``db:<name>:read`` (then it runs in the
     engine's read-only mode) or ``db:<name>:write``. Rows past the caller's
     ``max_rows`` or ``max_response_bytes`` are dropped and ``truncated`` is true."""
+    check_sql(request, body.sql, body.params)
     return await run_query(gateway_of(request), name, body.sql, body.params, principal_of(request))
 
 
@@ -132,6 +135,8 @@ async def batch(name: str, body: BatchRequest, request: Request) -> Response:
     gateway = gateway_of(request)
     database = gateway.database(name)
     access = sql_access(principal_of(request), name, gateway.config.databases.get(name))
+    for statement in body.statements:
+        check_sql(request, statement.sql, statement.params)
     started = time.perf_counter()
     statements = [(s.sql, s.params) for s in body.statements]
     results = await database.batch(statements, transaction=body.transaction, guard=access.guard)
@@ -163,6 +168,7 @@ async def stream(name: str, body: StreamRequest, request: Request) -> Response:
     gateway = gateway_of(request)
     database = gateway.database(name)
     access = sql_access(principal_of(request), name, gateway.config.databases.get(name))
+    check_sql(request, body.sql, body.params)
     rows = database.stream(body.sql, body.params, chunk_size=body.chunk_size, guard=access.guard)
     await rows.__aenter__()  # statement errors become a problem response
     max_rows = min(body.max_rows, access.limits.max_rows)
@@ -214,6 +220,7 @@ async def describe(name: str, body: DescribeRequest, request: Request) -> Respon
     gateway = gateway_of(request)
     database = gateway.database(name)
     access = sql_access(principal_of(request), name, gateway.config.databases.get(name))
+    check_sql(request, body.sql)
     guard = None if access.guard is UNRESTRICTED else access.guard
     found = await database.describe(body.sql, guard=guard)
     return json_response(
@@ -268,6 +275,7 @@ async def named_query(name: str, qname: str, body: NamedQueryRequest, request: R
     access = named_query_access(
         principal_of(request), name, qname, write=query.write, config=config
     )
+    check_sql(request, query.sql, body.params)
     return await run_query(gateway, name, query.sql, body.params, access=access)
 
 
