@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = ["KeyConfig", "LimitsConfig", "SCOPE_PATTERN"]
 
 SCOPE_PATTERN = re.compile(
-    r"^(db:[A-Za-z][A-Za-z0-9_-]{0,63}:(read|write)|upstream:[A-Za-z][A-Za-z0-9_-]{0,63}"
+    r"^(db:[A-Za-z][A-Za-z0-9_-]{0,63}:(read|write|query:[A-Za-z][A-Za-z0-9_-]{0,63})"
+    r"|upstream:[A-Za-z][A-Za-z0-9_-]{0,63}"
     r"|cache:(read|write)|files:(read|write)|admin)$"
 )
 """A valid scope name."""
