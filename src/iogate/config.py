@@ -33,6 +33,10 @@ Shape (keys are added by later versions, never renamed)::
     database = "main"
     max_concurrency = 4
 
+API keys (``[keys.<name>]``) and request limits (``[server.limits]``) are
+described in :mod:`iogate._security_config`; an upstream may restrict its
+egress with ``allowed_methods`` and ``allowed_paths``.
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.
@@ -53,6 +57,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from iogate._security_config import KeyConfig, LimitsConfig
 from iogate.errors import ConfigError
 from iogate.files.config import FilesConfig
 from iogate.policies.config import (
@@ -68,6 +73,8 @@ __all__ = [
     "DatabaseKind",
     "IogateConfig",
     "NamedQueryConfig",
+    "KeyConfig",
+    "LimitsConfig",
     "ServerConfig",
     "UpstreamAuthConfig",
     "UpstreamConfig",
@@ -102,11 +109,19 @@ class _Model(BaseModel):
 class ServerConfig(_Model):
     """``[server]``: where ``iogate serve`` listens (CLI flags override).
 
-    ``max_batch_steps``: the most steps one ``POST /v1/batch`` may hold (1..1000).
+    Attributes:
+        limits: request limits (``[server.limits]``, :class:`LimitsConfig`).
+        shutdown_timeout: on SIGTERM, seconds in-flight requests may take to finish
+            before they are cancelled and every pool is closed.
+        docs: serve ``/docs`` and ``/openapi.json`` (open, without a key).
+        max_batch_steps: the most steps one ``POST /v1/batch`` may hold (1..1000).
     """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    docs: bool = True
     max_batch_steps: int = Field(default=1000, ge=1, le=1000)
 
 
@@ -246,6 +261,11 @@ class UpstreamConfig(_Model):
         model: the provider's default model.
         cache_responses: keep a response cache (GET/HEAD by Cache-Control; POST
             with an explicit ``cache_ttl``).
+        allowed_methods: egress allowlist: the only HTTP methods callers may use
+            (absent: every supported method).
+        allowed_paths: egress allowlist: path prefixes (relative to ``base_url``,
+            starting with ``/``) callers may reach; ``"/v1/items"`` allows
+            ``/v1/items`` and ``/v1/items/...`` but not ``/v1/itemsX`` (absent: any path).
     """
 
     base_url: str
@@ -272,6 +292,21 @@ class UpstreamConfig(_Model):
     provider: Literal["openai", "anthropic", "huggingface", "tgi"] | None = None
     model: str | None = None
     cache_responses: bool = False
+    allowed_methods: list[str] | None = None
+    allowed_paths: list[str] | None = None
+
+    @field_validator("allowed_methods")
+    @classmethod
+    def _upper_methods(cls, methods: list[str] | None) -> list[str] | None:
+        return None if methods is None else [m.upper() for m in methods]
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _path_prefixes(cls, prefixes: list[str] | None) -> list[str] | None:
+        for prefix in prefixes or ():
+            if not prefix.startswith("/"):
+                raise ValueError(f"allowed_paths entries start with '/', got {prefix!r}")
+        return prefixes
 
     @field_validator("base_url")
     @classmethod
@@ -290,6 +325,7 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+    keys: dict[ResourceName, KeyConfig] = Field(default_factory=dict)
     files: FilesConfig | None = None
     tasks: TasksConfig = Field(default_factory=TasksConfig)
 

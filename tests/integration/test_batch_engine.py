@@ -308,6 +308,18 @@ async def test_each_step_is_checked_against_the_principals_scopes(gateway: Gatew
         (
             [
                 {"kind": "cache", "op": "get", "key": "k"},
+                {
+                    "kind": "cache",
+                    "op": "get",
+                    "key": "k",
+                    "when": {"status": {"step": 0, "in": 1}},
+                },
+            ],
+            'condition "status" takes',
+        ),
+        (
+            [
+                {"kind": "cache", "op": "get", "key": "k"},
                 {"kind": "database", "database": "a", "sql": "SELECT 1", "transaction": "t"},
                 {"kind": "database", "database": "b", "sql": "SELECT 1", "transaction": "t"},
             ],

@@ -6,6 +6,7 @@ under it; timing fields (``duration_ms``, ``uptime_s``, ``mean_ms``,
 ``max_ms``) are compared by type only. The library example runs too.
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -15,11 +16,14 @@ from typing import Any
 
 import orjson
 
+import iogate
 from tests.servers import free_port, stop, wait_for_port
-from tests.subprocess_env import child_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms"}
+# Children run in a temporary directory: they import this checkout's iogate
+# even when PYTHONPATH is relative (``PYTHONPATH=src:.`` in a worktree).
+ENV = {**os.environ, "PYTHONPATH": str(Path(iogate.__file__).resolve().parents[1])}
 
 
 def _blocks(language: str) -> list[str]:
@@ -50,7 +54,7 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     proc = subprocess.Popen(
         [sys.executable, "-m", "iogate", "serve", "--port", str(port)],
         cwd=tmp_path,
-        env=child_env(),
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -74,6 +78,8 @@ EXPECTED_OUTPUT = [
     "ok 3\n[0, 1, 4, 9, 16]",
     "True",
     "[70, 2]\n['ada', 'bob']\nTrue",
+    "[True, True, True, False] True\n[['a@b.c']] 1",
+    "True True False\nunknown",
     "hello, world\n[('archive/old.txt', 12)]\n12\nUnsafePathError\nUnsafePathError\nTrue",
     "succeeded {'total': 10} (4, 4)\nfailed ValueError: bad input",
 ]
@@ -90,7 +96,7 @@ def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
-        env=child_env(),
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=60,

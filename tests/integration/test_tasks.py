@@ -295,3 +295,14 @@ async def test_the_store_runs_on_postgresql_too(pg: Any) -> None:
         await database.execute(f"DROP TABLE {table}")
     assert (stored.result, stored.name, stored.created_at > 1.7e9) == ({"n": [1, 2]}, "pg", True)
     assert [r.id for r in listed] == [stuck.id]
+
+
+async def test_the_table_is_created_by_the_first_task_only(db: SQLiteDatabase) -> None:
+    count = "SELECT count(*) FROM sqlite_master WHERE name = 'iogate_tasks'"
+    async with TaskManager(db) as tasks:
+        assert await tasks.list() == []
+        with pytest.raises(TaskNotFoundError):
+            await tasks.get("x")
+        assert await db.fetch_val(count) == 0
+        await (await tasks.submit(asyncio.sleep(0))).wait()
+        assert await db.fetch_val(count) == 1

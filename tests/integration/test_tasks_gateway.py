@@ -4,6 +4,7 @@ process killed with SIGKILL mid-task, then started again on the same database.""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -215,3 +216,29 @@ async def test_sigkill_mid_task_then_restart(tmp_path: Path, upstream: UpstreamS
             assert await _hang_requests(upstream) == 3  # "once" was not sent again
     finally:
         stop(proc, signal.SIGTERM)
+
+
+async def test_integers_beyond_64_bits_survive_the_round_trip(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    from tests.conftest import serve_app
+
+    big = 2**70 + 1  # found by the OpenAPI fuzzer: orjson refuses it
+    async with serve_app(_config(tmp_path, upstream)) as client:
+        steps = [
+            {"kind": "cache", "op": "set", "key": "big", "value": big},
+            {"kind": "cache", "op": "get", "key": "big"},
+        ]
+        status, _, answer = await client.post("/v1/tasks", {"steps": steps})
+        assert status == 202, answer
+        task_id = answer["id"]  # type: ignore[index]
+
+        async def get() -> dict[str, Any]:
+            async with client.session.get(f"{client.base_url}/v1/tasks/{task_id}") as resp:
+                text = await resp.text()
+                assert resp.status == 200, text
+                return json.loads(text)  # type: ignore[no-any-return]
+
+        task = await _wait_for(get, lambda t: t["status"] in ("succeeded", "failed"))
+        assert task["status"] == "succeeded", task
+        assert task["result"]["results"][1]["value"]["value"] == big

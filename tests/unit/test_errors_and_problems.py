@@ -69,7 +69,7 @@ def test_public_surface_is_all() -> None:
     exported = {name for name in dir(iogate) if not name.startswith("_")}
     modules = {"config", "databases", "errors", "gateway", "http", "observability", "policies"}
     modules |= {"server", "cli", "cache", "lifecycle"}
-    modules |= {"batch"}
+    modules |= {"batch", "cli_data"}
     modules |= {"files", "tasks"}
     assert exported - modules == set(iogate.__all__) - {"__version__"}
     for name in iogate.__all__:

@@ -15,6 +15,7 @@ Scope rule (documented in the README's "SQL safety"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from iogate.config import DatabaseConfig
 from iogate.databases.guard import UNRESTRICTED, ResultLimits, SQLGuard
@@ -31,11 +32,23 @@ class SQLAccess:
     limits: ResultLimits
 
 
+@lru_cache(maxsize=256)
+def _base_limits(max_rows: int, max_bytes: int) -> ResultLimits:
+    return ResultLimits(max_rows=max_rows, max_bytes=max_bytes)
+
+
+@lru_cache(maxsize=256)
+def _open_access(max_rows: int, max_bytes: int) -> SQLAccess:
+    return SQLAccess(UNRESTRICTED, _base_limits(max_rows, max_bytes))
+
+
 def _limits(config: DatabaseConfig | None, principal: Principal) -> ResultLimits:
     if config is None:
-        base = ResultLimits(max_rows=100_000, max_bytes=32 * 1024 * 1024)
+        base = _base_limits(100_000, 32 * 1024 * 1024)
     else:
-        base = ResultLimits(max_rows=config.max_rows, max_bytes=config.max_response_bytes)
+        base = _base_limits(config.max_rows, config.max_response_bytes)
+    if principal.max_rows is None and principal.max_bytes is None:
+        return base
     return base.tightened(principal.max_rows, principal.max_bytes)
 
 
@@ -53,6 +66,14 @@ def sql_access(principal: Principal, name: str, config: DatabaseConfig | None) -
     Raises:
         PermissionError: it holds neither ``db:<name>:read`` nor ``db:<name>:write``.
     """
+    if (
+        principal.scopes is None
+        and principal.tables is None
+        and principal.max_rows is None
+        and principal.max_bytes is None
+    ):  # auth off: one cached answer per database limits
+        limits = _limits(config, principal)
+        return _open_access(limits.max_rows, limits.max_bytes)
     writes = principal.allows(f"db:{name}:write")
     if not writes and not principal.allows(f"db:{name}:read"):
         raise PermissionError(f"this key lacks the scope 'db:{name}:read'")

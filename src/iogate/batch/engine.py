@@ -24,6 +24,7 @@ Errors become RFC 9457 problem bodies with the gateway's own mapping
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -50,6 +51,7 @@ from iogate.server.routes.upstreams import render_answer
 __all__ = ["run_batch"]
 
 _MISS: Final[Any] = object()
+_log = logging.getLogger("iogate.batch")
 _URN = "urn:iogate:problem:"
 
 
@@ -155,7 +157,10 @@ class _Run:
         if timed_out:
             detail = f"the batch's deadline of {self.request.timeout:g}s passed first"
             return self._failure(index, _problem("timeout", "Operation timed out", 504, detail))
-        detail = f"step {self.failed_at} failed and fail_fast is set"
+        if self.request.fail_fast and self.failed_at is not None:
+            detail = f"step {self.failed_at} failed and fail_fast is set"
+        else:
+            detail = "the step did not finish"
         return self._failure(index, _problem("aborted", "Aborted", 424, detail))
 
     # -- scheduling ---------------------------------------------------------
@@ -279,6 +284,12 @@ class _Run:
                 return await self._cache(step, started)
         except (IogateError, PermissionError, _DependencyFailed) as exc:
             return self._error(index, exc, (time.perf_counter() - started) * 1000)
+        except Exception as exc:  # noqa: BLE001 - any other failure stays this step's problem
+            _log.error("batch step %d: unexpected %s", index, type(exc).__name__)
+            problem = _problem(
+                "internal-error", "Internal server error", 500, "the step failed unexpectedly"
+            )
+            return self._failure(index, problem, (time.perf_counter() - started) * 1000)
 
     def _error(self, index: int, exc: BaseException, duration_ms: float) -> StepResult:
         if isinstance(exc, IogateError):

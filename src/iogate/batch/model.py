@@ -198,6 +198,10 @@ def step_data(step: DatabaseStep | UpstreamStep | CacheStep) -> dict[str, Any]:
     return {"key": step.key, "value": step.value}
 
 
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def condition_steps(cond: Any) -> Iterator[int]:
     """The step indexes a condition names.
 
@@ -208,15 +212,21 @@ def condition_steps(cond: Any) -> Iterator[int]:
         raise ValueError("a condition is an object with one key: ok, error, status, not, and, or")
     ((op, arg),) = cond.items()
     if op in ("ok", "error"):
-        if not isinstance(arg, int) or isinstance(arg, bool) or arg < 0:
+        if not _index(arg):
             raise ValueError(f"condition {op!r} takes a step index")
         yield arg
     elif op == "status":
-        if not isinstance(arg, dict) or not isinstance(arg.get("step"), int):
-            raise ValueError('condition "status" takes {"step": i, "in": [...]} or min/max')
+        usage = 'condition "status" takes {"step": i, "in": [statuses]} and/or "min"/"max"'
+        if not isinstance(arg, dict) or not _index(arg.get("step")):
+            raise ValueError(usage)
         unknown = set(arg) - {"step", "in", "min", "max"}
         if unknown or not ({"in", "min", "max"} & set(arg)):
-            raise ValueError('condition "status" takes {"step": i, "in": [...]} or min/max')
+            raise ValueError(usage)
+        statuses = arg.get("in", [])
+        if not isinstance(statuses, list) or not all(_index(v) for v in statuses):
+            raise ValueError(usage)
+        if not all(_index(arg[k]) for k in ("min", "max") if k in arg):
+            raise ValueError(usage)
         yield arg["step"]
     elif op == "not":
         yield from condition_steps(arg)

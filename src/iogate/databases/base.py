@@ -326,7 +326,14 @@ class SQLDatabase(Database):
         fn = partial(self._describe, sql, guard)
         return await self._call(fn, "describe", idempotent=True)
 
-    def stream(self, sql: str, params: Params = None, *, chunk_size: int = 1000) -> RowStream:
+    def stream(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        chunk_size: int = 1000,
+        guard: SQLGuard | None = None,
+    ) -> RowStream:
         """Stream a query's rows with bounded memory (see :mod:`iogate.databases.streaming`)::
 
             async with db.stream("SELECT * FROM events") as rows:
@@ -334,13 +341,17 @@ class SQLDatabase(Database):
 
         Args:
             chunk_size: rows per round trip (1..100000); at most one chunk is held.
+            guard: a restricted caller's :class:`~iogate.databases.guard.SQLGuard`,
+                enforced by the engine as in :meth:`query_guarded`.
 
         Raises (on entering the block): the errors of :meth:`query`.
         """
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be within 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
         self._require_open()
-        return RowStream(self._stream(sql, params, chunk_size))
+        if guard is not None and guard.unrestricted:
+            guard = None
+        return RowStream(self._stream(sql, params, chunk_size, guard))
 
     def transaction(
         self,
@@ -431,7 +442,11 @@ class SQLDatabase(Database):
         return await Pipeline(resource=self.name, retry=retry).run(attempt, operation="transaction")
 
     async def batch(
-        self, statements: Sequence[Statement], *, transaction: bool = True
+        self,
+        statements: Sequence[Statement],
+        *,
+        transaction: bool = True,
+        guard: SQLGuard | None = None,
     ) -> list[QueryResult | OperationError]:
         """Run statements in order and return one result per statement.
 
@@ -443,20 +458,28 @@ class SQLDatabase(Database):
         ``transaction=False``: each statement runs on its own (autocommit,
         through the pipeline, reads retried); a failure does not stop the
         others and takes its place in the list as the error.
+
+        ``guard``: a restricted caller's :class:`~iogate.databases.guard.SQLGuard`,
+        enforced on every statement (see :meth:`query_guarded`).
         """
         parsed = [_statement(s) for s in statements]
+        if guard is not None and guard.unrestricted:
+            guard = None
         if not transaction:
             results: list[QueryResult | OperationError] = []
             for sql, params in parsed:
                 try:
-                    results.append(await self.query(sql, params))
+                    if guard is None:
+                        results.append(await self.query(sql, params))
+                    else:
+                        results.append(await self.query_guarded(sql, params, guard=guard))
                 except OperationError as exc:
                     results.append(exc)
             return results
 
         async def run_all() -> list[QueryResult | OperationError]:
             done: list[QueryResult | OperationError] = []
-            async with self.transaction() as tx:
+            async with self.transaction(guard=guard) as tx:
                 for index, (sql, params) in enumerate(parsed):
                     try:
                         done.append(await tx.query(sql, params))
@@ -531,7 +554,9 @@ class SQLDatabase(Database):
     async def _query(self, sql: str, params: Params) -> QueryResult: ...
 
     @abstractmethod
-    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource: ...
+    def _stream(
+        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+    ) -> StreamSource: ...
 
     @abstractmethod
     async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult: ...

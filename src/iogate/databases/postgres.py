@@ -277,6 +277,7 @@ class PostgresDatabase(SQLDatabase):
         arguments bound (nothing runs); statements without a plan (utility
         statements: SET, DDL, COPY...) are refused.
         """
+        await conn.prepare(text)  # its own errors first (syntax, several statements)
         try:
             stmt = await conn.prepare("EXPLAIN (VERBOSE, FORMAT JSON) " + text)
         except asyncpg.PostgresSyntaxError:
@@ -307,6 +308,7 @@ class PostgresDatabase(SQLDatabase):
         try:
             stmt = await self._guard("describe", conn.prepare(text), conn)
             params = stmt.get_parameters()
+            columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
             if guard is not None and guard.tables is not None:
                 nulls = [None] * len(params)
                 check = self._check_tables(conn, text, nulls, guard.tables)
@@ -314,7 +316,7 @@ class PostgresDatabase(SQLDatabase):
         finally:
             await self._release(conn)
         return Description(
-            tuple(Column(a.name, a.type.name) for a in stmt.get_attributes()),
+            columns,
             tuple(
                 Parameter(names[i] if i < len(names) else None, t.name)
                 for i, t in enumerate(params)
@@ -335,16 +337,23 @@ class PostgresDatabase(SQLDatabase):
         columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
         return QueryResult(columns, [tuple(r) for r in records], _rows_affected(status))
 
-    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
-        return self._stream_rows(sql, params, chunk_size)
+    def _stream(
+        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+    ) -> StreamSource:
+        return self._stream_rows(sql, params, chunk_size, guard)
 
-    async def _stream_rows(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
+    async def _stream_rows(
+        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+    ) -> StreamSource:
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("stream")
         try:
-            tx = conn.transaction()
+            tx = conn.transaction(readonly=guard is not None and guard.read_only)
             await self._guard("stream", tx.start(), conn)
             try:
+                if guard is not None and guard.tables is not None:
+                    check = self._check_tables(conn, text, args, guard.tables)
+                    await self._guard("stream", check, conn)
                 stmt = await self._guard("stream", conn.prepare(text), conn)
                 yield tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
                 cursor = await self._guard("stream", stmt.cursor(*args), conn)
@@ -364,6 +373,10 @@ class PostgresDatabase(SQLDatabase):
         tx = conn.transaction(isolation=level, readonly=read_only)
         try:
             await self._guard("transaction", tx.start(), conn)
+            if read_only and guard is not None:
+                # Take the snapshot now: SET TRANSACTION READ WRITE is only
+                # accepted before a transaction's first query.
+                await self._guard("transaction", conn.execute("SELECT 1"), conn)
         except BaseException:
             await self._release(conn)
             raise
@@ -407,6 +420,12 @@ class PostgresDatabase(SQLDatabase):
             ) from exc
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
+        except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
+            raise QueryError(
+                "the statement or a parameter is not valid UTF-8",
+                resource=self.name,
+                operation=operation,
+            ) from None
         except asyncpg.InternalClientError as exc:
             # A connection whose backend was terminated can be left with its
             # protocol mid-operation (MagicStack/asyncpg#1069): never reuse it.

@@ -253,15 +253,21 @@ class SQLiteDatabase(SQLDatabase):
         return cast(QueryResult, result)
 
     async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
+        # A read-only caller's statement compiles on a reader (whose authorizer
+        # refuses writes); any other on the writer. Compiling runs nothing.
         authorizer = Authorizer.of(guard) if guard is not None and not guard.unrestricted else None
-        if self._shared:
-            conn = self._shared[0]
-            restore: Authorizer | None = READER_AUTHORIZER
+        if guard is not None and guard.read_only and self._shared:
+            if authorizer is not None and authorizer.tables is None:
+                authorizer = None  # the reader's own authorizer is the same
+            found = await self._run_fn(
+                self._shared[0], "describe", _describe_on, self.path, sql, authorizer,
+                READER_AUTHORIZER,
+            )  # fmt: skip
         else:
-            conn, restore = self._need_writer(), None
-        columns, params = await self._run_fn(
-            conn, "describe", _describe_on, self.path, sql, authorizer, restore
-        )
+            found = await self._writer_call(
+                "describe", _describe_on, self.path, sql, authorizer, None
+            )
+        columns, params = cast(tuple[list[tuple[str, str | None]], list[str | None]], found)
         return Description(
             tuple(Column(name, decl) for name, decl in columns),
             tuple(Parameter(name) for name in params),
@@ -339,26 +345,54 @@ class SQLiteDatabase(SQLDatabase):
             slot.cancel(conn.connection)
             raise
 
-    def _stream(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
-        return self._stream_rows(sql, params, chunk_size)
+    def _stream(
+        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+    ) -> StreamSource:
+        return self._stream_rows(sql, params, chunk_size, guard)
 
-    async def _stream_rows(self, sql: str, params: Params, chunk_size: int) -> StreamSource:
-        on_reader = bool(self._readers) and is_read_statement(sql)
+    async def _stream_rows(
+        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+    ) -> StreamSource:
+        # A restricted caller: read-only on a lent reader (its authorizer), a
+        # table allowlist under the guard's authorizer, restored at the end.
+        read_only = guard is not None and guard.read_only
+        if guard is None:
+            on_reader = bool(self._readers) and is_read_statement(sql)
+        else:
+            on_reader = bool(self._readers) and read_only
+        authorizer = None
+        if guard is not None and (guard.tables is not None or not on_reader):
+            authorizer = Authorizer.of(guard)
+        restore = READER_AUTHORIZER if on_reader else None
         conn = await (self._take_reader() if on_reader else self._take_writer())
         cursor: sqlite3.Cursor | None = None
         try:
+            if authorizer is not None:
+                await self._run_fn(conn, "stream", _set_authorizer, authorizer)
             cursor = await self._run_fn(conn, "stream", _open_cursor, sql, _bind(params))
             description = cursor.description or ()
             yield tuple(Column(d[0]) for d in description)
             while rows := await self._run_fn(conn, "stream", _fetch_many, cursor, chunk_size):
                 yield rows
         finally:
-            if cursor is not None:
-                await self._run_fn(conn, "stream", _close_cursor, cursor)
-            if on_reader:
-                self._give_reader(conn)
-            else:
-                self._give_writer()
+            try:
+                if cursor is not None:
+                    closing = _close_checked if guard is not None else _close_cursor
+                    await self._run_fn(conn, "stream", closing, cursor)
+            finally:
+                await self._end_stream(conn, on_reader, restore if authorizer else _KEEP)
+
+    async def _end_stream(self, conn: ConnectionWorker, on_reader: bool, restore: object) -> None:
+        if restore is not _KEEP:
+            try:
+                await self._run_fn(conn, "stream", _set_authorizer, restore)
+            except BaseException:
+                await self._drop(conn, on_reader)
+                raise
+        if on_reader:
+            self._give_reader(conn)
+        else:
+            self._give_writer()
 
     async def _begin(
         self, isolation: str | None, read_only: bool, guard: SQLGuard | None
@@ -569,6 +603,14 @@ def _close_cursor(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
     cursor.close()
 
 
+def _close_checked(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+    """A restricted caller's stream ends: a transaction it opened is rolled back."""
+    cursor.close()
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+        raise QueryError(_TX_CONTROL)
+
+
 def _many(conn: sqlite3.Connection, sql: str, params: Sequence[Params], atomic: bool) -> object:
     """Runs on the connection's thread: executemany, in its own transaction if ``atomic``."""
     seq = [_bind(p) for p in params]
@@ -621,9 +663,14 @@ def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *arg
             raise sqlite3.OperationalError("interrupted")
         return fn(conn, *args)
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_AUTH:
-            exc.iogate_denial = take_denial()  # type: ignore[attr-defined]
+        # The authorizer's refusal surfaces as SQLITE_AUTH, or as SQLITE_ERROR
+        # "not authorized" for some statements: its reason says which.
+        denial = take_denial()
+        if denial is not None:
+            exc.iogate_denial = denial  # type: ignore[attr-defined]
         raise
+    except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
+        raise sqlite3.ProgrammingError("the statement or a parameter is not valid UTF-8") from None
     finally:
         with slot.lock:
             slot.running = False
@@ -709,12 +756,12 @@ def translate_sqlite_error(
         return TransientDatabaseError(message, sqlstate=name, **ctx)
     if primary == _SQLITE_READONLY:
         return ReadOnlyViolation(message, sqlstate=name, **ctx)
-    if primary == _SQLITE_AUTH:
-        denial: tuple[str, str] | None = getattr(exc, "iogate_denial", None)
+    denial: tuple[str, str] | None = getattr(exc, "iogate_denial", None)
+    if denial is not None or primary == _SQLITE_AUTH:
         if denial is not None and denial[0] == "read-only":
-            return ReadOnlyViolation(denial[1], sqlstate=name or "SQLITE_AUTH", **ctx)
+            return ReadOnlyViolation(denial[1], sqlstate="SQLITE_AUTH", **ctx)
         detail = denial[1] if denial is not None else message
-        return TableNotAllowed(detail, sqlstate=name or "SQLITE_AUTH", **ctx)
+        return TableNotAllowed(detail, sqlstate="SQLITE_AUTH", **ctx)
     if primary == _SQLITE_INTERRUPT:
         return OperationTimeout("statement interrupted past its deadline", **ctx)
     if (

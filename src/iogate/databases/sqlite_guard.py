@@ -222,7 +222,12 @@ def describe(
             included), holds several statements, or is empty.
     """
     api, handle = _handle(conn, path)
-    encoded = sql.encode()
+    try:
+        encoded = sql.encode()
+    except UnicodeEncodeError:
+        raise sqlite3.ProgrammingError("the statement is not valid UTF-8") from None
+    if b"\x00" in encoded:
+        raise sqlite3.ProgrammingError("the statement contains a null character")
     buffer = ctypes.create_string_buffer(encoded)
     stmt, tail = ctypes.c_void_p(), ctypes.c_void_p()
     rc = api.prepare(handle, buffer, len(encoded) + 1, ctypes.byref(stmt), ctypes.byref(tail))

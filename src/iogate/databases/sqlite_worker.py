@@ -183,8 +183,9 @@ class ConnectionWorker:
         try:
             conn = connect()
         except BaseException as exc:  # noqa: BLE001 - re-raised by start() on the loop
-            loop.call_soon_threadsafe(_settle, [_failed(ready, exc)])
-            loop.call_soon_threadsafe(_settle, [_ok(stopped)])
+            # One hand-over: once `ready` fails the loop may finish and close
+            # before a second call_soon_threadsafe from this thread.
+            loop.call_soon_threadsafe(_settle, [_failed(ready, exc), _ok(stopped)])
             return
         self._conn = conn
         if self._batch_results:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 import uuid
@@ -36,10 +37,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from iogate.databases.base import SQLDatabase
-from iogate.errors import IogateError
+from iogate.errors import IogateError, QueryError
 from iogate.lifecycle import AsyncResource
 from iogate.tasks.models import (
     TaskCancelledError,
@@ -155,6 +154,8 @@ class TaskManager(AsyncResource):
         self._jobs: dict[str, _Job] = {}
         self._runners: dict[str, Runner] = {}
         self._closing = False
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
 
     # -- registration and submission ---------------------------------------
 
@@ -173,7 +174,7 @@ class TaskManager(AsyncResource):
     async def submit(self, work: TaskWork, *, name: str | None = None) -> TaskHandle:
         """Run a coroutine (or ``fn(context)``) in the background; returns once
         the task is stored as ``queued``. Its result is stored as JSON (values
-        orjson cannot encode are stored as their ``repr``).
+        JSON cannot encode are stored as their ``repr``).
 
         Raises:
             TaskQueueFullError: ``max_queued`` tasks are queued or running.
@@ -222,7 +223,7 @@ class TaskManager(AsyncResource):
         job = self._jobs.get(task_id)
         if job is not None:
             return job.record
-        record = await self.store.get(task_id)
+        record = await self.store.get(task_id) if self._schema_ready else None
         if record is None:
             raise TaskNotFoundError(task_id)
         return record
@@ -243,6 +244,8 @@ class TaskManager(AsyncResource):
         self, *, states: tuple[TaskState, ...] = (), kind: str | None = None, limit: int = 100
     ) -> list[TaskRecord]:
         """Tasks newest first, filtered by states and kind, at most ``limit``."""
+        if not self._schema_ready:
+            return []
         records = await self.store.list(states=states, kind=kind, limit=limit)
         live = [self._jobs[r.id].record if r.id in self._jobs else r for r in records]
         return [r for r in live if not states or r.state in states]
@@ -268,8 +271,11 @@ class TaskManager(AsyncResource):
     # -- lifecycle ----------------------------------------------------------
 
     async def _open(self) -> None:
-        await self.store.create_schema()
-        stale = await self.store.list(states=(TaskState.QUEUED, TaskState.RUNNING), limit=10**9)
+        try:
+            stale = await self.store.list(states=(TaskState.QUEUED, TaskState.RUNNING), limit=10**9)
+        except QueryError:  # no table yet: nothing to recover; made by the first submit
+            return
+        self._schema_ready = True
         for record in sorted(stale, key=lambda r: r.created_at):
             runner = self._runners.get(record.kind)
             if record.idempotent and record.definition is not None and runner is not None:
@@ -344,9 +350,19 @@ class TaskManager(AsyncResource):
         )
         return _Job(record, work)
 
+    async def _ensure_schema(self) -> None:
+        """Create the table on first use (a gateway that never runs a task adds
+        nothing to its database)."""
+        if not self._schema_ready:
+            async with self._schema_lock:
+                if not self._schema_ready:
+                    await self.store.create_schema()
+                    self._schema_ready = True
+
     async def _enqueue(self, job: _Job) -> None:
         self._jobs[job.record.id] = job  # counted against max_queued at once
         try:
+            await self._ensure_schema()
             await self.store.insert(job.record)
         except BaseException:
             del self._jobs[job.record.id]
@@ -370,6 +386,7 @@ class TaskManager(AsyncResource):
         try:
             job.begun = True
             if insert:
+                await self._ensure_schema()
                 await self.store.insert(job.record)
             if job.stop_as is not None:
                 raise asyncio.CancelledError  # noqa: TRY301 - stopped before it began
@@ -415,7 +432,7 @@ class TaskManager(AsyncResource):
         return job.record
 
     def _succeeded(self, record: TaskRecord, value: Any) -> TaskRecord:
-        raw = orjson.dumps(value, default=repr)
+        raw = json.dumps(value, separators=(",", ":"), default=repr).encode()  # big ints too
         if len(raw) > self.max_result_bytes:
             problem = {
                 "type": "urn:iogate:problem:task-result-too-large",
@@ -429,7 +446,7 @@ class TaskManager(AsyncResource):
             record,
             state=TaskState.SUCCEEDED,
             finished_at=self._now(),
-            result=orjson.loads(raw),
+            result=json.loads(raw),
             done=done,
         )
 

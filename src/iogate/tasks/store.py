@@ -8,11 +8,10 @@ pipeline; writes are never retried (not idempotent).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from iogate.databases.base import Row, SQLDatabase
 from iogate.tasks.models import TaskRecord, TaskState
@@ -118,14 +117,21 @@ def _params(r: TaskRecord) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "done": r.done,
         "total": r.total,
-        "result": None if r.result is None else orjson.dumps(r.result).decode(),
-        "problem": None if r.problem is None else orjson.dumps(r.problem).decode(),
-        "definition": None if r.definition is None else orjson.dumps(r.definition).decode(),
+        "result": _dumps(r.result),
+        "problem": _dumps(r.problem),
+        "definition": _dumps(r.definition),
     }
 
 
+def _dumps(value: Any) -> str | None:
+    """JSON text of a stored value. The standard library's encoder, not orjson:
+    a caller's integers may exceed 64 bits (orjson refuses them, and would read
+    them back as floats)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=repr)
+
+
 def _json(text: Any) -> Any:
-    return None if text is None else orjson.loads(text)
+    return None if text is None else json.loads(text)
 
 
 def _record(row: Row) -> TaskRecord:

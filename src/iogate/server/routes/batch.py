@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from iogate.batch import BatchRequest, run_batch
-from iogate.batch.model import MAX_STEPS
+from iogate.batch.model import MAX_STEPS, DatabaseStep
 from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
 from iogate.server.deps import gateway_of, json_response
+from iogate.server.limits import check_sql
 
 __all__ = ["BatchResponse", "LegacyBatchRequest", "router"]
 
@@ -104,6 +105,9 @@ async def _run(request: Request, body: BatchRequest) -> Response:
     limit = gateway.config.server.max_batch_steps
     if len(body.steps) > limit:
         raise InvalidInputError(f"a batch may hold at most {limit} steps, got {len(body.steps)}")
+    for step in body.steps:
+        if isinstance(step, DatabaseStep):
+            check_sql(request, step.sql, step.params)
     result = await run_batch(gateway, body, principal=principal_of(request))
     return json_response(result.to_json())
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iogate import __version__
+from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.schemas import HealthResponse, StatsResponse
 
@@ -26,7 +27,9 @@ async def health() -> Response:
 @router.get("/v1/stats", response_model=StatsResponse, summary="Per-resource statistics")
 @router.get("/stats", response_model=StatsResponse, include_in_schema=False)
 async def stats(request: Request) -> Response:
-    """Calls, errors and mean latency of every configured resource since start."""
+    """Calls, errors and mean latency of every configured resource since start.
+    Scope ``admin`` (it names every resource)."""
+    authorize(request, "admin")
     gateway = gateway_of(request)
     snapshot = gateway.metrics.snapshot()
     kinds: dict[str, str] = {name: db.kind for name, db in gateway.databases.items()}

@@ -17,6 +17,7 @@ database and survive a restart; tasks running when the process died are
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -73,6 +74,16 @@ def _problem(request: Request, kind: ProblemType, detail: str) -> Response:
     if request_id is not None:
         body["request_id"] = request_id
     return problem_response(kind.status, body)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    """JSON with orjson, or the standard library's encoder when a stored value
+    holds an integer beyond 64 bits (orjson refuses those)."""
+    try:
+        return json_response(payload, status)
+    except TypeError:
+        text = json.dumps(payload, separators=(",", ":"), default=repr)
+        return Response(text, status_code=status, media_type="application/json")
 
 
 def _manager(request: Request) -> TaskManager:
@@ -153,7 +164,7 @@ async def list_tasks(request: Request, status: str | None = None, limit: int = 1
     principal = principal_of(request)
     records = await manager.list(states=_states(status), limit=limit)
     tasks = [r.to_json(include_result=False) for r in records if _visible(r, principal)]
-    return json_response({"tasks": tasks})
+    return _json({"tasks": tasks})
 
 
 @router.get("/v1/tasks/{task_id}", responses=_ERRORS, summary="A task's status and result")
@@ -163,7 +174,7 @@ async def get_task(task_id: str, request: Request) -> Response:
         _, record = await _owned(request, task_id)
     except _Refused as exc:
         return _problem(request, exc.kind, str(exc))
-    return json_response(record.to_json())
+    return _json(record.to_json())
 
 
 @router.delete("/v1/tasks/{task_id}", responses=_ERRORS, summary="Cancel a task")
@@ -173,4 +184,4 @@ async def cancel_task(task_id: str, request: Request) -> Response:
         manager, _ = await _owned(request, task_id)
     except _Refused as exc:
         return _problem(request, exc.kind, str(exc))
-    return json_response((await manager.cancel(task_id)).to_json())
+    return _json((await manager.cancel(task_id)).to_json())
