@@ -242,3 +242,23 @@ async def test_integers_beyond_64_bits_survive_the_round_trip(
         task = await _wait_for(get, lambda t: t["status"] in ("succeeded", "failed"))
         assert task["status"] == "succeeded", task
         assert task["result"]["results"][1]["value"]["value"] == big
+
+
+async def test_a_task_outlives_the_deadline_of_the_request_that_submitted_it(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    from tests.conftest import serve_app
+
+    async with serve_app(_config(tmp_path, upstream)) as client:
+        body = {"steps": [{"kind": "upstream", "upstream": "example", "path": "/slow/1?ms=800"}]}
+        url = f"{client.base_url}/v1/tasks"
+        async with client.session.post(url, json=body, headers={"X-Request-Timeout": "0.2"}) as r:
+            assert r.status == 202
+            task_id = (await r.json())["id"]
+
+        async def get() -> dict[str, Any]:
+            return (await client.get(f"/v1/tasks/{task_id}"))[2]  # type: ignore[return-value]
+
+        task = await _wait_for(get, lambda t: t["status"] in ("succeeded", "failed"))
+    assert task["status"] == "succeeded"
+    assert task["result"]["results"][0]["ok"] is True, task["result"]

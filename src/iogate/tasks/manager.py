@@ -28,6 +28,7 @@ then are cancelled and marked ``interrupted``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -369,10 +370,15 @@ class TaskManager(AsyncResource):
             raise
         self._start(job, insert=False)
 
-    def _start(self, job: _Job, *, insert: bool, check_open: bool = True) -> None:
+    def _start(self, job: _Job, *, insert: bool) -> None:
         self._jobs[job.record.id] = job
+        # A fresh context: a task outlives the request that submitted it, so it
+        # must not inherit that request's deadline (iogate.policies.remaining)
+        # or any other context variable of the caller.
         job.task = asyncio.create_task(
-            self._drive(job, insert), name=f"iogate-task-{job.record.id}"
+            self._drive(job, insert),
+            name=f"iogate-task-{job.record.id}",
+            context=contextvars.Context(),
         )
 
     def _stop(self, job: _Job, state: TaskState) -> None:
