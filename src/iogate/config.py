@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from iogate.errors import ConfigError
+from iogate.observability.config import ObservabilityConfig
 from iogate.policies.config import (
     CircuitBreakerConfig,
     PoliciesConfig,
@@ -250,6 +251,7 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

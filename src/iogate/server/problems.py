@@ -121,6 +121,13 @@ def problem_response(
     )
 
 
+def _add_request_id(body: dict[str, Any], scope: Scope) -> None:
+    """The ``request_id`` extension member: the id set by the request-id middleware."""
+    rid = (scope.get("state") or {}).get("request_id")
+    if rid is not None:
+        body["request_id"] = rid
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error ``app`` can raise as a problem."""
 
@@ -128,6 +135,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.IogateError)
         kind, body = problem_for(exc)
         body["instance"] = request.url.path
+        _add_request_id(body, request.scope)
         if kind.status >= 500 and kind is not INTERNAL:
             _log.warning("%s %s: %s", request.method, request.url.path, kind.slug)
         return problem_response(kind.status, body, retry_after_s=body.get("retry_after_s"))
@@ -138,6 +146,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else kind.title
         body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": detail}
         body["instance"] = request.url.path
+        _add_request_id(body, request.scope)
         return problem_response(kind.status, body)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -160,6 +169,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             "errors": problems,
             "instance": request.url.path,
         }
+        _add_request_id(body, request.scope)
         return problem_response(VALIDATION.status, body)
 
     app.add_exception_handler(errors.IogateError, on_iogate_error)
@@ -202,4 +212,5 @@ class _UnexpectedErrorMiddleware:
                 "detail": "the gateway failed to handle this request",
                 "instance": path,
             }
+            _add_request_id(body, scope)
             await problem_response(INTERNAL.status, body)(scope, receive, send)

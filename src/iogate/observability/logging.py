@@ -1,0 +1,89 @@
+"""Structured logs: one JSON object per line, with the request id of the current request.
+
+- :data:`REQUEST_ID` holds the id of the HTTP request being served (set by
+  :class:`~iogate.server.request_id.RequestIdMiddleware`); every record
+  formatted by :class:`JsonFormatter` carries it as ``request_id``.
+- :class:`JsonFormatter` renders ``ts`` (ISO 8601, UTC), ``level``,
+  ``logger``, ``message``, ``request_id`` and the record's ``extra=`` fields
+  (orjson; values it cannot encode become their ``str``). An exception is
+  logged by class name only — never a traceback, whose frames could hold
+  parameters or credentials.
+- :func:`configure_logging` installs it on the ``iogate`` and ``uvicorn``
+  loggers (what ``iogate serve`` calls); a library user keeps their own setup.
+
+What iogate logs never holds a secret or a SQL parameter: errors are logged
+by class and problem type, slow calls by statement fingerprint
+(:mod:`iogate.observability.statements`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "configure_logging"]
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("iogate_request_id", default=None)
+"""The id of the request being served in this context (``None`` outside one)."""
+
+# Attributes every LogRecord has: the rest came from ``extra=``.
+_STANDARD: Final = frozenset(
+    {*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "request_id"}
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current :data:`REQUEST_ID` on every record as ``record.request_id``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always keeps the record."""
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module docstring for the fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or REQUEST_ID.get(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exception"] = record.exc_info[0].__name__
+        return orjson.dumps(out, default=str).decode()
+
+
+def configure_logging(
+    *, log_format: Literal["json", "text"] = "json", level: str = "INFO"
+) -> logging.Handler:
+    """Log ``iogate.*`` and ``uvicorn.*`` records to stderr in ``log_format``.
+
+    Returns the installed handler (remove it from those loggers to undo).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    for name in ("iogate", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    return handler
