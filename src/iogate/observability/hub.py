@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from iogate.observability.alerts import Alerts
 from iogate.observability.config import ObservabilityConfig
 from iogate.observability.health import Readiness, check_readiness
+from iogate.observability.logging import silence_parameter_loggers
 from iogate.observability.metrics import Metrics
 from iogate.observability.tracing import Tracing
 from iogate.policies.events import EventListener, PolicyEvent
@@ -69,6 +70,7 @@ class Observability:
         )
         self.tracing = Tracing(mode=config.tracing, tracer_provider=tracer_provider)
         self.alerts = Alerts(config.alerts)
+        silence_parameter_loggers()  # a DEBUG root logger must not print SQL parameters
         self._task: asyncio.Task[None] | None = None
 
     def instrument(self, gateway: Gateway) -> None:

@@ -26,10 +26,21 @@ from typing import Any, Final, Literal
 
 import orjson
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "configure_logging"]
+__all__ = [
+    "PARAMETER_LOGGERS",
+    "REQUEST_ID",
+    "JsonFormatter",
+    "RequestIdFilter",
+    "configure_logging",
+    "silence_parameter_loggers",
+]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("iogate_request_id", default=None)
 """The id of the request being served in this context (``None`` outside one)."""
+
+PARAMETER_LOGGERS: Final = ("aiosqlite",)
+"""Dependencies whose DEBUG records print call arguments, SQL parameters included
+(aiosqlite logs every ``executing functools.partial(..., sql, params)``)."""
 
 # Attributes every LogRecord has: the rest came from ``extra=``.
 _STANDARD: Final = frozenset(
@@ -66,6 +77,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+def silence_parameter_loggers() -> None:
+    """Raise :data:`PARAMETER_LOGGERS` to INFO so their DEBUG records, which hold
+    SQL parameters, are never created (each Gateway calls this)."""
+    for name in PARAMETER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def configure_logging(
     *, log_format: Literal["json", "text"] = "json", level: str = "INFO"
 ) -> logging.Handler:
@@ -81,6 +101,7 @@ def configure_logging(
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
+    silence_parameter_loggers()
     for name in ("iogate", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
