@@ -3,9 +3,11 @@
 Every ``$ curl`` line of a ``console`` block is run by bash (with
 ``localhost:8080`` pointed at the test's port) and must print the JSON shown
 under it; timing fields (``duration_ms``, ``uptime_s``, ``mean_ms``,
-``max_ms``) are compared by type only. The library example runs too.
+``max_ms``, latency percentiles) and ``request_id`` are compared by type
+only. The library example runs too.
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -18,7 +20,11 @@ import orjson
 from tests.servers import free_port, stop, wait_for_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms"}
+# The subprocesses run in a temporary directory: point them at this checkout's
+# sources (a relative PYTHONPATH such as "src" would resolve there instead).
+ENV = {**os.environ, "PYTHONPATH": str(README.parent / "src")}
+VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms", "request_id", "acquire_wait_p99_s"}
+VOLATILE |= {"mean", "p50", "p90", "p99", "p99_9", "max"}  # /v1/stats latency_ms
 
 
 def _blocks(language: str) -> list[str]:
@@ -49,6 +55,7 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     proc = subprocess.Popen(
         [sys.executable, "-m", "iogate", "serve", "--port", str(port)],
         cwd=tmp_path,
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -68,7 +75,12 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     assert (tmp_path / "var" / "iogate.db").exists()
 
 
-EXPECTED_OUTPUT = ["ok 3\n[0, 1, 4, 9, 16]", "True", "[70, 2]\n['ada', 'bob']\nTrue"]
+EXPECTED_OUTPUT = [
+    "ok 3\n[0, 1, 4, 9, 16]",
+    "True",
+    "[70, 2]\n['ada', 'bob']\nTrue",
+    "10 10 1.0\nTrue\n0 0",
+]
 
 
 def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> None:
@@ -82,6 +94,7 @@ def _run_python(example: str, expected: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=60,

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_S",
     "MIN_S",
     "EDGES",
+    "EXPORT_BUCKETS",
     "SUB_BUCKETS",
     "bucket_of",
     "cumulative_at",
@@ -85,14 +86,19 @@ def percentile(counts: Sequence[int], total: int, q: float, max_s: float) -> flo
     return max_s
 
 
+EXPORT_BUCKETS: Final = tuple(range(3 * SUB_BUCKETS, 27 * SUB_BUCKETS, 2 * SUB_BUCKETS))
+"""Bucket indices whose lower edges are the exported ``le`` bounds: powers of four
+from 2**-17 s (7.6 µs) to 2**5 s (32 s), exact bucket edges."""
+
 EDGES: Final = tuple(lower_bound(i) for i in range(1, BUCKETS))
 """Lower edges of buckets 1..BUCKETS-1, seconds: ``bisect_right(EDGES, d)`` is d's bucket."""
 
 
-def cumulative_at(counts: Sequence[int], bounds: Sequence[int]) -> list[int]:
+def cumulative_at(counts: Sequence[int], bounds: Sequence[int] = EXPORT_BUCKETS) -> list[int]:
     """Cumulative counts at bucket edges: for each ``b`` in ``bounds`` (ascending
     bucket indices), the number of durations in buckets ``< b`` — i.e. below
-    ``lower_bound(b)``. Used for Prometheus ``le`` buckets placed on edges."""
+    ``lower_bound(b)`` — then the total of all :data:`BUCKETS` buckets (``+Inf``).
+    Used for Prometheus ``le`` buckets placed on edges."""
     out: list[int] = []
     acc = 0
     start = 0
@@ -100,4 +106,5 @@ def cumulative_at(counts: Sequence[int], bounds: Sequence[int]) -> list[int]:
         acc += sum(counts[start:b])
         start = b
         out.append(acc)
+    out.append(acc + sum(counts[start:BUCKETS]))
     return out

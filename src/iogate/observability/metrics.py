@@ -32,9 +32,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import add as _add
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from iogate.observability.histogram import BUCKETS, EDGES, percentile, upper_bound
+from iogate.observability.histogram import (
+    BUCKETS,
+    EDGES,
+    EXPORT_BUCKETS,
+    cumulative_at,
+    percentile,
+    upper_bound,
+)
 from iogate.observability.statements import CURRENT_CALL, statement_of
 
 if TYPE_CHECKING:
@@ -76,11 +83,13 @@ class _Series:
     plus the current slot, and a record touches the current slot only.
     """
 
-    __slots__ = ("counts", "cur", "end", "epochs", "max", "ring")
+    __slots__ = ("closed_cum", "counts", "cur", "end", "epochs", "max", "ring")
 
     def __init__(self) -> None:
         self.counts: list[Any] = [0] * BUCKETS  # closed intervals, then their duration sum
         self.counts.append(0.0)
+        # closed counts below each export edge, then their total
+        self.closed_cum = [0] * (len(EXPORT_BUCKETS) + 1)
         self.max = 0.0
         self.ring: list[list[Any] | None] = [None] * SLOTS
         self.epochs = [-1] * SLOTS
@@ -90,7 +99,8 @@ class _Series:
     def advance(self, now: float) -> None:
         """Close the current interval and start the one holding ``now``."""
         if self.cur:
-            self.counts = list(map(_add, self.counts, self.cur))
+            counts = self.counts = list(map(_add, self.counts, self.cur))
+            self.closed_cum = cumulative_at(counts)
         epoch = int(now // SLOT_S)
         i = epoch % SLOTS
         slot: list[Any] = [0] * BUCKETS
@@ -106,6 +116,16 @@ class _Series:
         counts: list[int] = both[:BUCKETS]
         return counts, sum(counts), float(both[BUCKETS])
 
+    def exported(self) -> tuple[list[int], int, float]:
+        """Since-start cumulative counts at :data:`EXPORT_BUCKETS`, total and sum:
+        the closed part is cached, only the current interval is summed."""
+        cur = self.cur
+        if not cur:
+            return self.closed_cum[:-1], self.closed_cum[-1], float(self.counts[BUCKETS])
+        cum = list(map(_add, self.closed_cum, cumulative_at(cur)))
+        n = cum.pop()
+        return cum, n, float(self.counts[BUCKETS] + cur[BUCKETS])
+
     def window(self, now: float, seconds: float) -> tuple[list[int], int, float]:
         """Merged counts, total and duration sum of the slots overlapping the last ``seconds``."""
         first = int((now - seconds) // SLOT_S)
@@ -118,16 +138,17 @@ class _Series:
         return counts, sum(counts), float(merged[BUCKETS])
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesView:
-    """One series since start, as the Prometheus exporter reads it."""
+class SeriesView(NamedTuple):
+    """One series since start, as the Prometheus exporter reads it: ``cumulative``
+    holds the counts below each edge of :data:`~.histogram.EXPORT_BUCKETS`
+    (a named tuple: an exporter builds one per series per scrape)."""
 
     resource: str
     operation: str
     outcome: str
-    count: int
+    total: int
     sum_s: float
-    counts: list[int]
+    cumulative: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,8 +477,8 @@ class Metrics:
         for resource, by_op in self._index.items():
             for operation, by_outcome in by_op.items():
                 for outcome, s in by_outcome.items():
-                    counts, n, dsum = s.totals()
-                    yield SeriesView(resource, operation, outcome, n, dsum, counts)
+                    cumulative, n, dsum = s.exported()
+                    yield SeriesView(resource, operation, outcome, n, dsum, cumulative)
 
     def snapshot(self) -> MetricsSnapshot:
         """Frozen figures of every attached or called resource, sorted by name."""

@@ -14,7 +14,7 @@ import dataclasses
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from iogate.observability.prometheus import CONTENT_TYPE, render
+from iogate.observability.prometheus import CONTENT_TYPE, LabelCache, render
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 
@@ -27,7 +27,11 @@ router = APIRouter(tags=["system"])
 async def metrics(request: Request) -> Response:
     """Every iogate metric in the Prometheus text exposition format 0.0.4."""
     authorize(request, "admin")
-    body = render(gateway_of(request).metrics)
+    state = request.app.state
+    labels = getattr(state, "prometheus_labels", None)
+    if labels is None:  # escaped label strings, kept by the app between scrapes
+        labels = state.prometheus_labels = LabelCache()
+    body = render(gateway_of(request).metrics, labels=labels)
     return Response(body, media_type=CONTENT_TYPE)
 
 
