@@ -8,8 +8,9 @@
   (orjson; values it cannot encode become their ``str``). An exception is
   logged by class name only — never a traceback, whose frames could hold
   parameters or credentials.
-- :func:`configure_logging` installs it on the ``iogate`` and ``uvicorn``
-  loggers (what ``iogate serve`` calls); a library user keeps their own setup.
+- :func:`configure_logging` installs it on the root logger, so iogate's,
+  uvicorn's and every library's records come out alike (what ``iogate serve``
+  calls); a library user keeps their own setup.
 
 What iogate logs never holds a secret or a SQL parameter: errors are logged
 by class and problem type, slow calls by statement fingerprint
@@ -44,7 +45,13 @@ PARAMETER_LOGGERS: Final = ("aiosqlite",)
 
 # Attributes every LogRecord has: the rest came from ``extra=``.
 _STANDARD: Final = frozenset(
-    {*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "request_id"}
+    {
+        *vars(logging.LogRecord("", 0, "", 0, "", None, None)),
+        "message",
+        "asctime",
+        "request_id",
+        "color_message",
+    }
 )
 
 
@@ -89,9 +96,10 @@ def silence_parameter_loggers() -> None:
 def configure_logging(
     *, log_format: Literal["json", "text"] = "json", level: str = "INFO"
 ) -> logging.Handler:
-    """Log ``iogate.*`` and ``uvicorn.*`` records to stderr in ``log_format``.
+    """Log every record (root logger) to stderr in ``log_format`` at ``level``.
 
-    Returns the installed handler (remove it from those loggers to undo).
+    uvicorn's loggers lose their own handlers and propagate to the root, so
+    their lines are formatted alike. Returns the installed handler.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -102,9 +110,11 @@ def configure_logging(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
     silence_parameter_loggers()
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     for name in ("iogate", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.setLevel(level)
-        logger.propagate = False
+        logger.handlers = []
+        logger.propagate = True
     return handler

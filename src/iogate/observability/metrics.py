@@ -4,7 +4,7 @@
 (it satisfies :class:`iogate.policies.pipeline.CallRecorder`). Recording is
 three dict lookups, a clock read, one ``bisect`` and a few additions — no lock
 (the event loop runs one callback at a time), no allocation on the common
-path, about 0.3 µs (``python -m benchmarks --only metrics``).
+path, about 0.5 µs (``python -m benchmarks --only metrics``).
 
 Each series keeps, since start, a log-linear latency histogram
 (:mod:`iogate.observability.histogram`), the count, sum and exact maximum;
