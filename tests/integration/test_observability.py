@@ -20,9 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from iogate.config import parse_config
 from iogate.errors import QueryError
 from iogate.gateway import Gateway
+from iogate.http.providers import GenerateRequest
 from iogate.observability.alerts import AlertEvent
 from iogate.observability.logging import JsonFormatter, RequestIdFilter
+from iogate.observability.prometheus import render
 from tests.conftest import GatewayClient, serve_app
+from tests.fakes.llm import fake_llm_server
 from tests.servers import PostgresServer, postgres_server
 from tests.upstream_app import UpstreamServer
 
@@ -368,3 +371,34 @@ async def test_ready_is_open_and_metrics_answer_without_resources(tmp_path: Path
         assert (status, body) == (200, {"status": "ready", "resources": {}})
         async with aiohttp.ClientSession() as http, http.get(client.base_url + "/metrics") as resp:
             assert resp.status == 200
+
+
+async def test_llm_token_usage_is_counted_per_upstream_and_model() -> None:
+    async with fake_llm_server() as llm:
+        config = parse_config(
+            {"upstreams": {"ai": {"base_url": llm.base_url + "/v1", "provider": "openai"}}},
+            environ={},
+        )
+        async with Gateway(config) as gw:
+            provider = gw.upstream("ai").provider
+            assert provider is not None
+            req = GenerateRequest(prompt="the quick brown fox", model="m-1", max_tokens=3)
+            done = await provider.generate(req)
+            async for _chunk in provider.stream(req):
+                pass
+            snap = gw.metrics.snapshot()
+            text = render(gw.metrics).decode()
+    assert done.usage is not None
+    ai = snap.resource("ai")
+    assert ai is not None
+    assert [(t.model, t.input, t.output, t.calls) for t in ai.tokens] == [
+        ("m-1", 2 * (done.usage.input_tokens or 0), 2 * (done.usage.output_tokens or 0), 2)
+    ]
+    assert ai.statuses["2xx"] == 2
+    tokens = {
+        (s.labels["model"], s.labels["direction"]): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "iogate_llm_tokens_total"
+    }
+    assert tokens[("m-1", "output")] == 2 * (done.usage.output_tokens or 0)

@@ -137,8 +137,11 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
     )
     pool = GaugeMetricFamily(
         "iogate_pool_connections",
-        "Connections of the pool by state (in_use, idle, max)",
+        "Open connections of the pool by state (in_use, idle)",
         labels=("resource", "state"),
+    )
+    pool_max = GaugeMetricFamily(
+        "iogate_pool_max_connections", "The pool's bound", labels=("resource",)
     )
     waiting = GaugeMetricFamily(
         "iogate_pool_waiting", "Callers waiting for a connection", labels=("resource",)
@@ -195,7 +198,7 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
         if r.pool is not None:
             pool.add_metric([name, "in_use"], r.pool.in_use)
             pool.add_metric([name, "idle"], r.pool.idle)
-            pool.add_metric([name, "max"], r.pool.max_size)
+            pool_max.add_metric([name], r.pool.max_size)
             waiting.add_metric([name], r.pool.waiting)
             acquired.add_metric([name], r.pool.acquired_total)
             wait_p99.add_metric([name], r.pool.acquire_wait_p99_s)
@@ -226,6 +229,7 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
     yield from (
         in_flight,
         pool,
+        pool_max,
         waiting,
         acquired,
         wait_p99,
