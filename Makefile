@@ -25,6 +25,13 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
+# Datasette, the gateway benchmark's peer, lives in a venv of its own so its
+# dependencies never meet iogate's.
+.venv-datasette/.installed:
+	$(PYTHON) -m venv .venv-datasette
+	.venv-datasette/bin/python -m pip install -q 'datasette>=0.65,<0.66'
+	touch $@
+
 install: $(VENV)/.installed
 
 ## Run the gateway on the embedded default (SQLite ./var/iogate.db + in-process cache).
@@ -41,9 +48,9 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 ## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway).
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench .venv-datasette/.installed
 	scripts/install-services.sh bench
 	$(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-datasette var .mypy_cache .ruff_cache .pytest_cache

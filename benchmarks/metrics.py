@@ -12,6 +12,12 @@ Recording (µs per recorded call, best of N interleaved repeats, loop included):
 * ``iogate.pipeline+noop_recorder`` the same pipeline with a recorder that does nothing
 * ``iogate.pipeline+metrics``      the same pipeline recording into :class:`Metrics`
 
+Request id (µs per ASGI request into an app that answers at once):
+
+* ``asgi.bare_app``                the app alone
+* ``iogate.request_id``            through :class:`~iogate.server.request_id.RequestIdMiddleware`,
+                                   id generated (16 hex digits) / ``.propagated`` (client's header)
+
 Scrape (ms per ``/metrics`` body with 1,000 series of (resource, operation,
 outcome), 50 resources each with a breaker, retry and limiter):
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
@@ -33,6 +40,7 @@ from iogate.errors import TransientDatabaseError
 from iogate.observability.metrics import Metrics
 from iogate.observability.prometheus import LabelCache, render
 from iogate.policies import CircuitBreaker, Pipeline, RateLimiter, Retry
+from iogate.server.request_id import RequestIdMiddleware
 
 from .harness import Result, time_per_call
 
@@ -125,6 +133,35 @@ async def _pipeline_cost(repeats: int) -> list[Result]:
     return [Result(name, "us_per_call", s * 1e6, "us") for name, s in seconds.items()]
 
 
+async def _request_id_cost(repeats: int) -> list[Result]:
+    async def bare_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Any) -> None:
+        return None
+
+    base = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk")]
+    given = [*base, (b"x-request-id", b"client-id-0123456789")]
+
+    def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": "/health", "headers": headers}
+
+    mw = RequestIdMiddleware(bare_app)
+    seconds = await time_per_call(
+        {
+            "asgi.bare_app": lambda: bare_app(scope(base), receive, send),
+            "iogate.request_id": lambda: mw(scope(base), receive, send),
+            "iogate.request_id.propagated": lambda: mw(scope(given), receive, send),
+        },
+        repeats=repeats,
+    )
+    return [Result(name, "us_per_request", s * 1e6, "us") for name, s in seconds.items()]
+
+
 def _scrape(repeats: int) -> list[Result]:
     durations = _durations()
     metrics = Metrics(slow_s=1e9)
@@ -167,6 +204,7 @@ async def run(*, quick: bool = False) -> list[Result]:
     """Measure recording, the pipeline with and without it, and a scrape."""
     results = _recording(5 if quick else 200)
     results += await _pipeline_cost(3 if quick else 25)
+    results += await _request_id_cost(3 if quick else 25)
     results += _scrape(3 if quick else 15)
     return results
 
@@ -178,11 +216,13 @@ def summary(results: Sequence[Result]) -> list[str]:
     loop = by[("loop", "us_per_record")]
     scrape = by[("iogate.render", "ms_per_scrape_1000_series")]
     noop = by[("iogate.pipeline+noop_recorder", "us_per_call")]
+    rid = by[("iogate.request_id", "us_per_request")] - by[("asgi.bare_app", "us_per_request")]
     added = by[("iogate.pipeline+metrics", "us_per_call")] - noop
     return [
         f"target record <= {RECORD_TARGET_US:g} us: {record:.3f} us, {record - loop:.3f} us"
         f" without the loop ({'met' if record <= RECORD_TARGET_US else 'MISSED'})",
         f"Metrics.record adds {added:.3f} us to a recorded pipeline call (vs a no-op recorder)",
+        f"X-Request-ID middleware adds {rid:.3f} us per request",
         f"target scrape of 1,000 series < {SCRAPE_TARGET_MS:g} ms: {scrape:.1f} ms"
         f" ({'met' if scrape < SCRAPE_TARGET_MS else 'MISSED'})",
     ]

@@ -1,4 +1,4 @@
-"""The ``iogate`` command: ``serve``, ``check``, ``init``.
+"""The ``iogate`` command: ``serve``, ``check``, ``init``, ``keys create``.
 
 Exit codes: 0 success, 1 a resource failed its check, 2 invalid configuration
 or usage.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -78,8 +81,21 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes (each has its own pools, breakers, rate limits and stats).",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the HTTP gateway."""
+    """Run the HTTP gateway.
+
+    Without ``[keys]`` authentication is off, which is only allowed on a
+    loopback address: binding elsewhere without keys exits with code 2.
+    On SIGTERM/SIGINT in-flight requests get ``[server] shutdown_timeout``
+    seconds to finish, then every pool is closed.
+    """
     import uvicorn
 
     from iogate.observability.logging import configure_logging
@@ -89,12 +105,14 @@ def serve(
     configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
     bind_host = host or cfg.server.host
     bind_port = cfg.server.port if port is None else port
-    if not _is_loopback(bind_host):
+    if not _is_loopback(bind_host) and not cfg.keys:
         typer.echo(
-            f"iogate: warning: binding to {bind_host} serves SQL to the network "
-            "and this version has no authentication",
+            f"iogate: refusing to serve on {bind_host} without API keys: anyone who can "
+            "reach it could run SQL and call every upstream. Add [keys.<name>] tables "
+            "(iogate keys create) or bind to 127.0.0.1.",
             err=True,
         )
+        raise typer.Exit(2)
     names = ", ".join(sorted(cfg.databases)) or "-"
     upstreams = ", ".join(sorted(cfg.upstreams)) or "-"
     typer.echo(
@@ -102,6 +120,23 @@ def serve(
         f"upstreams: {upstreams}",
         err=True,
     )
+    shutdown = max(1, math.ceil(cfg.server.shutdown_timeout))
+    if workers > 1:
+        from iogate.server.factory import CONFIG_ENV
+
+        os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
+        uvicorn.run(
+            "iogate.server.factory:app_from_env",
+            factory=True,
+            workers=workers,
+            host=bind_host,
+            port=bind_port,
+            log_level=log_level,
+            access_log=access_log,
+            server_header=False,
+            timeout_graceful_shutdown=shutdown,
+        )
+        return
     uvicorn.run(
         create_app(cfg),
         host=bind_host,
@@ -110,6 +145,7 @@ def serve(
         access_log=access_log,
         server_header=False,
         log_config=None,  # configure_logging above: JSON lines with the request id
+        timeout_graceful_shutdown=shutdown,
     )
 
 
@@ -154,6 +190,57 @@ def init(
         raise typer.Exit(2)
     path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
     typer.echo(f"wrote {path}")
+
+
+keys_app = typer.Typer(help="API keys of the gateway.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="The key's name in [keys.<name>].")] = "default",
+    scopes: Annotated[
+        str,
+        typer.Option(help="Comma-separated scopes, e.g. db:main:read,upstream:example."),
+    ] = "",
+    expires: Annotated[str | None, typer.Option(help="Expiry, e.g. 2027-01-01T00:00:00Z.")] = None,
+) -> None:
+    """Print a new API key (once: only its SHA-256 goes into the config) and
+    the [keys.<name>] table to paste into iogate.toml."""
+    from datetime import datetime
+
+    from iogate._security_config import SCOPE_PATTERN
+    from iogate.server.keys import hash_key, new_key
+
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", name):
+        typer.echo(f"iogate: invalid key name {name!r}", err=True)
+        raise typer.Exit(2)
+    granted = [s.strip() for s in scopes.split(",") if s.strip()]
+    bad = [s for s in granted if not SCOPE_PATTERN.match(s)]
+    if bad:
+        typer.echo(f"iogate: unknown scope {bad[0]!r}", err=True)
+        raise typer.Exit(2)
+    expiry = None
+    if expires is not None:
+        try:
+            expiry = datetime.fromisoformat(expires)
+        except ValueError:
+            expiry = None
+        if expiry is None or expiry.tzinfo is None:
+            typer.echo(
+                "iogate: --expires needs a date-time with offset, e.g. 2027-01-01T00:00:00Z",
+                err=True,
+            )
+            raise typer.Exit(2)
+    key = new_key()
+    typer.echo("New API key (shown once; store it now, iogate keeps only its hash):", err=True)
+    typer.echo(key)
+    typer.echo("\nAdd to iogate.toml:", err=True)
+    lines = [f"[keys.{name}]", f'sha256 = "{hash_key(key)}"']
+    lines.append("scopes = [" + ", ".join(f'"{s}"' for s in granted) + "]")
+    if expiry is not None:
+        lines.append(f"expires = {expiry.isoformat()}")
+    typer.echo("\n".join(lines))
 
 
 @app.command()

@@ -25,6 +25,10 @@ Shape (keys are added by later versions, never renamed)::
     circuit_breaker = { failure_rate = 0.5, minimum_calls = 10, window = 20, wait_in_open = 15.0 }
     rate_limit = { rate = 50.0, burst = 100 }
 
+API keys (``[keys.<name>]``) and request limits (``[server.limits]``) are
+described in :mod:`iogate._security_config`; an upstream may restrict its
+egress with ``allowed_methods`` and ``allowed_paths``.
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.
@@ -45,6 +49,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from iogate._security_config import KeyConfig, LimitsConfig
 from iogate.errors import ConfigError
 from iogate.observability.config import ObservabilityConfig
 from iogate.policies.config import (
@@ -58,6 +63,8 @@ __all__ = [
     "DatabaseConfig",
     "DatabaseKind",
     "IogateConfig",
+    "KeyConfig",
+    "LimitsConfig",
     "ServerConfig",
     "UpstreamAuthConfig",
     "UpstreamConfig",
@@ -90,17 +97,27 @@ class _Model(BaseModel):
 
 
 class ServerConfig(_Model):
-    """``[server]``: where ``iogate serve`` listens (CLI flags override)."""
+    """``[server]``: where ``iogate serve`` listens (CLI flags override).
+
+    Attributes:
+        limits: request limits (``[server.limits]``, :class:`LimitsConfig`).
+        shutdown_timeout: on SIGTERM, seconds in-flight requests may take to finish
+            before they are cancelled and every pool is closed.
+        docs: serve ``/docs`` and ``/openapi.json`` (open, without a key).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    docs: bool = True
 
 
 class DatabaseConfig(_Model):
     """``[databases.<name>]``: one named database, chosen by URL scheme.
 
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
-      ``sqlite:///:memory:`` — aiosqlite, WAL mode, one writer connection plus
+      ``sqlite:///:memory:`` — sqlite3 on one thread per connection, WAL mode, one writer plus
       ``pool_size`` reader connections (default 2).
     - ``postgresql://user:password@host:port/dbname`` — an asyncpg pool of
       ``pool_min_size`` .. ``pool_size`` connections.
@@ -207,6 +224,11 @@ class UpstreamConfig(_Model):
         model: the provider's default model.
         cache_responses: keep a response cache (GET/HEAD by Cache-Control; POST
             with an explicit ``cache_ttl``).
+        allowed_methods: egress allowlist: the only HTTP methods callers may use
+            (absent: every supported method).
+        allowed_paths: egress allowlist: path prefixes (relative to ``base_url``,
+            starting with ``/``) callers may reach; ``"/v1/items"`` allows
+            ``/v1/items`` and ``/v1/items/...`` but not ``/v1/itemsX`` (absent: any path).
     """
 
     base_url: str
@@ -233,6 +255,21 @@ class UpstreamConfig(_Model):
     provider: Literal["openai", "anthropic", "huggingface", "tgi"] | None = None
     model: str | None = None
     cache_responses: bool = False
+    allowed_methods: list[str] | None = None
+    allowed_paths: list[str] | None = None
+
+    @field_validator("allowed_methods")
+    @classmethod
+    def _upper_methods(cls, methods: list[str] | None) -> list[str] | None:
+        return None if methods is None else [m.upper() for m in methods]
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _path_prefixes(cls, prefixes: list[str] | None) -> list[str] | None:
+        for prefix in prefixes or ():
+            if not prefix.startswith("/"):
+                raise ValueError(f"allowed_paths entries start with '/', got {prefix!r}")
+        return prefixes
 
     @field_validator("base_url")
     @classmethod
@@ -251,6 +288,7 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+    keys: dict[ResourceName, KeyConfig] = Field(default_factory=dict)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 

@@ -17,14 +17,15 @@ from typing import Any
 
 import orjson
 
+import iogate
 from tests.servers import free_port, stop, wait_for_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# The subprocesses run in a temporary directory: point them at this checkout's
-# sources (a relative PYTHONPATH such as "src" would resolve there instead).
-ENV = {**os.environ, "PYTHONPATH": str(README.parent / "src")}
 VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms", "request_id", "acquire_wait_p99_s"}
 VOLATILE |= {"mean", "p50", "p90", "p99", "p99_9", "max"}  # /v1/stats latency_ms
+# Children run in a temporary directory: they import this checkout's iogate
+# even when PYTHONPATH is relative (``PYTHONPATH=src:.`` in a worktree).
+ENV = {**os.environ, "PYTHONPATH": str(Path(iogate.__file__).resolve().parents[1])}
 
 
 def _blocks(language: str) -> list[str]:
@@ -79,6 +80,7 @@ EXPECTED_OUTPUT = [
     "ok 3\n[0, 1, 4, 9, 16]",
     "True",
     "[70, 2]\n['ada', 'bob']\nTrue",
+    "True True False\nunknown",
     "10 10 1.0\nTrue\n0 0",
 ]
 

@@ -96,6 +96,8 @@ def build_upstream(
         cache=ResponseCache(cache, namespace=name) if cfg.cache_responses and cache else None,
         retry_hint=HuggingFaceProvider.retry_hint if kind in ("huggingface", "tgi") else None,
         runner=pipeline,
+        allowed_methods=cfg.allowed_methods,
+        allowed_paths=cfg.allowed_paths,
     )
     if kind is not None:
         upstream.provider = provider_for(kind, upstream, model=cfg.model)

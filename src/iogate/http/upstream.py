@@ -124,6 +124,10 @@ class Upstream(AsyncResource):
         retry_hint: reads a retry delay (seconds) from an error answer whose headers
             give none (e.g. :meth:`HuggingFaceProvider.retry_hint`).
         runner: the resilience pipeline each call runs through.
+        allowed_methods: egress allowlist of HTTP methods (``None``: every supported one).
+        allowed_paths: egress allowlist of path prefixes under the base URL, each
+            starting with ``/`` (``None``: any path); checked on the resolved path,
+            segment-wise, before any I/O.
 
     Raises:
         ValueError: a bound above is violated or ``base_url`` is not absolute http(s).
@@ -151,6 +155,8 @@ class Upstream(AsyncResource):
         cache: ResponseCache | None = None,
         retry_hint: Callable[[Response], float | None] | None = None,
         runner: CallRunner | None = None,
+        allowed_methods: Sequence[str] | None = None,
+        allowed_paths: Sequence[str] | None = None,
     ) -> None:
         if max_retry_after_s < 0:
             raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s}")
@@ -184,6 +190,12 @@ class Upstream(AsyncResource):
         self.meter = UpstreamMeter()  # status classes and tokens, read by the metrics
         self._runner = runner
         self._ctx = {verb: {"resource": name, "operation": verb} for verb in _METHODS}
+        self.allowed_methods = (
+            None if allowed_methods is None else frozenset(m.upper() for m in allowed_methods)
+        )
+        self.allowed_paths = (
+            None if allowed_paths is None else tuple(p.rstrip("/") for p in allowed_paths)
+        )
 
     @property
     def max_response_bytes(self) -> int:
@@ -227,12 +239,16 @@ class Upstream(AsyncResource):
         verb = method.upper()
         if verb not in _METHODS:
             raise InvalidInputError(f"unsupported HTTP method {method!r}")
+        if self.allowed_methods is not None and verb not in self.allowed_methods:
+            raise InvalidInputError(f"method {verb} is not allowed on upstream {self.name!r}")
         url = self._urls.get(path)
         if url is None:
             url = resolve_under(self.base_url, path)
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
             self._urls[path] = url
+        if self.allowed_paths is not None:
+            self._check_allowed_path(url)
         if params:
             url = url.update_query({k: str(v) for k, v in params.items()})
         if self._auth_params:
@@ -260,6 +276,16 @@ class Upstream(AsyncResource):
         if idempotent is None:
             idempotent = verb in IDEMPOTENT_METHODS or self.idempotency_header in send
         return _Call(verb, url, send, body, idempotent)
+
+    def _check_allowed_path(self, url: URL) -> None:
+        """Egress allowlist: the resolved path (relative to the base URL, still
+        percent-encoded) must equal one prefix or continue it with ``/``."""
+        assert self.allowed_paths is not None
+        relative = url.raw_path[len(self.base_url.raw_path.rstrip("/")) :] or "/"
+        for prefix in self.allowed_paths:
+            if not prefix or relative == prefix or relative.startswith(prefix + "/"):
+                return
+        raise InvalidInputError(f"path is not allowed on upstream {self.name!r}")
 
     def _judge(self, response: Response, idempotent: bool) -> None:
         """Raise the error the pipeline retries / counts for an error status."""

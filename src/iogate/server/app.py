@@ -8,6 +8,7 @@ several apps (tests) can run in one process.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,11 +18,16 @@ from fastapi import FastAPI
 from iogate import __version__
 from iogate.config import IogateConfig, default_config
 from iogate.gateway import Gateway
+from iogate.server.guard import GuardMiddleware
+from iogate.server.keys import KeyStore
+from iogate.server.openapi import install_openapi
 from iogate.server.problems import install_problem_handlers
 from iogate.server.request_id import RequestIdMiddleware
-from iogate.server.routes import databases, legacy, observability, system, upstreams
+from iogate.server.routes import admin, databases, legacy, observability, system, upstreams
 
 __all__ = ["create_app"]
+
+_log = logging.getLogger("iogate.server")
 
 _DESCRIPTION = """\
 Named databases and upstream APIs over HTTP/JSON, every call pooled and
@@ -38,9 +44,16 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
             closes it in its lifespan just the same.
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
+    server = owned.config.server
+    keys = KeyStore(owned.config.keys) if owned.config.keys else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if keys is None:
+            _log.warning(
+                "authentication is off: no [keys] are configured, every caller may do "
+                "everything (serve on loopback only)"
+            )
         async with owned:
             app.state.gateway = owned
             app.state.started_at = time.monotonic()
@@ -51,13 +64,19 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if server.docs else None,
+        redoc_url="/redoc" if server.docs else None,
+        openapi_url="/openapi.json" if server.docs else None,
     )
     install_problem_handlers(app)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has the id
+    install_openapi(app)
+    app.add_middleware(GuardMiddleware, keys=keys, limits=server.limits, docs_open=server.docs)
+    # outermost (added last): every response, problem and log line has the id
+    app.add_middleware(RequestIdMiddleware)
     # The routers use no prefix and no router-level dependencies, so their
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,
     # which cost ~10 % of a point select's request time (issue 2 closing note).
-    for module in (databases, upstreams, system, legacy, observability):
+    for module in (databases, upstreams, system, legacy, admin, observability):
         app.router.routes.extend(module.router.routes)
     return app

@@ -5,7 +5,11 @@ Each iogate error class maps to one status and one stable ``type`` URI
 request validation 422) are rendered the same way. Bodies carry the error's
 safe message and context (``resource``, ``sqlstate``, ``retry_after_s``...),
 never a stack trace, a parameter value or a credential; unexpected exceptions
-become a generic 500 and are logged by class name only.
+become a generic 500 and are logged by class name only. ``PermissionError``
+(what :func:`iogate.server.auth.authorize` raises) is a 403 ``forbidden``;
+401 ``unauthorized``, 413, 429 and request-deadline 504 problems come from
+:mod:`iogate.server.guard`. Every problem carries ``request_id`` when the
+observability middleware set ``request.state.request_id``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from iogate import errors
 
 __all__ = [
+    "CONCURRENCY_LIMITED",
+    "FORBIDDEN",
     "PROBLEM_JSON",
+    "RATE_LIMITED",
+    "TIMEOUT",
+    "TOO_LARGE",
+    "UNAUTHORIZED",
     "ProblemType",
     "install_problem_handlers",
+    "problem_body",
     "problem_for",
     "problem_response",
+    "request_id_of",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -83,7 +95,47 @@ _HTTP = {
     405: ProblemType(405, "method-not-allowed", "Method not allowed"),
     413: ProblemType(413, "too-large", "Request body too large"),
 }
-_CONTEXT_ATTRS = ("resource", "operation", "sqlstate", "constraint", "position", "status")
+_CONTEXT_ATTRS = (
+    "resource",
+    "operation",
+    "sqlstate",
+    "constraint",
+    "position",
+    "status",
+    "step",
+)
+UNAUTHORIZED = ProblemType(401, "unauthorized", "Authentication required")
+FORBIDDEN = ProblemType(403, "forbidden", "Forbidden")
+TOO_LARGE = _HTTP[413]
+RATE_LIMITED = ProblemType(429, "rate-limited", "Rate limited")
+CONCURRENCY_LIMITED = ProblemType(429, "concurrency-limited", "Too many requests in flight")
+TIMEOUT = ProblemType(504, "timeout", "Operation timed out")
+_HTTP[401] = UNAUTHORIZED
+_HTTP[403] = FORBIDDEN
+_HTTP[429] = RATE_LIMITED
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request id the observability middleware put in ``scope["state"]``, if any."""
+    state = scope.get("state")
+    rid = state.get("request_id") if isinstance(state, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+def problem_body(kind: ProblemType, detail: str, scope: Scope) -> dict[str, Any]:
+    """A problem of ``kind`` for the request of ``scope``: type, title, status,
+    detail, instance (the path) and ``request_id`` when one is known."""
+    body: dict[str, Any] = {
+        "type": kind.uri,
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+        "instance": scope.get("path", ""),
+    }
+    rid = request_id_of(scope)
+    if rid is not None:
+        body["request_id"] = rid
+    return body
 
 
 def problem_for(exc: errors.IogateError) -> tuple[ProblemType, dict[str, Any]]:
@@ -109,23 +161,20 @@ def problem_for(exc: errors.IogateError) -> tuple[ProblemType, dict[str, Any]]:
 
 
 def problem_response(
-    status: int, body: dict[str, Any], *, retry_after_s: float | None = None
+    status: int,
+    body: dict[str, Any],
+    *,
+    retry_after_s: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """Render a problem body as ``application/problem+json``, with ``Retry-After``
-    (whole seconds, rounded up, RFC 9110 §10.2.3) when given."""
-    headers = {}
+    (whole seconds, rounded up, RFC 9110 §10.2.3) when given, and ``headers``."""
+    headers = dict(headers) if headers else {}
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(0, math.ceil(retry_after_s)))
     return Response(
         orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
-
-
-def _add_request_id(body: dict[str, Any], scope: Scope) -> None:
-    """The ``request_id`` extension member: the id set by the request-id middleware."""
-    rid = (scope.get("state") or {}).get("request_id")
-    if rid is not None:
-        body["request_id"] = rid
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -135,7 +184,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, errors.IogateError)
         kind, body = problem_for(exc)
         body["instance"] = request.url.path
-        _add_request_id(body, request.scope)
+        _add_request_id(request, body)
         if kind.status >= 500 and kind is not INTERNAL:
             _log.warning("%s %s: %s", request.method, request.url.path, kind.slug)
         return problem_response(kind.status, body, retry_after_s=body.get("retry_after_s"))
@@ -146,8 +195,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else kind.title
         body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": detail}
         body["instance"] = request.url.path
-        _add_request_id(body, request.scope)
-        return problem_response(kind.status, body)
+        _add_request_id(request, body)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(kind.status, body, headers=headers)
+
+    async def on_permission_error(request: Request, exc: Exception) -> Response:
+        # authorize() raises PermissionError(message) without an errno; one from
+        # the operating system (a file) would name a path: not echoed.
+        assert isinstance(exc, PermissionError)
+        detail = str(exc) if exc.errno is None else "permission denied"
+        body = problem_body(FORBIDDEN, detail, request.scope)
+        return problem_response(FORBIDDEN.status, body)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -169,13 +227,20 @@ def install_problem_handlers(app: FastAPI) -> None:
             "errors": problems,
             "instance": request.url.path,
         }
-        _add_request_id(body, request.scope)
+        _add_request_id(request, body)
         return problem_response(VALIDATION.status, body)
 
     app.add_exception_handler(errors.IogateError, on_iogate_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(PermissionError, on_permission_error)
     app.add_middleware(_UnexpectedErrorMiddleware)
+
+
+def _add_request_id(request: Request, body: dict[str, Any]) -> None:
+    rid = getattr(request.state, "request_id", None)
+    if rid is not None:
+        body["request_id"] = rid
 
 
 class _UnexpectedErrorMiddleware:
@@ -212,5 +277,7 @@ class _UnexpectedErrorMiddleware:
                 "detail": "the gateway failed to handle this request",
                 "instance": path,
             }
-            _add_request_id(body, scope)
+            rid = request_id_of(scope)
+            if rid is not None:
+                body["request_id"] = rid
             await problem_response(INTERNAL.status, body)(scope, receive, send)

@@ -4,7 +4,9 @@
 ``BaseHTTPMiddleware`` costs a task and a stream per request). For each HTTP
 request it takes the caller's ``X-Request-ID`` when it is a sane token (1..128
 characters of ``A-Z a-z 0-9 - _ . :``; anything else could forge log lines)
-or generates 16 random hex digits, then:
+or generates one — 16 hex digits: 8 random per middleware instance (so
+processes differ) and an 8-digit counter (no system call per request; an id
+names a request, it is not a secret) — then:
 
 - sets ``request.state.request_id`` (``scope["state"]``),
 - sets :data:`iogate.observability.logging.REQUEST_ID` for the request's
@@ -17,6 +19,7 @@ Problem responses carry it as the ``request_id`` extension member
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import Final
@@ -34,10 +37,12 @@ _VALID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 class RequestIdMiddleware:
     """Pure ASGI middleware giving every HTTP request an id (see the module docstring)."""
 
-    __slots__ = ("app",)
+    __slots__ = ("_counter", "_prefix", "app")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +54,7 @@ class RequestIdMiddleware:
                 raw = value
                 break
         if raw is None or _VALID.fullmatch(raw) is None:
-            raw = os.urandom(8).hex().encode()
+            raw = f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}".encode()
         rid = raw.decode()
         state = scope.get("state")
         if state is None:

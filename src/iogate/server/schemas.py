@@ -11,6 +11,9 @@ __all__ = [
     "BatchRequest",
     "BatchResponse",
     "BatchStatement",
+    "CircuitBreakerOut",
+    "CircuitBreakersResponse",
+    "ProblemDetails",
     "RedisCommandRequest",
     "RedisCommandResponse",
     "StreamRequest",
@@ -234,3 +237,50 @@ class GenerateResponse(BaseModel):
     text: str
     usage: GenerateUsage | None
     finish_reason: str | None
+
+
+class CircuitBreakerOut(BaseModel):
+    """One resource's circuit breaker (``GET /v1/circuit-breakers``)."""
+
+    name: str = Field(examples=["main"])
+    state: Literal["closed", "open", "half_open", "forced_open", "disabled"] = Field(
+        examples=["closed"]
+    )
+    failure_rate: float | None = Field(
+        description="Failures / calls in the window; null until minimum_calls.", examples=[0.0]
+    )
+    slow_call_rate: float | None = Field(examples=[None])
+    buffered_calls: int = Field(examples=[12])
+    failed_calls: int = Field(examples=[0])
+    successful_calls: int = Field(examples=[12])
+    not_permitted_calls: int = Field(description="Calls refused while open.", examples=[0])
+    trips: int = Field(description="Consecutive openings (reset when closed).", examples=[0])
+    retry_after_s: float | None = Field(
+        description="Seconds until a trial call is let through (open only).", examples=[None]
+    )
+
+
+class CircuitBreakersResponse(BaseModel):
+    """Every resource's circuit breaker, by name."""
+
+    circuit_breakers: list[CircuitBreakerOut]
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``): every error."""
+
+    type: str = Field(
+        description="Stable URI of the problem class.", examples=["urn:iogate:problem:forbidden"]
+    )
+    title: str = Field(examples=["Forbidden"])
+    status: int = Field(examples=[403])
+    detail: str = Field(examples=["this key lacks the scope 'db:main:write'"])
+    instance: str | None = Field(default=None, examples=["/v1/databases/main/query"])
+    request_id: str | None = Field(default=None, description="The request's X-Request-ID.")
+    retry_after_s: float | None = Field(
+        default=None, description="429/503: seconds to wait (also in Retry-After)."
+    )
+    sqlstate: str | None = Field(default=None, description="The database's SQLSTATE code.")
+    step: int | None = Field(default=None, description="A batch: the failing step's index.")
+
+    model_config = ConfigDict(extra="allow")

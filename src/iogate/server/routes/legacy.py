@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of
 from iogate.server.routes.databases import run_query
 from iogate.server.routes.upstreams import run_upstream
@@ -36,7 +37,8 @@ async def database_execute(body: DatabaseExecuteRequest, request: Request) -> Re
 @router.post("/api/execute", response_model=UpstreamResponse, summary="Call an API (original path)")
 async def api_execute(body: ApiExecuteRequest, request: Request) -> Response:
     """Same as ``POST /v1/upstreams/{api_name}/request``; ``data`` is sent as a
-    JSON body when given."""
+    JSON body when given. Scope ``upstream:<api_name>``."""
+    authorize(request, f"upstream:{body.api_name}")
     extra = {"json": body.data} if "data" in body.model_fields_set else {}
     return await run_upstream(
         gateway_of(request),

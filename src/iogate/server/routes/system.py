@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from iogate import __version__
 from iogate.observability.metrics import LatencySummary, ResourceStats, WindowStats
+from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.schemas import HealthResponse, StatsResponse
 
@@ -30,7 +31,9 @@ async def health() -> Response:
 async def stats(request: Request) -> Response:
     """Calls, errors, latency percentiles (since start, last minute, last five
     minutes), pool and breaker state of every configured resource; recent slow
-    operations (statement fingerprints, never parameters) and insights."""
+    operations (statement fingerprints, never parameters) and insights.
+    Scope ``admin`` (it names every resource)."""
+    authorize(request, "admin")
     gateway = gateway_of(request)
     snapshot = gateway.metrics.snapshot()
     kinds: dict[str, str] = {name: db.kind for name, db in gateway.databases.items()}

@@ -28,6 +28,7 @@ from iogate.gateway import Gateway
 from iogate.http.batch import BatchRequest
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.http.upstream import Response as UpstreamAnswer
+from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.problems import problem_for
 from iogate.server.schemas import (
@@ -139,7 +140,8 @@ def _query_value(value: str | int | float | bool) -> str | int | float:
 async def request(name: str, body: UpstreamRequest, request: Request) -> Response:
     """Forward one request under the upstream's base URL with its configured
     headers. Any upstream status comes back in ``status``; only failures to
-    get an answer are errors."""
+    get an answer are errors. Scope ``upstream:<name>``."""
+    authorize(request, f"upstream:{name}")
     json = body.json_body if "json_body" in body.model_fields_set else _UNSET
     return await run_upstream(
         gateway_of(request),
@@ -161,7 +163,8 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
 )
 async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Response:
     """Each request runs through the upstream's pipeline; one failure never
-    fails the others. Results are in input order."""
+    fails the others. Results are in input order. Scope ``upstream:<name>``."""
+    authorize(request, f"upstream:{name}")
     upstream = gateway_of(request).upstream(name)
     items = [
         BatchRequest(
@@ -200,7 +203,9 @@ async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Resp
 )
 async def generate(name: str, body: GenerateBody, request: Request) -> Response:
     """``{prompt | messages, model, max_tokens, temperature, stream}`` →
-    ``{text, usage, finish_reason}``, or Server-Sent Events when ``stream``."""
+    ``{text, usage, finish_reason}``, or Server-Sent Events when ``stream``.
+    Scope ``upstream:<name>``."""
+    authorize(request, f"upstream:{name}")
     upstream = gateway_of(request).upstream(name)
     provider = upstream.provider
     if provider is None:

@@ -1,0 +1,118 @@
+"""Configuration of what makes the gateway safe to expose: API keys and limits.
+
+``[keys.<name>]`` — one API key and its policy bundle. The config holds only
+the SHA-256 hex digest of the key (``iogate keys create`` prints both)::
+
+    [keys.reporting]
+    sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    scopes = ["db:main:read", "upstream:example"]
+    expires = 2027-01-01T00:00:00Z     # optional, a TOML offset date-time
+    revoked = false                     # true: refused (401) without deleting the entry
+    tables = ["users", "orders"]        # optional: the only tables its SQL may name
+    max_rows = 10000                    # optional: rows per statement
+    max_bytes = 10485760                # optional: bytes per response
+    rate_limit = 50.0                   # optional: requests per second (token bucket)
+    burst = 100                         # bucket size (default: max(1, rate_limit))
+    max_concurrent = 8                  # optional: requests in flight at once
+
+``[server.limits]`` — request limits of every caller (keys or not)::
+
+    [server.limits]
+    max_body_bytes = 10485760     # larger request bodies get 413
+    max_sql_chars = 100000        # longer SQL gets 400 (invalid-input)
+    max_params = 10000            # more parameters per statement get 400
+    max_request_timeout = 300.0   # the largest X-Request-Timeout honoured, seconds
+
+Scopes are those of :mod:`iogate.server.auth`: ``db:<name>:read``,
+``db:<name>:write``, ``upstream:<name>``, ``cache:read``, ``cache:write``,
+``files:read``, ``files:write``, ``admin``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["KeyConfig", "LimitsConfig", "SCOPE_PATTERN"]
+
+SCOPE_PATTERN = re.compile(
+    r"^(db:[A-Za-z][A-Za-z0-9_-]{0,63}:(read|write)|upstream:[A-Za-z][A-Za-z0-9_-]{0,63}"
+    r"|cache:(read|write)|files:(read|write)|admin)$"
+)
+"""A valid scope name."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyConfig(_Model):
+    """``[keys.<name>]``: one API key (as its SHA-256 digest) and its policy bundle.
+
+    Attributes:
+        sha256: the key's SHA-256 digest, 64 hex digits (never the key itself).
+        scopes: the scopes granted (``admin`` grants every scope).
+        expires: when the key stops working (a timezone-aware date-time); absent: never.
+        revoked: refuse the key (401) while keeping its entry for the record.
+        tables: the only tables this key's SQL may name; absent: any table.
+        max_rows: the most rows one statement returns to this key (rows).
+        max_bytes: the most bytes one response carries to this key (bytes).
+        rate_limit: requests per second this key may make (a token bucket,
+            :class:`iogate.policies.TokenBucket`; 429 with ``Retry-After`` beyond).
+        burst: the bucket's size (requests); default ``max(1, rate_limit)``.
+        max_concurrent: requests of this key in flight at once (429 beyond).
+    """
+
+    sha256: str = Field(pattern=r"^[0-9A-Fa-f]{64}$")
+    scopes: list[str] = Field(default_factory=list)
+    expires: datetime | None = None
+    revoked: bool = False
+    tables: list[str] | None = None
+    max_rows: int | None = Field(default=None, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
+    rate_limit: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, digest: str) -> str:
+        return digest.lower()
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str]) -> list[str]:
+        for scope in scopes:
+            if not SCOPE_PATTERN.match(scope):
+                raise ValueError(
+                    f"unknown scope {scope!r} (db:<name>:read|write, upstream:<name>, "
+                    "cache:read|write, files:read|write, admin)"
+                )
+        return scopes
+
+    @field_validator("expires")
+    @classmethod
+    def _aware(cls, expires: datetime | None) -> datetime | None:
+        if expires is not None and expires.tzinfo is None:
+            raise ValueError("expires needs a UTC offset, e.g. 2027-01-01T00:00:00Z")
+        return expires
+
+
+class LimitsConfig(_Model):
+    """``[server.limits]``: limits on every request, checked at the edge.
+
+    Attributes:
+        max_body_bytes: the largest request body, bytes (413 beyond; counted while
+            the body streams in, whatever ``Content-Length`` says).
+        max_sql_chars: the longest SQL text of one statement, characters.
+        max_params: the most parameters of one statement.
+        max_request_timeout: the largest ``X-Request-Timeout`` honoured, seconds
+            (a larger value is capped to it).
+    """
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_sql_chars: int = Field(default=100_000, ge=1)
+    max_params: int = Field(default=10_000, ge=0)
+    max_request_timeout: float = Field(default=300.0, gt=0)

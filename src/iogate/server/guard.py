@@ -1,0 +1,313 @@
+"""The gateway's edge: one pure-ASGI middleware run before any route.
+
+Per HTTP request, in this order:
+
+1. **Authentication** (when keys are configured): ``Authorization: Bearer <key>``
+   → :class:`~iogate.server.keys.KeyStore` (one SHA-256, one dict lookup) →
+   ``scope["state"]["principal"]`` (what :func:`~iogate.server.auth.principal_of`
+   reads). Missing, malformed, unknown, expired or revoked keys get 401 with
+   ``WWW-Authenticate: Bearer`` (RFC 6750 §3). Open paths: ``/health``,
+   ``/ready``, and — unless ``[server] docs = false`` — ``/docs``,
+   ``/docs/oauth2-redirect``, ``/redoc`` and ``/openapi.json`` (the document
+   names no secret; clients need it to find their way).
+2. **Per-key limits**: its token bucket (429, ``Retry-After``) and its
+   requests in flight (429 beyond ``max_concurrent``).
+3. **Body size**: a ``Content-Length`` above ``max_body_bytes`` is refused at
+   once; the body is also counted while it streams in, so a missing or lying
+   ``Content-Length`` still ends in 413.
+4. **Deadline**: ``X-Request-Timeout: <seconds>`` (capped at
+   ``max_request_timeout``) runs the request in an
+   :class:`iogate.policies.deadline_scope`: every call it makes sees the
+   deadline (:func:`iogate.policies.remaining`), and a request still running
+   when it passes is cancelled (504).
+5. **Client disconnect**: once the body is read, a request still running
+   one to two :data:`WATCH_AFTER_S` later gets a watcher task that waits for
+   ``http.disconnect`` and cancels the request's task — a database statement
+   in flight is cancelled with it (asyncpg sends a cancel request to the
+   server). One timer per app sweeps the running requests every
+   :data:`WATCH_AFTER_S` while there are any; fast requests never start a
+   watcher and cost a set insertion and removal. (A route that never reads
+   the body — none of the gateway's POST routes — is not watched.)
+
+Not ``BaseHTTPMiddleware``: that runs the app in another task and copies the
+response through a stream; this costs one header scan per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Final
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iogate.config import LimitsConfig
+from iogate.errors import OperationTimeout
+from iogate.policies import deadline_scope
+from iogate.policies.timeout import current_task
+from iogate.server.keys import KeyEntry, KeyRefusal, KeyStore
+from iogate.server.problems import (
+    CONCURRENCY_LIMITED,
+    RATE_LIMITED,
+    TIMEOUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    ProblemType,
+    problem_body,
+    problem_response,
+)
+
+__all__ = ["OPEN_PATHS", "WATCH_AFTER_S", "GuardMiddleware"]
+
+OPEN_PATHS: Final = frozenset({"/health", "/ready"})
+DOCS_PATHS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+WATCH_AFTER_S: Final = 0.05
+"""The sweep period: a request still running 1-2 periods after its body was
+read starts a disconnect watcher (seconds)."""
+
+_AUTHORIZATION: Final = b"authorization"
+_CONTENT_LENGTH: Final = b"content-length"
+_REQUEST_TIMEOUT: Final = b"x-request-timeout"
+
+
+class GuardMiddleware:
+    """Authentication, per-key limits, body size, deadline and disconnect
+    cancellation (see the module docstring).
+
+    Args:
+        app: the ASGI app.
+        keys: the key store, or ``None`` for auth off (every caller anonymous).
+        limits: ``[server.limits]``.
+        docs_open: ``/docs`` and ``/openapi.json`` need no key.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyStore | None,
+        limits: LimitsConfig,
+        docs_open: bool = True,
+    ) -> None:
+        self.app = app
+        self.keys = keys if keys else None
+        self.limits = limits
+        self.open_paths = OPEN_PATHS | DOCS_PATHS if docs_open else OPEN_PATHS
+        self.running: set[_Run] = set()  # requests whose body is read, not yet answered
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def watch(self, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+        """Track ``run`` for the disconnect sweep (arming the sweep timer if idle)."""
+        self.running.add(run)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        for run in self.running:
+            if run.seen:
+                run.start_watcher(loop)
+            else:
+                run.seen = True
+        self._sweeper = None
+        if self.running:
+            self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        authorization = length = timeout = None
+        for name, value in scope["headers"]:
+            if name == _AUTHORIZATION:
+                authorization = value
+            elif name == _CONTENT_LENGTH:
+                length = value
+            elif name == _REQUEST_TIMEOUT:
+                timeout = value
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["limits"] = self.limits
+        entry: KeyEntry | None = None
+        keys = self.keys
+        if keys is not None and scope["path"] not in self.open_paths:
+            found = keys.authenticate(authorization)
+            if isinstance(found, KeyRefusal):
+                await _refuse(scope, receive, send, UNAUTHORIZED, found.detail, auth=True)
+                return
+            entry = found
+            state["principal"] = entry.principal
+            wait = keys.throttle(entry)
+            if wait is not None:
+                detail = f"key {entry.principal.name!r} is over its rate limit"
+                await _refuse(scope, receive, send, RATE_LIMITED, detail, retry_after_s=wait)
+                return
+            if entry.max_concurrent is not None and entry.in_flight >= entry.max_concurrent:
+                detail = (
+                    f"key {entry.principal.name!r} has {entry.max_concurrent} requests in flight"
+                )
+                await _refuse(scope, receive, send, CONCURRENCY_LIMITED, detail, retry_after_s=1.0)
+                return
+        max_body = self.limits.max_body_bytes
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = 0  # the server rejects a bad Content-Length; counted below anyway
+            if declared > max_body:
+                await _refuse(scope, receive, send, TOO_LARGE, _too_large(max_body))
+                return
+        seconds: float | None = None
+        if timeout is not None:
+            seconds = _parse_timeout(timeout)
+            if seconds is None:
+                detail = "X-Request-Timeout must be a positive number of seconds"
+                await _refuse(scope, receive, send, _BAD_TIMEOUT, detail)
+                return
+            seconds = min(seconds, self.limits.max_request_timeout)
+        if entry is not None:
+            entry.in_flight += 1
+        try:
+            await _Run(self, scope, receive, send, max_body).run(seconds)
+        finally:
+            if entry is not None:
+                entry.in_flight -= 1
+
+
+_BAD_TIMEOUT: Final = ProblemType(400, "bad-request", "Bad request")
+
+
+def _too_large(max_body: int) -> str:
+    return f"the request body is larger than {max_body} bytes"
+
+
+def _parse_timeout(raw: bytes) -> float | None:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 and math.isfinite(seconds) else None
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    kind: ProblemType,
+    detail: str,
+    *,
+    auth: bool = False,
+    retry_after_s: float | None = None,
+) -> None:
+    body = problem_body(kind, detail, scope)
+    headers = {"WWW-Authenticate": 'Bearer realm="iogate"'} if auth else None
+    if retry_after_s is not None:
+        body["retry_after_s"] = round(retry_after_s, 3)
+    response = problem_response(kind.status, body, retry_after_s=retry_after_s, headers=headers)
+    await response(scope, receive, send)
+
+
+class _Run:
+    """One request's run: body counting, deadline and disconnect watching."""
+
+    __slots__ = (
+        "body_done",
+        "disconnected",
+        "guard",
+        "max_body",
+        "receive",
+        "received",
+        "scope",
+        "seen",
+        "send",
+        "started",
+        "task",
+        "watcher",
+    )
+
+    def __init__(
+        self, guard: GuardMiddleware, scope: Scope, receive: Receive, send: Send, max_body: int
+    ) -> None:
+        self.guard = guard
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.max_body = max_body
+        self.received = 0
+        self.body_done = False
+        self.started = False
+        self.disconnected = False
+        self.seen = False
+        self.task: asyncio.Task[object] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def counting_receive(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.max_body:
+                raise HTTPException(413, _too_large(self.max_body))
+            if not message.get("more_body", False) and not self.body_done:
+                self.body_done = True
+                if self.task is not None:
+                    self.guard.watch(self, self.task.get_loop())
+        return message
+
+    async def tracking_send(self, message: Message) -> None:
+        """``send``, noting whether the response started (only with a deadline:
+        a timed-out request is answered 504 unless it has begun answering)."""
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+    def start_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the client's ``http.disconnect`` in a task of its own."""
+        if self.watcher is None and self.task is not None:
+            self.watcher = loop.create_task(self._wait_disconnect())
+
+    async def _wait_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                break
+        if self.task is not None and not self.task.done():
+            self.disconnected = True
+            self.task.cancel()
+
+    async def run(self, seconds: float | None) -> None:
+        task = current_task()
+        self.task = task
+        baseline = task.cancelling()
+        try:
+            app = self.guard.app
+            if seconds is None:
+                await app(self.scope, self.counting_receive, self.send)
+            else:
+                async with deadline_scope(seconds, operation="request"):
+                    await app(self.scope, self.counting_receive, self.tracking_send)
+        except asyncio.CancelledError:
+            self._stop()
+            if self.disconnected and task.uncancel() <= baseline:
+                return  # the client is gone: nobody to answer
+            raise
+        except OperationTimeout:
+            self._stop()
+            if self.started:
+                raise
+            detail = f"the request's deadline of {seconds:g}s passed"
+            await _refuse(self.scope, self.receive, self.send, TIMEOUT, detail)
+        except HTTPException as exc:  # 413 raised from the body outside a route
+            self._stop()
+            if exc.status_code != 413:
+                raise
+            await _refuse(self.scope, self.receive, self.send, TOO_LARGE, str(exc.detail))
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Disarm the disconnect watcher (no await: nothing can cancel us meanwhile)."""
+        self.guard.running.discard(self)
+        if self.watcher is not None:
+            self.watcher.cancel()
+        self.task = None
