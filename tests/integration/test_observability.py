@@ -24,6 +24,7 @@ from iogate.http.providers import GenerateRequest
 from iogate.observability.alerts import AlertEvent
 from iogate.observability.logging import JsonFormatter, RequestIdFilter
 from iogate.observability.prometheus import render
+from iogate.server.keys import hash_key, new_key
 from tests.conftest import GatewayClient, serve_app
 from tests.fakes.llm import fake_llm_server
 from tests.servers import PostgresServer, postgres_server
@@ -402,3 +403,30 @@ async def test_llm_token_usage_is_counted_per_upstream_and_model() -> None:
         if s.name == "iogate_llm_tokens_total"
     }
     assert tokens[("m-1", "output")] == 2 * (done.usage.output_tokens or 0)
+
+
+async def test_metrics_need_admin_with_keys_and_ready_needs_none(sqlite_path: str) -> None:
+    admin, reader = new_key(), new_key()
+    config = parse_config(
+        {
+            "databases": {"main": {"url": f"sqlite:///{sqlite_path}"}},
+            "keys": {
+                "ops": {"sha256": hash_key(admin), "scopes": ["admin"]},
+                "app": {"sha256": hash_key(reader), "scopes": ["db:main:read"]},
+            },
+        },
+        environ={},
+    )
+    async with serve_app(config) as client:
+        url = client.base_url
+        async with client.session.get(url + "/metrics") as resp:
+            assert resp.status == 401
+        bearer = {"Authorization": f"Bearer {reader}"}
+        async with client.session.get(url + "/metrics", headers=bearer) as resp:
+            assert resp.status == 403
+        bearer = {"Authorization": f"Bearer {admin}"}
+        async with client.session.get(url + "/metrics", headers=bearer) as resp:
+            assert resp.status == 200
+            assert "iogate_pool_connections" in await resp.text()
+        async with client.session.get(url + "/ready") as resp:
+            assert resp.status == 200

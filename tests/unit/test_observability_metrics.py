@@ -283,3 +283,30 @@ def test_metrics_bounds_are_checked() -> None:
 )
 def test_fingerprint_strips_literals_and_placeholders(sql: str, expected: str) -> None:
     assert fingerprint(sql) == expected
+
+
+def test_alerts_on_p99_fire_once_then_resolve_as_the_window_slides() -> None:
+    from iogate.observability.alerts import Alerts
+    from iogate.observability.config import AlertRuleConfig
+
+    clock = FakeClock(start=0.0)
+    metrics = Metrics(clock=clock.monotonic)
+    alerts = Alerts(
+        [AlertRuleConfig(resource="*", max_p99=0.1, window="1m", min_calls=5)], clock=lambda: 42.0
+    )
+    seen: list[tuple[str, str, str]] = []
+    alerts.subscribe(lambda e: seen.append((e.resource, e.condition, e.state)))
+    for _ in range(10):
+        metrics.record("pg", "fetch", "ok", 0.250)  # every call 250 ms: p99 > 100 ms
+    events = alerts.evaluate(metrics.snapshot())
+    assert [(e.condition, e.state, e.calls, e.at) for e, _ in events] == [
+        ("p99", "firing", 10, 42.0)
+    ]
+    assert events[0][0].value == pytest.approx(0.25, rel=0.125)
+    assert alerts.evaluate(metrics.snapshot()) == []  # still firing: no repeat
+    clock.advance(120.0)  # the slow calls leave the 1-minute window...
+    for _ in range(10):
+        metrics.record("pg", "fetch", "ok", 0.002)
+    alerts.evaluate(metrics.snapshot())
+    assert seen == [("pg", "p99", "firing"), ("pg", "p99", "resolved")]
+    assert alerts.firing == frozenset()
