@@ -107,9 +107,11 @@ def serve(
     """
     import uvicorn
 
+    from iogate.observability.logging import configure_logging
     from iogate.server.app import create_app
 
     cfg = _load(config)
+    configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
     bind_host = host or cfg.server.host
     bind_port = cfg.server.port if port is None else port
     if not _is_loopback(bind_host) and not cfg.keys:
@@ -151,6 +153,7 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         server_header=False,
+        log_config=None,  # configure_logging above: JSON lines with the request id
         timeout_graceful_shutdown=shutdown,
     )
 

@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from iogate._security_config import KeyConfig, LimitsConfig
 from iogate.errors import ConfigError
 from iogate.files.config import FilesConfig
+from iogate.observability.config import ObservabilityConfig
 from iogate.policies.config import (
     CircuitBreakerConfig,
     PoliciesConfig,
@@ -328,6 +329,7 @@ class IogateConfig(_Model):
     keys: dict[ResourceName, KeyConfig] = Field(default_factory=dict)
     files: FilesConfig | None = None
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from iogate.cache.memory import MemoryCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
@@ -30,6 +30,7 @@ from iogate.files.store import FileStore
 from iogate.http.factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.lifecycle import AsyncResource
+from iogate.observability.hub import Observability
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 from iogate.tasks.batch_jobs import batch_runner
@@ -51,6 +52,8 @@ class Gateway(AsyncResource):
         metrics: where calls are recorded (a new :class:`Metrics` by default).
         cache: the in-process cache (a new :class:`MemoryCache` by default).
         clock: time source of every policy (tests pass a ``FakeClock``).
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for the calls' spans
+            (default: the global one; see :mod:`iogate.observability.tracing`).
 
     Each resource's calls run through its own :class:`~iogate.policies.Pipeline`,
     built from its ``policies`` table (or :func:`~iogate.config.default_policies`)
@@ -68,12 +71,16 @@ class Gateway(AsyncResource):
         metrics: Metrics | None = None,
         cache: MemoryCache | None = None,
         clock: Clock | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         super().__init__("gateway")
         self.config = config
         self._clock = clock
         self._pipelines: dict[str, Pipeline] = {}
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.observability = Observability(
+            config.observability, metrics=metrics, clock=clock, tracer_provider=tracer_provider
+        )
+        self.metrics = self.observability.metrics
         self.cache = cache if cache is not None else MemoryCache()
         self._databases: dict[str, Database] = {
             name: self._build_database(name, cfg) for name, cfg in config.databases.items()
@@ -91,6 +98,7 @@ class Gateway(AsyncResource):
         self._task_database: SQLDatabase | None = None
         self.tasks: TaskManager | None = self._build_tasks()
         """Background tasks (``[tasks]``; ``None`` without an SQL database for them)."""
+        self.observability.instrument(self)
 
     def _pipeline(
         self, name: str, policies: PoliciesConfig, retry_on: tuple[type[BaseException], ...]
@@ -240,9 +248,11 @@ class Gateway(AsyncResource):
             except BaseException:
                 await self._close()
                 raise
+        self.observability.start(self)
 
     async def _close(self) -> None:
         """Close every resource; errors while closing are not raised."""
+        await self.observability.stop()
         if self.tasks is not None:  # first: running tasks drain while resources are open
             try:
                 await self.tasks.close()

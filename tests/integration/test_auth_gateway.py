@@ -316,18 +316,6 @@ async def test_no_key_secret_or_traceback_in_bodies_or_logs(
     assert "Traceback" not in text
 
 
-class _RequestIdStandIn:
-    """What the observability middleware does: a request id in ``scope["state"]``."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = "req-123"
-        await self.app(scope, receive, send)
-
-
 async def test_every_problem_carries_the_request_id(sqlite_path: str) -> None:
     key = new_key()
     config = parse_config(
@@ -337,12 +325,12 @@ async def test_every_problem_carries_the_request_id(sqlite_path: str) -> None:
         },
         environ={},
     )
-    app = create_app(config)
-    app.add_middleware(_RequestIdStandIn)
-    auth = {"Authorization": f"Bearer {key}"}
+    app = create_app(config)  # its RequestIdMiddleware takes the caller's X-Request-ID
+    rid = {"X-Request-ID": "req-123"}
+    auth = {"Authorization": f"Bearer {key}", **rid}
     async with serve(app) as base, aiohttp.ClientSession() as http:
         cases = [
-            ("GET", "/v1/stats", {}, 401, "unauthorized"),
+            ("GET", "/v1/stats", rid, 401, "unauthorized"),
             ("GET", "/v1/stats", auth, 403, "forbidden"),
             ("GET", "/no/such/route", auth, 404, "not-found"),
             ("DELETE", "/v1/circuit-breakers", auth, 405, "method-not-allowed"),

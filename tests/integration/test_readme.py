@@ -3,7 +3,8 @@
 Every ``$ curl`` line of a ``console`` block is run by bash (with
 ``localhost:8080`` pointed at the test's port) and must print the JSON shown
 under it; timing fields (``duration_ms``, ``uptime_s``, ``mean_ms``,
-``max_ms``) are compared by type only. The library example runs too.
+``max_ms``, latency percentiles) and ``request_id`` are compared by type
+only. The library example runs too.
 """
 
 import os
@@ -20,7 +21,8 @@ import iogate
 from tests.servers import free_port, stop, wait_for_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms"}
+VOLATILE = {"duration_ms", "uptime_s", "mean_ms", "max_ms", "request_id", "acquire_wait_p99_s"}
+VOLATILE |= {"mean", "p50", "p90", "p99", "p99_9", "max"}  # /v1/stats latency_ms
 # Children run in a temporary directory: they import this checkout's iogate
 # even when PYTHONPATH is relative (``PYTHONPATH=src:.`` in a worktree).
 ENV = {**os.environ, "PYTHONPATH": str(Path(iogate.__file__).resolve().parents[1])}
@@ -82,6 +84,7 @@ EXPECTED_OUTPUT = [
     "True True False\nunknown",
     "hello, world\n[('archive/old.txt', 12)]\n12\nUnsafePathError\nUnsafePathError\nTrue",
     "succeeded {'total': 10} (4, 4)\nfailed ValueError: bad input",
+    "10 10 1.0\nTrue\n0 0",
 ]
 
 

@@ -29,6 +29,7 @@ from iogate.databases.transactions import (
 )
 from iogate.errors import OperationError, TransientDatabaseError
 from iogate.lifecycle import AsyncResource
+from iogate.observability.statements import CURRENT_CALL as _CURRENT_CALL
 
 if TYPE_CHECKING:
     from iogate.cache.memory import MemoryCache
@@ -176,8 +177,20 @@ class Database(AsyncResource):
     def stats(self) -> PoolStats:
         """The connection pool's statistics now (a frozen snapshot; no I/O)."""
 
+    async def probe(self) -> None:
+        """One round trip to the database, outside the resilience pipeline (no
+        retry, no breaker, not recorded): what a readiness check calls.
+
+        Raises:
+            RuntimeError: the database is not open.
+            DatabaseError: it does not answer.
+        """
+        self._require_open()
+        await self._ping()
+
     async def _call(self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool) -> T:
         self._require_open()
+        _CURRENT_CALL.set(fn)  # the slow-operation log reads the statement from it
         if self._runner is None:
             return await fn()
         return await self._runner.run(fn, operation=operation, idempotent=idempotent)

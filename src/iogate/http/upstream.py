@@ -54,6 +54,7 @@ from iogate.http.streaming import StreamResponse
 from iogate.http.transport import Transport
 from iogate.http.urls import resolve_under
 from iogate.lifecycle import AsyncResource, ResourceState
+from iogate.observability.meters import UpstreamMeter
 
 if TYPE_CHECKING:
     from iogate.http.providers.base import Provider
@@ -186,6 +187,7 @@ class Upstream(AsyncResource):
         self.cache = cache
         self.retry_hint = retry_hint
         self.provider: Provider | None = None  # set by iogate.http.factory for LLM APIs
+        self.meter = UpstreamMeter()  # status classes and tokens, read by the metrics
         self._runner = runner
         self._ctx = {verb: {"resource": name, "operation": verb} for verb in _METHODS}
         self.allowed_methods = (
@@ -395,6 +397,7 @@ class Upstream(AsyncResource):
         transport = self._transport
         limits = self.limits
         ctx = self._ctx[call.verb]
+        meter = self.meter
 
         async def attempt() -> Response:
             nonlocal attempts
@@ -403,6 +406,7 @@ class Upstream(AsyncResource):
                 await limits.acquire(tokens=tokens if attempts == 1 else 0)
             body = call.body() if callable(call.body) else call.body
             resp = await transport.fetch(call.verb, call.url, headers, body, ctx, attempts)
+            meter.status(resp.status)
             self._judge(resp, call.idempotent)
             return resp
 
@@ -460,6 +464,7 @@ class Upstream(AsyncResource):
                 await limits.acquire(tokens=tokens if attempts == 1 else 0)
             raw = await self._transport.open_stream(call.verb, call.url, call.headers, call.body)
             answer = StreamResponse(raw, attempts=attempts, ctx=ctx)
+            self.meter.status(raw.status)
             if raw.status >= 400:
                 full = await answer.read_whole(self.max_response_bytes)
                 self._judge(full, call.idempotent)

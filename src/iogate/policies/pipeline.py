@@ -138,6 +138,7 @@ class Pipeline:
         "recorder",
         "resource",
         "retry",
+        "started",
         "timeout",
     )
 
@@ -197,6 +198,7 @@ class Pipeline:
         )
         self.ok = 0
         self.failed = 0
+        self.started = 0  # in flight: started - ok - failed (read by the metrics)
         self.deadline_timeouts = 0
 
     async def run(
@@ -226,6 +228,7 @@ class Pipeline:
             if self.recorder is None:
                 return await fn()
             return await self._run_recorded(fn, operation)
+        self.started += 1
         now = self._now
         start = now()
         token = None
@@ -485,6 +488,7 @@ class Pipeline:
         return partial(self.timeout.run, fn, operation=operation)
 
     async def _run_recorded(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
+        self.started += 1
         start = self._now()
         try:
             result = await fn()

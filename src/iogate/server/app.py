@@ -22,7 +22,18 @@ from iogate.server.guard import GuardMiddleware
 from iogate.server.keys import KeyStore
 from iogate.server.openapi import install_openapi
 from iogate.server.problems import install_problem_handlers
-from iogate.server.routes import admin, batch, databases, files, legacy, system, tasks, upstreams
+from iogate.server.request_id import RequestIdMiddleware
+from iogate.server.routes import (
+    admin,
+    batch,
+    databases,
+    files,
+    legacy,
+    observability,
+    system,
+    tasks,
+    upstreams,
+)
 
 __all__ = ["create_app"]
 
@@ -78,10 +89,12 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
         docs_open=server.docs,
         body_limits=body_limits,
     )
+    # outermost (added last): every response, problem and log line has the id
+    app.add_middleware(RequestIdMiddleware)
     # The routers use no prefix and no router-level dependencies, so their
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,
     # which cost ~10 % of a point select's request time (issue 2 closing note).
-    for module in (databases, upstreams, system, legacy, admin, batch, files, tasks):
+    for module in (databases, upstreams, system, legacy, admin, batch, files, tasks, observability):
         app.router.routes.extend(module.router.routes)
     return app

@@ -120,6 +120,10 @@ class OperationStatsOut(BaseModel):
     mean_ms: float
     max_ms: float
     outcomes: dict[str, int]
+    latency_ms: dict[str, float] | None = None
+    """mean, p50, p90, p99, p99_9, max since start (iogate.observability)."""
+    last_minute: dict[str, Any] | None = None
+    last_5_minutes: dict[str, Any] | None = None
 
 
 class ResourceStatsOut(BaseModel):
@@ -130,13 +134,18 @@ class ResourceStatsOut(BaseModel):
     errors: int
     mean_ms: float
     operations: dict[str, OperationStatsOut]
+    in_flight: int | None = None
+    pool: dict[str, Any] | None = None
+    circuit_breaker: dict[str, Any] | None = None
 
 
 class StatsResponse(BaseModel):
-    """Per resource: calls, errors and mean latency since start."""
+    """Per resource: calls, errors and latency; recent slow operations; insights."""
 
     uptime_s: float
     resources: dict[str, ResourceStatsOut]
+    slow_operations: list[dict[str, Any]] = []
+    insights: list[dict[str, Any]] = []
 
 
 MAX_BATCH_STATEMENTS = 1000

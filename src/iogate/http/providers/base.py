@@ -168,7 +168,7 @@ class Provider(ABC):
         )
         resp.raise_for_status()
         completion = self.parse(resp.json())
-        self._settle(estimate, completion.usage)
+        self._settle(estimate, completion.usage, body.get("model"))
         return completion
 
     async def stream(self, req: GenerateRequest) -> AsyncGenerator[CompletionChunk, None]:
@@ -200,9 +200,15 @@ class Provider(ABC):
                 if chunk.usage is not None:
                     usage = chunk.usage
                 yield chunk
-        self._settle(estimate, usage)
+        self._settle(estimate, usage, body.get("model"))
 
-    def _settle(self, estimate: int, usage: Usage | None) -> None:
+    def _settle(self, estimate: int, usage: Usage | None, model: Any = None) -> None:
+        if usage is not None:
+            self.upstream.meter.tokens(
+                model if isinstance(model, str) else self.model,
+                usage.input_tokens,
+                usage.output_tokens,
+            )
         limits = self.upstream.limits
         if limits is not None and usage is not None:
             limits.settle(estimated=estimate, actual=usage.total_tokens)

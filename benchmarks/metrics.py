@@ -1,0 +1,228 @@
+"""Cost of recording one call, and of one ``/metrics`` scrape: iogate vs prometheus-client.
+
+Recording (µs per recorded call, best of N interleaved repeats, loop included):
+
+* ``loop``                         the bare loop over 1,000 durations (what every subject pays)
+* ``iogate.Metrics.record``        ``metrics.record("db", "fetch", "ok", d)``: log-linear
+                                   histogram + 10-s window ring + max + slow check
+* ``prometheus_client.observe``    ``histogram.labels("db", "fetch", "ok").observe(d)``
+                                   (the peer: the label lookup is part of the call, as above)
+* ``prometheus_client.child``      ``child.observe(d)`` on a pre-bound child (no label lookup)
+* ``iogate.pipeline``              a bare :class:`~iogate.policies.Pipeline` call, no recorder
+* ``iogate.pipeline+noop_recorder`` the same pipeline with a recorder that does nothing
+* ``iogate.pipeline+metrics``      the same pipeline recording into :class:`Metrics`
+
+Request id (µs per ASGI request into an app that answers at once):
+
+* ``asgi.bare_app``                the app alone
+* ``iogate.request_id``            through :class:`~iogate.server.request_id.RequestIdMiddleware`,
+                                   id generated (16 hex digits) / ``.propagated`` (client's header)
+
+Scrape (ms per ``/metrics`` body with 1,000 series of (resource, operation,
+outcome), 50 resources each with a breaker, retry and limiter):
+
+* ``iogate.render``                :func:`iogate.observability.prometheus.render` (with the
+                                   label cache the server keeps between scrapes)
+* ``prometheus_client.generate_latest``   a plain prometheus-client Histogram
+                                   (default 15 buckets) with the same 1,000 label sets
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from iogate.errors import TransientDatabaseError
+from iogate.observability.metrics import Metrics
+from iogate.observability.prometheus import LabelCache, render
+from iogate.policies import CircuitBreaker, Pipeline, RateLimiter, Retry
+from iogate.server.request_id import RequestIdMiddleware
+
+from .harness import Result, time_per_call
+
+TITLE = "cost of recording a call (µs) and of a 1,000-series scrape (ms), lower is better"
+BASELINE = "iogate.Metrics.record"
+COMPARE = "prometheus_client.observe"
+
+RECORD_TARGET_US = 1.0
+SCRAPE_TARGET_MS = 50.0
+_N = 1000
+
+
+def _durations() -> list[float]:
+    rng = random.Random(7)
+    return [rng.lognormvariate(-7.0, 1.5) for _ in range(_N)]  # ~1 ms median, long tail
+
+
+def _best(subjects: dict[str, Callable[[], object]], *, repeats: int, per: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per call of each (sync) subject, interleaved."""
+    best = dict.fromkeys(subjects, float("inf"))
+    perf = time.perf_counter
+    for _ in range(repeats):
+        for name, fn in subjects.items():
+            start = perf()
+            fn()
+            best[name] = min(best[name], (perf() - start) / per)
+    return best
+
+
+def _recording(repeats: int) -> list[Result]:
+    durations = _durations()
+    metrics = Metrics(slow_s=1e9)
+    record = metrics.record
+    registry = CollectorRegistry()
+    hist = Histogram(
+        "bench_duration_seconds", "d", ("resource", "operation", "outcome"), registry=registry
+    )
+    labels = hist.labels
+    child = hist.labels("db", "fetch", "ok")
+    observe = child.observe
+
+    def loop() -> None:
+        for _d in durations:
+            pass
+
+    def iogate_record() -> None:
+        for d in durations:
+            record("db", "fetch", "ok", d)
+
+    def prom_observe() -> None:
+        for d in durations:
+            labels("db", "fetch", "ok").observe(d)
+
+    def prom_child() -> None:
+        for d in durations:
+            observe(d)
+
+    seconds = _best(
+        {
+            "loop": loop,
+            "iogate.Metrics.record": iogate_record,
+            "prometheus_client.observe": prom_observe,
+            "prometheus_client.child": prom_child,
+        },
+        repeats=repeats,
+        per=_N,
+    )
+    return [Result(name, "us_per_record", s * 1e6, "us") for name, s in seconds.items()]
+
+
+async def _pipeline_cost(repeats: int) -> list[Result]:
+    async def work() -> int:
+        return 1
+
+    class NoopRecorder:
+        def record(self, resource: str, operation: str, outcome: str, duration_s: float) -> None:
+            pass
+
+    bare = Pipeline(resource="db")
+    noop = Pipeline(resource="db", recorder=NoopRecorder())
+    recorded = Pipeline(resource="db", recorder=Metrics(slow_s=1e9))
+    seconds = await time_per_call(
+        {
+            "iogate.pipeline": lambda: bare.run(work, operation="fetch"),
+            "iogate.pipeline+noop_recorder": lambda: noop.run(work, operation="fetch"),
+            "iogate.pipeline+metrics": lambda: recorded.run(work, operation="fetch"),
+        },
+        repeats=repeats,
+    )
+    return [Result(name, "us_per_call", s * 1e6, "us") for name, s in seconds.items()]
+
+
+async def _request_id_cost(repeats: int) -> list[Result]:
+    async def bare_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Any) -> None:
+        return None
+
+    base = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk")]
+    given = [*base, (b"x-request-id", b"client-id-0123456789")]
+
+    def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": "/health", "headers": headers}
+
+    mw = RequestIdMiddleware(bare_app)
+    seconds = await time_per_call(
+        {
+            "asgi.bare_app": lambda: bare_app(scope(base), receive, send),
+            "iogate.request_id": lambda: mw(scope(base), receive, send),
+            "iogate.request_id.propagated": lambda: mw(scope(given), receive, send),
+        },
+        repeats=repeats,
+    )
+    return [Result(name, "us_per_request", s * 1e6, "us") for name, s in seconds.items()]
+
+
+def _scrape(repeats: int) -> list[Result]:
+    durations = _durations()
+    metrics = Metrics(slow_s=1e9)
+    registry = CollectorRegistry()
+    hist = Histogram(
+        "bench_duration_seconds", "d", ("resource", "operation", "outcome"), registry=registry
+    )
+    for r in range(50):
+        resource = f"res{r:02d}"
+        pipeline = Pipeline(
+            resource=resource,
+            retry=Retry(retry_on=(TransientDatabaseError,)),
+            circuit_breaker=CircuitBreaker(name=resource),
+            rate_limiter=RateLimiter(rate=1e6),
+            recorder=metrics,
+        )
+        metrics.attach(resource, kind="postgresql", pipeline=pipeline)
+        for o in range(10):
+            for outcome in ("ok", "TransientDatabaseError"):
+                for d in durations[:20]:
+                    metrics.record(resource, f"op{o}", outcome, d)
+                    hist.labels(resource, f"op{o}", outcome).observe(d)
+    series = sum(1 for _ in metrics.series())
+    assert series == 1000, series
+    body = render(metrics)
+    assert body.count(b"iogate_operation_duration_seconds_count{") == 1000
+    labels = LabelCache()  # the server keeps one per app
+    seconds = _best(
+        {
+            "iogate.render": lambda: render(metrics, labels=labels),
+            "prometheus_client.generate_latest": lambda: generate_latest(registry),
+        },
+        repeats=repeats,
+        per=1,
+    )
+    return [Result(name, "ms_per_scrape_1000_series", s * 1e3, "ms") for name, s in seconds.items()]
+
+
+async def run(*, quick: bool = False) -> list[Result]:
+    """Measure recording, the pipeline with and without it, and a scrape."""
+    results = _recording(5 if quick else 200)
+    results += await _pipeline_cost(3 if quick else 25)
+    results += await _request_id_cost(3 if quick else 25)
+    results += _scrape(3 if quick else 15)
+    return results
+
+
+def summary(results: Sequence[Result]) -> list[str]:
+    """Verdicts on the targets of issue 7."""
+    by = {(r.subject, r.metric): r.value for r in results}
+    record = by[("iogate.Metrics.record", "us_per_record")]
+    loop = by[("loop", "us_per_record")]
+    scrape = by[("iogate.render", "ms_per_scrape_1000_series")]
+    noop = by[("iogate.pipeline+noop_recorder", "us_per_call")]
+    rid = by[("iogate.request_id", "us_per_request")] - by[("asgi.bare_app", "us_per_request")]
+    added = by[("iogate.pipeline+metrics", "us_per_call")] - noop
+    return [
+        f"target record <= {RECORD_TARGET_US:g} us: {record:.3f} us, {record - loop:.3f} us"
+        f" without the loop ({'met' if record <= RECORD_TARGET_US else 'MISSED'})",
+        f"Metrics.record adds {added:.3f} us to a recorded pipeline call (vs a no-op recorder)",
+        f"X-Request-ID middleware adds {rid:.3f} us per request",
+        f"target scrape of 1,000 series < {SCRAPE_TARGET_MS:g} ms: {scrape:.1f} ms"
+        f" ({'met' if scrape < SCRAPE_TARGET_MS else 'MISSED'})",
+    ]
