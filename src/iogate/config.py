@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from iogate.cache.config import CacheConfig
 from iogate.errors import ConfigError
 from iogate.policies.config import (
     CircuitBreakerConfig,
@@ -250,6 +251,7 @@ class IogateConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     databases: dict[ResourceName, DatabaseConfig] = Field(default_factory=dict)
     upstreams: dict[ResourceName, UpstreamConfig] = Field(default_factory=dict)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

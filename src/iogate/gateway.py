@@ -14,7 +14,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Final
 
-from iogate.cache.memory import MemoryCache
+from iogate.cache.config import build_cache
+from iogate.cache.tiered import TieredCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
 from iogate.databases.base import Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
@@ -43,7 +44,9 @@ class Gateway(AsyncResource):
     Args:
         config: the validated configuration.
         metrics: where calls are recorded (a new :class:`Metrics` by default).
-        cache: the in-process cache (a new :class:`MemoryCache` by default).
+        cache: the cache (by default a :class:`~iogate.cache.tiered.TieredCache`
+            built from the config's ``[cache]`` table; opened and closed with
+            the gateway).
         clock: time source of every policy (tests pass a ``FakeClock``).
 
     Each resource's calls run through its own :class:`~iogate.policies.Pipeline`,
@@ -60,7 +63,7 @@ class Gateway(AsyncResource):
         config: IogateConfig,
         *,
         metrics: Metrics | None = None,
-        cache: MemoryCache | None = None,
+        cache: TieredCache | None = None,
         clock: Clock | None = None,
     ) -> None:
         super().__init__("gateway")
@@ -68,7 +71,7 @@ class Gateway(AsyncResource):
         self._clock = clock
         self._pipelines: dict[str, Pipeline] = {}
         self.metrics = metrics if metrics is not None else Metrics()
-        self.cache = cache if cache is not None else MemoryCache()
+        self.cache = cache if cache is not None else build_cache(config.cache, clock=clock)
         self._databases: dict[str, Database] = {
             name: self._build_database(name, cfg) for name, cfg in config.databases.items()
         }
@@ -122,7 +125,7 @@ class Gateway(AsyncResource):
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
         upstream, pipeline = build_upstream(
-            name, cfg, cache=self.cache, recorder=self.metrics, clock=self._clock
+            name, cfg, cache=self.cache.l1, recorder=self.metrics, clock=self._clock
         )
         self._pipelines[name] = pipeline
         return upstream
@@ -196,7 +199,7 @@ class Gateway(AsyncResource):
         await asyncio.gather(*(r.close() for r in self._resources()), return_exceptions=True)
 
     def _resources(self) -> list[AsyncResource]:
-        return [*self._databases.values(), *self._upstreams.values()]
+        return [self.cache, *self._databases.values(), *self._upstreams.values()]
 
     def __repr__(self) -> str:
         return f"<Gateway databases={sorted(self._databases)} upstreams={sorted(self._upstreams)}>"
