@@ -127,6 +127,7 @@ class RedisTier:
         namespace: prefix of every Redis key (1..64 characters).
         channel: the pub/sub channel invalidations travel on.
         timeout_s: socket timeout and attempt timeout of each call, seconds (> 0).
+        max_connections: connections to Redis for calls (≥ 1; one more subscribes).
         breaker: the circuit breaker guarding the tier (a default one — opens at
             50 % failures over 10 calls, 5 at least, for 5 s — when ``None``).
         clock: time of the breaker and of the subscriber's reconnect pauses.
@@ -142,6 +143,7 @@ class RedisTier:
         namespace: str = "iogate",
         channel: str = "iogate:cache:invalidate",
         timeout_s: float = 0.5,
+        max_connections: int = 32,
         breaker: CircuitBreaker | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -149,6 +151,9 @@ class RedisTier:
             raise ValueError(f"namespace must have 1..64 characters, got {namespace!r}")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self._max_connections = max_connections
         self._url = url
         self.namespace = namespace
         self.channel = channel
@@ -198,8 +203,21 @@ class RedisTier:
         """
         retry = RedisRetry(NoBackoff(), 0)  # the pipeline decides; no hidden retries
         common: dict[str, Any] = {"socket_connect_timeout": self._timeout_s, "retry": retry}
-        self._client = aioredis.Redis.from_url(self._url, socket_timeout=self._timeout_s, **common)
-        self._sub_client = aioredis.Redis.from_url(self._url, **common)
+        # A blocking pool: a burst of calls waits (up to timeout_s) for one of
+        # `max_connections` instead of opening a connection each.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=self._max_connections,
+            timeout=self._timeout_s,
+            socket_timeout=self._timeout_s,
+            **common,
+        )
+        self._client = aioredis.Redis(connection_pool=pool, retry=retry)
+        # The subscriber waits for messages indefinitely (no socket timeout); a
+        # dead connection is found by redis-py's periodic PING and TCP keepalive.
+        self._sub_client = aioredis.Redis.from_url(
+            self._url, socket_timeout=None, health_check_interval=5, socket_keepalive=True, **common
+        )
         self._on_message = on_message
         self._on_resubscribe = on_resubscribe
         self._listener = asyncio.create_task(self._listen(), name=f"cache:{self.namespace}:sub")
@@ -217,7 +235,7 @@ class RedisTier:
         for client in (self._client, self._sub_client):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+                    await client.aclose(close_connection_pool=True)
         self._client = self._sub_client = None
 
     async def _listen(self) -> None:
@@ -234,7 +252,7 @@ class RedisTier:
                     self._on_resubscribe()  # messages may have been lost meanwhile
                 delay = 0.05
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self._dispatch(message["data"])
             except (RedisError, OSError):

@@ -345,32 +345,78 @@ class TieredCache(AsyncResource):
         ttl: float | None = None,
         tags: Iterable[str] = (),
     ) -> CacheResult[T]:
-        """As :meth:`get_or_load`, with ``stale`` and ``source`` (:class:`CacheResult`)."""
+        """As :meth:`get_or_load`, with ``stale`` and ``source`` (:class:`CacheResult`).
+
+        An L1 miss is single-flight from the L2 lookup on: 1,000 concurrent
+        misses make one Redis ``GET`` and at most one loader call.
+        """
         ttl_s = self._ttl(ttl)
         names = validate_tags(tags)
-        entry, source = await self._find(key)
+        entry = self._l1.get(key, _MISSING)
+        if entry is _MISSING:
+            return await self._flight.run(
+                key, lambda: self._from_l2_or_load(key, loader, ttl_s, names)
+            )
+        served = self._serve(entry, "l1", key, loader, ttl_s, names)
+        if served is not None:
+            return served
+        return await self._flight.run(
+            key, lambda: self._load_or_stale(entry, "l1", key, loader, ttl_s, names)
+        )
+
+    def _serve(
+        self,
+        entry: Entry,
+        source: Source,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl_s: float,
+        tags: tuple[str, ...],
+    ) -> CacheResult[T] | None:
+        """A fresh value (maybe starting an XFetch refresh), a stale one within the
+        stale-while-revalidate window (starting a refresh), or ``None``: load."""
         now = self._now()
+        if now < entry.expires_at:
+            early = self.xfetch_beta > 0 and should_refresh_early(
+                now=now,
+                expires_at=entry.expires_at,
+                delta_s=entry.delta_s,
+                beta=self.xfetch_beta,
+                rng=self._rng,
+            )
+            if early and self._refresh(key, loader, ttl_s, tags):
+                self._early += 1
+            return CacheResult(entry.value, False, source)
+        if now < entry.expires_at + self._swr:
+            self._stale += 1
+            self._refresh(key, loader, ttl_s, tags)
+            return CacheResult(entry.value, True, source)
+        return None
+
+    async def _from_l2_or_load(
+        self, key: str, loader: Callable[[], Awaitable[T]], ttl_s: float, tags: tuple[str, ...]
+    ) -> CacheResult[T]:
+        entry = await self._from_l2(key) if self._redis is not None else None
         if entry is not None:
-            if now < entry.expires_at:
-                early = self.xfetch_beta > 0 and should_refresh_early(
-                    now=now,
-                    expires_at=entry.expires_at,
-                    delta_s=entry.delta_s,
-                    beta=self.xfetch_beta,
-                    rng=self._rng,
-                )
-                if early and self._refresh(key, loader, ttl_s, names):
-                    self._early += 1
-                return CacheResult(entry.value, False, source)
-            if now < entry.expires_at + self._swr:
-                self._stale += 1
-                self._refresh(key, loader, ttl_s, names)
-                return CacheResult(entry.value, True, source)
+            served = self._serve(entry, "l2", key, loader, ttl_s, tags)
+            if served is not None:
+                return served
+        return await self._load_or_stale(entry, "l2", key, loader, ttl_s, tags)
+
+    async def _load_or_stale(
+        self,
+        entry: Entry | None,
+        source: Source,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl_s: float,
+        tags: tuple[str, ...],
+    ) -> CacheResult[T]:
         try:
-            value: T = await self._flight.run(key, lambda: self._load(key, loader, ttl_s, names))
+            value = await self._load(key, loader, ttl_s, tags)
         except Exception:
             if entry is not None and self._now() < entry.expires_at + self._sie:
-                self._stale += 1
+                self._stale += 1  # stale-if-error
                 return CacheResult(entry.value, True, source)
             raise
         return CacheResult(value, False, "loader")
@@ -382,7 +428,7 @@ class TieredCache(AsyncResource):
         if self._flight.in_flight(key) or self.state.value == "closed":
             return False
         task = asyncio.ensure_future(
-            self._flight.run(key, lambda: self._load(key, loader, ttl_s, tags))
+            self._flight.run(key, lambda: self._load_or_stale(None, "l1", key, loader, ttl_s, tags))
         )
         self._background.add(task)
         task.add_done_callback(self._refreshed)
@@ -407,6 +453,13 @@ class TieredCache(AsyncResource):
                     self._lease_waits += 1
                     entry, token = await self._await_lease(redis, key)
                     if entry is not None:
+                        return entry.value  # type: ignore[no-any-return]
+                if token is not None:
+                    # the previous holder may have stored and released between our
+                    # look at L2 and our lease: look again before computing
+                    entry = await self._from_l2(key)
+                    if entry is not None and self._now() < entry.expires_at:
+                        await redis.release_lease(key, token)
                         return entry.value  # type: ignore[no-any-return]
                 versions = await redis.versions(tags)
             except TierUnavailable:
@@ -446,12 +499,14 @@ class TieredCache(AsyncResource):
         snapshot: tuple[int, tuple[int, ...]],
         versions: list[str] | None,
     ) -> None:
-        if self._snapshot(tags) != snapshot:
-            return  # invalidated while loading: the value may predate the write
+        # A load that overlapped an invalidation of its tags may hold data older
+        # than the write behind it: it is returned to its callers, never stored.
+        # Redis judges for L2 (tag versions, across processes); this process's
+        # own record (which also moves when L1 is cleared) judges for L1.
         entry = Entry(value, self._now() + ttl_s, delta, tags)
         data = encode_entry(entry)
         redis = self._redis
-        if redis is not None and versions is not None:
+        if redis is not None and versions is not None and not self._pending:
             try:
                 stored = await redis.set(
                     key, data, ttl_s=ttl_s + self._retain, tags=tags, versions=versions
@@ -459,7 +514,7 @@ class TieredCache(AsyncResource):
             except TierUnavailable:
                 stored = True  # L2 is gone; L1 alone, as when Redis is down
             if not stored:
-                return  # another process invalidated a tag meanwhile
+                return  # an invalidation of a tag happened meanwhile (any process)
         if self._snapshot(tags) == snapshot:
             self._store_l1(key, entry, len(data))
 

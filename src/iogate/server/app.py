@@ -18,7 +18,7 @@ from iogate import __version__
 from iogate.config import IogateConfig, default_config
 from iogate.gateway import Gateway
 from iogate.server.problems import install_problem_handlers
-from iogate.server.routes import databases, legacy, system, upstreams
+from iogate.server.routes import cache, databases, legacy, system, upstreams
 
 __all__ = ["create_app"]
 
@@ -56,6 +56,6 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,
     # which cost ~10 % of a point select's request time (issue 2 closing note).
-    for module in (databases, upstreams, system, legacy):
+    for module in (databases, upstreams, system, legacy, cache):
         app.router.routes.extend(module.router.routes)
     return app

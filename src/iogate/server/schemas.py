@@ -42,6 +42,9 @@ class QueryRequest(_In):
         description="A list for positional ? placeholders, an object for :name placeholders.",
         examples=[{"id": 1}],
     )
+    cache_ttl: float | None = Field(
+        default=None, gt=0, description="Read through the gateway cache for this many seconds."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -64,6 +67,9 @@ class UpstreamRequest(_In):
     headers: dict[str, str] | None = None
     json_body: Any = Field(default=None, alias="json", description="A JSON request body.")
     body: str | None = Field(default=None, description="A raw text body (instead of json).")
+    cache_ttl: float | None = Field(
+        default=None, gt=0, description="Cache a 2xx answer in the gateway cache (seconds)."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -130,6 +136,9 @@ class StatsResponse(BaseModel):
 
     uptime_s: float
     resources: dict[str, ResourceStatsOut]
+    cache: dict[str, Any] | None = Field(
+        default=None, description="The gateway cache's tiers (iogate.cache.stats)."
+    )
 
 
 MAX_BATCH_STATEMENTS = 1000

@@ -19,6 +19,7 @@ from iogate.errors import IogateError, OperationError
 from iogate.gateway import Gateway
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.problems import problem_for
+from iogate.server.routes.cache import cached_query_body
 from iogate.server.schemas import (
     BatchRequest,
     BatchResponse,
@@ -53,13 +54,22 @@ def _result_body(result: QueryResult) -> dict[str, Any]:
     }
 
 
-async def run_query(gateway: Gateway, name: str, sql: str, params: Params) -> Response:
-    """Run one statement and render it as a :class:`QueryResponse` body."""
+async def run_query(
+    gateway: Gateway, name: str, sql: str, params: Params, cache_ttl: float | None = None
+) -> Response:
+    """Run one statement and render it as a :class:`QueryResponse` body (a read
+    with ``cache_ttl`` goes through the gateway cache, see routes.cache)."""
     database = gateway.database(name)
     started = time.perf_counter()
-    result = await database.query(sql, params)
+    if cache_ttl is None:
+        body = _result_body(await database.query(sql, params))
+    else:
+
+        async def load() -> dict[str, Any]:
+            return _result_body(await database.query(sql, params))
+
+        body = await cached_query_body(gateway, database, sql, params, cache_ttl, load)
     duration_ms = (time.perf_counter() - started) * 1000
-    body = _result_body(result)
     body["duration_ms"] = round(duration_ms, 3)
     return json_response(body)
 
@@ -74,7 +84,7 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
     """Run one statement with bound parameters (``:name`` with an object, ``?``
     with a list). Reads return columns and rows; writes return rows affected
     in ``row_count``."""
-    return await run_query(gateway_of(request), name, body.sql, body.params)
+    return await run_query(gateway_of(request), name, body.sql, body.params, body.cache_ttl)
 
 
 @router.post(

@@ -53,4 +53,6 @@ async def stats(request: Request) -> Response:
             "operations": operations,
         }
     uptime = time.monotonic() - request.app.state.started_at
-    return json_response({"uptime_s": round(uptime, 3), "resources": resources})
+    body = {"uptime_s": round(uptime, 3), "resources": resources}
+    body["cache"] = gateway.cache.stats().as_json()  # tiers, hit rates (iogate.cache.stats)
+    return json_response(body)
