@@ -25,6 +25,9 @@ Shape (keys are added by later versions, never renamed)::
     circuit_breaker = { failure_rate = 0.5, minimum_calls = 10, window = 20, wait_in_open = 15.0 }
     rate_limit = { rate = 50.0, burst = 100 }
 
+    [cache]                               # see iogate.cache.config
+    redis_url = "redis://127.0.0.1:6379/0"
+
 ``${NAME}`` in any string value is replaced by the environment variable
 ``NAME`` (``${NAME:-default}`` gives a default); a missing variable is a
 :class:`~iogate.errors.ConfigError` naming the key. ``$${`` is a literal ``${``.

@@ -68,7 +68,12 @@ def test_quickstart_curl_calls_answer_what_the_readme_shows(tmp_path: Path) -> N
     assert (tmp_path / "var" / "iogate.db").exists()
 
 
-EXPECTED_OUTPUT = ["ok 3\n[0, 1, 4, 9, 16]", "True", "[70, 2]\n['ada', 'bob']\nTrue"]
+EXPECTED_OUTPUT = [
+    "ok 3\n[0, 1, 4, 9, 16]",
+    "True",
+    "[70, 2]\n['ada', 'bob']\nTrue",
+    "250 True\n300\n2 99 2",
+]
 
 
 def test_python_examples_run_and_print_what_the_readme_says(tmp_path: Path) -> None:

@@ -122,6 +122,22 @@ class MemoryCache:
         self._hits += 1
         return item[0]
 
+    def get_at(self, key: Hashable, now: float, default: Any = None) -> Any:
+        """:meth:`get` with the current time given (saves a clock call on a hot path)."""
+        item = self._data.pop(key, _MISSING)
+        if item is _MISSING:
+            self._misses += 1
+            return default
+        expires_at = item[1]
+        if expires_at is not None and now >= expires_at:
+            self._expirations += 1
+            self._misses += 1
+            self._removed(key, item)
+            return default
+        self._data[key] = item  # most recently used
+        self._hits += 1
+        return item[0]
+
     def set(
         self, key: Hashable, value: Any, *, ttl_s: float | None = None, size: int | None = None
     ) -> bool:

@@ -36,7 +36,6 @@ import math
 import sqlite3
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +44,7 @@ import orjson
 __all__ = ["CachedRow", "Entry", "decode_entry", "decode_value", "encode_entry", "encode_value"]
 
 _FORMAT = 1
+_TAG = b'"$t"'  # every tagged object has this key; absent, the JSON needs no walk
 
 
 class CachedRow(tuple[Any, ...]):
@@ -166,14 +166,18 @@ def decode_value(data: bytes) -> Any:
         ValueError: not JSON, or an unknown ``$t`` tag.
     """
     try:
-        return _dec(orjson.loads(data))
+        value = orjson.loads(data)
+        return _dec(value) if _TAG in data else value
     except KeyError as exc:
         raise ValueError(f"unknown cached type tag {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One cached value and its metadata.
+    """One cached value and its metadata (treat as immutable).
+
+    A plain slotted class rather than a frozen dataclass: one is built per L2
+    hit, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per
+    field) measured a noticeable share of that path.
 
     Attributes:
         value: the cached value (shared by every reader: do not mutate it).
@@ -182,10 +186,30 @@ class Entry:
         tags: the tags it can be invalidated by.
     """
 
-    value: Any
-    expires_at: float
-    delta_s: float = 0.0
-    tags: tuple[str, ...] = ()
+    __slots__ = ("delta_s", "expires_at", "tags", "value")
+
+    def __init__(
+        self, value: Any, expires_at: float, delta_s: float = 0.0, tags: tuple[str, ...] = ()
+    ) -> None:
+        self.value = value
+        self.expires_at = expires_at
+        self.delta_s = delta_s
+        self.tags = tags
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.value, self.expires_at, self.delta_s, self.tags) == (
+            other.value,
+            other.expires_at,
+            other.delta_s,
+            other.tags,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Entry(expires_at={self.expires_at}, delta_s={self.delta_s}, tags={self.tags})"
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -211,6 +235,10 @@ def decode_entry(data: bytes) -> Entry:
         raise ValueError(f"malformed cache entry: {exc}") from None
     if fmt != _FORMAT:
         raise ValueError(f"unknown cache entry format {fmt!r}")
+    if _TAG not in data:
+        # no tagged object anywhere: the JSON is the value as it was (the L2-hit
+        # fast path; the walk below is most of a decode's cost)
+        return Entry(value, float(expires_at), float(delta_s), tuple(tags))
     try:
         return Entry(_dec(value), float(expires_at), float(delta_s), tuple(tags))
     except KeyError as exc:

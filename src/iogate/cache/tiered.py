@@ -53,7 +53,7 @@ from iogate.cache.serialization import Entry, decode_entry, encode_entry
 from iogate.cache.singleflight import SingleFlight
 from iogate.cache.stats import TieredCacheStats
 from iogate.cache.tags import TagIndex, validate_tags
-from iogate.cache.xfetch import should_refresh_early
+from iogate.cache.xfetch import XFETCH_HORIZON, should_refresh_early, should_refresh_early_at
 from iogate.lifecycle import AsyncResource
 from iogate.policies import Clock, SystemClock
 
@@ -186,14 +186,15 @@ class TieredCache(AsyncResource):
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The fresh value under ``key`` (L1, then L2), or ``default``."""
-        entry = self._l1.get(key, _MISSING)
+        now = self._now()
+        entry = self._l1.get_at(key, now, _MISSING)
         if entry is _MISSING:
             if self._redis is None:
                 return default
             entry = await self._from_l2(key)
             if entry is None:
                 return default
-        if self._now() < entry.expires_at:
+        if now < entry.expires_at:
             return entry.value
         return default
 
@@ -217,7 +218,7 @@ class TieredCache(AsyncResource):
 
     async def _from_l2(self, key: str) -> Entry | None:
         redis = self._redis
-        if redis is None or not await self._l2_ready():
+        if redis is None or (self._pending and not await self._l2_ready()):
             return None
         try:
             raw = await redis.get(key)
@@ -334,7 +335,26 @@ class TieredCache(AsyncResource):
             What ``loader`` raises, unless a stale-if-error value can be served.
             TypeError: the loaded value cannot be serialized.
         """
-        result = await self.get_or_load_result(key, loader, ttl=ttl, tags=tags)
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        now = self._now()
+        entry = self._l1.get_at(key, now, _MISSING)
+        if entry is not _MISSING:
+            # the fresh-L1-hit fast path of _serve(), without building a CacheResult
+            expires_at = entry.expires_at
+            if now < expires_at:
+                lead = entry.delta_s * self.xfetch_beta
+                if (
+                    lead > 0
+                    and now + lead * XFETCH_HORIZON >= expires_at
+                    and should_refresh_early_at(
+                        now, expires_at, entry.delta_s, self.xfetch_beta, self._rng
+                    )
+                    and self._refresh(key, loader, self._ttl(ttl), validate_tags(tags))
+                ):
+                    self._early += 1
+                return entry.value  # type: ignore[no-any-return]
+        result = await self._resolve(entry, key, loader, self._ttl(ttl), validate_tags(tags))
         return result.value
 
     async def get_or_load_result(
@@ -350,9 +370,18 @@ class TieredCache(AsyncResource):
         An L1 miss is single-flight from the L2 lookup on: 1,000 concurrent
         misses make one Redis ``GET`` and at most one loader call.
         """
-        ttl_s = self._ttl(ttl)
-        names = validate_tags(tags)
         entry = self._l1.get(key, _MISSING)
+        return await self._resolve(entry, key, loader, self._ttl(ttl), validate_tags(tags))
+
+    async def _resolve(
+        self,
+        entry: Any,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        ttl_s: float,
+        names: tuple[str, ...],
+    ) -> CacheResult[T]:
+        """Serve ``entry`` (what L1 held, or ``_MISSING``), or load (single-flight)."""
         if entry is _MISSING:
             return await self._flight.run(
                 key, lambda: self._from_l2_or_load(key, loader, ttl_s, names)
