@@ -347,3 +347,36 @@ def test_postgres_extraction_names_tables_but_is_never_certain() -> None:
     assert tables.reads == {"users", "orders", "public.items"}
     assert tables.certain is False
     assert extract_tables("UPDATE accounts SET x = 1").reads == {"accounts"}
+
+
+# -- [cache] config --------------------------------------------------------------------
+
+
+def test_cache_config_table_builds_the_gateway_cache() -> None:
+    from iogate.cache.config import build_cache
+    from iogate.config import parse_config
+
+    config = parse_config(
+        {
+            "cache": {
+                "max_entries": 50,
+                "max_bytes": 4096,
+                "default_ttl": 12.5,
+                "redis_url": "redis://127.0.0.1:1/0",
+                "xfetch_beta": 2.0,
+                "stale_if_error": 30,
+            }
+        },
+        environ={},
+    )
+    cache = build_cache(config.cache)
+    stats = cache.stats()
+    assert (stats.l1.max_entries, stats.l1.max_bytes) == (50, 4096)
+    assert cache.default_ttl_s == 12.5
+    assert cache.xfetch_beta == 2.0
+    assert cache.redis is not None
+    assert parse_config({}, environ={}).cache.redis_url is None  # memory only by default
+    with pytest.raises(iogate.ConfigError, match="redis_url"):
+        parse_config({"cache": {"redis_url": "http://x"}}, environ={})
+    with pytest.raises(iogate.ConfigError, match=r"cache\.max_entrys"):
+        parse_config({"cache": {"max_entrys": 1}}, environ={})
