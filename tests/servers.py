@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,18 @@ class RedisServer:
     port: int
     url: str
     process: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the server (an outage; :meth:`start` brings it back on the same port)."""
+        stop(self.process)
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop` (same port, empty: no persistence)."""
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, self.process, "redis-server")
 
 
 @contextlib.contextmanager
@@ -210,30 +222,28 @@ def redis_server() -> Iterator[RedisServer]:
         raise RuntimeError("redis-server is not installed: run scripts/install-services.sh")
     workdir = Path(tempfile.mkdtemp(prefix="iogate-redis-"))
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, f"redis://127.0.0.1:{port}/0", proc, argv)
     try:
         wait_for_port(port, proc, "redis-server")
-        yield RedisServer(port, f"redis://127.0.0.1:{port}/0", proc)
+        yield server
     finally:
-        stop(proc)
+        stop(server.process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

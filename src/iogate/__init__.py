@@ -4,7 +4,13 @@ The library face: build a :class:`Gateway` from a config and use its named
 resources inside your asyncio service. The gateway face: ``iogate serve``.
 """
 
+from iogate.cache.config import CacheConfig
+from iogate.cache.decorators import CachedFunction, cached
 from iogate.cache.memory import CacheStats, MemoryCache
+from iogate.cache.redis import RedisTier
+from iogate.cache.serialization import CachedRow
+from iogate.cache.stats import RedisTierStats, TieredCacheStats
+from iogate.cache.tiered import CacheResult, TieredCache
 from iogate.config import (
     DatabaseConfig,
     IogateConfig,
@@ -180,6 +186,15 @@ __all__ = [
     # cache
     "MemoryCache",
     "CacheStats",
+    "TieredCache",
+    "RedisTier",
+    "CacheConfig",
+    "CacheResult",
+    "CachedRow",
+    "TieredCacheStats",
+    "RedisTierStats",
+    "cached",
+    "CachedFunction",
     # observability
     "Metrics",
     "MetricsSnapshot",

@@ -33,6 +33,9 @@ Shape (keys are added by later versions, never renamed)::
     database = "main"
     max_concurrency = 4
 
+    [cache]                               # see iogate.cache.config
+    redis_url = "redis://127.0.0.1:6379/0"
+
 API keys (``[keys.<name>]``) and request limits (``[server.limits]``) are
 described in :mod:`iogate._security_config`; an upstream may restrict its
 egress with ``allowed_methods`` and ``allowed_paths``.
@@ -58,6 +61,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from iogate._security_config import KeyConfig, LimitsConfig
+from iogate.cache.config import CacheConfig
 from iogate.errors import ConfigError
 from iogate.files.config import FilesConfig
 from iogate.observability.config import ObservabilityConfig
@@ -330,6 +334,7 @@ class IogateConfig(_Model):
     files: FilesConfig | None = None
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

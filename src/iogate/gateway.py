@@ -15,7 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from iogate.cache.memory import MemoryCache
+from iogate.cache.config import build_cache
+from iogate.cache.tiered import TieredCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
 from iogate.databases.base import Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
@@ -50,7 +51,9 @@ class Gateway(AsyncResource):
     Args:
         config: the validated configuration.
         metrics: where calls are recorded (a new :class:`Metrics` by default).
-        cache: the in-process cache (a new :class:`MemoryCache` by default).
+        cache: the cache (by default a :class:`~iogate.cache.tiered.TieredCache`
+            built from the config's ``[cache]`` table; opened and closed with
+            the gateway).
         clock: time source of every policy (tests pass a ``FakeClock``).
         tracer_provider: an OpenTelemetry ``TracerProvider`` for the calls' spans
             (default: the global one; see :mod:`iogate.observability.tracing`).
@@ -69,7 +72,7 @@ class Gateway(AsyncResource):
         config: IogateConfig,
         *,
         metrics: Metrics | None = None,
-        cache: MemoryCache | None = None,
+        cache: TieredCache | None = None,
         clock: Clock | None = None,
         tracer_provider: Any = None,
     ) -> None:
@@ -81,7 +84,7 @@ class Gateway(AsyncResource):
             config.observability, metrics=metrics, clock=clock, tracer_provider=tracer_provider
         )
         self.metrics = self.observability.metrics
-        self.cache = cache if cache is not None else MemoryCache()
+        self.cache = cache if cache is not None else build_cache(config.cache, clock=clock)
         self._databases: dict[str, Database] = {
             name: self._build_database(name, cfg) for name, cfg in config.databases.items()
         }
@@ -146,7 +149,7 @@ class Gateway(AsyncResource):
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
         upstream, pipeline = build_upstream(
-            name, cfg, cache=self.cache, recorder=self.metrics, clock=self._clock
+            name, cfg, cache=self.cache.l1, recorder=self.metrics, clock=self._clock
         )
         self._pipelines[name] = pipeline
         return upstream
@@ -264,7 +267,7 @@ class Gateway(AsyncResource):
 
     def _resources(self) -> list[AsyncResource]:
         files = [self.files] if self.files is not None else []
-        return [*self._databases.values(), *self._upstreams.values(), *files]
+        return [self.cache, *self._databases.values(), *self._upstreams.values(), *files]
 
     def __repr__(self) -> str:
         return f"<Gateway databases={sorted(self._databases)} upstreams={sorted(self._upstreams)}>"

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from iogate.cache.memory import MemoryCache
+from iogate.cache.tiered import TieredCache
 from iogate.databases.base import SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.sqlite import SQLiteDatabase
@@ -38,7 +38,7 @@ async def sqldb(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """An open database with an empty ``accounts`` table; PostgreSQL in a schema of its own."""
     if request.param == "sqlite":
         db: SQLDatabase = SQLiteDatabase(
-            "db", path=str(tmp_path / "db.sqlite"), readers=2, cache=MemoryCache()
+            "db", path=str(tmp_path / "db.sqlite"), readers=2, cache=TieredCache()
         )
         async with db:
             await db.execute(ACCOUNTS)
@@ -50,7 +50,7 @@ async def sqldb(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     try:
         await admin.execute(f"CREATE SCHEMA {schema}")
         db = PostgresDatabase(
-            "db", dsn=f"{pg.dsn}?search_path={schema}", max_size=4, cache=MemoryCache()
+            "db", dsn=f"{pg.dsn}?search_path={schema}", max_size=4, cache=TieredCache()
         )
         async with db:
             await db.execute(ACCOUNTS)

@@ -144,8 +144,8 @@ async def test_conditions_choose_the_steps_that_run(gateway: Gateway) -> None:
     assert results[1]["problem"]["status"] == 412
     assert [r["ok"] for r in results[2:4]] == [True, True]
     assert results[4].get("skipped") is True
-    assert gateway.cache.get("a") is None
-    assert gateway.cache.get("c") == 3
+    assert await gateway.cache.get("api:a") is None
+    assert await gateway.cache.get("api:c") == 3
 
 
 async def test_a_transaction_group_commits_together_or_not_at_all(gateway: Gateway) -> None:

@@ -84,7 +84,9 @@ async def test_metrics_endpoint_parses_with_the_prometheus_parser(
     assert samples[("iogate_retries_total", (("resource", "example"),))] == 2
     closed = (("resource", "example"), ("state", "closed"))
     assert samples[("iogate_circuit_breaker_state", closed)] == 1
-    assert ("iogate_cache_hits", ()) in samples  # the gateway's cache, read at scrape time
+    # the gateway's cache, read at scrape time: per tier, and its own figures
+    assert ("iogate_cache_hits", (("tier", "l1"),)) in samples
+    assert ("iogate_cache_loads", ()) in samples
     # low cardinality: no SQL text, URL or secret in any label or value
     assert "SELECT" not in text
     assert "SELEKT" not in text

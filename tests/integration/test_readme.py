@@ -85,6 +85,7 @@ EXPECTED_OUTPUT = [
     "hello, world\n[('archive/old.txt', 12)]\n12\nUnsafePathError\nUnsafePathError\nTrue",
     "succeeded {'total': 10} (4, 4)\nfailed ValueError: bad input",
     "10 10 1.0\nTrue\n0 0",
+    "250 True\n300\n2 99 2",
 ]
 
 

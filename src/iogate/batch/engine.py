@@ -46,6 +46,7 @@ from iogate.gateway import Gateway
 from iogate.policies import deadline_scope
 from iogate.server.auth import ANONYMOUS, Principal
 from iogate.server.problems import problem_for
+from iogate.server.routes.cache import API_PREFIX
 from iogate.server.routes.upstreams import render_answer
 
 __all__ = ["run_batch"]
@@ -371,17 +372,18 @@ class _Run:
         if not isinstance(key, str):
             raise InvalidInputError("a cache key must be a string")
         cache = self.gateway.cache
+        key = API_PREFIX + key  # the namespace of /v1/cache/{key}: the same entries
         value: dict[str, Any]
         if step.op == "get":
-            found = cache.get(key, _MISS)
+            found = await cache.get(key, _MISS)
             value = (
                 {"hit": False, "value": None} if found is _MISS else {"hit": True, "value": found}
             )
         elif step.op == "set":
-            cache.set(key, self._resolve(step.value), ttl_s=step.ttl)
+            await cache.set(key, self._resolve(step.value), ttl=step.ttl)
             value = {"stored": True}
         else:
-            value = {"deleted": cache.delete(key)}
+            value = {"deleted": await cache.delete(key)}
         return StepResult(ok=True, value=value, duration_ms=_ms(started))
 
     # -- references and conditions -----------------------------------------

@@ -11,8 +11,9 @@ Use ``async with backend:`` or ``await backend.open()`` / ``await backend.close(
 
 from __future__ import annotations
 
+import hashlib
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -21,19 +22,28 @@ from iogate.databases import crud
 from iogate.databases.sql import is_read_statement
 from iogate.databases.stats import PoolStats
 from iogate.databases.streaming import MAX_CHUNK_SIZE, RowStream, StreamSource
+from iogate.databases.tables import StatementTables, extract_tables
 from iogate.databases.transactions import (
     ISOLATION_LEVELS,
     Transaction,
     TransactionScope,
     TxConnection,
 )
-from iogate.errors import OperationError, TransientDatabaseError
+from iogate.errors import (
+    IntegrityError,
+    OperationError,
+    QueryError,
+    ReadOnlyViolation,
+    TransientDatabaseError,
+)
 from iogate.lifecycle import AsyncResource
 from iogate.observability.statements import CURRENT_CALL as _CURRENT_CALL
 
 if TYPE_CHECKING:
-    from iogate.cache.memory import MemoryCache
+    from iogate.cache.tiered import TieredCache
     from iogate.databases.guard import SQLGuard
+
+_TABLES_CACHED = 1024  # statements whose tables are remembered, per database
 
 __all__ = [
     "CallRunner",
@@ -221,15 +231,21 @@ class SQLDatabase(Database):
         name: resource name.
         runner: the resilience pipeline each call runs through.
         cache: where ``fetch(..., cache_ttl=)`` keeps results (the Gateway's
-            in-process cache); without one, ``cache_ttl`` is refused.
+            :class:`~iogate.cache.tiered.TieredCache`); without one, ``cache_ttl``
+            is refused. With one, cached results are tagged with the tables they
+            read, and every write made through this object (``execute``,
+            ``execute_many``, a writing ``query``/``fetch``, the CRUD helpers,
+            ``batch``, a committed ``transaction``) invalidates the tags of the
+            tables it wrote before it returns (:mod:`iogate.databases.tables`).
     """
 
     def __init__(
-        self, name: str, *, runner: CallRunner | None = None, cache: MemoryCache | None = None
+        self, name: str, *, runner: CallRunner | None = None, cache: TieredCache | None = None
     ) -> None:
         super().__init__(name, runner=runner)
         self._cache = cache
         self._schema = crud.SchemaCache(self._introspect, resource=name)
+        self._tables: dict[str, StatementTables] = {}
 
     async def fetch(
         self,
@@ -238,39 +254,126 @@ class SQLDatabase(Database):
         *,
         idempotent: bool | None = None,
         cache_ttl: float | None = None,
-        cache_key: Hashable | None = None,
+        cache_key: str | None = None,
     ) -> list[Row]:
         """Run a query and return all its rows.
 
-        With ``cache_ttl`` (seconds, > 0) the rows are read through the cache:
-        a hit returns the cached list (shared: do not mutate it), a miss runs
-        the query and keeps the rows for ``cache_ttl`` seconds under
-        ``cache_key`` (default: database name, SQL and parameters).
+        With ``cache_ttl`` (seconds, > 0) the rows are read through the cache
+        (:meth:`TieredCache.get_or_load`: single-flight, tiers, stale windows):
+        a hit returns the cached list (shared: do not mutate it; rows read back
+        from Redis are :class:`~iogate.cache.serialization.CachedRow`), a miss
+        runs the query and keeps the rows for ``cache_ttl`` seconds under
+        ``cache_key`` (default: a hash of database name, SQL and parameters),
+        tagged with the tables the query reads (:meth:`cache_tags`).
 
         Raises:
-            ValueError: ``cache_ttl`` without a cache, or not positive.
+            ValueError: ``cache_ttl`` without a cache, not positive, or on a
+                statement that is not a plain read.
         """
         if cache_ttl is None:
             fn = partial(self._fetch, sql, params)
-            return await self._call(fn, "fetch", idempotent=_idem(sql, idempotent))
-        if self._cache is None or cache_ttl <= 0:
+            if is_read_statement(sql):
+                return await self._call(fn, "fetch", idempotent=_idem(sql, idempotent))
+            return await self._written(
+                self._call(fn, "fetch", idempotent=_idem(sql, idempotent)), [(sql, params)]
+            )
+        cache = self._cache
+        if cache is None or cache_ttl <= 0:
             raise ValueError("cache_ttl needs a cache (Gateway) and a positive number of seconds")
-        key = (
-            cache_key if cache_key is not None else ("iogate.sql", self.name, sql, _freeze(params))
-        )
-        cached: list[Row] | None = self._cache.get(key)
-        if cached is not None:
-            return cached
-        rows = await self.fetch(sql, params, idempotent=idempotent)
-        self._cache.set(key, rows, ttl_s=cache_ttl)
-        return rows
+        if not is_read_statement(sql):
+            raise ValueError("cache_ttl applies to reads (SELECT, VALUES, SHOW, TABLE) only")
+        key = cache_key if cache_key is not None else self.cache_key(sql, params)
+        tags = await self.cache_tags(sql, params)
+
+        async def load() -> list[Row]:
+            return await self.fetch(sql, params, idempotent=idempotent)
+
+        return await cache.get_or_load(key, load, ttl=cache_ttl, tags=tags)
+
+    def cache_key(self, sql: str, params: Params = None) -> str:
+        """The default cache key of a query: ``sql:<database>:<sha256>`` of the
+        SQL and its parameters (stable across processes)."""
+        digest = hashlib.sha256(self.name.encode() + b"\0" + sql.encode() + b"\0")
+        try:
+            from iogate.cache.serialization import encode_value
+
+            digest.update(encode_value(params, sort_keys=True))
+        except TypeError:
+            digest.update(repr(_freeze(params)).encode())
+        return f"sql:{self.name}:{digest.hexdigest()}"
+
+    async def cache_tags(self, sql: str, params: Params = None) -> tuple[str, ...]:
+        """The tags of a cached result of ``sql``: the database's tag, and each
+        table it reads (or, when those are uncertain, the database's
+        "unknown tables" tag, which every write invalidates)."""
+        from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
+
+        tables = await self.statement_tables(sql, params)
+        tags = [database_tag(self.name), *(table_tag(self.name, t) for t in tables.reads)]
+        if not tables.certain:
+            tags.append(unknown_tables_tag(self.name))
+        return tuple(tags)
+
+    async def statement_tables(self, sql: str, params: Params = None) -> StatementTables:
+        """The tables ``sql`` reads and writes (:mod:`iogate.databases.tables`),
+        remembered per SQL text; forgotten whenever an uncertain statement (DDL)
+        is seen."""
+        known = self._tables.get(sql)
+        if known is not None:
+            return known
+        tables = await self._statement_tables(sql, params)
+        if not tables.certain:
+            self._tables.clear()  # DDL may have changed what views and triggers touch
+        elif len(self._tables) >= _TABLES_CACHED:
+            self._tables.clear()
+        self._tables[sql] = tables
+        return tables
+
+    async def _statement_tables(self, sql: str, params: Params) -> StatementTables:
+        """The engine's answer; by default a conservative text extraction."""
+        return extract_tables(sql)
+
+    async def _invalidate_writes(self, statements: Iterable[tuple[str, Params]]) -> None:
+        """Invalidate the cached queries the statements' writes may have changed."""
+        cache = self._cache
+        if cache is None:
+            return
+        from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
+
+        tags: set[str] = set()
+        for sql, params in statements:
+            tables = await self.statement_tables(sql, params)
+            if not tables.certain:
+                tags = {database_tag(self.name)}
+                break
+            tags.update(table_tag(self.name, t) for t in tables.writes)
+        if tags and database_tag(self.name) not in tags:
+            tags.add(unknown_tables_tag(self.name))
+        if tags:
+            await cache.invalidate_tags(tags)
+
+    async def _written(self, call: Awaitable[T], statements: Sequence[tuple[str, Params]]) -> T:
+        """Await a write, then invalidate what it changed — also when it failed in a
+        way that leaves its effect unknown (timeout, lost connection)."""
+        if self._cache is None:
+            return await call
+        try:
+            result = await call
+        except (QueryError, IntegrityError, ReadOnlyViolation):
+            raise  # refused by the engine: nothing was written
+        except BaseException:
+            await self._invalidate_writes(statements)
+            raise
+        await self._invalidate_writes(statements)
+        return result
 
     async def fetch_one(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
     ) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns none."""
         fn = partial(self._fetch_one, sql, params)
-        return await self._call(fn, "fetch_one", idempotent=_idem(sql, idempotent))
+        call = self._call(fn, "fetch_one", idempotent=_idem(sql, idempotent))
+        return await (call if is_read_statement(sql) else self._written(call, [(sql, params)]))
 
     async def fetch_val(
         self, sql: str, params: Params = None, *, column: int = 0, idempotent: bool | None = None
@@ -284,7 +387,8 @@ class SQLDatabase(Database):
     ) -> ExecuteResult:
         """Run a statement for its effect: rows affected and last insert id."""
         fn = partial(self._execute, sql, params)
-        return await self._call(fn, "execute", idempotent=_idem(sql, idempotent))
+        call = self._call(fn, "execute", idempotent=_idem(sql, idempotent))
+        return await self._written(call, [(sql, params)])
 
     async def execute_many(
         self, sql: str, params: Sequence[Params], *, idempotent: bool = False
@@ -295,8 +399,10 @@ class SQLDatabase(Database):
         ``executemany`` reports no command tags, so it is the number of
         parameter sets run. Never retried unless ``idempotent=True``.
         """
-        fn = partial(self._execute_many, sql, list(params))
-        return await self._call(fn, "execute_many", idempotent=idempotent)
+        rows = list(params)
+        fn = partial(self._execute_many, sql, rows)
+        call = self._call(fn, "execute_many", idempotent=idempotent)
+        return await self._written(call, [(sql, rows[0] if rows else None)])
 
     async def query(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
@@ -304,7 +410,8 @@ class SQLDatabase(Database):
         """Run one statement of any kind: columns and rows if it returns rows,
         else rows affected. This is what the gateway's query endpoint calls."""
         fn = partial(self._query, sql, params)
-        return await self._call(fn, "query", idempotent=_idem(sql, idempotent))
+        call = self._call(fn, "query", idempotent=_idem(sql, idempotent))
+        return await (call if is_read_statement(sql) else self._written(call, [(sql, params)]))
 
     async def query_guarded(
         self, sql: str, params: Params = None, *, guard: SQLGuard, idempotent: bool | None = None
@@ -406,13 +513,23 @@ class SQLDatabase(Database):
         read_only = read_only or (guard is not None and guard.read_only)
         holder: list[Callable[[bool], Awaitable[None]]] = []
 
+        recorder: list[_Recording] = []
+
         async def begin() -> Transaction:
             conn, finish = await self._begin(level, read_only, guard)
             holder.append(finish)
+            if self._cache is not None and not read_only:
+                recorder.append(_Recording(conn))
+                conn = recorder[0]
             return Transaction(conn, read_only=read_only)
 
         async def end(commit: bool) -> None:
-            await holder[0](commit)
+            try:
+                await holder[0](commit)
+            finally:
+                # a failed COMMIT may still have committed (connection lost)
+                if commit and recorder and recorder[0].written:
+                    await self._invalidate_writes(recorder[0].written)
 
         return TransactionScope(begin, end)
 
@@ -588,6 +705,45 @@ class SQLDatabase(Database):
     @abstractmethod
     async def _introspect(self, table: str) -> tuple[str, ...]:
         """The column names of ``table``; ``()`` when there is no such table."""
+
+
+class _Recording:
+    """A transaction's connection that notes the statements that may write
+    (the query cache is invalidated for them once the transaction commits)."""
+
+    __slots__ = ("_conn", "written")
+
+    def __init__(self, conn: TxConnection) -> None:
+        self._conn = conn
+        self.written: list[tuple[str, Params]] = []
+
+    def _note(self, sql: str, params: Params) -> None:
+        if not is_read_statement(sql):
+            self.written.append((sql, params))
+
+    async def fetch(self, sql: str, params: Params) -> list[Row]:
+        self._note(sql, params)
+        return await self._conn.fetch(sql, params)
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        self._note(sql, params)
+        return await self._conn.fetch_one(sql, params)
+
+    async def execute(self, sql: str, params: Params) -> ExecuteResult:
+        self._note(sql, params)
+        return await self._conn.execute(sql, params)
+
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
+        rows = list(params)
+        self._note(sql, rows[0] if rows else None)
+        return await self._conn.execute_many(sql, rows)
+
+    async def query(self, sql: str, params: Params) -> QueryResult:
+        self._note(sql, params)
+        return await self._conn.query(sql, params)
+
+    async def command(self, sql: str) -> None:
+        await self._conn.command(sql)
 
 
 def _statement(statement: Statement) -> tuple[str, Params]:

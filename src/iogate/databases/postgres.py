@@ -66,7 +66,7 @@ from iogate.errors import (
 )
 
 if TYPE_CHECKING:
-    from iogate.cache.memory import MemoryCache
+    from iogate.cache.tiered import TieredCache
 
 __all__ = ["PostgresDatabase", "translate_postgres_error"]
 
@@ -114,7 +114,7 @@ class PostgresDatabase(SQLDatabase):
         max_idle_lifetime_s: float = 300.0,
         statement_cache_size: int = 100,
         runner: CallRunner | None = None,
-        cache: MemoryCache | None = None,
+        cache: TieredCache | None = None,
     ) -> None:
         super().__init__(name, runner=runner, cache=cache)
         if not 1 <= max_size <= 1024:

@@ -58,6 +58,7 @@ from iogate.databases.sqlite_guard import READER_AUTHORIZER, Authorizer, describ
 from iogate.databases.sqlite_worker import ConnectionWorker
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
+from iogate.databases.tables import StatementTables, sqlite_tables
 from iogate.databases.transactions import TxConnection
 from iogate.errors import (
     DatabaseError,
@@ -72,7 +73,7 @@ from iogate.errors import (
 )
 
 if TYPE_CHECKING:
-    from iogate.cache.memory import MemoryCache
+    from iogate.cache.tiered import TieredCache
 
 __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 
@@ -108,7 +109,7 @@ class SQLiteDatabase(SQLDatabase):
         readers: int = 2,
         busy_timeout_s: float = 5.0,
         runner: CallRunner | None = None,
-        cache: MemoryCache | None = None,
+        cache: TieredCache | None = None,
     ) -> None:
         super().__init__(name, runner=runner, cache=cache)
         if not 0 <= readers <= 1024:
@@ -450,6 +451,14 @@ class SQLiteDatabase(SQLDatabase):
                 await self._run(conn, "PRAGMA query_only = OFF", None, _EXEC, "transaction")
         finally:
             self._give_writer()
+
+    async def _statement_tables(self, sql: str, params: Params) -> StatementTables:
+        # SQLite's authorizer, on the writer (it sees temp tables and :memory:);
+        # the job runs alone on the connection's thread, between statements.
+        writer = self._need_writer()
+        submitted = self._submit(writer, sqlite_tables, sql, _bind(params))
+        tables: StatementTables = await self._wait(writer, submitted, "tables")
+        return tables
 
     async def _introspect(self, table: str) -> tuple[str, ...]:
         schema, _, name = table.rpartition(".")

@@ -14,7 +14,7 @@ Other methods (e.g. an LLM call at temperature 0) are cached only when the
 caller passes ``cache_ttl``, under a canonical SHA-256 of method, path and body
 (JSON bodies canonicalised with sorted keys), for 2xx answers.
 
-Entries live in the gateway's :class:`~iogate.cache.memory.MemoryCache`,
+Entries live in the gateway cache's L1 (:class:`~iogate.cache.memory.MemoryCache`),
 keyed ``("http", upstream, digest)``; stale entries are kept ``keep_stale_s``
 longer so they can be revalidated.
 """
@@ -173,7 +173,8 @@ class ResponseCache:
     ) -> None:
         entry = CacheEntry(response, self._now() + max_age)
         extra = self.keep_stale_s if keep is None else keep
-        self.store.set(self._key(digest), entry, ttl_s=max(max_age + extra, 0.001))
+        size = len(response.body) + 512  # body plus headers and bookkeeping, roughly
+        self.store.set(self._key(digest), entry, ttl_s=max(max_age + extra, 0.001), size=size)
 
     @staticmethod
     def _max_age(headers: Mapping[str, str]) -> float | None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from operator import add as _concat
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -70,12 +70,33 @@ class MetricsCollector(Collector):
         yield from _resource_families(snap)
         cache = self._metrics.cache_stats()
         if cache is not None and dataclasses.is_dataclass(cache):
-            for f in dataclasses.fields(cache):
-                value = getattr(cache, f.name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    g = GaugeMetricFamily(f"iogate_cache_{f.name}", f"Cache {f.name}")
-                    g.add_metric([], float(value))
-                    yield g
+            yield from _cache_families(cache)
+
+
+def _cache_families(stats: Any) -> Iterator[Metric]:
+    """The cache's figures: its own numbers unlabelled (``iogate_cache_loads``),
+    each tier's (a nested snapshot: ``l1``, ``l2``) under a ``tier`` label
+    (``iogate_cache_hits{tier="l1"}``)."""
+    families: dict[str, GaugeMetricFamily] = {}
+
+    def add(name: str, labels: list[str], values: list[str], value: float) -> None:
+        family = families.get(name)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(
+                f"iogate_cache_{name}", f"Cache {name.replace('_', ' ')}", labels=labels
+            )
+        family.add_metric(values, value)
+
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for g in dataclasses.fields(value):
+                inner = getattr(value, g.name)
+                if isinstance(inner, int | float) and not isinstance(inner, bool):
+                    add(g.name, ["tier"], [f.name], float(inner))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            add(f.name, [], [], float(value))
+    yield from families.values()
 
 
 _HIST: Final = "iogate_operation_duration_seconds"

@@ -26,6 +26,7 @@ from iogate.server.request_id import RequestIdMiddleware
 from iogate.server.routes import (
     admin,
     batch,
+    cache,
     databases,
     files,
     legacy,
@@ -95,6 +96,17 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,
     # which cost ~10 % of a point select's request time (issue 2 closing note).
-    for module in (databases, upstreams, system, legacy, admin, batch, files, tasks, observability):
+    for module in (
+        databases,
+        upstreams,
+        system,
+        legacy,
+        admin,
+        batch,
+        files,
+        tasks,
+        observability,
+        cache,
+    ):
         app.router.routes.extend(module.router.routes)
     return app

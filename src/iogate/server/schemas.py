@@ -45,6 +45,9 @@ class QueryRequest(_In):
         description="A list for positional ? placeholders, an object for :name placeholders.",
         examples=[{"id": 1}],
     )
+    cache_ttl: float | None = Field(
+        default=None, gt=0, description="Read through the gateway cache for this many seconds."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -71,6 +74,9 @@ class UpstreamRequest(_In):
     headers: dict[str, str] | None = None
     json_body: Any = Field(default=None, alias="json", description="A JSON request body.")
     body: str | None = Field(default=None, description="A raw text body (instead of json).")
+    cache_ttl: float | None = Field(
+        default=None, gt=0, description="Cache a 2xx answer in the gateway cache (seconds)."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -146,6 +152,9 @@ class StatsResponse(BaseModel):
     resources: dict[str, ResourceStatsOut]
     slow_operations: list[dict[str, Any]] = []
     insights: list[dict[str, Any]] = []
+    cache: dict[str, Any] | None = Field(
+        default=None, description="The gateway cache's tiers (iogate.cache.stats)."
+    )
 
 
 MAX_BATCH_STATEMENTS = 1000

@@ -33,6 +33,7 @@ from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
+from iogate.server.routes.cache import cached_query_body
 from iogate.server.schemas import (
     BatchRequest,
     BatchResponse,
@@ -72,9 +73,11 @@ async def run_query(
     params: Params,
     principal: Principal = ANONYMOUS,
     access: SQLAccess | None = None,
+    cache_ttl: float | None = None,
 ) -> Response:
     """Run one statement as ``principal`` and render it as a :class:`QueryResponse`
-    body (``access``: rights already decided, e.g. for a named query).
+    body (``access``: rights already decided, e.g. for a named query; a read
+    with ``cache_ttl`` goes through the gateway cache, see routes.cache).
 
     Raises:
         PermissionError: no ``db:<name>:read``/``write`` scope (403).
@@ -83,13 +86,27 @@ async def run_query(
     if access is None:
         access = sql_access(principal, name, gateway.config.databases.get(name))
     started = time.perf_counter()
-    if access.guard is UNRESTRICTED:
-        result = await database.query(sql, params)
-    else:
-        result = await database.query_guarded(sql, params, guard=access.guard)
-    duration_ms = (time.perf_counter() - started) * 1000
     limits = access.limits
-    body = result_body(result, limits, fit_bytes=False)
+    if cache_ttl is not None and access.guard is UNRESTRICTED:
+        # Cached whole and cut per caller, so callers with different caps
+        # share one entry; a restricted caller (read-only or with a table
+        # allowlist) never reads through the cache, which would skip the
+        # engine's checks.
+        async def load() -> dict[str, Any]:
+            return result_body(await database.query(sql, params), None, fit_bytes=False)
+
+        body = await cached_query_body(gateway, database, sql, params, cache_ttl, load)
+        if len(body["rows"]) > limits.max_rows:
+            body["rows"] = body["rows"][: limits.max_rows]
+            body["row_count"] = limits.max_rows
+            body["truncated"] = True
+    else:
+        if access.guard is UNRESTRICTED:
+            result = await database.query(sql, params)
+        else:
+            result = await database.query_guarded(sql, params, guard=access.guard)
+        body = result_body(result, limits, fit_bytes=False)
+    duration_ms = (time.perf_counter() - started) * 1000
     body["duration_ms"] = round(duration_ms, 3)
     payload = orjson.dumps(body)
     if len(payload) > limits.max_bytes:
@@ -115,9 +132,18 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
     in ``row_count``. One statement only: a string holding several is refused
     by the engine (400). Needs ``db:<name>:read`` (then it runs in the
     engine's read-only mode) or ``db:<name>:write``. Rows past the caller's
-    ``max_rows`` or ``max_response_bytes`` are dropped and ``truncated`` is true."""
+    ``max_rows`` or ``max_response_bytes`` are dropped and ``truncated`` is true.
+    With ``cache_ttl`` (seconds) a read is answered through the gateway cache
+    (keys with read-only or table-restricted access bypass it)."""
     check_sql(request, body.sql, body.params)
-    return await run_query(gateway_of(request), name, body.sql, body.params, principal_of(request))
+    return await run_query(
+        gateway_of(request),
+        name,
+        body.sql,
+        body.params,
+        principal_of(request),
+        cache_ttl=body.cache_ttl,
+    )
 
 
 @router.post(

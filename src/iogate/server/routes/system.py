@@ -70,11 +70,7 @@ async def stats(request: Request) -> Response:
             "resources": resources,
             "slow_operations": [dataclasses.asdict(s) for s in reversed(snapshot.slow)],
             "insights": [dataclasses.asdict(i) for i in snapshot.insights],
-            **(
-                {"cache": dataclasses.asdict(snapshot.cache)}
-                if dataclasses.is_dataclass(snapshot.cache) and not isinstance(snapshot.cache, type)
-                else {}
-            ),
+            "cache": gateway.cache.stats().as_json(),  # tiers, hit rates (iogate.cache.stats)
         }
     )
 

@@ -31,6 +31,7 @@ from iogate.http.upstream import Response as UpstreamAnswer
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.problems import problem_for
+from iogate.server.routes.cache import cached_upstream_body
 from iogate.server.schemas import (
     GenerateBody,
     GenerateResponse,
@@ -71,17 +72,29 @@ async def run_upstream(
     headers: Mapping[str, str] | None,
     json: Any = _UNSET,
     body: str | None = None,
+    cache_ttl: float | None = None,
 ) -> Response:
-    """Send one request and render the answer as an :class:`UpstreamResponse` body."""
+    """Send one request and render the answer as an :class:`UpstreamResponse` body
+    (with ``cache_ttl``, a 2xx answer is kept in the gateway cache, see routes.cache)."""
     upstream = gateway.upstream(name)
     query = {k: _query_value(v) for k, v in params.items()} if params else None
     started = time.perf_counter()
-    if json is _UNSET:
-        answer = await upstream.request(method, path, params=query, headers=headers, data=body)
-    else:
-        answer = await upstream.request(method, path, params=query, headers=headers, json=json)
-    duration_ms = (time.perf_counter() - started) * 1000
-    return json_response(render_answer(answer, duration_ms))
+
+    async def send() -> dict[str, Any]:
+        if json is _UNSET:
+            answer = await upstream.request(method, path, params=query, headers=headers, data=body)
+        else:
+            answer = await upstream.request(method, path, params=query, headers=headers, json=json)
+        return render_answer(answer, (time.perf_counter() - started) * 1000)
+
+    if cache_ttl is None:
+        return json_response(await send())
+    request_key = [method.upper(), path, query, headers, None if json is _UNSET else json, body]
+    rendered = await cached_upstream_body(
+        gateway, name, request_key=request_key, ttl=cache_ttl, load=send
+    )
+    rendered["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return json_response(rendered)
 
 
 def render_answer(answer: UpstreamAnswer, duration_ms: float) -> dict[str, Any]:
@@ -152,6 +165,7 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
         headers=body.headers,
         json=json,
         body=body.body,
+        cache_ttl=body.cache_ttl,
     )
 
 

@@ -1,0 +1,195 @@
+"""Routes of the gateway's cache (:class:`~iogate.cache.tiered.TieredCache`).
+
+- ``GET /v1/cache/{key}`` (``cache:read``): ``{key, value, stale, source}``, 404 if absent;
+- ``PUT /v1/cache/{key}`` (``cache:write``): body ``{value, ttl?, tags?}``;
+- ``DELETE /v1/cache/{key}`` (``cache:write``): ``{key, deleted}``;
+- ``POST /v1/cache/invalidate`` (``cache:write``): ``{tags: [...]}`` or
+  ``{prefix: "..."}`` → ``{removed}``.
+
+Keys written over HTTP live in their own ``api:`` namespace of the cache, so
+a client can never read or overwrite the gateway's own entries (cached
+query results, upstream answers); ``prefix`` applies within that namespace.
+Tags are global: ``{"tags": ["table:main:users"]}`` drops the cached queries
+of database ``main`` that read ``users`` (tag names: :mod:`iogate.cache.tags`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.responses import Response
+
+from iogate.cache.serialization import encode_value
+from iogate.databases.base import Params, SQLDatabase
+from iogate.databases.sql import is_read_statement
+from iogate.databases.values import to_json_value
+from iogate.errors import InvalidInputError, UnknownResourceError
+from iogate.gateway import Gateway
+from iogate.server.auth import authorize
+from iogate.server.deps import gateway_of, json_response
+
+__all__ = ["API_PREFIX", "cached_query_body", "cached_upstream_body", "router"]
+
+router = APIRouter(tags=["cache"])
+
+API_PREFIX = "api:"
+"""Where keys written over HTTP live inside the cache."""
+
+_KEY = {"min_length": 1, "max_length": 512}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The key lacks the cache scope (problem+json)"},
+    404: {"description": "No entry under that key (problem+json)"},
+}
+
+
+class CachePut(BaseModel):
+    """The body of ``PUT /v1/cache/{key}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = Field(description="Any JSON value.")
+    ttl: float | None = Field(default=None, gt=0, description="Seconds; default: the cache's.")
+    tags: list[str] = Field(default_factory=list, max_length=64)
+
+
+class CacheInvalidate(BaseModel):
+    """The body of ``POST /v1/cache/invalidate``: ``tags`` or ``prefix``, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    prefix: str | None = Field(default=None, max_length=512)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CacheInvalidate:
+        if (self.tags is None) == (self.prefix is None):
+            raise ValueError("give either tags or prefix")
+        return self
+
+
+def _check_key(key: str) -> str:
+    if not _KEY["min_length"] <= len(key) <= _KEY["max_length"]:
+        raise UnknownResourceError("cache key", key[:64])
+    return API_PREFIX + key
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    return to_json_value(value)
+
+
+@router.get("/v1/cache/{key:path}", responses=_ERRORS, summary="Read a cache entry")
+async def get_entry(key: str, request: Request) -> Response:
+    """The value under ``key`` (fresh, or stale within the cache's stale windows)."""
+    authorize(request, "cache:read")
+    found = await gateway_of(request).cache.lookup(_check_key(key))
+    if found is None:
+        raise UnknownResourceError("cache key", key[:64])
+    return json_response(
+        {"key": key, "value": _json(found.value), "stale": found.stale, "source": found.source}
+    )
+
+
+@router.put("/v1/cache/{key:path}", responses=_ERRORS, summary="Write a cache entry")
+async def put_entry(key: str, body: CachePut, request: Request) -> Response:
+    """Store ``value`` for ``ttl`` seconds (both tiers; other gateways drop their copy)."""
+    authorize(request, "cache:write")
+    cache = gateway_of(request).cache
+    try:
+        await cache.set(_check_key(key), body.value, ttl=body.ttl, tags=body.tags)
+    except ValueError as exc:  # a bad tag
+        raise InvalidInputError(str(exc)) from None
+    ttl = body.ttl if body.ttl is not None else cache.default_ttl_s
+    return json_response({"key": key, "stored": True, "ttl": ttl})
+
+
+@router.delete("/v1/cache/{key:path}", responses=_ERRORS, summary="Delete a cache entry")
+async def delete_entry(key: str, request: Request) -> Response:
+    """Delete ``key`` from both tiers and every gateway process's memory."""
+    authorize(request, "cache:write")
+    deleted = await gateway_of(request).cache.delete(_check_key(key))
+    return json_response({"key": key, "deleted": deleted})
+
+
+@router.post("/v1/cache/invalidate", responses=_ERRORS, summary="Invalidate by tags or prefix")
+async def invalidate(body: CacheInvalidate, request: Request) -> Response:
+    """Drop every entry carrying one of ``tags`` (any entry, e.g. cached queries),
+    or every HTTP-written entry whose key starts with ``prefix``."""
+    authorize(request, "cache:write")
+    cache = gateway_of(request).cache
+    if body.tags is not None:
+        try:
+            removed = await cache.invalidate_tags(body.tags)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+    else:
+        removed = await cache.invalidate_prefix(API_PREFIX + (body.prefix or ""))
+    return json_response({"removed": removed})
+
+
+# -- read-through helpers of the query and upstream routes (``cache_ttl``) ----------
+
+
+class _NotCacheable(Exception):
+    """A rendered upstream answer that must be returned but not cached (not 2xx)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__("not cacheable")
+        self.body = body
+
+
+async def cached_query_body(
+    gateway: Gateway,
+    database: SQLDatabase,
+    sql: str,
+    params: Params,
+    ttl: float,
+    load: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The rendered result of a read, through the gateway cache for ``ttl`` seconds,
+    tagged with the tables it reads (so writes through iogate invalidate it).
+
+    Raises:
+        InvalidInputError: ``sql`` is not a plain read.
+    """
+    if not is_read_statement(sql):
+        raise InvalidInputError("cache_ttl applies to reads (SELECT, VALUES, SHOW, TABLE) only")
+    key = "query:" + database.cache_key(sql, params)
+    tags = await database.cache_tags(sql, params)
+    body = await gateway.cache.get_or_load(key, load, ttl=ttl, tags=tags)
+    return dict(body)  # a copy: the caller adds its own duration_ms
+
+
+async def cached_upstream_body(
+    gateway: Gateway,
+    name: str,
+    *,
+    request_key: Any,
+    ttl: float,
+    load: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A rendered upstream answer through the gateway cache for ``ttl`` seconds,
+    under a SHA-256 of the request (``request_key``: method, path, query, headers
+    and body); only 2xx answers are stored. Tag: ``upstream:<name>``."""
+
+    async def load_2xx() -> dict[str, Any]:
+        body = await load()
+        if not 200 <= int(body["status"]) < 300:
+            raise _NotCacheable(body)
+        return body
+
+    digest = hashlib.sha256(encode_value(request_key, sort_keys=True)).hexdigest()
+    try:
+        body = await gateway.cache.get_or_load(
+            f"http:{name}:{digest}", load_2xx, ttl=ttl, tags=[f"upstream:{name}"]
+        )
+    except _NotCacheable as answer:
+        return answer.body
+    return dict(body)
