@@ -3,19 +3,22 @@ or per test (the upstream app and the gateway)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
-import uvicorn
 
 from iogate.config import IogateConfig, parse_config
 from iogate.server.app import create_app
-from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server
+from tests.servers import (
+    PostgresServer,
+    RedisServer,
+    postgres_server,
+    redis_server,
+    serve_asgi,
+)
 from tests.upstream_app import UpstreamServer, upstream_server
 
 
@@ -60,27 +63,8 @@ class GatewayClient:
 
 @asynccontextmanager
 async def serve_app(config: IogateConfig) -> AsyncIterator[GatewayClient]:
-    app = create_app(config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(500):  # readiness of the server task, bounded
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if not server.started:
-        await task  # surfaces the start-up error
-        raise RuntimeError("gateway did not start")
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield GatewayClient(f"http://127.0.0.1:{port}", session)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(create_app(config)) as base_url, aiohttp.ClientSession() as session:
+        yield GatewayClient(base_url, session)
 
 
 @pytest.fixture

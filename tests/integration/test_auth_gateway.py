@@ -16,7 +16,7 @@ from iogate.config import parse_config
 from iogate.gateway import Gateway
 from iogate.server.app import create_app
 from iogate.server.keys import hash_key, new_key
-from tests.integration.gateway_serving import serve
+from tests.servers import serve_asgi as serve
 from tests.upstream_app import UpstreamServer
 
 SECRET = "sk-test-SECRET-0123456789"

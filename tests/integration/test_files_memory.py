@@ -8,8 +8,6 @@ way back; nothing is stored in the repository.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -18,7 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.servers import free_port, stop, wait_for_port
-from tests.subprocess_env import child_env
+from tests.subprocess_env import start_iogate
 
 SIZE = 1 << 30  # 1 GiB
 CHUNK = 1 << 20
@@ -38,24 +36,7 @@ async def test_one_gib_round_trip_keeps_rss_growth_under_50_mb(tmp_path: Path) -
         f'[files]\nbase_dir = "files"\nmax_file_bytes = {2 * SIZE}\n'
     )
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "iogate",
-            "serve",
-            "-c",
-            "iogate.toml",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_iogate(tmp_path, port)
     base = f"http://127.0.0.1:{port}/v1/files"
     try:
         wait_for_port(port, proc, "iogate serve")

@@ -14,7 +14,7 @@ import pytest
 from iogate.config import parse_config
 from iogate.server.app import create_app
 from iogate.server.keys import hash_key, new_key
-from tests.integration.gateway_serving import serve
+from tests.servers import serve_asgi as serve
 
 KEYS = {name: new_key() for name in ("owner", "reader", "named", "users")}
 SCOPES = {

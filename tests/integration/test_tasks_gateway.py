@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from iogate.config import IogateConfig, parse_config
 from iogate.server.auth import Principal
 from tests.as_principal import serve_as
 from tests.servers import free_port, stop, wait_for_port
-from tests.subprocess_env import child_env
+from tests.subprocess_env import start_iogate
 from tests.upstream_app import HANG, UpstreamServer
 
 
@@ -142,24 +141,7 @@ async def test_tasks_off_is_a_404_problem(tmp_path: Path) -> None:
 
 
 def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "iogate",
-            "serve",
-            "-c",
-            "iogate.toml",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_iogate(tmp_path, port)
     wait_for_port(port, proc, "iogate serve")
     return proc
 

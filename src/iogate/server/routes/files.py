@@ -35,7 +35,7 @@ from iogate.files import (
 )
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
-from iogate.server.problems import ProblemType, problem_response
+from iogate.server.problems import ProblemType, problem_body, problem_response
 
 __all__ = ["router"]
 
@@ -67,17 +67,8 @@ class _Refused(Exception):
 
 
 def _problem(request: Request, kind: ProblemType, detail: str, **extra: Any) -> Response:
-    body: dict[str, Any] = {
-        "type": kind.uri,
-        "title": kind.title,
-        "status": kind.status,
-        "detail": detail,
-        "instance": request.url.path,
-        **extra,
-    }
-    request_id = getattr(request.state, "request_id", None)
-    if request_id is not None:
-        body["request_id"] = request_id
+    body = problem_body(kind, detail, request.scope)
+    body.update(extra)
     return problem_response(kind.status, body)
 
 

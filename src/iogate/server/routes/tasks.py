@@ -28,7 +28,7 @@ from iogate.batch import BatchRequest
 from iogate.errors import InvalidInputError
 from iogate.server.auth import Principal, principal_of
 from iogate.server.deps import gateway_of, json_response
-from iogate.server.problems import ProblemType, problem_response
+from iogate.server.problems import ProblemType, problem_body, problem_response
 from iogate.tasks.batch_jobs import batch_definition, check_scopes
 from iogate.tasks.manager import TaskManager
 from iogate.tasks.models import TaskNotFoundError, TaskRecord, TaskState
@@ -63,17 +63,7 @@ class _Refused(Exception):
 
 
 def _problem(request: Request, kind: ProblemType, detail: str) -> Response:
-    body: dict[str, Any] = {
-        "type": kind.uri,
-        "title": kind.title,
-        "status": kind.status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    request_id = getattr(request.state, "request_id", None)
-    if request_id is not None:
-        body["request_id"] = request_id
-    return problem_response(kind.status, body)
+    return problem_response(kind.status, problem_body(kind, detail, request.scope))
 
 
 def _json(payload: Any, status: int = 200) -> Response:
