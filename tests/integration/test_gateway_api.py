@@ -193,3 +193,27 @@ async def test_openapi_document_lists_every_endpoint(gateway_client: GatewayClie
     ):
         assert path in paths, path
     assert "/stats" not in paths  # the original alias is served but not documented twice
+
+
+async def test_query_route_validates_like_a_declared_body(gateway_client: GatewayClient) -> None:
+    """/query is served without FastAPI's dependency solving (serve_directly);
+    its bad bodies get the same 422 problems as a route with a declared body."""
+
+    async def problem(path: str, raw: bytes) -> dict[str, Any]:
+        url = gateway_client.base_url + path
+        headers = {"Content-Type": "application/json"}
+        async with gateway_client.session.post(url, data=raw, headers=headers) as resp:
+            assert resp.status == 422
+            assert resp.headers["Content-Type"] == "application/problem+json"
+            found: dict[str, Any] = await resp.json(content_type=None)
+            return found
+
+    for raw in (b'{"params": [1]}', b'{"sql": 5}', b"{not json", b""):
+        direct = await problem("/v1/databases/main/query", raw)
+        declared = await problem("/v1/databases/main/stream", raw)
+        assert direct["type"] == declared["type"] == "urn:iogate:problem:invalid-request"
+        assert [e["loc"][0] for e in direct["errors"]] == ["body"] * len(direct["errors"])
+        assert direct["instance"] == "/v1/databases/main/query"
+    missing = await problem("/v1/databases/main/query", b'{"params": [1]}')
+    assert missing["detail"] == "sql: Field required"
+    assert missing["errors"][0]["loc"] == ["body", "sql"]

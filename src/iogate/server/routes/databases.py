@@ -30,7 +30,7 @@ from iogate.databases.values import to_json_row
 from iogate.errors import IogateError, OperationError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import gateway_of, json_response, read_body, serve_directly
 from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
 from iogate.server.routes.cache import cached_query_body
@@ -144,6 +144,15 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
         principal_of(request),
         cache_ttl=body.cache_ttl,
     )
+
+
+async def _query_directly(request: Request) -> Response:
+    """What :func:`query` does, as a plain endpoint (see :func:`serve_directly`)."""
+    body = await read_body(request, QueryRequest)
+    return await query(request.path_params["name"], body, request)
+
+
+serve_directly(router, "/v1/databases/{name}/query", "POST", _query_directly)
 
 
 @router.post(
