@@ -147,7 +147,7 @@ def serve(
         )
         return
     uvicorn.run(
-        create_app(cfg),
+        create_app(cfg, freeze_heap=True),
         host=bind_host,
         port=bind_port,
         log_level=log_level,

@@ -8,6 +8,7 @@ several apps (tests) can run in one process.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -46,13 +47,26 @@ resilient. Errors are RFC 9457 `application/problem+json`.
 """
 
 
-def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = None) -> FastAPI:
+def create_app(
+    config: IogateConfig | None = None,
+    *,
+    gateway: Gateway | None = None,
+    freeze_heap: bool = False,
+) -> FastAPI:
     """Build the gateway app.
 
     Args:
         config: the configuration (the embedded default when ``None``).
         gateway: an existing Gateway to serve instead; the app then opens and
             closes it in its lifespan just the same.
+        freeze_heap: once the Gateway is open, collect and then move every
+            object made at start-up (modules, routes, models, pools) to the
+            collector's permanent generation (``gc.freeze``,
+            docs.python.org/3/library/gc.html#gc.freeze), undone at shutdown.
+            A full collection then walks only what requests made: under load
+            it pauses the loop for about a millisecond instead of ~100 ms
+            (the gateway benchmark's p99). ``iogate serve`` sets it; leave it
+            off where many apps come and go in one process (tests).
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
     server = owned.config.server
@@ -68,7 +82,14 @@ def create_app(config: IogateConfig | None = None, *, gateway: Gateway | None = 
         async with owned:
             app.state.gateway = owned
             app.state.started_at = time.monotonic()
-            yield
+            if freeze_heap:
+                gc.collect()
+                gc.freeze()
+            try:
+                yield
+            finally:
+                if freeze_heap:
+                    gc.unfreeze()
 
     app = FastAPI(
         title="iogate",

@@ -30,4 +30,4 @@ def app_from_env() -> FastAPI:
         ConfigError: the file is missing or invalid (the CLI validated it before).
     """
     path = os.environ.get(CONFIG_ENV) or None
-    return create_app(load_config(path))
+    return create_app(load_config(path), freeze_heap=True)
