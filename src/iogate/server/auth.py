@@ -53,7 +53,8 @@ ANONYMOUS = Principal("anonymous")
 
 def principal_of(request: Request) -> Principal:
     """The caller of ``request`` (anonymous with every scope while auth is off)."""
-    principal: Principal | None = getattr(request.state, "principal", None)
+    # scope["state"] is what request.state wraps; read it without building the wrapper
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
     return principal if principal is not None else ANONYMOUS
 
 

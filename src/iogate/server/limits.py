@@ -27,7 +27,8 @@ _DEFAULT = LimitsConfig()
 
 def limits_of(request: Request) -> LimitsConfig:
     """The app's ``[server.limits]`` (the defaults outside the gateway's middleware)."""
-    limits: LimitsConfig | None = getattr(request.state, "limits", None)
+    # scope["state"] is what request.state wraps; read it without building the wrapper
+    limits: LimitsConfig | None = request.scope.get("state", {}).get("limits")
     return limits if limits is not None else _DEFAULT
 
 
