@@ -4,7 +4,9 @@ Subjects, each a real server process on a free loopback port, on the same
 SQLite file (1,000 rows), driven by ``wrk -t2 -c32`` with the same JSON body:
 
 * ``iogate.gateway``      ``iogate serve`` with its default policies and metrics,
-                          ``POST /v1/databases/main/query``
+                          and auth on: every request carries an API key holding
+                          ``db:main:read`` only, so the statement also runs in
+                          the engine's read-only mode (``POST /v1/databases/main/query``)
 * ``fastapi+aiosqlite``   a bare FastAPI endpoint doing the same query on one
                           aiosqlite connection (pydantic body, orjson reply):
                           what a hand-written service costs
@@ -34,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.servers import free_port, wait_for_port
+
+from iogate.server.keys import hash_key, new_key
 
 from .harness import Result
 
@@ -111,10 +115,13 @@ def _make_db(path: Path) -> None:
         )
 
 
-def _servers(tmp: Path) -> dict[str, tuple[list[str], str, bool]]:
+def _servers(tmp: Path, key: str) -> dict[str, tuple[list[str], str, bool]]:
     db = tmp / "bench.db"
     (tmp / "bare_app.py").write_text(f"DB = {str(db)!r}\n" + BARE_APP)
-    (tmp / "iogate.toml").write_text(f'[databases.main]\nurl = "sqlite:///{db}"\n')
+    (tmp / "iogate.toml").write_text(
+        f'[databases.main]\nurl = "sqlite:///{db}"\n\n'
+        f'[keys.bench]\nsha256 = "{hash_key(key)}"\nscopes = ["db:main:read"]\n'
+    )
     iogate = [sys.executable, "-m", "iogate", "serve", "--config", str(tmp / "iogate.toml")]
     iogate += ["--log-level", "warning", "--port"]
     bare = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(tmp)]
@@ -171,15 +178,17 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="iogate-bench-gw-") as name:
         tmp = Path(name)
         _make_db(tmp / "bench.db")
+        key = new_key()
         script = tmp / "point.lua"
         script.write_text(
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {key}"\n'
             f"wrk.body = '{BODY}'\n"
         )
         get = tmp / "get.lua"
         get.write_text('wrk.method = "GET"\n')
         runs: dict[str, list[dict[str, float]]] = {}
-        servers = _servers(tmp)
+        servers = _servers(tmp, key)
         for _ in range(rounds):
             for subject, (command, path, post) in servers.items():
                 runs.setdefault(subject, []).append(
