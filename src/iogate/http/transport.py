@@ -21,7 +21,7 @@ from yarl import URL
 
 from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
 from iogate.http.options import ConnectionOptions
-from iogate.http.response import Response
+from iogate.http.response import Response, new_response
 from iogate.policies.timeout import remaining
 
 __all__ = ["Transport", "read_bounded", "translate_errors", "translated"]
@@ -158,7 +158,7 @@ class Transport:
                     data = await resp.read()
                 else:
                     data = await read_bounded(resp, self.max_response_bytes, ctx)
-                answer = Response(
+                answer = new_response(
                     resp.status,
                     resp.headers,
                     data,
