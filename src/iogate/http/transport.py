@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,10 +21,12 @@ from yarl import URL
 
 from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
 from iogate.http.options import ConnectionOptions
-from iogate.http.response import Response
+from iogate.http.response import Response, new_response
 from iogate.policies.timeout import remaining
 
 __all__ = ["Transport", "read_bounded", "translate_errors", "translated"]
+
+_perf_counter = time.perf_counter
 
 
 class Transport:
@@ -36,6 +38,7 @@ class Transport:
         "_session",
         "_stream_timeout",
         "_timeout",
+        "_total",
         "max_response_bytes",
         "name",
     )
@@ -63,6 +66,7 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        self._total = timeout_s
         # Streams: the pipeline's attempt bounds the wait for headers; the body
         # is bounded per read only.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -119,20 +123,24 @@ class Transport:
         body: Any,
         ctx: Mapping[str, Any],
         attempts: int = 1,
+        check: Callable[[Response], None] | None = None,
     ) -> Response:
         """One attempt, the whole body read (bounded by ``max_response_bytes``).
+
+        ``check`` is called with the answer once its connection is released
+        (the upstream meters and judges it there; what it raises propagates).
 
         The hot path of every upstream call: errors are translated inline (the
         same rules as :func:`translate_errors`) and a body of known length is
         read in one call.
         """
-        started = time.perf_counter()
+        started = _perf_counter()
         session = self._session
         if session is None:
             raise RuntimeError(f"upstream {self.name!r} is not open")
-        left = remaining()
         timeout = self._timeout
-        if left is not None and (timeout.total is None or left < timeout.total):
+        left = remaining()
+        if left is not None and left < self._total:
             timeout = aiohttp.ClientTimeout(
                 total=left, connect=timeout.connect, sock_read=timeout.sock_read
             )
@@ -150,16 +158,19 @@ class Transport:
                     data = await resp.read()
                 else:
                     data = await read_bounded(resp, self.max_response_bytes, ctx)
-                return Response(
+                answer = new_response(
                     resp.status,
                     resp.headers,
                     data,
-                    time.perf_counter() - started,
+                    _perf_counter() - started,
                     attempts,
                     resp.reason or "",
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translated(self.name, ctx, exc) from exc
+        if check is not None:
+            check(answer)
+        return answer
 
     async def open_stream(
         self, method: str, url: URL, headers: CIMultiDict[str], body: Any

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -84,18 +84,28 @@ _URL_CACHE_SIZE: Final = 1024
 
 
 class _Call:
-    """One prepared call (a plain slotted class: built on every request)."""
+    """One prepared call (a plain slotted class). A call with no per-call input
+    (no params, headers or body) is prepared once per (method, path) and reused."""
 
-    __slots__ = ("body", "headers", "idempotent", "url", "verb")
+    __slots__ = ("body", "check", "ctx", "headers", "idempotent", "url", "verb")
 
     def __init__(
-        self, verb: str, url: URL, headers: CIMultiDict[str], body: Any, idempotent: bool
+        self,
+        verb: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: Any,
+        idempotent: bool,
+        ctx: Mapping[str, Any],
+        check: Callable[[Response], None],
     ) -> None:
         self.verb = verb
         self.url = url
-        self.headers = headers
+        self.headers = headers  # never mutated: may be the upstream's shared defaults
         self.body = body  # bytes | str | None, or a zero-argument factory of a fresh body
         self.idempotent = idempotent
+        self.ctx = ctx  # the error context of the verb
+        self.check = check  # meters and judges an attempt's answer (Upstream._check_*)
 
 
 class Upstream(AsyncResource):
@@ -169,8 +179,10 @@ class Upstream(AsyncResource):
         if auth is not None:
             self._headers.update(auth.headers())
         self._auth_params = auth.params() if auth is not None else {}
-        # resolve_under is a pure function of (base, path): memoise the last paths.
+        # resolve_under is a pure function of (base, path): memoise the last paths;
+        # a call without per-call input is prepared once per (method, path).
         self._urls: dict[str, URL] = {}
+        self._plain: dict[tuple[str, str], _Call] = {}
         self._transport = Transport(
             name,
             timeout_s=timeout_s,
@@ -275,7 +287,27 @@ class Upstream(AsyncResource):
             send.setdefault(self.idempotency_header, new_idempotency_key())
         if idempotent is None:
             idempotent = verb in IDEMPOTENT_METHODS or self.idempotency_header in send
-        return _Call(verb, url, send, body, idempotent)
+        check = self._check_retryable if idempotent else self._check_once
+        return _Call(verb, url, send, body, idempotent, self._ctx[verb], check)
+
+    def _prepare_plain(self, method: str, path: str) -> _Call:
+        """:meth:`_prepare` of a call with no per-call input, memoised when nothing
+        in it is fresh per call (a generated idempotency key is)."""
+        call = self._prepare(
+            method,
+            path,
+            params=None,
+            headers=None,
+            json=_UNSET,
+            data=None,
+            idempotent=None,
+            idempotency_key=None,
+        )
+        if call.headers is self._headers:
+            if len(self._plain) >= _URL_CACHE_SIZE:
+                self._plain.clear()
+            self._plain[method, path] = call
+        return call
 
     def _check_allowed_path(self, url: URL) -> None:
         """Egress allowlist: the resolved path (relative to the base URL, still
@@ -286,6 +318,26 @@ class Upstream(AsyncResource):
             if not prefix or relative == prefix or relative.startswith(prefix + "/"):
                 return
         raise InvalidInputError(f"path is not allowed on upstream {self.name!r}")
+
+    def _check_retryable(self, response: Response) -> None:
+        """Meter an attempt's answer and judge it (a call that may be retried)."""
+        status = response.status
+        if 200 <= status < 300:
+            self.meter.statuses[1] += 1  # UpstreamMeter.status, inlined for the common case
+            return
+        self.meter.status(status)
+        if status >= 400:
+            self._judge(response, True)
+
+    def _check_once(self, response: Response) -> None:
+        """Meter an attempt's answer and judge it (a call that is never retried)."""
+        status = response.status
+        if 200 <= status < 300:
+            self.meter.statuses[1] += 1
+            return
+        self.meter.status(status)
+        if status >= 400:
+            self._judge(response, False)
 
     def _judge(self, response: Response, idempotent: bool) -> None:
         """Raise the error the pipeline retries / counts for an error status."""
@@ -351,21 +403,55 @@ class Upstream(AsyncResource):
                 or a local limit would make the call wait longer than its ``max_wait_s``.
             UpstreamError: the body exceeds ``max_response_bytes``.
         """
-        call = self._prepare(
-            method,
-            path,
-            params=params,
-            headers=headers,
-            json=json,
-            data=data if content is None else content,
-            idempotent=idempotent,
-            idempotency_key=idempotency_key,
-        )
-        return await self._run(call, cache_ttl=cache_ttl, tokens=tokens)
-
-    async def _run(self, call: _Call, *, cache_ttl: float | None, tokens: int) -> Response:
+        if (
+            params is None
+            and headers is None
+            and json is _UNSET
+            and data is None
+            and content is None
+            and idempotent is None
+            and idempotency_key is None
+        ):
+            call = self._plain.get((method, path)) or self._prepare_plain(method, path)
+        else:
+            call = self._prepare(
+                method,
+                path,
+                params=params,
+                headers=headers,
+                json=json,
+                data=data if content is None else content,
+                idempotent=idempotent,
+                idempotency_key=idempotency_key,
+            )
         if self.state is not ResourceState.OPEN:
             self._require_open()
+        if self.cache is not None or self.limits is not None or callable(call.body):
+            return await self._run(call, cache_ttl=cache_ttl, tokens=tokens)
+        # The hot path: no cache, no local limits, a fixed body. Each attempt is
+        # Transport.fetch itself (its answer metered and judged by call.check).
+        fetch = self._transport.fetch
+        attempts = 1
+        try:
+            runner = self._runner
+            if runner is None:
+                return await fetch(
+                    call.verb, call.url, call.headers, call.body, call.ctx, 1, call.check
+                )
+            attempts = 0
+
+            def attempt() -> Awaitable[Response]:
+                nonlocal attempts
+                attempts += 1
+                return fetch(
+                    call.verb, call.url, call.headers, call.body, call.ctx, attempts, call.check
+                )
+
+            return await runner.run(attempt, operation=call.verb, idempotent=call.idempotent)
+        except UpstreamStatusError as exc:
+            return dataclasses.replace(exc.response, attempts=attempts)
+
+    async def _run(self, call: _Call, *, cache_ttl: float | None, tokens: int) -> Response:
         cache = self.cache
         headers = call.headers
         digest = entry = None
@@ -396,8 +482,6 @@ class Upstream(AsyncResource):
         attempts = 0
         transport = self._transport
         limits = self.limits
-        ctx = self._ctx[call.verb]
-        meter = self.meter
 
         async def attempt() -> Response:
             nonlocal attempts
@@ -405,10 +489,9 @@ class Upstream(AsyncResource):
             if limits is not None:
                 await limits.acquire(tokens=tokens if attempts == 1 else 0)
             body = call.body() if callable(call.body) else call.body
-            resp = await transport.fetch(call.verb, call.url, headers, body, ctx, attempts)
-            meter.status(resp.status)
-            self._judge(resp, call.idempotent)
-            return resp
+            return await transport.fetch(
+                call.verb, call.url, headers, body, call.ctx, attempts, call.check
+            )
 
         try:
             if self._runner is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -139,6 +140,9 @@ interpreter's specialised dict operations apply on the hot path."""
 
 FIRED: Any = object()
 
+_PRUNE_PER_SLOT = 4
+"""Armed slots a new slot examines for pruning (amortised O(1) per slot)."""
+
 
 class TimerWheel:
     """Shared, coarse timers that cancel tasks at (slightly after) an expiry time.
@@ -150,12 +154,17 @@ class TimerWheel:
     shares one timer, so a registration costs a dict update, not a timer.
     Used by :class:`Timeout` and by the pipeline's deadline.
 
+    A slot every registration has left keeps no timer: each new slot cancels
+    the timers of (at most :data:`_PRUNE_PER_SLOT`) drained ones, so a long
+    deadline (120 s in 10 ms slots) leaves a handful of live timers in the
+    event loop, not thousands that slow down every other timer's heap operation.
+
     Args:
         granularity: slot width in seconds (> 0).
         clock: time source; its ``call_later`` is used when present.
     """
 
-    __slots__ = ("_buckets", "_clock", "_g", "_loop", "_now")
+    __slots__ = ("_armed", "_buckets", "_clock", "_g", "_loop", "_now")
 
     def __init__(self, *, granularity: float, clock: Clock) -> None:
         if not granularity > 0:
@@ -164,6 +173,8 @@ class TimerWheel:
         self._clock = clock
         self._now = clock.monotonic
         self._buckets: dict[int, _Bucket] = {}
+        # Armed slots in creation order, with their timers (pruned by _new_bucket).
+        self._armed: deque[tuple[int, _Bucket, Cancellable]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
@@ -185,11 +196,31 @@ class TimerWheel:
         if loop is not self._loop:
             # Slots armed on a previous event loop never fire in this one.
             self._buckets = {}
+            self._armed.clear()
             self._loop = loop
+        elif self._armed:
+            self._prune()
         bucket: _Bucket = {}
         self._buckets[key] = bucket
-        _schedule(self._clock, key * self._g - self._now(), lambda: self._fire(key))
+        timer = _schedule(self._clock, key * self._g - self._now(), lambda: self._fire(key))
+        self._armed.append((key, bucket, timer))
         return bucket
+
+    def _prune(self) -> None:
+        """Forget up to :data:`_PRUNE_PER_SLOT` of the oldest armed slots that fired or
+        that every task has left (cancelling the timer of the latter); slots still in
+        use go to the back of the queue."""
+        armed = self._armed
+        for _ in range(min(len(armed), _PRUNE_PER_SLOT)):
+            key, bucket, timer = armed[0]
+            if bucket and FIRED not in bucket:
+                armed.rotate(-1)
+                continue
+            armed.popleft()
+            if not bucket:
+                timer.cancel()
+                if self._buckets.get(key) is bucket:
+                    del self._buckets[key]
 
     @staticmethod
     def remove(bucket: _Bucket, task: asyncio.Task[Any]) -> None:

@@ -17,6 +17,7 @@ from iogate.policies import (
     remaining,
     timeout_or_default,
 )
+from iogate.policies.timeout import FIRED
 
 from .conftest import advance, settle
 
@@ -90,6 +91,32 @@ async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
     clock.advance(5.01)
     await settle()
     assert all(t.cancelled() for t in tasks)
+
+
+async def test_timer_wheel_cancels_the_timers_of_drained_slots(clock: FakeClock) -> None:
+    wheel = TimerWheel(granularity=0.01, clock=clock)
+
+    async def sleeper() -> None:
+        await clock.sleep(100)
+
+    task, busy = asyncio.create_task(sleeper()), asyncio.create_task(sleeper())
+    await settle()
+    held = wheel.add(5.0, busy)  # slot 500: still in use
+    for i in range(10):  # ten slots, each left by its task before the next is armed
+        TimerWheel.remove(wheel.add(6.0 + i * 0.01, task), task)
+    # The sleeps, the slot in use, the last slot; the drained slots' timers are cancelled.
+    assert clock.pending == 2 + 1 + 1
+    assert len(wheel) == 1
+    wheel.add(6.0, task)  # a pruned slot is armed afresh (and the last drained one pruned)
+    assert clock.pending == 2 + 1 + 1
+    clock.advance(5.0)
+    await settle()
+    assert busy.cancelled()
+    assert FIRED in held
+    assert not task.done()  # its slot (6.0) has not expired yet
+    clock.advance(1.01)
+    await settle()
+    assert task.cancelled()
 
 
 async def test_remaining_follows_the_deadline(clock: FakeClock) -> None:
