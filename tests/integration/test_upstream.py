@@ -43,6 +43,18 @@ async def test_configured_headers_win_and_hop_by_hop_headers_are_dropped(
     assert seen.headers["host"].startswith("127.0.0.1:")
 
 
+async def test_cookies_set_by_one_answer_are_never_sent_again(upstream: UpstreamServer) -> None:
+    """One session serves every caller: a Set-Cookie must not leak to the next request.
+    (By host name: aiohttp's cookie jar ignores cookies of bare IP addresses anyway.)"""
+    base = upstream.base_url.replace("127.0.0.1", "localhost")
+    async with Upstream("example", base_url=base) as api:
+        resp = await api.get("/seq/cookie?codes=404&h=Set-Cookie:sid=caller-a; Path=/")
+        assert resp.status == 404
+        assert resp.headers["Set-Cookie"].startswith("sid=caller-a")
+        body = (await api.get("/echo")).json()
+    assert "cookie" not in body["headers"]
+
+
 async def test_post_json_and_raw_body(api: Upstream) -> None:
     resp = await api.post("/echo", json={"a": [1, 2]})
     assert resp.json()["body"] == '{"a":[1,2]}'

@@ -89,8 +89,13 @@ class Transport:
             use_dns_cache=opts.dns_cache_ttl_s != 0,
             ssl=ssl_ctx,
         )
+        # No cookie jar: one session serves every caller of the upstream, so a
+        # Set-Cookie in one caller's answer must never ride on another's request.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
