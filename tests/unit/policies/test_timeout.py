@@ -92,6 +92,33 @@ async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
     assert all(t.cancelled() for t in tasks)
 
 
+async def test_timer_wheel_arms_one_timer_for_all_its_slots(clock: FakeClock) -> None:
+    wheel = TimerWheel(granularity=1.0, clock=clock)
+
+    async def sleeper() -> None:
+        await clock.sleep(100)
+
+    tasks = [asyncio.create_task(sleeper()) for _ in range(4)]
+    await settle()
+    for at, task in zip((5.0, 3.0, 8.0, 3.5), tasks, strict=True):  # 3.5 rounds up to slot 4
+        wheel.add(at, task)
+    assert clock.pending == 4 + 1  # the sleeps, plus the wheel's one timer
+    clock.advance(3.0)
+    await settle()
+    assert [t.cancelled() for t in tasks] == [False, True, False, False]
+    assert clock.pending == 3 + 1  # re-armed for the next slot
+    clock.advance(0.99)
+    await settle()
+    assert not tasks[3].done()  # never early
+    clock.advance(1.01)  # t = 5: slots 4 and 5
+    await settle()
+    assert [t.cancelled() for t in tasks] == [True, True, False, True]
+    clock.advance(3.0)
+    await settle()
+    assert all(t.cancelled() for t in tasks)
+    assert clock.pending == 0
+
+
 async def test_remaining_follows_the_deadline(clock: FakeClock) -> None:
     assert remaining() is None
     async with deadline_scope(10.0, clock=clock):
