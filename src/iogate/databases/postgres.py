@@ -199,20 +199,22 @@ class PostgresDatabase(SQLDatabase):
 
     def _fetch(self, sql: str, params: Params) -> Awaitable[list[Row]]:
         text, args = compile_postgres(sql, params)
-        return cast("Awaitable[list[Row]]", self._on_conn("fetch", text, args, _ALL))
+        return self._on_conn("fetch", text, args, _ALL)
 
     def _fetch_one(self, sql: str, params: Params) -> Awaitable[Row | None]:
         text, args = compile_postgres(sql, params)
-        return cast("Awaitable[Row | None]", self._on_conn("fetch_one", text, args, _ONE))
+        return self._on_conn("fetch_one", text, args, _ONE)
 
     def _execute(self, sql: str, params: Params) -> Awaitable[ExecuteResult]:
         text, args = compile_postgres(sql, params)
-        return cast("Awaitable[ExecuteResult]", self._on_conn("execute", text, args, _EXEC))
+        return self._on_conn("execute", text, args, _EXEC)
 
     async def _on_conn(self, operation: str, text: str, args: list[Any], mode: int) -> Any:
         """Run one statement on a pooled connection (:meth:`_acquire`, :meth:`_guard`
         and :meth:`_release` inlined)."""
-        pool = self._need_pool()
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError(f"database {self.name!r} is not open")
         meter = self._meter
         meter.acquiring()
         started = time.perf_counter()
