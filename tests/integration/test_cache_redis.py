@@ -241,3 +241,17 @@ async def test_query_results_are_tagged_by_table_and_writes_invalidate_them(
         assert sorted(r[0] for r in await db.fetch(view_sql, cache_ttl=60)) == [1, 2]
         await db.batch(["DELETE FROM a"])
         assert await db.fetch(view_sql, cache_ttl=60) == []
+
+
+async def test_the_tier_gate_hands_its_one_connection_to_every_waiter(redis: RedisServer) -> None:
+    ns = _ns()
+    async with TieredCache(redis=_tier(redis.url, ns, max_connections=1), max_entries=1) as cache:
+        for i in range(50):
+            await cache.set(f"k{i}", i, ttl=60)
+        # an L1 of one entry: nearly every get below reads Redis, 50 at once on one slot
+        values = await asyncio.gather(*(cache.get(f"k{i}") for i in range(50)))
+        assert values == list(range(50))
+        stats = cache.stats()
+        assert stats.l2 is not None
+        assert stats.l2.errors == 0
+        assert stats.l2.hits >= 49

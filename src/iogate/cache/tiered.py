@@ -189,11 +189,25 @@ class TieredCache(AsyncResource):
         now = self._now()
         entry = self._l1.get_at(key, now, _MISSING)
         if entry is _MISSING:
-            if self._redis is None:
+            redis = self._redis
+            if redis is None:
                 return default
-            entry = await self._from_l2(key)
-            if entry is None:
+            # _from_l2, inlined: an L2 hit is one coroutine frame less.
+            if self._pending and not await self._l2_ready():
                 return default
+            try:
+                raw = await redis.get(key)
+            except TierUnavailable:
+                return default
+            if raw is None:
+                return default
+            try:
+                entry = decode_entry(raw)
+            except ValueError:
+                return default  # written by another version or corrupted: a miss
+            if self._now() >= entry.expires_at + self._retain:
+                return default
+            self._store_l1(key, entry, len(raw))
         if now < entry.expires_at:
             return entry.value
         return default
@@ -557,7 +571,7 @@ class TieredCache(AsyncResource):
 
     def _store_l1(self, key: str, entry: Entry, size: int) -> None:
         keep = entry.expires_at + self._retain - self._now()
-        if keep > 0 and self._l1.set(key, entry, ttl_s=keep, size=size + len(key)):
+        if keep > 0 and self._l1.set(key, entry, ttl_s=keep, size=size + len(key)) and entry.tags:
             self._tags.add(key, entry.tags)
 
     def _gone(self, key: Hashable, value: Any) -> None:

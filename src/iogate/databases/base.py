@@ -36,7 +36,7 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
-from iogate.lifecycle import AsyncResource
+from iogate.lifecycle import AsyncResource, ResourceState
 from iogate.observability.statements import CURRENT_CALL as _CURRENT_CALL
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from iogate.databases.guard import SQLGuard
 
 _TABLES_CACHED = 1024  # statements whose tables are remembered, per database
+_OPEN = ResourceState.OPEN
 
 __all__ = [
     "CallRunner",
@@ -198,12 +199,21 @@ class Database(AsyncResource):
         self._require_open()
         await self._ping()
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool) -> T:
-        self._require_open()
+    def _call(
+        self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool
+    ) -> Awaitable[T]:
+        """The awaitable of one call through the runner (the caller awaits it).
+
+        Not a coroutine itself: every suspension of a call resumes each frame
+        of its chain, so one frame less here is one less on every resume.
+        """
+        if self.state is not _OPEN:
+            self._require_open()
         _CURRENT_CALL.set(fn)  # the slow-operation log reads the statement from it
-        if self._runner is None:
-            return await fn()
-        return await self._runner.run(fn, operation=operation, idempotent=idempotent)
+        runner = self._runner
+        if runner is None:
+            return fn()
+        return runner.run(fn, operation=operation, idempotent=idempotent)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.state.value}>"
@@ -272,11 +282,9 @@ class SQLDatabase(Database):
         """
         if cache_ttl is None:
             fn = partial(self._fetch, sql, params)
-            if is_read_statement(sql):
-                return await self._call(fn, "fetch", idempotent=_idem(sql, idempotent))
-            return await self._written(
-                self._call(fn, "fetch", idempotent=_idem(sql, idempotent)), [(sql, params)]
-            )
+            read = is_read_statement(sql)
+            call = self._call(fn, "fetch", idempotent=read if idempotent is None else idempotent)
+            return await (call if read else self._written(call, [(sql, params)]))
         cache = self._cache
         if cache is None or cache_ttl <= 0:
             raise ValueError("cache_ttl needs a cache (Gateway) and a positive number of seconds")
@@ -372,8 +380,9 @@ class SQLDatabase(Database):
     ) -> Row | None:
         """Run a query and return its first row, or ``None`` when it returns none."""
         fn = partial(self._fetch_one, sql, params)
-        call = self._call(fn, "fetch_one", idempotent=_idem(sql, idempotent))
-        return await (call if is_read_statement(sql) else self._written(call, [(sql, params)]))
+        read = is_read_statement(sql)
+        call = self._call(fn, "fetch_one", idempotent=read if idempotent is None else idempotent)
+        return await (call if read else self._written(call, [(sql, params)]))
 
     async def fetch_val(
         self, sql: str, params: Params = None, *, column: int = 0, idempotent: bool | None = None
@@ -668,14 +677,17 @@ class SQLDatabase(Database):
         sql, args = crud.build_upsert(table, data, key, returning)
         return await self.query(sql, args, idempotent=False)
 
-    @abstractmethod
-    async def _fetch(self, sql: str, params: Params) -> list[Row]: ...
+    # The three hot-path hooks may be plain functions returning an awaitable
+    # (PostgreSQL's are: one coroutine frame less per call) or coroutines.
 
     @abstractmethod
-    async def _fetch_one(self, sql: str, params: Params) -> Row | None: ...
+    def _fetch(self, sql: str, params: Params) -> Awaitable[list[Row]]: ...
 
     @abstractmethod
-    async def _execute(self, sql: str, params: Params) -> ExecuteResult: ...
+    def _fetch_one(self, sql: str, params: Params) -> Awaitable[Row | None]: ...
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Params) -> Awaitable[ExecuteResult]: ...
 
     @abstractmethod
     async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult: ...

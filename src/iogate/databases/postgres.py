@@ -192,25 +192,57 @@ class PostgresDatabase(SQLDatabase):
     async def _ping(self) -> None:
         await self._on_conn("ping", "SELECT 1", [], _VAL)
 
-    async def _fetch(self, sql: str, params: Params) -> list[Row]:
-        text, args = compile_postgres(sql, params)
-        return cast(list[Row], await self._on_conn("fetch", text, args, _ALL))
+    # The hot path: fetch/fetch_one/execute return _on_conn's coroutine (no
+    # coroutine of their own), and _on_conn inlines acquire, guard and release,
+    # so a call's frame chain while it waits on the server is the caller's,
+    # the pipeline's, _on_conn and asyncpg's.
 
-    async def _fetch_one(self, sql: str, params: Params) -> Row | None:
+    def _fetch(self, sql: str, params: Params) -> Awaitable[list[Row]]:
         text, args = compile_postgres(sql, params)
-        return cast(Row | None, await self._on_conn("fetch_one", text, args, _ONE))
+        return self._on_conn("fetch", text, args, _ALL)
 
-    async def _execute(self, sql: str, params: Params) -> ExecuteResult:
+    def _fetch_one(self, sql: str, params: Params) -> Awaitable[Row | None]:
         text, args = compile_postgres(sql, params)
-        status = await self._on_conn("execute", text, args, _EXEC)
-        return ExecuteResult(rows_affected=_rows_affected(cast(str, status)))
+        return self._on_conn("fetch_one", text, args, _ONE)
+
+    def _execute(self, sql: str, params: Params) -> Awaitable[ExecuteResult]:
+        text, args = compile_postgres(sql, params)
+        return self._on_conn("execute", text, args, _EXEC)
 
     async def _on_conn(self, operation: str, text: str, args: list[Any], mode: int) -> Any:
-        conn = await self._acquire(operation)
+        """Run one statement on a pooled connection (:meth:`_acquire`, :meth:`_guard`
+        and :meth:`_release` inlined)."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError(f"database {self.name!r} is not open")
+        meter = self._meter
+        meter.acquiring()
+        started = time.perf_counter()
         try:
-            return await self._guard(operation, _run(conn, text, args, mode), conn)
+            conn = await pool.acquire()
+        except BaseException as exc:
+            meter.abandoned()
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                raise translate_postgres_error(
+                    exc, resource=self.name, operation=operation
+                ) from exc
+            raise
+        meter.acquired(time.perf_counter() - started)
+        try:
+            if mode == _ONE:
+                return await conn.fetchrow(text, *args)
+            if mode == _ALL:
+                return await conn.fetch(text, *args)
+            if mode == _EXEC:
+                status = await conn.execute(text, *args)
+                return ExecuteResult(rows_affected=_rows_affected(status))
+            return await conn.fetchval(text, *args)
+        except Exception as exc:
+            self._raise_translated(operation, exc, conn)
+            raise
         finally:
-            await self._release(conn)
+            meter.released()
+            await pool.release(conn)
 
     async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult:
         if not params:
@@ -414,19 +446,28 @@ class PostgresDatabase(SQLDatabase):
     ) -> Any:
         try:
             return await coro
-        except TimeoutError as exc:  # before OSError: a timeout is not "cannot reach"
+        except Exception as exc:
+            self._raise_translated(operation, exc, conn)
+            raise
+
+    def _raise_translated(
+        self, operation: str, exc: Exception, conn: asyncpg.Connection | None
+    ) -> None:
+        """Raise iogate's error for a driver error ``exc``; return for any other
+        error (the caller re-raises it unchanged)."""
+        if isinstance(exc, TimeoutError):  # before OSError: a timeout is not "cannot reach"
             raise OperationTimeout(
                 "statement ran past the call's deadline", resource=self.name, operation=operation
             ) from exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
-        except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
+        if isinstance(exc, UnicodeEncodeError):  # a lone surrogate in the SQL or a parameter
             raise QueryError(
                 "the statement or a parameter is not valid UTF-8",
                 resource=self.name,
                 operation=operation,
             ) from None
-        except asyncpg.InternalClientError as exc:
+        if isinstance(exc, asyncpg.InternalClientError):
             # A connection whose backend was terminated can be left with its
             # protocol mid-operation (MagicStack/asyncpg#1069): never reuse it.
             if conn is not None:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -39,8 +39,11 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
+from iogate.lifecycle import ResourceState
 
 __all__ = ["DEFAULT_ALLOWED_COMMANDS", "RedisDatabase", "translate_redis_error"]
+
+T = TypeVar("T")
 
 DEFAULT_ALLOWED_COMMANDS = frozenset(
     [
@@ -258,10 +261,10 @@ class RedisDatabase(Database):
 
     async def get(self, key: str | bytes) -> bytes | None:
         """The value of ``key``, or ``None``."""
-        return cast(
-            bytes | None,
-            await self._call(partial(self._command, "GET", key), "GET", idempotent=True),
+        value: bytes | None = await self._call(
+            partial(self._command, "GET", key), "GET", idempotent=True
         )
+        return value
 
     async def set(
         self,
@@ -343,19 +346,30 @@ class RedisDatabase(Database):
         ]
 
     async def _command(self, name: str, *args: Any) -> Any:
-        client = self._need_client()
-        await self._take_slot()
+        client = self._client
+        if client is None:
+            raise RuntimeError(f"database {self.name!r} is not open")
+        meter = self._meter
+        if self._free > 0 and not self._waiters:  # _take_slot's fast path, inlined
+            self._free -= 1
+            meter.took()
+        else:
+            await self._take_slot()
         try:
-            run = cast(Callable[..., Awaitable[Any]], client.execute_command)
+            run: Callable[..., Awaitable[Any]] = client.execute_command
             return await run(name, *args)
         except redis_errors.RedisError as exc:
             raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         finally:
-            self._give_slot()
+            meter.released()  # _give_slot, inlined
+            if self._waiters:
+                self._hand_over()
+            else:
+                self._free += 1
 
     async def _take_slot(self) -> None:
-        # A counting gate: a free slot is taken without a coroutine call; a
-        # caller beyond max_connections waits (FIFO) for a slot handed over.
+        # A counting gate: a caller beyond max_connections waits (FIFO) for a
+        # slot handed over. (_command takes a free slot without calling this.)
         meter = self._meter
         meter.acquiring()
         if self._free > 0 and not self._waiters:
@@ -388,6 +402,18 @@ class RedisDatabase(Database):
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    def _call(
+        self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool
+    ) -> Awaitable[T]:
+        # Database._call without noting the call for the slow-operation log,
+        # which reads a statement only for SQL databases.
+        if self.state is not ResourceState.OPEN:
+            self._require_open()
+        runner = self._runner
+        if runner is None:
+            return fn()
+        return runner.run(fn, operation=operation, idempotent=idempotent)
 
     def _need_client(self) -> aioredis.Redis:
         if self._client is None:

@@ -90,6 +90,13 @@ def compile_postgres(
         QueryError: a named parameter is missing, the number of ``?`` does not
             match the sequence, or named and positional styles are mixed.
     """
+    if type(params) is dict:  # the common case, without the ABC check and the scan
+        compiled = _compile(sql, False)
+        if not compiled.qmarks:
+            try:
+                return compiled.sql, list(map(params.__getitem__, compiled.names))
+            except KeyError:
+                pass  # the general path below names the missing parameter
     if params is None or isinstance(params, Mapping):
         named = params or {}
         compiled = _compile(sql, False)

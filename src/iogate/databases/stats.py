@@ -44,16 +44,20 @@ class PoolStats:
 
 
 class PoolMeter:
-    """Counters for one pool (``__slots__``, integer updates only)."""
+    """Counters for one pool (``__slots__``, integer updates only).
 
-    __slots__ = ("_next", "_waits", "acquired_total", "in_use", "waiting")
+    The waits ring holds :data:`WAIT_SAMPLES` slots; acquisition number ``n``
+    (counted by ``acquired_total``) writes slot ``n % WAIT_SAMPLES``, so the
+    ring needs no index of its own and the hot path is three statements.
+    """
+
+    __slots__ = ("_waits", "acquired_total", "in_use", "waiting")
 
     def __init__(self) -> None:
         self.in_use = 0
         self.waiting = 0
         self.acquired_total = 0
-        self._waits: list[float] = []
-        self._next = 0
+        self._waits: list[float] = [0.0] * WAIT_SAMPLES
 
     def acquiring(self) -> None:
         """A caller starts waiting for a connection."""
@@ -62,21 +66,17 @@ class PoolMeter:
     def acquired(self, wait_s: float) -> None:
         """The caller got one after ``wait_s`` seconds."""
         self.waiting -= 1
-        self._take(wait_s)
+        self.in_use += 1
+        n = self.acquired_total
+        self._waits[n % WAIT_SAMPLES] = wait_s
+        self.acquired_total = n + 1
 
     def took(self) -> None:
         """A caller got one without waiting (:meth:`acquiring` + ``acquired(0.0)``)."""
-        self._take(0.0)
-
-    def _take(self, wait_s: float) -> None:
         self.in_use += 1
-        self.acquired_total += 1
-        waits = self._waits
-        if len(waits) < WAIT_SAMPLES:
-            waits.append(wait_s)
-        else:
-            waits[self._next] = wait_s
-            self._next = (self._next + 1) % WAIT_SAMPLES
+        n = self.acquired_total
+        self._waits[n % WAIT_SAMPLES] = 0.0
+        self.acquired_total = n + 1
 
     def abandoned(self) -> None:
         """The caller stopped waiting without a connection (cancelled, timed out)."""
@@ -88,9 +88,10 @@ class PoolMeter:
 
     def wait_p99(self) -> float:
         """Nearest-rank 99th percentile of the recent waits, seconds."""
-        if not self._waits:
+        taken = min(self.acquired_total, WAIT_SAMPLES)
+        if not taken:
             return 0.0
-        ordered = sorted(self._waits)
+        ordered = sorted(self._waits[:taken])
         return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
     def snapshot(self, *, size: int, max_size: int, idle: int | None = None) -> PoolStats:

@@ -17,7 +17,6 @@ from iogate.policies import (
     remaining,
     timeout_or_default,
 )
-from iogate.policies.timeout import FIRED
 
 from .conftest import advance, settle
 
@@ -93,30 +92,31 @@ async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
     assert all(t.cancelled() for t in tasks)
 
 
-async def test_timer_wheel_cancels_the_timers_of_drained_slots(clock: FakeClock) -> None:
-    wheel = TimerWheel(granularity=0.01, clock=clock)
+async def test_timer_wheel_arms_one_timer_for_all_its_slots(clock: FakeClock) -> None:
+    wheel = TimerWheel(granularity=1.0, clock=clock)
 
     async def sleeper() -> None:
         await clock.sleep(100)
 
-    task, busy = asyncio.create_task(sleeper()), asyncio.create_task(sleeper())
+    tasks = [asyncio.create_task(sleeper()) for _ in range(4)]
     await settle()
-    held = wheel.add(5.0, busy)  # slot 500: still in use
-    for i in range(10):  # ten slots, each left by its task before the next is armed
-        TimerWheel.remove(wheel.add(6.0 + i * 0.01, task), task)
-    # The sleeps, the slot in use, the last slot; the drained slots' timers are cancelled.
-    assert clock.pending == 2 + 1 + 1
-    assert len(wheel) == 1
-    wheel.add(6.0, task)  # a pruned slot is armed afresh (and the last drained one pruned)
-    assert clock.pending == 2 + 1 + 1
-    clock.advance(5.0)
+    for at, task in zip((5.0, 3.0, 8.0, 3.5), tasks, strict=True):  # 3.5 rounds up to slot 4
+        wheel.add(at, task)
+    assert clock.pending == 4 + 1  # the sleeps, plus the wheel's one timer
+    clock.advance(3.0)
     await settle()
-    assert busy.cancelled()
-    assert FIRED in held
-    assert not task.done()  # its slot (6.0) has not expired yet
-    clock.advance(1.01)
+    assert [t.cancelled() for t in tasks] == [False, True, False, False]
+    assert clock.pending == 3 + 1  # re-armed for the next slot
+    clock.advance(0.99)
     await settle()
-    assert task.cancelled()
+    assert not tasks[3].done()  # never early
+    clock.advance(1.01)  # t = 5: slots 4 and 5
+    await settle()
+    assert [t.cancelled() for t in tasks] == [True, True, False, True]
+    clock.advance(3.0)
+    await settle()
+    assert all(t.cancelled() for t in tasks)
+    assert clock.pending == 0
 
 
 async def test_remaining_follows_the_deadline(clock: FakeClock) -> None:
