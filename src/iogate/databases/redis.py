@@ -26,6 +26,8 @@ from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import NoBackoff
 
 from iogate.databases.base import CallRunner, Database
 from iogate.databases.stats import PoolMeter, PoolStats
@@ -216,6 +218,9 @@ class RedisDatabase(Database):
             self._url,
             max_connections=self._max_connections,
             socket_connect_timeout=self._connect_timeout_s,
+            # The pipeline decides what is retried (never INCR and the like):
+            # no retries hidden inside redis-py, whatever its version's default.
+            retry=RedisRetry(NoBackoff(), 0),
         )
         try:
             await self._client.ping()
