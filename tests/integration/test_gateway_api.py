@@ -221,6 +221,28 @@ async def test_query_route_validates_like_a_declared_body(gateway_client: Gatewa
     assert missing["errors"][0]["loc"] == ["body", "sql"]
 
 
+async def test_query_route_needs_a_json_content_type(gateway_client: GatewayClient) -> None:
+    """A browser may POST text/plain cross-site without a preflight: such a body
+    must not run a statement (FastAPI's strict content type, kept on /query)."""
+    body = b'{"sql": "CREATE TABLE csrf (x)"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        for path in ("/v1/databases/main/query", "/v1/databases/main/stream"):
+            headers = {"Content-Type": content_type} if content_type else {}
+            url = gateway_client.base_url + path
+            async with gateway_client.session.post(url, data=body, headers=headers) as resp:
+                assert (resp.status, path, content_type) == (422, path, content_type)
+    status, _, result = await gateway_client.post(
+        "/v1/databases/main/query",
+        {"sql": "SELECT count(*) FROM sqlite_master WHERE name = 'csrf'"},
+    )
+    assert status == 200
+    assert result["rows"] == [[0]]  # type: ignore[index]
+    headers = {"Content-Type": "application/merge-patch+json; charset=utf-8"}
+    url = gateway_client.base_url + "/v1/databases/main/query"
+    async with gateway_client.session.post(url, data=b'{"sql": "SELECT 1"}', headers=headers) as r:
+        assert r.status == 200
+
+
 async def test_freeze_heap_moves_startup_objects_out_of_the_collectors_view(
     sqlite_path: str,
 ) -> None:

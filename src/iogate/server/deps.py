@@ -41,13 +41,35 @@ async def read_body(request: Request, model: type[M]) -> M:
     """The request's JSON body validated as ``model``, straight from the bytes
     (pydantic-core parses and validates in one pass).
 
+    As FastAPI's strict content type (its default) does, a body is read as
+    JSON only when sent as ``application/json`` or ``application/*+json``: a
+    browser may POST ``text/plain`` cross-site without a CORS preflight, and
+    that must never run a statement on a gateway whose auth is off.
+
     Raises:
-        RequestValidationError: the body is not JSON or not a valid ``model``;
-            the errors carry FastAPI's ``("body", ...)`` locations, so the
-            problem+json answer (422) is the one a declared body gives.
+        RequestValidationError: the body is not JSON, not sent as JSON, or not
+            a valid ``model``; the errors carry FastAPI's ``("body", ...)``
+            locations, so the problem+json answer (422) is the one a declared
+            body gives.
     """
+    body = await request.body()
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if body and not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "model_attributes_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary or object to extract fields from",
+                    "input": None,
+                }
+            ]
+        )
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
