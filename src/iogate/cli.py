@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from iogate import __version__, cli_data
-from iogate.config import IogateConfig, load_config
-from iogate.errors import ConfigError, IogateError
+from iogate.config import IogateConfig
+from iogate.errors import IogateError
 from iogate.gateway import Gateway
 
 __all__ = ["app", "main"]
@@ -75,14 +75,6 @@ url = "sqlite:///var/iogate.db"          # sqlite:///relative.db, sqlite:////abs
 """
 
 
-def _load(config: Path | None) -> IogateConfig:
-    try:
-        return load_config(config)
-    except ConfigError as exc:
-        typer.echo(f"iogate: invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -110,7 +102,7 @@ def serve(
     from iogate.observability.logging import configure_logging
     from iogate.server.app import create_app
 
-    cfg = _load(config)
+    cfg = cli_data.load_or_exit(config)
     configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
     bind_host = host or cfg.server.host
     bind_port = cfg.server.port if port is None else port
@@ -161,7 +153,7 @@ def serve(
 @app.command()
 def check(config: ConfigOption = None) -> None:
     """Validate the configuration and ping every resource."""
-    cfg = _load(config)
+    cfg = cli_data.load_or_exit(config)
     results = asyncio.run(_check(cfg))
     table = Table("resource", "kind", "status")
     for name, kind, status in results:

@@ -43,7 +43,9 @@ _Config = Annotated[
 ]
 
 
-def _load(config: Path | None) -> IogateConfig:
+def load_or_exit(config: Path | None) -> IogateConfig:
+    """The configuration at ``config`` (the embedded default when ``None``);
+    an invalid one is printed and exits with code 2 (every command's rule)."""
     try:
         return load_config(config)
     except ConfigError as exc:
@@ -62,7 +64,7 @@ def query(
     config: _Config = None,
 ) -> None:
     """Run one SQL statement and print its rows as a table."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     try:
         bound = orjson.loads(params) if params is not None else None
     except orjson.JSONDecodeError as exc:
@@ -110,7 +112,7 @@ def batch(
     config: _Config = None,
 ) -> None:
     """Run a mixed batch of steps; results as NDJSON on stdout."""
-    cfg = _load(config)
+    cfg = load_or_exit(config)
     text = sys.stdin.read() if str(file) == "-" else _read(file)
     try:
         request = _parse(text, max_concurrent=max_concurrent, fail_fast=fail_fast, timeout=timeout)

@@ -174,16 +174,19 @@ class PostgresDatabase(SQLDatabase):
             # and a timer per call). The call's deadline already cancels it.
             conn = await pool.acquire()
         except BaseException as exc:
-            meter.abandoned()
-            # A TimeoutError here is the connect timeout of a new pool connection
-            # (an OSError too): translated as a transient connection failure.
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise translate_postgres_error(
-                    exc, resource=self.name, operation=operation
-                ) from exc
+            self._acquire_failed(operation, exc)
             raise
         meter.acquired(time.perf_counter() - started)
         return cast(asyncpg.Connection, conn)
+
+    def _acquire_failed(self, operation: str, exc: BaseException) -> None:
+        """Un-meter a wait that ended without a connection; raise an asyncpg or
+        socket error as iogate's (else return: the caller re-raises ``exc``).
+        A TimeoutError here is the connect timeout of a new pool connection (an
+        OSError too): translated as a transient connection failure."""
+        self._meter.abandoned()
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+            raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         self._meter.released()
@@ -221,11 +224,7 @@ class PostgresDatabase(SQLDatabase):
         try:
             conn = await pool.acquire()
         except BaseException as exc:
-            meter.abandoned()
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise translate_postgres_error(
-                    exc, resource=self.name, operation=operation
-                ) from exc
+            self._acquire_failed(operation, exc)
             raise
         meter.acquired(time.perf_counter() - started)
         try:
@@ -369,12 +368,7 @@ class PostgresDatabase(SQLDatabase):
         columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
         return QueryResult(columns, [tuple(r) for r in records], _rows_affected(status))
 
-    def _stream(
-        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
-    ) -> StreamSource:
-        return self._stream_rows(sql, params, chunk_size, guard)
-
-    async def _stream_rows(
+    async def _stream(
         self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
     ) -> StreamSource:
         text, args = compile_postgres(sql, params)

@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -42,8 +40,14 @@ from iogate.errors import (
     TransientDatabaseError,
 )
 from iogate.lifecycle import ResourceState
+from iogate.policies.bulkhead import Bulkhead
 
 __all__ = ["DEFAULT_ALLOWED_COMMANDS", "RedisDatabase", "translate_redis_error"]
+
+_MAX_QUEUED = 1_000_000
+"""Callers that may queue for a command slot (in practice: unbounded)."""
+_MAX_SLOT_WAIT_S = 3600.0
+"""Longest wait for a command slot when the call has no deadline, seconds."""
 
 T = TypeVar("T")
 
@@ -209,8 +213,15 @@ class RedisDatabase(Database):
             if allowed_commands is None
             else frozenset(c.upper() for c in allowed_commands)
         )
-        self._free = max_connections
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Commands in flight: redis-py's pool opens a connection per command
+        # otherwise. Callers beyond max_connections queue in arrival order; the
+        # call's deadline (or an hour) bounds the wait.
+        self._gate = Bulkhead(
+            max_concurrent=max_connections,
+            max_queued=_MAX_QUEUED,
+            max_wait=_MAX_SLOT_WAIT_S,
+            name=name,
+        )
         self._meter = PoolMeter()
 
     async def _open(self) -> None:
@@ -355,8 +366,10 @@ class RedisDatabase(Database):
         if client is None:
             raise RuntimeError(f"database {self.name!r} is not open")
         meter = self._meter
-        if self._free > 0 and not self._waiters:  # _take_slot's fast path, inlined
-            self._free -= 1
+        gate = self._gate
+        if gate.active < gate.max_concurrent and not gate._waiters:  # Bulkhead.try_enter
+            gate.active += 1
+            gate.admitted += 1
             meter.took()
         else:
             await self._take_slot()
@@ -367,46 +380,29 @@ class RedisDatabase(Database):
             raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         finally:
             meter.released()  # _give_slot, inlined
-            if self._waiters:
-                self._hand_over()
+            if gate._waiters:
+                gate.release()
             else:
-                self._free += 1
+                gate.active -= 1
 
     async def _take_slot(self) -> None:
-        # A counting gate: a caller beyond max_connections waits (FIFO) for a
-        # slot handed over. (_command takes a free slot without calling this.)
+        # (_command takes a free slot without calling this.)
         meter = self._meter
-        meter.acquiring()
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            meter.acquired(0.0)
+        if self._gate.try_enter():
+            meter.took()
             return
+        meter.acquiring()
         started = time.perf_counter()
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
         try:
-            await waiter
+            await self._gate.enter()
         except BaseException:
             meter.abandoned()
-            if waiter.done() and not waiter.cancelled():
-                self._hand_over()  # a slot was handed to us as we were cancelled
-            else:
-                self._waiters.remove(waiter)
             raise
         meter.acquired(time.perf_counter() - started)
 
     def _give_slot(self) -> None:
         self._meter.released()
-        self._hand_over()
-
-    def _hand_over(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
+        self._gate.release()
 
     def _call(
         self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool

@@ -346,12 +346,7 @@ class SQLiteDatabase(SQLDatabase):
             slot.cancel(conn.connection)
             raise
 
-    def _stream(
-        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
-    ) -> StreamSource:
-        return self._stream_rows(sql, params, chunk_size, guard)
-
-    async def _stream_rows(
+    async def _stream(
         self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
     ) -> StreamSource:
         # A restricted caller: read-only on a lent reader (its authorizer), a
