@@ -19,18 +19,21 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import platform
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["SCENARIOS", "Result", "main", "time_per_call"]
+__all__ = ["SCENARIOS", "Result", "main", "servers_apart", "time_per_call"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -43,6 +46,42 @@ SCENARIOS: dict[str, str] = {
     "metrics": "cost of recording a call and of a 1,000-series /metrics scrape",
     "gateway": "the HTTP gateway under wrk vs calling the library in-process",
 }
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def servers_apart(servers: AbstractContextManager[T]) -> Iterator[T]:
+    """Enter ``servers`` (a context that starts server processes) with the server
+    processes on the machine's last CPU and this process, the client side, on
+    the others; restore this process's CPUs on exit.
+
+    This process pins itself to the last CPU while ``servers`` starts its
+    processes, so they inherit that CPU (PostgreSQL's backends, forked later,
+    too), then moves to the other CPUs. Otherwise the scheduler places server
+    processes on the client's core now and then, and a throughput ratio
+    between two clients swings by ±15 % from run to run with where the servers
+    happened to land; apart, the client's own cost per call decides its
+    throughput, which is what a client library adds. A no-op on a single CPU
+    or where affinity cannot be set.
+    """
+    try:
+        original = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        original = set()
+    if len(original) < 2:
+        with servers as value:
+            yield value
+        return
+    server_cpu = max(original)
+    os.sched_setaffinity(0, {server_cpu})
+    try:
+        with servers as value:
+            os.sched_setaffinity(0, original - {server_cpu})
+            yield value
+    finally:
+        os.sched_setaffinity(0, original)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ from iogate.errors import (
     TransientDatabaseError,
 )
 from iogate.lifecycle import AsyncResource, ResourceState
-from iogate.observability.statements import CURRENT_CALL as _CURRENT_CALL
 
 if TYPE_CHECKING:
     from iogate.cache.tiered import TieredCache
@@ -209,7 +208,6 @@ class Database(AsyncResource):
         """
         if self.state is not _OPEN:
             self._require_open()
-        _CURRENT_CALL.set(fn)  # the slow-operation log reads the statement from it
         runner = self._runner
         if runner is None:
             return fn()

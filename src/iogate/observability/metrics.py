@@ -42,7 +42,7 @@ from iogate.observability.histogram import (
     percentile,
     upper_bound,
 )
-from iogate.observability.statements import CURRENT_CALL, statement_of
+from iogate.observability.statements import statement_of
 
 if TYPE_CHECKING:
     from iogate.databases.stats import PoolStats
@@ -375,7 +375,15 @@ class Metrics:
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def record(self, resource: str, operation: str, outcome: str, duration_s: float) -> None:
+    def record(
+        self,
+        resource: str,
+        operation: str,
+        outcome: str,
+        duration_s: float,
+        call: object = None,
+        /,
+    ) -> None:
         """Record one finished call.
 
         Args:
@@ -383,6 +391,9 @@ class Metrics:
             operation: operation name (low cardinality: never SQL text or URLs).
             outcome: ``"ok"`` or the class name of the error raised.
             duration_s: seconds the call took, all attempts included.
+            call: the callable the pipeline ran; for a slow call of a SQL
+                database (``partial(method, sql, params)``) the slow-operation
+                log keeps its statement's fingerprint (never the parameters).
         """
         try:
             s = self._index[resource][operation][outcome]
@@ -397,9 +408,9 @@ class Metrics:
         if duration_s > s.max:
             s.max = duration_s
             if duration_s >= self.slow_s:
-                self._slow_call(resource, operation, outcome, duration_s)
+                self._slow_call(resource, operation, outcome, duration_s, call)
         elif duration_s >= self.slow_s:
-            self._slow_call(resource, operation, outcome, duration_s)
+            self._slow_call(resource, operation, outcome, duration_s, call)
 
     # -- slow paths --------------------------------------------------------------------------
 
@@ -410,11 +421,13 @@ class Metrics:
             series = by_op[outcome] = _Series()
         return series
 
-    def _slow_call(self, resource: str, operation: str, outcome: str, duration_s: float) -> None:
+    def _slow_call(
+        self, resource: str, operation: str, outcome: str, duration_s: float, call: object
+    ) -> None:
         source = self._sources.get(resource)
         statement = None
         if source is not None and source.kind in ("sqlite", "postgresql"):
-            statement = statement_of(CURRENT_CALL.get(), resource)
+            statement = statement_of(call, resource)
         slow = SlowOperation(
             time.time(), resource, operation, outcome, round(duration_s * 1000, 3), statement
         )

@@ -1,4 +1,4 @@
-"""Statement fingerprints for the slow-operation log, and the current call.
+"""Statement fingerprints for the slow-operation log.
 
 A fingerprint is a statement with its literals replaced by ``?``: quoted
 strings, numbers, ``$n`` / ``:name`` / ``%(name)s`` placeholders and ``IN``
@@ -6,24 +6,20 @@ lists collapse, whitespace is folded and the text is cut at
 :data:`MAX_FINGERPRINT` characters. It names the *shape* of a statement
 (as ``pg_stat_statements`` normalises queries), never a parameter value.
 
-:data:`CURRENT_CALL` holds the callable of a database's latest pipeline
-call in this task (set by :class:`~iogate.databases.base.Database`, one
-``ContextVar.set`` per call); the recorder reads it only when a call was slow.
+The recorder gets the callable of each pipeline call and takes its statement
+(:func:`statement_of`) only when the call was slow.
 """
 
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from functools import partial
 from typing import Any, Final
 
-__all__ = ["CURRENT_CALL", "MAX_FINGERPRINT", "fingerprint", "statement_of"]
+__all__ = ["MAX_FINGERPRINT", "fingerprint", "statement_of"]
 
 MAX_FINGERPRINT: Final = 200
 """Characters kept of a fingerprint."""
-
-CURRENT_CALL: ContextVar[Any] = ContextVar("iogate_current_call", default=None)
 
 _LITERALS = re.compile(
     r"""

@@ -35,6 +35,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from math import ceil as _ceil
+from threading import get_ident as _get_ident
 from typing import Any, Protocol, TypeVar
 
 from ..errors import OperationError, OperationTimeout
@@ -49,6 +51,8 @@ from .rate_limit import RateLimiter, RateLimiterSnapshot, TokenBucket
 from .retry import Retry, RetrySnapshot
 from .timeout import (
     _DEADLINE,
+    _LOOP_OF_THREAD,
+    _TASK_OF_LOOP,
     FIRED,
     Timeout,
     TimeoutFired,
@@ -70,10 +74,15 @@ class CallRecorder(Protocol):
 
     ``outcome`` is ``"ok"`` or the class name of the final error (also when a
     fallback answered in its place); ``duration_s`` is measured on the
-    pipeline's clock, from entering ``run`` to its end, retries included.
+    pipeline's clock, from entering ``run`` to its end, retries included;
+    ``call`` is the callable the pipeline ran (a SQL database's is
+    ``partial(method, sql, params)``, from which the metrics take a slow
+    call's statement fingerprint).
     """
 
-    def record(self, resource: str, operation: str, outcome: str, duration_s: float) -> None: ...
+    def record(
+        self, resource: str, operation: str, outcome: str, duration_s: float, call: object, /
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,12 +258,15 @@ class Pipeline:
                 token = _DEADLINE.set((deadline_at, now))
                 wheel = self._dl_wheel
                 if wheel is not None:
-                    task = _current_task()
+                    # _current_task, its fast path inlined
+                    task = _TASK_OF_LOOP(_LOOP_OF_THREAD.get(_get_ident()))
                     if task is None:
-                        raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
+                        task = _current_task()
+                        if task is None:
+                            raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
                     baseline = task.cancelling()
-                    # TimerWheel.add, inlined
-                    key = -int(-deadline_at // wheel._g)
+                    # TimerWheel.add, inlined (TimerWheel.slot too)
+                    key = _ceil(deadline_at * wheel._inv)
                     dl_bucket = wheel._buckets.get(key)
                     if dl_bucket is None:
                         dl_bucket = wheel._new_bucket(key, task)
@@ -455,7 +467,7 @@ class Pipeline:
                     err = dl_error or self._deadline_error(operation, attempt, now() - start)
             if token is not None:
                 _DEADLINE.reset(token)
-            answer: T = await self._failed(err, operation, attempt, start, exc)
+            answer: T = await self._failed(err, operation, attempt, start, exc, fn)
             return answer
         if dl_bucket is not None:
             assert task is not None
@@ -470,7 +482,7 @@ class Pipeline:
             _DEADLINE.reset(token)
         self.ok += 1
         if self.recorder is not None:
-            self.recorder.record(self.resource, operation, "ok", t1 - start)
+            self.recorder.record(self.resource, operation, "ok", t1 - start, fn)
         return result
 
     @staticmethod
@@ -493,11 +505,11 @@ class Pipeline:
         try:
             result = await fn()
         except BaseException as exc:  # noqa: BLE001 - re-raised by _failed unless a fallback answers
-            answer: T = await self._failed(exc, operation, 1, start, exc)
+            answer: T = await self._failed(exc, operation, 1, start, exc, fn)
             return answer
         self.ok += 1
         assert self.recorder is not None
-        self.recorder.record(self.resource, operation, "ok", self._now() - start)
+        self.recorder.record(self.resource, operation, "ok", self._now() - start, fn)
         return result
 
     def _deadline_error(self, operation: str, attempts: int, elapsed: float) -> OperationTimeout:
@@ -528,6 +540,7 @@ class Pipeline:
         attempts: int,
         start: float,
         original: BaseException,
+        fn: object,
     ) -> Any:
         elapsed = self._now() - start
         if isinstance(err, OperationError):
@@ -541,7 +554,7 @@ class Pipeline:
                 err.elapsed_s = elapsed
         self.failed += 1
         if self.recorder is not None:
-            self.recorder.record(self.resource, operation, type(err).__name__, elapsed)
+            self.recorder.record(self.resource, operation, type(err).__name__, elapsed, fn)
         fb = self.fallback
         if fb is not None and fb.handles(err):
             return await fb.recover(err, now=self._now())

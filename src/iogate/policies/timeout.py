@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import sys
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from math import ceil as _ceil
+from threading import get_ident as _get_ident
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -50,33 +52,41 @@ _DEADLINE: ContextVar[tuple[float, Callable[[], float]] | None] = ContextVar(
     "iogate_deadline", default=None
 )
 
-if sys.version_info >= (3, 12):
-    _current_task = asyncio.current_task
-else:
-    # On 3.11, asyncio.current_task() is Python code around get_running_loop(),
-    # which makes a getpid() system call on every use (removed in 3.12). The
-    # running loop of a thread is cached here instead: a thread runs one loop
-    # at a time, and a cached loop that is not running has no current task,
-    # which sends the lookup down the slow path that refreshes the cache.
-    from asyncio.events import _get_running_loop
+# The running task, without asyncio.current_task()'s overhead. On 3.11 that is
+# Python code around get_running_loop(), which makes a getpid() system call on
+# every use (removed in 3.12). The running loop of each thread is cached in
+# _LOOP_OF_THREAD instead (a thread runs one loop at a time; a cached loop that
+# is not running has no current task, which sends the lookup down the slow path
+# that refreshes the cache). The pipeline inlines the fast path as
+# ``_TASK_OF_LOOP(_LOOP_OF_THREAD.get(_get_ident()))`` and calls
+# ``_current_task()`` only when that gives ``None``.
+_LOOP_OF_THREAD: dict[int, object] = {}
+_TASK_OF_LOOP: Callable[[object], asyncio.Task[Any] | None]
+try:
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
-    from threading import get_ident
 
-    _LOOP_OF_THREAD: dict[int, object] = {}
+    _TASK_OF_LOOP = _current_tasks.get
+except ImportError:  # pragma: no cover - an interpreter without the tasks dict
 
-    def _current_task(
-        _get: Callable[[object], asyncio.Task[Any] | None] = _current_tasks.get,
-        _loops: dict[int, object] = _LOOP_OF_THREAD,
-        _ident: Callable[[], int] = get_ident,
-    ) -> asyncio.Task[Any] | None:
-        task = _get(_loops.get(_ident()))
+    def _TASK_OF_LOOP(loop: object) -> asyncio.Task[Any] | None:
+        return None
+
+
+def _current_task(
+    _get: Callable[[object], asyncio.Task[Any] | None] = _TASK_OF_LOOP,
+    _loops: dict[int, object] = _LOOP_OF_THREAD,
+    _ident: Callable[[], int] = _get_ident,
+) -> asyncio.Task[Any] | None:
+    task = _get(_loops.get(_ident()))
+    if task is None:
+        loop = _get_running_loop()
+        if loop is None:
+            return None
+        _loops[_ident()] = loop
+        task = _get(loop)
         if task is None:
-            loop = _get_running_loop()
-            if loop is None:
-                return None
-            _loops[_ident()] = loop
-            task = _get(loop)
-        return task
+            task = asyncio.current_task(loop)
+    return task
 
 
 def current_task() -> asyncio.Task[Any]:
@@ -163,12 +173,13 @@ class TimerWheel:
         clock: time source; its ``call_later`` is used when present.
     """
 
-    __slots__ = ("_armed", "_buckets", "_clock", "_g", "_handle", "_keys", "_loop", "_now")
+    __slots__ = ("_armed", "_buckets", "_clock", "_g", "_handle", "_inv", "_keys", "_loop", "_now")
 
     def __init__(self, *, granularity: float, clock: Clock) -> None:
         if not granularity > 0:
             raise ValueError(f"granularity must be > 0, got {granularity!r}")
         self._g = granularity
+        self._inv = 1.0 / granularity
         self._clock = clock
         self._now = clock.monotonic
         self._buckets: dict[int, _Bucket] = {}
@@ -184,12 +195,18 @@ class TimerWheel:
 
     def add(self, at: float, task: asyncio.Task[Any]) -> _Bucket:
         """Cancel ``task`` once the clock passes ``at`` (rounded up to the granularity)."""
-        key = -int(-at // self._g)  # ceil
+        key = self.slot(at)
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(key, task)
         bucket[task] = bucket.get(task, 0) + 1
         return bucket
+
+    def slot(self, at: float) -> int:
+        """The slot of expiry time ``at``: ``at`` rounded up to a multiple of the
+        granularity (a multiplication, not a float floor division, which costs an
+        ``fmod``)."""
+        return _ceil(at * self._inv)
 
     def _new_bucket(self, key: int, task: asyncio.Task[Any]) -> _Bucket:
         loop = task.get_loop()

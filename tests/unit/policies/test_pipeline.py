@@ -46,7 +46,9 @@ class Recorder:
     def __init__(self) -> None:
         self.records: list[tuple[str, str, str, float]] = []
 
-    def record(self, resource: str, operation: str, outcome: str, duration_s: float) -> None:
+    def record(
+        self, resource: str, operation: str, outcome: str, duration_s: float, call: object, /
+    ) -> None:
         self.records.append((resource, operation, outcome, duration_s))
 
 
