@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 from iogate.databases import crud
 from iogate.databases.sql import is_read_statement
@@ -200,7 +209,7 @@ class Database(AsyncResource):
 
     def _call(
         self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool
-    ) -> Awaitable[T]:
+    ) -> Coroutine[Any, Any, T]:
         """The awaitable of one call through the runner (the caller awaits it).
 
         Not a coroutine itself: every suspension of a call resumes each frame
@@ -210,7 +219,7 @@ class Database(AsyncResource):
             self._require_open()
         runner = self._runner
         if runner is None:
-            return fn()
+            return cast("Coroutine[Any, Any, T]", fn())  # every backend's fn is a coroutine
         return runner.run(fn, operation=operation, idempotent=idempotent)
 
     def __repr__(self) -> str:
@@ -373,14 +382,17 @@ class SQLDatabase(Database):
         await self._invalidate_writes(statements)
         return result
 
-    async def fetch_one(
+    def fetch_one(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
-    ) -> Row | None:
-        """Run a query and return its first row, or ``None`` when it returns none."""
+    ) -> Coroutine[Any, Any, Row | None]:
+        """Run a query and return its first row, or ``None`` when it returns none.
+
+        Returns the call's coroutine (to await): one frame less on the hot path.
+        """
         fn = partial(self._fetch_one, sql, params)
         read = is_read_statement(sql)
         call = self._call(fn, "fetch_one", idempotent=read if idempotent is None else idempotent)
-        return await (call if read else self._written(call, [(sql, params)]))
+        return call if read else self._written(call, [(sql, params)])
 
     async def fetch_val(
         self, sql: str, params: Params = None, *, column: int = 0, idempotent: bool | None = None

@@ -18,9 +18,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -275,12 +275,9 @@ class RedisDatabase(Database):
             raise InvalidInputError(f"Redis command {upper!r} is not allowed on {self.name!r}")
         return upper
 
-    async def get(self, key: str | bytes) -> bytes | None:
-        """The value of ``key``, or ``None``."""
-        value: bytes | None = await self._call(
-            partial(self._command, "GET", key), "GET", idempotent=True
-        )
-        return value
+    def get(self, key: str | bytes) -> Coroutine[Any, Any, bytes | None]:
+        """The value of ``key``, or ``None`` (the call's coroutine: one frame less)."""
+        return self._call(partial(self._command, "GET", key), "GET", idempotent=True)
 
     async def set(
         self,
@@ -406,14 +403,14 @@ class RedisDatabase(Database):
 
     def _call(
         self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool
-    ) -> Awaitable[T]:
+    ) -> Coroutine[Any, Any, T]:
         # Database._call without noting the call for the slow-operation log,
         # which reads a statement only for SQL databases.
         if self.state is not ResourceState.OPEN:
             self._require_open()
         runner = self._runner
         if runner is None:
-            return fn()
+            return cast("Coroutine[Any, Any, T]", fn())  # every backend's fn is a coroutine
         return runner.run(fn, operation=operation, idempotent=idempotent)
 
     def _need_client(self) -> aioredis.Redis:
