@@ -3,7 +3,10 @@
 Throughput of 32 concurrent callers (asyncio tasks in one process, default
 event loop), each awaiting one call after another for a fixed time; the
 subjects of one comparison are interleaved round-robin and the best of N
-repeats is kept (a noisy neighbour hits every subject alike).
+repeats is kept (a noisy neighbour hits every subject alike). PostgreSQL and
+Redis run on a CPU of their own, the clients on the others
+(:func:`~benchmarks.harness.servers_apart`); SQLite, which has no server,
+runs on every CPU.
 
 * PostgreSQL point select (``SELECT v FROM bench WHERE id = $1``, random ids
   of 10,000 rows) on a temporary cluster the scenario starts itself:

@@ -116,7 +116,9 @@ async def _pipeline_cost(repeats: int) -> list[Result]:
         return 1
 
     class NoopRecorder:
-        def record(self, resource: str, operation: str, outcome: str, duration_s: float) -> None:
+        def record(
+            self, resource: str, operation: str, outcome: str, duration_s: float, call: object, /
+        ) -> None:
             pass
 
     bare = Pipeline(resource="db")

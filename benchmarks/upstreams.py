@@ -16,10 +16,9 @@ fixed time; the figure is completed requests per second (body read whole).
 
 Rounds rotate the order of the subjects (a noisy neighbour hits all alike);
 the median of 12 one-second rounds is reported, with the client process's CPU
-time per request beside it (robust to other load on the machine). nginx and
-the clients share the machine's cores, so absolute figures are lower than on
-separate machines; the ratio
-``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
+time per request beside it (robust to other load on the machine). nginx runs
+on a CPU of its own and the clients on the others (``servers_apart``); the
+ratio ``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
 """
 
 from __future__ import annotations
