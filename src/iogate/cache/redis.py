@@ -60,6 +60,7 @@ from iogate.cache.stats import RedisTierStats
 from iogate.errors import BulkheadFullError, OperationError
 from iogate.policies import CircuitBreaker, CircuitState, Clock, SystemClock
 from iogate.policies.bulkhead import Bulkhead
+from iogate.policies.circuit_breaker import _CountWindow
 
 __all__ = ["Invalidation", "RedisTier", "TierUnavailable"]
 
@@ -170,6 +171,7 @@ class RedisTier:
         )
         self._url = url
         self.namespace = namespace
+        self._key_prefix = f"{namespace}:k:"
         self.channel = channel
         self._timeout_s = timeout_s
         self._clock = clock if clock is not None else SystemClock()
@@ -193,7 +195,7 @@ class RedisTier:
         self.hits = self.misses = self.writes = self.errors = self.bytes_written = 0
 
     def _key(self, key: str) -> str:
-        return f"{self.namespace}:k:{key}"
+        return self._key_prefix + key
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -344,7 +346,7 @@ class RedisTier:
             # (the fast paths inlined as in Pipeline.run)
             permit = cb._epoch if cb._state is _CLOSED else cb.acquire(start)
             try:
-                raw: Any = await client.get(f"{self.namespace}:k:{key}")
+                raw: Any = await client.get(self._key_prefix + key)
             except BaseException as exc:
                 end = cb._now()
                 cb.on_error(permit, exc, end - start, end)
@@ -353,7 +355,11 @@ class RedisTier:
             d = end - start
             if permit == cb._epoch and cb._state is _CLOSED and d < cb._slow_s:
                 cb.successful_calls += 1
-                cb._window.record(end, 0, 0)
+                window = cb._window
+                if type(window) is _CountWindow:
+                    window.total += 1
+                else:
+                    window.record(end, 0, 0)
             else:
                 cb.on_success(permit, d, end)
         except (OperationError, RedisError, OSError) as exc:

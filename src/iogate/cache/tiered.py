@@ -205,9 +205,10 @@ class TieredCache(AsyncResource):
                 entry = decode_entry(raw)
             except ValueError:
                 return default  # written by another version or corrupted: a miss
-            if self._now() >= entry.expires_at + self._retain:
+            now = self._now()  # once after the round trip, for both checks and the L1 copy
+            if now >= entry.expires_at + self._retain:
                 return default
-            self._store_l1(key, entry, len(raw))
+            self._store_l1(key, entry, len(raw), now)
         if now < entry.expires_at:
             return entry.value
         return default
@@ -569,8 +570,10 @@ class TieredCache(AsyncResource):
             raise ValueError(f"ttl must be > 0 seconds, got {ttl_s}")
         return ttl_s
 
-    def _store_l1(self, key: str, entry: Entry, size: int) -> None:
-        keep = entry.expires_at + self._retain - self._now()
+    def _store_l1(self, key: str, entry: Entry, size: int, now: float | None = None) -> None:
+        if now is None:
+            now = self._now()
+        keep = entry.expires_at + self._retain - now
         if keep > 0 and self._l1.set(key, entry, ttl_s=keep, size=size + len(key)) and entry.tags:
             self._tags.add(key, entry.tags)
 
