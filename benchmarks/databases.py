@@ -17,7 +17,10 @@ runs on every CPU.
   readers, the default) vs one raw aiosqlite connection
   (``execute_fetchall``: one trip to its thread per query, its fastest call).
 * Redis GET: ``Gateway(...).redis("kv").get`` vs a raw redis-py client
-  (hiredis), both with up to 32 connections.
+  (hiredis), both with up to 32 connections; iogate auto-pipelines the GETs
+  of concurrent callers (one round trip per loop iteration), and the
+  ``iogate (no auto-pipelining)`` row is the same resource with
+  ``auto_pipeline = false`` (a round trip per GET, as redis-py does).
 * pgbench's TPC-B-like transaction (``pgbench -i`` schema, scale 1, 8
   clients): iogate's ``async with db.transaction()`` running the five
   statements vs ``pgbench -c 8 -j 2`` itself (C, simple protocol).
@@ -217,13 +220,22 @@ async def _sqlite(seconds: float, repeats: int) -> list[Result]:
 
 async def _redis(url: str, seconds: float, repeats: int) -> list[Result]:
     config = parse_config({"databases": {"kv": {"url": url, "pool_size": CALLERS}}}, environ={})
-    async with Gateway(config) as gateway:
+    single = parse_config(
+        {"databases": {"kv": {"url": url, "pool_size": CALLERS, "auto_pipeline": False}}},
+        environ={},
+    )
+    async with Gateway(config) as gateway, Gateway(single) as gateway_single:
+        unbatched = gateway_single.redis("kv")
         raw = aioredis.Redis.from_url(url, max_connections=CALLERS)
         try:
             kv = gateway.redis("kv")
             await kv.set("bench:key", "value")
             best = await compare(
-                {"raw driver": lambda: raw.get("bench:key"), "iogate": lambda: kv.get("bench:key")},
+                {
+                    "raw driver": lambda: raw.get("bench:key"),
+                    "iogate": lambda: kv.get("bench:key"),
+                    "iogate (no auto-pipelining)": lambda: unbatched.get("bench:key"),
+                },
                 callers=CALLERS,
                 seconds=seconds,
                 repeats=repeats,

@@ -174,6 +174,9 @@ class DatabaseConfig(_Model):
         statement_cache_size: PostgreSQL: prepared statements cached per connection.
         allowed_commands: Redis: the commands ``POST /v1/databases/<name>/command``
             runs (absent: iogate's default allowlist, no administration commands).
+        auto_pipeline: Redis: send the non-blocking commands that concurrent
+            callers issue in one event-loop iteration as one pipeline (one
+            round trip; :mod:`iogate.databases.redis_pipelining`).
         max_rows: SQL: the most rows one statement returns over HTTP or in a
             batch (the rest are dropped and ``truncated`` is set); a key's
             ``max_rows`` may lower it.
@@ -193,6 +196,7 @@ class DatabaseConfig(_Model):
     max_idle_lifetime: float = Field(default=300.0, ge=0)
     statement_cache_size: int = Field(default=100, ge=0)
     allowed_commands: list[str] | None = None
+    auto_pipeline: bool = True
     max_rows: int = Field(default=100_000, ge=1)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     queries: dict[ResourceName, NamedQueryConfig] = Field(default_factory=dict)

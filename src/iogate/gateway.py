@@ -145,6 +145,7 @@ class Gateway(AsyncResource):
             connect_timeout_s=cfg.connect_timeout,
             allowed_commands=cfg.allowed_commands,
             runner=runner,
+            auto_pipeline=cfg.auto_pipeline,
         )
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:

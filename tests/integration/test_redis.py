@@ -57,7 +57,7 @@ async def test_pipeline_is_one_round_trip_with_errors_in_place(redis: RedisServe
 
 
 async def test_commands_beyond_the_pool_wait_and_are_counted(redis: RedisServer) -> None:
-    async with RedisDatabase("cache", url=redis.url, max_connections=2) as db:
+    async with RedisDatabase("cache", url=redis.url, max_connections=2, auto_pipeline=False) as db:
         await db.set("iogate:w", "v")
         results = await asyncio.gather(*(db.get("iogate:w") for _ in range(50)))
         stats = db.stats()
@@ -65,6 +65,56 @@ async def test_commands_beyond_the_pool_wait_and_are_counted(redis: RedisServer)
     assert stats.acquired_total >= 51
     assert (stats.in_use, stats.waiting, stats.max_size) == (0, 0, 2)
     assert stats.size <= 2
+
+
+async def test_concurrent_commands_share_one_pipeline_with_their_own_replies(
+    redis: RedisServer,
+) -> None:
+    async with RedisDatabase("cache", url=redis.url, max_connections=2) as db:
+        await db.set("iogate:ap:s", "text")
+        await db.set("iogate:ap:n", "41")
+        before = db.stats().acquired_total
+        results = await asyncio.gather(
+            *(db.get("iogate:ap:s") for _ in range(100)),
+            db.command("INCR", "iogate:ap:s"),  # WRONGTYPE-like error: this caller only
+            db.command("INCR", "iogate:ap:n"),
+            return_exceptions=True,
+        )
+        stats = db.stats()
+    assert results[:100] == [b"text"] * 100
+    assert isinstance(results[100], QueryError)
+    assert results[101] == 42
+    # 102 commands issued in one loop iteration: one pipeline, one connection checkout
+    assert stats.acquired_total - before == 1
+    assert (stats.in_use, stats.waiting) == (0, 0)
+
+
+async def test_a_cancelled_caller_leaves_the_pipeline_to_the_others(redis: RedisServer) -> None:
+    async with RedisDatabase("cache", url=redis.url) as db:
+        await db.set("iogate:ap:c", "v")
+        doomed = asyncio.ensure_future(db.get("iogate:ap:c"))
+        others = [asyncio.ensure_future(db.get("iogate:ap:c")) for _ in range(10)]
+        await asyncio.sleep(0)  # every call has queued its command
+        doomed.cancel()
+        assert await asyncio.gather(*others) == [b"v"] * 10
+        assert doomed.cancelled()
+        assert await db.get("iogate:ap:c") == b"v"
+
+
+async def test_pipelined_callers_see_a_stopped_server_as_transient_errors(
+    redis: RedisServer,
+) -> None:
+    async with RedisDatabase("cache", url=redis.url) as db:
+        await db.set("iogate:ap:k", "v")
+        redis.stop()
+        try:
+            results = await asyncio.gather(
+                *(db.command("GET", "iogate:ap:k") for _ in range(5)), return_exceptions=True
+            )
+        finally:
+            redis.start()
+        assert all(isinstance(r, TransientDatabaseError) for r in results), results
+        assert await db.get("iogate:ap:k") in (b"v", None)  # the server is back
 
 
 def test_default_allowlist_refuses_administration() -> None:

@@ -4,6 +4,7 @@ import pytest
 
 from iogate.config import DEFAULT_SQLITE_URL, default_config, load_config, parse_config
 from iogate.errors import ConfigError
+from iogate.gateway import Gateway
 
 ISSUE_SHAPE = """
 [databases.main]
@@ -99,3 +100,14 @@ def test_absolute_and_memory_sqlite_paths() -> None:
     )
     assert config.databases["a"].sqlite_path() == "/tmp/x.db"
     assert config.databases["m"].sqlite_path() == ":memory:"
+
+
+def test_redis_auto_pipelining_is_on_unless_switched_off() -> None:
+    on = parse_config({"databases": {"kv": {"url": "redis://127.0.0.1:1/0"}}}, environ={})
+    off = parse_config(
+        {"databases": {"kv": {"url": "redis://127.0.0.1:1/0", "auto_pipeline": False}}},
+        environ={},
+    )
+    assert on.databases["kv"].auto_pipeline is True
+    assert off.databases["kv"].auto_pipeline is False
+    assert Gateway(off).redis("kv").auto_pipeline is False

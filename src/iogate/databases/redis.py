@@ -5,9 +5,14 @@
   ``mget``, ``mset``) and ``pipeline`` sends many commands in one round trip
   (``MULTI``/``EXEC`` with ``transaction=True``;
   redis.io/docs/latest/develop/interact/transactions).
-- At most ``max_connections`` commands are in flight: callers beyond wait on
-  a semaphore (bounded, metered by :meth:`RedisDatabase.stats`) instead of
-  redis-py's "Too many connections" error.
+- Auto-pipelining (:mod:`iogate.databases.redis_pipelining`, on by default):
+  the commands of the default allowlist that concurrent callers issue in one
+  event-loop iteration travel in one pipeline, one round trip for all of
+  them, as ioredis and node-redis do; other commands go on their own.
+- At most ``max_connections`` connections are in use (a lone command or a
+  pipeline each): callers beyond wait on a semaphore (bounded, metered by
+  :meth:`RedisDatabase.stats`) instead of redis-py's "Too many connections"
+  error.
 - Retries: only commands whose repetition leaves the same state (reads, SET,
   DEL, EXPIRE...); INCR, LPUSH and the like never.
 - The gateway runs only commands of an allowlist (:data:`DEFAULT_ALLOWED_COMMANDS`,
@@ -17,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
@@ -28,6 +34,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 
 from iogate.databases.base import CallRunner, Database
+from iogate.databases.redis_pipelining import AutoPipeline
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.errors import (
     DatabaseError,
@@ -187,6 +194,9 @@ class RedisDatabase(Database):
         allowed_commands: what :meth:`check_command` lets through (the
             gateway's allowlist); default :data:`DEFAULT_ALLOWED_COMMANDS`.
         runner: the resilience pipeline each call runs through.
+        auto_pipeline: send the commands of :data:`DEFAULT_ALLOWED_COMMANDS`
+            (none of them blocks) that concurrent callers issue in one loop
+            iteration as one pipeline (default ``True``).
     """
 
     kind: ClassVar[str] = "redis"
@@ -200,6 +210,7 @@ class RedisDatabase(Database):
         connect_timeout_s: float = 10.0,
         allowed_commands: Iterable[str] | None = None,
         runner: CallRunner | None = None,
+        auto_pipeline: bool = True,
     ) -> None:
         super().__init__(name, runner=runner)
         if max_connections < 1:
@@ -208,6 +219,8 @@ class RedisDatabase(Database):
         self._max_connections = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._client: aioredis.Redis | None = None
+        self.auto_pipeline = auto_pipeline
+        self._auto: AutoPipeline | None = None
         self.allowed_commands = (
             DEFAULT_ALLOWED_COMMANDS
             if allowed_commands is None
@@ -238,8 +251,18 @@ class RedisDatabase(Database):
         except redis_errors.RedisError as exc:
             await self._close()
             raise translate_redis_error(exc, resource=self.name, operation="open") from exc
+        if self.auto_pipeline:
+            self._auto = AutoPipeline(
+                self._client,
+                loop=asyncio.get_running_loop(),
+                take_slot=self._take_slot,
+                give_slot=self._give_slot,
+            )
 
     async def _close(self) -> None:
+        auto, self._auto = self._auto, None
+        if auto is not None:
+            await auto.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -362,6 +385,12 @@ class RedisDatabase(Database):
         client = self._client
         if client is None:
             raise RuntimeError(f"database {self.name!r} is not open")
+        auto = self._auto
+        if auto is not None and name in DEFAULT_ALLOWED_COMMANDS:
+            try:
+                return await auto.submit((name, *args))
+            except redis_errors.RedisError as exc:
+                raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         meter = self._meter
         gate = self._gate
         if gate.active < gate.max_concurrent and not gate._waiters:  # Bulkhead.try_enter
