@@ -358,7 +358,7 @@ class RedisTier:
             # (the fast paths inlined as in Pipeline.run)
             permit = cb._epoch if cb._state is _CLOSED else cb.acquire(start)
             try:
-                raw: Any = await auto.submit(("GET", self._key_prefix + key))
+                raw: Any = await auto.execute(("GET", self._key_prefix + key))
             except BaseException as exc:
                 end = cb._now()
                 cb.on_error(permit, exc, end - start, end)

@@ -388,7 +388,7 @@ class RedisDatabase(Database):
         auto = self._auto
         if auto is not None and name in DEFAULT_ALLOWED_COMMANDS:
             try:
-                return await auto.submit((name, *args))
+                return await auto.execute((name, *args))
             except redis_errors.RedisError as exc:
                 raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         meter = self._meter

@@ -1,11 +1,14 @@
 """Auto-pipelining: Redis commands of concurrent callers share round trips.
 
-Commands submitted during one event-loop iteration are sent together, in one
-non-transactional pipeline (one connection, one write, the replies read back
-in order), when the loop next runs its callbacks. This is ioredis's
-``enableAutoPipelining`` and node-redis's default behaviour; redis-py has no
-equivalent, so 32 concurrent ``GET`` calls there cost 32 connection
-checkouts, 32 writes and 32 reads.
+A command issued while nothing else is in flight goes out at once, on its
+own, as redis-py would send it (a lone caller pays nothing for batching).
+Commands issued while others are in flight are queued, and the queue is sent
+as one non-transactional pipeline (one connection, one write, the replies
+read back in order) when the event loop next runs its callbacks. Under
+concurrency, then, every loop iteration costs one round trip however many
+callers it serves: ioredis's ``enableAutoPipelining`` and node-redis's
+default behaviour, which redis-py lacks (32 concurrent ``GET`` calls there
+cost 32 connection checkouts, 32 writes and 32 reads).
 
 What does not change for a caller: its commands run in the order it awaits
 them; each gets its own reply, or its own error (a ``WRONGTYPE`` of one
@@ -47,6 +50,7 @@ class AutoPipeline:
     """
 
     __slots__ = (
+        "_busy",
         "_client",
         "_give_slot",
         "_loop",
@@ -76,8 +80,30 @@ class AutoPipeline:
         self.max_batch = max_batch
         self._queue: list[_Pending] = []
         self._senders: set[asyncio.Task[None]] = set()
+        self._busy = 0  # lone commands and pipelines in flight
         self.commands = 0
         self.pipelines = 0
+
+    async def execute(self, command: tuple[Any, ...]) -> Any:
+        """Run ``command`` (``("GET", key)``): at once when nothing is in flight,
+        else in the next pipeline. Returns its reply.
+
+        Raises:
+            redis.exceptions.RedisError: the command failed (``ResponseError``) or
+                its connection did; or whatever ``take_slot`` raises.
+        """
+        if self._busy or self._queue:
+            return await self.submit(command)
+        self._busy += 1
+        try:
+            await self._take_slot()
+            try:
+                run: Callable[..., Awaitable[Any]] = self._client.execute_command
+                return await run(*command)
+            finally:
+                self._give_slot()
+        finally:
+            self._busy -= 1
 
     def submit(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue ``command`` (``("GET", key)``) for the next pipeline; the future
@@ -100,6 +126,13 @@ class AutoPipeline:
     async def _send(self, batch: list[_Pending]) -> None:
         self.commands += len(batch)
         self.pipelines += 1
+        self._busy += 1
+        try:
+            await self._send_pipeline(batch)
+        finally:
+            self._busy -= 1
+
+    async def _send_pipeline(self, batch: list[_Pending]) -> None:
         try:
             await self._take_slot()
         except BaseException as exc:  # no slot (the owner's error) or cancelled
