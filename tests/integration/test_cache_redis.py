@@ -255,3 +255,21 @@ async def test_the_tier_gate_hands_its_one_connection_to_every_waiter(redis: Red
         assert stats.l2 is not None
         assert stats.l2.errors == 0
         assert stats.l2.hits >= 49
+
+
+async def test_concurrent_l2_hits_each_get_their_own_value(redis: RedisServer) -> None:
+    """L2 gets are auto-pipelined: 200 concurrent gets of 100 keys, each answered
+    with its own key's value, from a process whose L1 is empty."""
+    ns = _ns()
+    async with (
+        TieredCache(redis=_tier(redis.url, ns)) as writer,
+        TieredCache(redis=_tier(redis.url, ns), max_entries=1) as reader,
+    ):
+        for i in range(100):
+            await writer.set(f"k{i}", {"i": i, "tags": ["a", str(i)]}, ttl=60)
+        keys = [f"k{i % 100}" for i in range(200)]
+        values = await asyncio.gather(*(reader.get(k) for k in keys))
+        stats = reader.stats()
+    assert values == [{"i": i % 100, "tags": ["a", str(i % 100)]} for i in range(200)]
+    assert stats.l2 is not None
+    assert (stats.l2.hits, stats.l2.misses, stats.l2.errors) == (200, 0, 0)
