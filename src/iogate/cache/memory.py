@@ -163,10 +163,7 @@ class MemoryCache:
         data = self._data
         while data and (len(data) >= self._max_entries or self._bytes + nbytes > self._max_bytes):
             oldest = next(iter(data))
-            item = data.pop(oldest)
-            self._bytes -= item[2]  # _removed, inlined
-            if self._on_remove is not None:
-                self._on_remove(oldest, item[0])
+            self._removed(oldest, data.pop(oldest))
             self._evictions += 1
         data[key] = (value, None if ttl is None else self._clock() + ttl, nbytes)
         self._bytes += nbytes

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -59,15 +60,13 @@ from redis.exceptions import RedisError
 from iogate.cache.stats import RedisTierStats
 from iogate.databases.redis_pipelining import AutoPipeline
 from iogate.errors import BulkheadFullError, OperationError
-from iogate.policies import CircuitBreaker, CircuitState, Clock, SystemClock
+from iogate.policies import CircuitBreaker, Clock, SystemClock
 from iogate.policies.bulkhead import Bulkhead
-from iogate.policies.circuit_breaker import _CountWindow
 
 __all__ = ["Invalidation", "RedisTier", "TierUnavailable"]
 
 T = TypeVar("T")
 
-_CLOSED = CircuitState.CLOSED
 Invalidation = dict[str, Any]
 """A decoded invalidation message: ``{"src", "keys"?, "tags"?, "prefix"?, "clear"?}``
 (JSON wire format only; handed to the tiered cache's handler)."""
@@ -215,8 +214,9 @@ class RedisTier:
         """
         retry = RedisRetry(NoBackoff(), 0)  # the pipeline decides; no hidden retries
         common: dict[str, Any] = {"socket_connect_timeout": self._timeout_s, "retry": retry}
-        # At most `max_connections` calls at a time (the gate in _run and get; a
-        # burst waits up to timeout_s for a slot): the pool never needs more.
+        # At most `max_connections` calls at a time (the gate in _run and in the
+        # auto-pipeline's sends; a burst waits up to timeout_s for a slot): the
+        # pool never needs more.
         # A gate of our own rather than redis-py's BlockingConnectionPool, whose
         # Condition cost a fifth of the L2-hit throughput when measured.
         self._client = aioredis.Redis.from_url(
@@ -233,7 +233,7 @@ class RedisTier:
         self._auto = AutoPipeline(
             self._client,
             loop=asyncio.get_running_loop(),
-            take_slot=self._take_pipeline_slot,
+            take_slot=self._take_slot,
             give_slot=self._gate.release,
         )
         self._on_message = on_message
@@ -303,33 +303,23 @@ class RedisTier:
         client = self._client
         if client is None:
             raise TierUnavailable("the Redis tier is not open")
-        gate = self._gate
-        if gate.active < gate.max_concurrent and not gate._waiters:  # Bulkhead.try_enter
-            gate.active += 1
-            gate.admitted += 1
-        else:
-            await self._wait_slot(operation)
+        await self._take_slot(operation)
         try:
             return await self.breaker.run(lambda: fn(client))
         except (OperationError, RedisError, OSError) as exc:
             self.errors += 1
             raise TierUnavailable(f"Redis tier {operation}: {type(exc).__name__}") from exc
         finally:
-            if gate._waiters:
-                gate.release()
-            else:
-                gate.active -= 1
+            self._gate.release()
 
-    async def _take_pipeline_slot(self) -> None:
-        if not self._gate.try_enter():
-            await self._wait_slot("get")
-
-    async def _wait_slot(self, operation: str) -> None:
-        """Queue (FIFO) up to ``timeout_s`` for a call slot.
+    async def _take_slot(self, operation: str = "get") -> None:
+        """Take a connection slot, queueing (FIFO) up to ``timeout_s`` for one.
 
         Raises:
             TierUnavailable: no slot came free in time.
         """
+        if self._gate.try_enter():
+            return
         try:
             await self._gate.enter()
         except BulkheadFullError as exc:
@@ -339,11 +329,9 @@ class RedisTier:
     async def get(self, key: str) -> bytes | None:
         """The stored bytes of ``key``, or ``None``.
 
-        The hot path of an L2 hit: :meth:`_run` and ``CircuitBreaker.run``
-        inlined (one coroutine instead of three, no lambdas), and the ``GET``
-        auto-pipelined with the other gets of this loop iteration
+        The ``GET`` is auto-pipelined with the other gets issued meanwhile
         (:class:`~iogate.databases.redis_pipelining.AutoPipeline`, whose
-        pipelines take the tier's connection slots).
+        pipelines take the tier's connection slots), through the tier's breaker.
 
         Raises:
             TierUnavailable: Redis did not answer (or the breaker is open).
@@ -351,29 +339,10 @@ class RedisTier:
         auto = self._auto
         if auto is None:
             raise TierUnavailable("the Redis tier is not open")
-        cb = self.breaker
         try:
-            start = cb._now()
-            # CircuitOpenError when open; a closed breaker's permit is its epoch
-            # (the fast paths inlined as in Pipeline.run)
-            permit = cb._epoch if cb._state is _CLOSED else cb.acquire(start)
-            try:
-                raw: Any = await auto.execute(("GET", self._key_prefix + key))
-            except BaseException as exc:
-                end = cb._now()
-                cb.on_error(permit, exc, end - start, end)
-                raise
-            end = cb._now()
-            d = end - start
-            if permit == cb._epoch and cb._state is _CLOSED and d < cb._slow_s:
-                cb.successful_calls += 1
-                window = cb._window
-                if type(window) is _CountWindow:
-                    window.total += 1
-                else:
-                    window.record(end, 0, 0)
-            else:
-                cb.on_success(permit, d, end)
+            raw: Any = await self.breaker.run(
+                partial(auto.execute, ("GET", self._key_prefix + key))
+            )
         except (OperationError, RedisError, OSError) as exc:
             self.errors += 1
             raise TierUnavailable(f"Redis tier get: {type(exc).__name__}") from exc

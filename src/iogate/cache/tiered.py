@@ -192,23 +192,9 @@ class TieredCache(AsyncResource):
             redis = self._redis
             if redis is None:
                 return default
-            # _from_l2, inlined: an L2 hit is one coroutine frame less.
-            if self._pending and not await self._l2_ready():
+            entry = await self._from_l2(key)
+            if entry is None:
                 return default
-            try:
-                raw = await redis.get(key)
-            except TierUnavailable:
-                return default
-            if raw is None:
-                return default
-            try:
-                entry = decode_entry(raw)
-            except ValueError:
-                return default  # written by another version or corrupted: a miss
-            now = self._now()  # once after the round trip, for both checks and the L1 copy
-            if now >= entry.expires_at + self._retain:
-                return default
-            self._store_l1(key, entry, len(raw), now)
         if now < entry.expires_at:
             return entry.value
         return default
@@ -245,9 +231,10 @@ class TieredCache(AsyncResource):
             entry = decode_entry(raw)
         except ValueError:
             return None  # written by another version or corrupted: a miss
-        if self._now() >= entry.expires_at + self._retain:
+        now = self._now()  # once after the round trip, for the check and the L1 copy
+        if now >= entry.expires_at + self._retain:
             return None
-        self._store_l1(key, entry, len(raw))
+        self._store_l1(key, entry, len(raw), now)
         return entry
 
     # -- writes ---------------------------------------------------------------------

@@ -391,28 +391,16 @@ class RedisDatabase(Database):
                 return await auto.execute((name, *args))
             except redis_errors.RedisError as exc:
                 raise translate_redis_error(exc, resource=self.name, operation=name) from exc
-        meter = self._meter
-        gate = self._gate
-        if gate.active < gate.max_concurrent and not gate._waiters:  # Bulkhead.try_enter
-            gate.active += 1
-            gate.admitted += 1
-            meter.took()
-        else:
-            await self._take_slot()
+        await self._take_slot()
         try:
             run: Callable[..., Awaitable[Any]] = client.execute_command
             return await run(name, *args)
         except redis_errors.RedisError as exc:
             raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         finally:
-            meter.released()  # _give_slot, inlined
-            if gate._waiters:
-                gate.release()
-            else:
-                gate.active -= 1
+            self._give_slot()
 
     async def _take_slot(self) -> None:
-        # (_command takes a free slot without calling this.)
         meter = self._meter
         if self._gate.try_enter():
             meter.took()

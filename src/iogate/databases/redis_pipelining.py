@@ -44,9 +44,6 @@ class AutoPipeline:
             connections in use (a pipeline holds one connection).
         give_slot: called once the pipeline's replies are in (or it failed).
         max_batch: most commands in one pipeline (> 0); a longer queue is split.
-
-    Counters: ``commands`` submitted and ``pipelines`` sent (their ratio is the
-    mean batch size).
     """
 
     __slots__ = (
@@ -57,9 +54,7 @@ class AutoPipeline:
         "_queue",
         "_senders",
         "_take_slot",
-        "commands",
         "max_batch",
-        "pipelines",
     )
 
     def __init__(
@@ -81,8 +76,6 @@ class AutoPipeline:
         self._queue: list[_Pending] = []
         self._senders: set[asyncio.Task[None]] = set()
         self._busy = 0  # lone commands and pipelines in flight
-        self.commands = 0
-        self.pipelines = 0
 
     async def execute(self, command: tuple[Any, ...]) -> Any:
         """Run ``command`` (``("GET", key)``): at once when nothing is in flight,
@@ -124,34 +117,24 @@ class AutoPipeline:
             sender.add_done_callback(self._senders.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
-        self.commands += len(batch)
-        self.pipelines += 1
         self._busy += 1
-        try:
-            await self._send_pipeline(batch)
-        finally:
-            self._busy -= 1
-
-    async def _send_pipeline(self, batch: list[_Pending]) -> None:
+        slot = False
         try:
             await self._take_slot()
-        except BaseException as exc:  # no slot (the owner's error) or cancelled
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        try:
+            slot = True
             pipe = self._client.pipeline(transaction=False)
             for command, _ in batch:
                 pipe.execute_command(*command)
             replies = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:
+        except BaseException as exc:  # no slot (the owner's error), the connection, cancelled
             _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         finally:
-            self._give_slot()
+            if slot:
+                self._give_slot()
+            self._busy -= 1
         for (_, fut), reply in zip(batch, replies, strict=False):
             if not fut.done():
                 if isinstance(reply, Exception):
