@@ -152,8 +152,9 @@ class DatabaseConfig(_Model):
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
       ``sqlite:///:memory:`` — sqlite3 on one thread per connection, WAL mode, one writer plus
       ``pool_size`` reader connections (default 2).
-    - ``postgresql://user:password@host:port/dbname`` — an asyncpg pool of
-      ``pool_min_size`` .. ``pool_size`` connections.
+    - ``postgresql://user:password@host:port/dbname`` — asyncpg connections in
+      iogate's pool (:mod:`iogate.databases.postgres_pool`), ``pool_min_size`` ..
+      ``pool_size`` of them.
     - ``redis://host:port/db`` (or ``rediss://``) — redis-py with hiredis, a
       pool of at most ``pool_size`` connections.
 

@@ -1,9 +1,11 @@
-"""PostgreSQL backend on an asyncpg pool.
+"""PostgreSQL backend on asyncpg connections in iogate's own pool.
 
 - ``:name`` and ``?`` placeholders are rewritten to ``$n``
   (:func:`~iogate.databases.sql.compile_postgres`); values are bound by asyncpg.
-- ``fetch``/``fetch_one``/``execute`` use the pool's own methods and asyncpg's
-  per-connection prepared-statement cache.
+- Connections live in a :class:`~iogate.databases.postgres_pool.PostgresPool`
+  (LIFO, FIFO waiters, reset on release as asyncpg's own pool does, with a
+  third of its client CPU per call); ``fetch``/``fetch_one``/``execute`` use
+  asyncpg's per-connection prepared-statement cache.
 - ``query`` prepares the statement (extended protocol: exactly one statement)
   to learn its columns and types even when it returns no rows, reads the
   command tag for rows affected, and decodes JSON-shaped arguments by the
@@ -12,14 +14,14 @@
 - A call's deadline (the pipeline's, or a ``deadline_scope``) cancels the
   awaiting task when it passes; asyncpg answers the cancellation with a
   CancelRequest, so the server stops the statement too. No ``timeout=`` is
-  passed to asyncpg: it would arm one more loop timer per statement (and a
-  task per pool acquire), which cost ~10 % of point-select throughput.
+  passed to asyncpg: it would arm one more loop timer per statement, which
+  cost ~10 % of point-select throughput.
   ``statement_timeout_s`` sets PostgreSQL's own ``statement_timeout`` on
   every connection (a server-side bound even for calls without a deadline);
   ``SET LOCAL statement_timeout`` tightens it inside a transaction.
 - Connections are recycled after ``max_queries`` statements and closed after
-  ``max_idle_lifetime_s`` idle (asyncpg pool options); each keeps a prepared-
-  statement cache of ``statement_cache_size`` entries.
+  ``max_idle_lifetime_s`` idle; each keeps a prepared-statement cache of
+  ``statement_cache_size`` entries.
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
@@ -28,8 +30,8 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import asyncpg
@@ -48,6 +50,7 @@ from iogate.databases.base import (
 )
 from iogate.databases.crud import quote_ident
 from iogate.databases.guard import SQLGuard, table_allowed
+from iogate.databases.postgres_pool import PostgresPool
 from iogate.databases.sql import compile_postgres, parameter_names, postgres_text
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
@@ -78,7 +81,7 @@ _BAD_ARGUMENT = re.compile(r"^(invalid input for query argument \$\d+): .*?(?: \
 
 
 class PostgresDatabase(SQLDatabase):
-    """A PostgreSQL database behind an asyncpg connection pool.
+    """A PostgreSQL database behind a pool of asyncpg connections.
 
     Args:
         name: resource name.
@@ -141,23 +144,27 @@ class PostgresDatabase(SQLDatabase):
         self._max_queries = max_queries
         self._max_idle_lifetime_s = max_idle_lifetime_s
         self._statement_cache_size = statement_cache_size
-        self._pool: asyncpg.Pool | None = None
-        self._meter = PoolMeter()
+        self._pool: PostgresPool | None = None
 
     async def _open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(
+        pool = PostgresPool(
+            partial(
+                asyncpg.connect,
                 self._dsn,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                max_queries=self._max_queries,
-                max_inactive_connection_lifetime=self._max_idle_lifetime_s,
-                statement_cache_size=self._statement_cache_size,
                 timeout=self._connect_timeout_s,
+                statement_cache_size=self._statement_cache_size,
                 server_settings=self._settings,
-            )
+            ),
+            min_size=self._min_size,
+            max_size=self._max_size,
+            max_queries=self._max_queries,
+            max_idle_lifetime_s=self._max_idle_lifetime_s,
+        )
+        try:
+            await pool.open()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation="open") from exc
+        self._pool = pool
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
@@ -166,30 +173,24 @@ class PostgresDatabase(SQLDatabase):
 
     async def _acquire(self, operation: str) -> asyncpg.Connection:
         pool = self._need_pool()
-        meter = self._meter
-        meter.acquiring()
-        started = time.perf_counter()
-        try:
-            # No timeout= here: asyncpg would wrap the wait in wait_for (a task
-            # and a timer per call). The call's deadline already cancels it.
-            conn = await pool.acquire()
-        except BaseException as exc:
-            self._acquire_failed(operation, exc)
-            raise
-        meter.acquired(time.perf_counter() - started)
-        return cast(asyncpg.Connection, conn)
+        conn = pool.take()
+        if conn is None:
+            try:
+                conn = await pool.wait()
+            except BaseException as exc:
+                self._acquire_failed(operation, exc)
+                raise
+        return conn
 
     def _acquire_failed(self, operation: str, exc: BaseException) -> None:
-        """Un-meter a wait that ended without a connection; raise an asyncpg or
-        socket error as iogate's (else return: the caller re-raises ``exc``).
-        A TimeoutError here is the connect timeout of a new pool connection (an
-        OSError too): translated as a transient connection failure."""
-        self._meter.abandoned()
+        """Raise an asyncpg or socket error of opening a connection as iogate's
+        (else return: the caller re-raises ``exc``). A TimeoutError here is the
+        connect timeout of a new pool connection: a transient connection
+        failure."""
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
 
     async def _release(self, conn: asyncpg.Connection) -> None:
-        self._meter.released()
         await self._need_pool().release(conn)
 
     async def _ping(self) -> None:
@@ -218,15 +219,13 @@ class PostgresDatabase(SQLDatabase):
         pool = self._pool
         if pool is None:
             raise RuntimeError(f"database {self.name!r} is not open")
-        meter = self._meter
-        meter.acquiring()
-        started = time.perf_counter()
-        try:
-            conn = await pool.acquire()
-        except BaseException as exc:
-            self._acquire_failed(operation, exc)
-            raise
-        meter.acquired(time.perf_counter() - started)
+        conn = pool.take()
+        if conn is None:
+            try:
+                conn = await pool.wait()
+            except BaseException as exc:
+                self._acquire_failed(operation, exc)
+                raise
         try:
             if mode == _ONE:
                 return await conn.fetchrow(text, *args)
@@ -240,7 +239,6 @@ class PostgresDatabase(SQLDatabase):
             self._raise_translated(operation, exc, conn)
             raise
         finally:
-            meter.released()
             await pool.release(conn)
 
     async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult:
@@ -280,7 +278,7 @@ class PostgresDatabase(SQLDatabase):
     ) -> QueryResult:
         # Read-only: BEGIN READ ONLY ... ROLLBACK around the statement, which
         # must leave that transaction open (no COMMIT/ROLLBACK of its own).
-        # asyncpg's pool resets the connection on release (RESET ALL,
+        # The pool resets the connection on release (RESET ALL,
         # pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *), so no session
         # state a statement sets outlives the call.
         if not guard.read_only:
@@ -427,13 +425,11 @@ class PostgresDatabase(SQLDatabase):
         return tuple(r[0] for r in rows)
 
     def stats(self) -> PoolStats:
-        """Pool statistics (sizes from asyncpg's pool, waits from iogate's meter)."""
+        """Pool statistics (:meth:`PostgresPool.stats`; all zeros while closed)."""
         pool = self._pool
         if pool is None:
-            return self._meter.snapshot(size=0, max_size=self._max_size, idle=0)
-        return self._meter.snapshot(
-            size=pool.get_size(), max_size=self._max_size, idle=pool.get_idle_size()
-        )
+            return PoolMeter().snapshot(size=0, max_size=self._max_size, idle=0)
+        return pool.stats(self._max_size)
 
     async def _guard(
         self, operation: str, coro: Awaitable[Any], conn: asyncpg.Connection | None = None
@@ -472,7 +468,7 @@ class PostgresDatabase(SQLDatabase):
                 operation=operation,
             ) from exc
 
-    def _need_pool(self) -> asyncpg.Pool:
+    def _need_pool(self) -> PostgresPool:
         if self._pool is None:
             raise RuntimeError(f"database {self.name!r} is not open")
         return self._pool
