@@ -98,6 +98,15 @@ async def hang(request: web.Request) -> web.Response:
     return web.json_response({"late": True})
 
 
+async def hang_once(request: web.Request) -> web.Response:
+    """Hangs (until teardown) on the first request per key; answers the others."""
+    key = request.match_info["key"]
+    count = request.app[FLAKY][key] = request.app[FLAKY].get(key, 0) + 1
+    if count == 1:
+        await request.app[HANG].wait()
+    return web.json_response({"attempt": count})
+
+
 SEQ = web.AppKey("seq", dict)
 INFLIGHT = web.AppKey("inflight", list)
 
@@ -208,6 +217,7 @@ def make_app() -> web.Application:
     app.router.add_get("/api/big", big)
     app.router.add_get("/api/redirect", redirect)
     app.router.add_get("/api/hang", hang)
+    app.router.add_get("/api/hang-once/{key}", hang_once)
     app.router.add_route("*", "/api/flaky/{key}", flaky)
     app.router.add_get("/outside", echo)
     app.router.add_route("*", "/api/seq/{key}", sequence)

@@ -1,7 +1,10 @@
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from iogate.config import UpstreamConfig
 from iogate.errors import (
     InvalidInputError,
     OperationTimeout,
@@ -9,7 +12,10 @@ from iogate.errors import (
     UpstreamError,
     UpstreamHTTPError,
 )
+from iogate.http.factory import build_upstream
 from iogate.http.upstream import Upstream
+from iogate.policies.config import PoliciesConfig, RetryConfig
+from iogate.policies.timeout import deadline_scope
 from tests.servers import free_port
 from tests.upstream_app import UpstreamServer
 
@@ -110,10 +116,53 @@ async def test_unreachable_upstream() -> None:
             await down.get("/x")
 
 
-async def test_timeout_cancels_the_request(upstream: UpstreamServer) -> None:
+async def test_an_attempt_past_its_timeout_is_cancelled_and_raises(
+    upstream: UpstreamServer,
+) -> None:
     async with Upstream("slow", base_url=upstream.base_url, timeout_s=0.2) as slow:
-        with pytest.raises(OperationTimeout):
+        started = time.monotonic()
+        with pytest.raises(OperationTimeout, match="no answer from upstream 'slow' in time"):
             await slow.get("/hang")
+        assert 0.2 <= time.monotonic() - started < 3.0
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0  # the timer's cancellation was taken back
+        assert (await slow.get("/text")).ok  # the session and its pool still serve
+
+
+async def test_a_hanging_attempt_is_retried_after_its_timeout(upstream: UpstreamServer) -> None:
+    policies = PoliciesConfig(
+        retry=RetryConfig(max_attempts=2, backoff="constant", initial=0.0, max_delay=0.0)
+    )
+    config = UpstreamConfig(base_url=upstream.base_url, timeout=0.3, policies=policies)
+    api, _ = build_upstream("retrying", config)
+    async with api:
+        resp = await api.get("/hang-once/a")
+    assert resp.json() == {"attempt": 2}
+    assert resp.attempts == 2
+
+
+async def test_a_deadline_tighter_than_the_timeout_bounds_the_attempt(
+    upstream: UpstreamServer,
+) -> None:
+    async with Upstream("slow", base_url=upstream.base_url, timeout_s=30) as slow:
+        started = time.monotonic()
+        with pytest.raises(OperationTimeout, match=r"deadline of 0\.2s exceeded"):
+            async with deadline_scope(0.2):
+                await slow.get("/hang")
+        assert time.monotonic() - started < 3.0
+
+
+async def test_a_cancelled_caller_is_cancelled_not_timed_out(upstream: UpstreamServer) -> None:
+    async with Upstream("slow", base_url=upstream.base_url, timeout_s=30) as slow:
+        call = asyncio.create_task(slow.get("/hang"))
+        async with asyncio.timeout(5):
+            while not any(r.path == "/api/hang" for r in upstream.seen):
+                await asyncio.sleep(0.005)  # until the request is at the server
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (await slow.get("/text")).ok
 
 
 def test_repr_masks_credentials() -> None:

@@ -22,7 +22,8 @@ from yarl import URL
 from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
 from iogate.http.options import ConnectionOptions
 from iogate.http.response import Response, new_response
-from iogate.policies.timeout import remaining
+from iogate.policies.clock import SystemClock
+from iogate.policies.timeout import FIRED, TimerWheel, current_task, remaining
 
 __all__ = ["Transport", "read_bounded", "translate_errors", "translated"]
 
@@ -35,10 +36,12 @@ class Transport:
     __slots__ = (
         "_max_connections",
         "_options",
+        "_phase_timeout",
         "_session",
         "_stream_timeout",
         "_timeout",
         "_total",
+        "_wheel",
         "max_response_bytes",
         "name",
     )
@@ -67,10 +70,15 @@ class Transport:
             total=timeout_s, connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._total = timeout_s
-        # Streams: the pipeline's attempt bounds the wait for headers; the body
-        # is bounded per read only.
-        self._stream_timeout = aiohttp.ClientTimeout(
+        # What aiohttp enforces itself: the connect and read phases. The total
+        # of an attempt is fetch's (the TimerWheel); streams are bounded per
+        # read only (the pipeline's attempt bounds the wait for headers).
+        self._phase_timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        self._stream_timeout = self._phase_timeout
+        self._wheel = TimerWheel(
+            granularity=TimerWheel.granularity_for(timeout_s), clock=SystemClock()
         )
         self._max_connections = max_connections
         self._options = options
@@ -111,15 +119,6 @@ class Transport:
             raise RuntimeError(f"upstream {self.name!r} is not open")
         return self._session
 
-    def _attempt_timeout(self) -> aiohttp.ClientTimeout:
-        left = remaining()
-        timeout = self._timeout
-        if left is not None and (timeout.total is None or left < timeout.total):
-            return aiohttp.ClientTimeout(
-                total=left, connect=timeout.connect, sock_read=timeout.sock_read
-            )
-        return timeout
-
     async def fetch(
         self,
         method: str,
@@ -135,6 +134,11 @@ class Transport:
         ``check`` is called with the answer once its connection is released
         (the upstream meters and judges it there; what it raises propagates).
 
+        The attempt is cancelled after ``timeout_s`` (on the transport's
+        :class:`TimerWheel`, up to one 10 ms slot late) unless the call's
+        deadline (:func:`remaining`) ends first, and then raises
+        :class:`OperationTimeout`.
+
         The hot path of every upstream call: errors are translated inline (the
         same rules as :func:`translate_errors`) and a body of known length is
         read in one call.
@@ -143,12 +147,13 @@ class Transport:
         session = self._session
         if session is None:
             raise RuntimeError(f"upstream {self.name!r} is not open")
-        timeout = self._timeout
         left = remaining()
-        if left is not None and left < self._total:
-            timeout = aiohttp.ClientTimeout(
-                total=left, connect=timeout.connect, sock_read=timeout.sock_read
-            )
+        bucket = None
+        if left is None or left > self._total:
+            task = current_task()
+            baseline = task.cancelling()
+            wheel = self._wheel
+            bucket = wheel.add(wheel._now() + self._total, task)
         try:
             async with session.request(
                 method,
@@ -156,7 +161,7 @@ class Transport:
                 headers=headers or None,  # aiohttp skips its header merge for None
                 data=body,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._phase_timeout,
             ) as resp:
                 length = resp.content_length
                 if length is not None and length <= self.max_response_bytes:
@@ -173,6 +178,19 @@ class Transport:
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translated(self.name, ctx, exc) from exc
+        except asyncio.CancelledError:
+            if bucket is not None and FIRED in bucket and task.uncancel() <= baseline:
+                raise translated(self.name, ctx, TimeoutError()) from None
+            raise
+        finally:
+            if bucket is not None:
+                n = bucket[task]  # TimerWheel.remove, inlined
+                if n == 1:
+                    del bucket[task]
+                else:
+                    bucket[task] = n - 1
+        if bucket is not None and FIRED in bucket:
+            task.uncancel()  # fired as the answer completed: do not leak the cancellation
         if check is not None:
             check(answer)
         return answer
