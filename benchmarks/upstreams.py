@@ -7,6 +7,8 @@ asyncio loop with 32 concurrent callers, each issuing GETs back to back for a
 fixed time; the figure is completed requests per second (body read whole).
 
 * ``aiohttp.raw``        one ``ClientSession`` (pool of 100), ``session.get`` + ``read()``
+* ``aiohttp.raw.twin``   a second, identical one: the control (its ratio to
+                         ``aiohttp.raw`` is the run's noise floor)
 * ``httpx``              one ``AsyncClient`` (pool of 100), ``client.get``
 * ``iogate.upstream``    :class:`~iogate.http.upstream.Upstream` built as the gateway
                          builds it (:func:`iogate.http.factory.build_upstream`): deadline,
@@ -14,8 +16,9 @@ fixed time; the figure is completed requests per second (body read whole).
                          binding), metrics recorder, status judging, egress guard
 * ``iogate.upstream.bare`` the same Upstream without a pipeline (what the policies cost)
 
-Rounds rotate the order of the subjects (a noisy neighbour hits all alike);
-the median of 12 one-second rounds is reported, with the client process's CPU
+Every round opens fresh clients for every subject and warms each up for
+0.2 s; rounds rotate the order of the subjects (a noisy neighbour hits all
+alike); the median of 12 one-second rounds is reported, with the client process's CPU
 time per request beside it (robust to other load on the machine). nginx runs
 on a CPU of its own and the clients on the others (``servers_apart``); the
 ratio ``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
@@ -122,9 +125,11 @@ async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> tuple[
     return done / (time.perf_counter() - started), cpu_us
 
 
-async def _measure(
-    base: str, *, rounds: int, seconds: float
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+Subject = tuple[Callable[[], Awaitable[bytes]], Callable[[], Awaitable[None]]]
+
+
+async def _open_subjects(base: str) -> dict[str, Subject]:
+    """Fresh clients of every subject: ``name -> (call, close)``."""
     url = base + "/data.json"
     policies = default_policies("upstream").model_copy(
         update={"rate_limit": RateLimitConfig(rate=1e6, burst=1e6)}
@@ -133,12 +138,17 @@ async def _measure(
     piped, _ = build_upstream("bench", cfg, recorder=Metrics())
     bare = Upstream("bare", base_url=base, max_connections=100)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    twin = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
     await piped.open()
     await bare.open()
 
     async def raw() -> bytes:
         async with session.get(url) as resp:
+            return await resp.read()
+
+    async def raw_twin() -> bytes:
+        async with twin.get(url) as resp:
             return await resp.read()
 
     async def with_httpx() -> bytes:
@@ -150,30 +160,38 @@ async def _measure(
     async def via_bare() -> bytes:
         return (await bare.get("/data.json")).body
 
-    subjects: dict[str, Callable[[], Awaitable[bytes]]] = {
-        "aiohttp.raw": raw,
-        "httpx": with_httpx,
-        "iogate.upstream": via_iogate,
-        "iogate.upstream.bare": via_bare,
+    return {
+        "aiohttp.raw": (raw, session.close),
+        "aiohttp.raw.twin": (raw_twin, twin.close),
+        "httpx": (with_httpx, client.aclose),
+        "iogate.upstream": (via_iogate, piped.close),
+        "iogate.upstream.bare": (via_bare, bare.close),
     }
-    rates: dict[str, list[float]] = {name: [] for name in subjects}
-    cpu: dict[str, list[float]] = {name: [] for name in subjects}
-    try:
-        for name, call in subjects.items():  # sanity + warm-up (connections, caches)
-            if await call() != PAYLOAD:
-                raise AssertionError(f"{name} did not read the payload")
-            await _rate(call, 0.2)
-        order = list(subjects)
-        for i in range(rounds):
+
+
+async def _measure(
+    base: str, *, rounds: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for i in range(rounds):
+        # Fresh clients every round: two identical raw sessions kept for a whole
+        # run measured 4-9 % apart (where their objects and connections landed
+        # stays fixed for the run); new ones each round average that out.
+        subjects = await _open_subjects(base)
+        try:
+            order = list(subjects)
             for name in order[i % len(order) :] + order[: i % len(order)]:  # rotate
-                rate, us = await _rate(subjects[name], seconds)
-                rates[name].append(rate)
-                cpu[name].append(us)
-    finally:
-        await session.close()
-        await client.aclose()
-        await piped.close()
-        await bare.close()
+                call = subjects[name][0]
+                if await call() != PAYLOAD:
+                    raise AssertionError(f"{name} did not read the payload")
+                await _rate(call, min(0.2, seconds))  # warm-up: connections, caches
+                rate, us = await _rate(call, seconds)
+                rates.setdefault(name, []).append(rate)
+                cpu.setdefault(name, []).append(us)
+        finally:
+            for _, close in subjects.values():
+                await close()
     return rates, cpu
 
 

@@ -135,11 +135,14 @@ async def test_a_hanging_attempt_is_retried_after_its_timeout(upstream: Upstream
         retry=RetryConfig(max_attempts=2, backoff="constant", initial=0.0, max_delay=0.0)
     )
     config = UpstreamConfig(base_url=upstream.base_url, timeout=0.3, policies=policies)
-    api, _ = build_upstream("retrying", config)
+    api, pipeline = build_upstream("retrying", config)
+    assert pipeline.timeout is not None
+    assert pipeline.timeout.seconds == 0.3  # the upstream's timeout bounds each attempt
     async with api:
         resp = await api.get("/hang-once/a")
     assert resp.json() == {"attempt": 2}
     assert resp.attempts == 2
+    assert pipeline.timeout.timeouts == 1
 
 
 async def test_a_deadline_tighter_than_the_timeout_bounds_the_attempt(

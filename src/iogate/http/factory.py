@@ -53,6 +53,11 @@ def build_upstream(
             max_concurrent=cfg.max_concurrent, max_queued=100_000, max_wait=cfg.timeout
         )
         policies = policies.model_copy(update={"bulkhead": bulkhead})
+    if policies.enabled and policies.timeout is None:
+        # The upstream's per-attempt timeout becomes the pipeline's attempt
+        # timeout (one timer-wheel entry per attempt, which then enforces the
+        # deadline too), so the transport arms no timer of its own.
+        policies = policies.model_copy(update={"timeout": cfg.timeout})
     pipeline = build_pipeline(
         name,
         policies,

@@ -34,6 +34,7 @@ class Transport:
     """One pooled aiohttp session (see :class:`~iogate.http.upstream.Upstream` for the args)."""
 
     __slots__ = (
+        "_attempt_bounded",
         "_max_connections",
         "_options",
         "_phase_timeout",
@@ -56,6 +57,7 @@ class Transport:
         max_connections: int,
         options: ConnectionOptions,
         max_response_bytes: int,
+        attempt_bounded: bool = False,
     ) -> None:
         if timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError("timeout_s and connect_timeout_s must be > 0")
@@ -70,6 +72,7 @@ class Transport:
             total=timeout_s, connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._total = timeout_s
+        self._attempt_bounded = attempt_bounded
         # What aiohttp enforces itself: the connect and read phases. The total
         # of an attempt is fetch's (the TimerWheel); streams are bounded per
         # read only (the pipeline's attempt bounds the wait for headers).
@@ -135,9 +138,12 @@ class Transport:
         (the upstream meters and judges it there; what it raises propagates).
 
         The attempt is cancelled after ``timeout_s`` (on the transport's
-        :class:`TimerWheel`, up to one 10 ms slot late) unless the call's
-        deadline (:func:`remaining`) ends first, and then raises
-        :class:`OperationTimeout`.
+        :class:`TimerWheel`, up to one 10 ms slot late) and raises
+        :class:`OperationTimeout`, unless something else already bounds it:
+        the call's deadline (:func:`remaining`) ending first, or the upstream's
+        pipeline with an attempt timeout of at most ``timeout_s``
+        (``attempt_bounded``: :func:`~iogate.http.factory.build_upstream` gives
+        the pipeline the upstream's ``timeout`` as its attempt timeout).
 
         The hot path of every upstream call: errors are translated inline (the
         same rules as :func:`translate_errors`) and a body of known length is
@@ -147,9 +153,10 @@ class Transport:
         session = self._session
         if session is None:
             raise RuntimeError(f"upstream {self.name!r} is not open")
-        left = remaining()
         bucket = None
-        if left is None or left > self._total:
+        if self._attempt_bounded:
+            pass  # the pipeline's attempt timeout (<= timeout_s) cancels it
+        elif (left := remaining()) is None or left > self._total:
             task = current_task()
             baseline = task.cancelling()
             wheel = self._wheel

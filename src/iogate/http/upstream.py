@@ -55,6 +55,7 @@ from iogate.http.transport import Transport
 from iogate.http.urls import resolve_under
 from iogate.lifecycle import AsyncResource, ResourceState
 from iogate.observability.meters import UpstreamMeter
+from iogate.policies.timeout import Timeout
 
 if TYPE_CHECKING:
     from iogate.http.providers.base import Provider
@@ -183,8 +184,13 @@ class Upstream(AsyncResource):
         # a call without per-call input is prepared once per (method, path).
         self._urls: dict[str, URL] = {}
         self._plain: dict[tuple[str, str], _Call] = {}
+        # A pipeline whose attempt timeout is no longer than timeout_s already
+        # bounds every attempt (on its own timer wheel): the transport arms none.
+        runner_timeout = getattr(runner, "timeout", None)
         self._transport = Transport(
             name,
+            attempt_bounded=isinstance(runner_timeout, Timeout)
+            and runner_timeout.seconds <= timeout_s,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
