@@ -16,10 +16,11 @@ fixed time; the figure is completed requests per second (body read whole).
                          binding), metrics recorder, status judging, egress guard
 * ``iogate.upstream.bare`` the same Upstream without a pipeline (what the policies cost)
 
-Every round opens fresh clients for every subject and warms each up for
-0.2 s; rounds rotate the order of the subjects (a noisy neighbour hits all
-alike); the median of 12 one-second rounds is reported, with the client process's CPU
-time per request beside it (robust to other load on the machine). nginx runs
+Every round opens fresh clients for every subject, runs them in a new
+(seeded) random order, and before each one collects garbage and warms it up
+for 0.2 s (a noisy neighbour hits all alike); the median of 12 one-second
+rounds is reported, with the client process's CPU time per request beside it
+(robust to other load on the machine). nginx runs
 on a CPU of its own and the clients on the others (``servers_apart``); the
 ratio ``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
 """
@@ -27,6 +28,8 @@ ratio ``iogate.upstream / aiohttp.raw`` is the figure to watch (target >= 0.9).
 from __future__ import annotations
 
 import asyncio
+import gc
+import random
 import shutil
 import statistics
 import subprocess
@@ -174,15 +177,21 @@ async def _measure(
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
-    for i in range(rounds):
+    shuffle = random.Random(5).shuffle  # the same orders on every run
+    for _ in range(rounds):
         # Fresh clients every round: two identical raw sessions kept for a whole
         # run measured 4-9 % apart (where their objects and connections landed
         # stays fixed for the run); new ones each round average that out.
         subjects = await _open_subjects(base)
         try:
+            # A new order every round: rotating a fixed one would always run
+            # the same subject right after httpx (~30x the CPU per request,
+            # and its garbage), whatever that leaves behind biasing one row.
             order = list(subjects)
-            for name in order[i % len(order) :] + order[: i % len(order)]:  # rotate
+            shuffle(order)
+            for name in order:
                 call = subjects[name][0]
+                gc.collect()
                 if await call() != PAYLOAD:
                     raise AssertionError(f"{name} did not read the payload")
                 await _rate(call, min(0.2, seconds))  # warm-up: connections, caches
