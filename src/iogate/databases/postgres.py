@@ -173,21 +173,15 @@ class PostgresDatabase(SQLDatabase):
 
     async def _acquire(self, operation: str) -> asyncpg.Connection:
         pool = self._need_pool()
-        conn = pool.take()
-        if conn is None:
-            try:
-                conn = await pool.wait()
-            except BaseException as exc:
-                self._acquire_failed(operation, exc)
-                raise
-        return conn
+        return pool.take() or await self._wait(pool, operation)
 
-    def _acquire_failed(self, operation: str, exc: BaseException) -> None:
-        """Raise an asyncpg or socket error of opening a connection as iogate's
-        (else return: the caller re-raises ``exc``). A TimeoutError here is the
-        connect timeout of a new pool connection: a transient connection
-        failure."""
-        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+    async def _wait(self, pool: PostgresPool, operation: str) -> asyncpg.Connection:
+        """:meth:`PostgresPool.wait`, an asyncpg or socket error of opening a
+        connection raised as iogate's. A TimeoutError here is the connect
+        timeout of a new pool connection: a transient connection failure."""
+        try:
+            return await pool.wait()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
 
     async def _release(self, conn: asyncpg.Connection) -> None:
@@ -219,13 +213,7 @@ class PostgresDatabase(SQLDatabase):
         pool = self._pool
         if pool is None:
             raise RuntimeError(f"database {self.name!r} is not open")
-        conn = pool.take()
-        if conn is None:
-            try:
-                conn = await pool.wait()
-            except BaseException as exc:
-                self._acquire_failed(operation, exc)
-                raise
+        conn = pool.take() or await self._wait(pool, operation)
         try:
             if mode == _ONE:
                 return await conn.fetchrow(text, *args)
