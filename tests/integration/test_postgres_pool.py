@@ -67,7 +67,7 @@ async def test_open_opens_min_size_and_take_is_lifo(pool: PostgresPool) -> None:
     assert pool.take() is None  # none idle and at max_size
     await pool.release(first)
     await pool.release(second)
-    stats = pool.stats(2)
+    stats = pool.stats()
     assert (stats.size, stats.in_use, stats.idle, stats.waiting) == (2, 0, 2, 0)
     assert stats.acquired_total == 4
 
@@ -89,7 +89,7 @@ async def test_callers_beyond_max_size_wait_first_come_first_served(pool: Postgr
     await asyncio.gather(*tasks)
     assert order == list(range(6))
     assert pool.size == 2  # never above max_size
-    stats = pool.stats(2)
+    stats = pool.stats()
     assert stats.waiting == 0
     assert stats.in_use == 0
     assert stats.acquire_wait_p99_s > 0.0
@@ -179,8 +179,8 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_the_connection_on(
     assert pool.take() is held[0]  # back in the pool, not lost
     await pool.release(held[0])
     await pool.release(held[1])
-    assert pool.stats(2).in_use == 0
-    assert pool.stats(2).waiting == 0
+    assert pool.stats().in_use == 0
+    assert pool.stats().waiting == 0
 
 
 async def test_a_waiter_cancelled_in_line_leaves_the_line(pool: PostgresPool) -> None:

@@ -121,7 +121,7 @@ async def test_an_attempt_past_its_timeout_is_cancelled_and_raises(
 ) -> None:
     async with Upstream("slow", base_url=upstream.base_url, timeout_s=0.2) as slow:
         started = time.monotonic()
-        with pytest.raises(OperationTimeout, match="no answer from upstream 'slow' in time"):
+        with pytest.raises(OperationTimeout, match=r"attempt timed out after 0\.2s"):
             await slow.get("/hang")
         assert 0.2 <= time.monotonic() - started < 3.0
         task = asyncio.current_task()

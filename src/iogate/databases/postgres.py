@@ -417,7 +417,7 @@ class PostgresDatabase(SQLDatabase):
         pool = self._pool
         if pool is None:
             return PoolMeter().snapshot(size=0, max_size=self._max_size, idle=0)
-        return pool.stats(self._max_size)
+        return pool.stats()
 
     async def _guard(
         self, operation: str, coro: Awaitable[Any], conn: asyncpg.Connection | None = None

@@ -173,11 +173,11 @@ class PostgresPool:
         await asyncio.gather(*(_close_quietly(c) for c, _ in idle))
         if self.meter.in_use:
             self._returned = asyncio.Event()
-            try:
+            # Past the bound, stop waiting: a late connection is still closed
+            # by its release (self._closed), so none is left open.
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._close_timeout_s):
                     await self._returned.wait()
-            except TimeoutError:
-                pass
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
 
@@ -187,15 +187,10 @@ class PostgresPool:
         """An idle connection, or ``None`` when there is none (then :meth:`wait`).
 
         Synchronous and clock-free: the hot path of every pooled call."""
-        idle = self._idle
-        while idle:
-            conn = idle.pop()[0]
-            if conn.is_closed():  # its backend went away while it sat idle
-                self._size -= 1
-                continue
+        conn = self._pop_idle()
+        if conn is not None:
             self.meter.took()
-            return conn
-        return None
+        return conn
 
     async def wait(self) -> asyncpg.Connection:
         """A connection when :meth:`take` found none: a new one while the pool
@@ -269,9 +264,9 @@ class PostgresPool:
             closed += 1
         return closed
 
-    def stats(self, max_size: int) -> PoolStats:
+    def stats(self) -> PoolStats:
         """The pool's :class:`PoolStats` (size counts connections opening and closing)."""
-        return self.meter.snapshot(size=self._size, max_size=max_size, idle=len(self._idle))
+        return self.meter.snapshot(size=self._size, max_size=self._max_size, idle=len(self._idle))
 
     @property
     def size(self) -> int:
@@ -304,8 +299,7 @@ class PostgresPool:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 handed = waiter.result()  # handed over just before the cancellation
                 if handed is None:
-                    self._size -= 1
-                    self._freed(counted=False)
+                    self._freed()  # pass the slot on
                 else:
                     self._lend_or_keep(handed)
             else:
@@ -317,6 +311,8 @@ class PostgresPool:
         return got
 
     def _pop_idle(self) -> asyncpg.Connection | None:
+        """The most recently used idle connection; closed ones (their backend
+        went away while they sat idle) are dropped on the way."""
         idle = self._idle
         while idle:
             conn = idle.pop()[0]
@@ -333,11 +329,10 @@ class PostgresPool:
             self._freed()
             raise
 
-    def _freed(self, *, counted: bool = True) -> None:
-        """A slot was freed (``counted``: it is still in ``_size``): the first
-        caller in line gets it, to open a connection of its own."""
-        if counted:
-            self._size -= 1
+    def _freed(self) -> None:
+        """A slot counted in ``_size`` was freed: the first caller in line gets
+        it, to open a connection of its own."""
+        self._size -= 1
         if self._closed:
             return
         waiters = self._waiters

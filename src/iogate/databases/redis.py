@@ -26,7 +26,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -46,7 +46,6 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
-from iogate.lifecycle import ResourceState
 from iogate.policies.bulkhead import Bulkhead
 
 __all__ = ["DEFAULT_ALLOWED_COMMANDS", "RedisDatabase", "translate_redis_error"]
@@ -417,18 +416,6 @@ class RedisDatabase(Database):
     def _give_slot(self) -> None:
         self._meter.released()
         self._gate.release()
-
-    def _call(
-        self, fn: Callable[[], Awaitable[T]], operation: str, *, idempotent: bool
-    ) -> Coroutine[Any, Any, T]:
-        # Database._call without noting the call for the slow-operation log,
-        # which reads a statement only for SQL databases.
-        if self.state is not ResourceState.OPEN:
-            self._require_open()
-        runner = self._runner
-        if runner is None:
-            return cast("Coroutine[Any, Any, T]", fn())  # every backend's fn is a coroutine
-        return runner.run(fn, operation=operation, idempotent=idempotent)
 
     def _need_client(self) -> aioredis.Redis:
         if self._client is None:

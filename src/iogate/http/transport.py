@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -22,8 +23,7 @@ from yarl import URL
 from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
 from iogate.http.options import ConnectionOptions
 from iogate.http.response import Response, new_response
-from iogate.policies.clock import SystemClock
-from iogate.policies.timeout import FIRED, TimerWheel, current_task, remaining
+from iogate.policies.timeout import Timeout, remaining
 
 __all__ = ["Transport", "read_bounded", "translate_errors", "translated"]
 
@@ -34,15 +34,12 @@ class Transport:
     """One pooled aiohttp session (see :class:`~iogate.http.upstream.Upstream` for the args)."""
 
     __slots__ = (
+        "_attempt",
         "_attempt_bounded",
         "_max_connections",
         "_options",
         "_phase_timeout",
         "_session",
-        "_stream_timeout",
-        "_timeout",
-        "_total",
-        "_wheel",
         "max_response_bytes",
         "name",
     )
@@ -68,21 +65,14 @@ class Transport:
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
         self.name = name
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, connect=connect_timeout_s, sock_read=read_timeout_s
-        )
-        self._total = timeout_s
-        self._attempt_bounded = attempt_bounded
         # What aiohttp enforces itself: the connect and read phases. The total
-        # of an attempt is fetch's (the TimerWheel); streams are bounded per
-        # read only (the pipeline's attempt bounds the wait for headers).
+        # of an attempt is fetch's; streams are bounded per read only (the
+        # pipeline's attempt bounds the wait for headers).
         self._phase_timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout_s, sock_read=read_timeout_s
         )
-        self._stream_timeout = self._phase_timeout
-        self._wheel = TimerWheel(
-            granularity=TimerWheel.granularity_for(timeout_s), clock=SystemClock()
-        )
+        self._attempt = Timeout(timeout_s, name=name)
+        self._attempt_bounded = attempt_bounded
         self._max_connections = max_connections
         self._options = options
         self.max_response_bytes = max_response_bytes
@@ -104,7 +94,7 @@ class Transport:
         # Set-Cookie in one caller's answer must never ride on another's request.
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=self._timeout,
+            timeout=self._phase_timeout,
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
@@ -122,7 +112,7 @@ class Transport:
             raise RuntimeError(f"upstream {self.name!r} is not open")
         return self._session
 
-    async def fetch(
+    def fetch(
         self,
         method: str,
         url: URL,
@@ -131,36 +121,47 @@ class Transport:
         ctx: Mapping[str, Any],
         attempts: int = 1,
         check: Callable[[Response], None] | None = None,
-    ) -> Response:
-        """One attempt, the whole body read (bounded by ``max_response_bytes``).
+    ) -> Awaitable[Response]:
+        """One attempt, the whole body read (bounded by ``max_response_bytes``);
+        the attempt's awaitable.
 
         ``check`` is called with the answer once its connection is released
         (the upstream meters and judges it there; what it raises propagates).
 
-        The attempt is cancelled after ``timeout_s`` (on the transport's
-        :class:`TimerWheel`, up to one 10 ms slot late) and raises
-        :class:`OperationTimeout`, unless something else already bounds it:
-        the call's deadline (:func:`remaining`) ending first, or the upstream's
-        pipeline with an attempt timeout of at most ``timeout_s``
-        (``attempt_bounded``: :func:`~iogate.http.factory.build_upstream` gives
-        the pipeline the upstream's ``timeout`` as its attempt timeout).
+        After ``timeout_s`` the attempt is cancelled and raises
+        :class:`OperationTimeout`. Nothing is armed for it when something else
+        ends it in time: the upstream's pipeline with an attempt timeout of at
+        most ``timeout_s`` (``attempt_bounded``;
+        :func:`~iogate.http.factory.build_upstream` gives the pipeline the
+        upstream's ``timeout``), or the call's deadline (:func:`remaining`)
+        ending first. Else the transport's own :class:`Timeout` runs it.
+        """
+        if self._attempt_bounded:
+            return self._fetch(method, url, headers, body, ctx, attempts, check)
+        left = remaining()
+        if left is not None and left <= self._attempt.seconds:
+            return self._fetch(method, url, headers, body, ctx, attempts, check)
+        attempt = partial(self._fetch, method, url, headers, body, ctx, attempts, check)
+        return self._attempt.run(attempt, operation=method)
 
-        The hot path of every upstream call: errors are translated inline (the
-        same rules as :func:`translate_errors`) and a body of known length is
-        read in one call.
+    async def _fetch(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: Any,
+        ctx: Mapping[str, Any],
+        attempts: int,
+        check: Callable[[Response], None] | None,
+    ) -> Response:
+        """:meth:`fetch`'s request, untimed. The hot path of every upstream
+        call: errors are translated inline (the same rules as
+        :func:`translate_errors`) and a body of known length is read in one call.
         """
         started = _perf_counter()
         session = self._session
         if session is None:
             raise RuntimeError(f"upstream {self.name!r} is not open")
-        bucket = None
-        if self._attempt_bounded:
-            pass  # the pipeline's attempt timeout (<= timeout_s) cancels it
-        elif (left := remaining()) is None or left > self._total:
-            task = current_task()
-            baseline = task.cancelling()
-            wheel = self._wheel
-            bucket = wheel.add(wheel._now() + self._total, task)
         try:
             async with session.request(
                 method,
@@ -185,19 +186,6 @@ class Transport:
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translated(self.name, ctx, exc) from exc
-        except asyncio.CancelledError:
-            if bucket is not None and FIRED in bucket and task.uncancel() <= baseline:
-                raise translated(self.name, ctx, TimeoutError()) from None
-            raise
-        finally:
-            if bucket is not None:
-                n = bucket[task]  # TimerWheel.remove, inlined
-                if n == 1:
-                    del bucket[task]
-                else:
-                    bucket[task] = n - 1
-        if bucket is not None and FIRED in bucket:
-            task.uncancel()  # fired as the answer completed: do not leak the cancellation
         if check is not None:
             check(answer)
         return answer
@@ -214,7 +202,7 @@ class Transport:
                 headers=headers,
                 data=body() if callable(body) else body,
                 allow_redirects=False,
-                timeout=self._stream_timeout,
+                timeout=self._phase_timeout,
             )
 
 
