@@ -331,7 +331,7 @@ class Timeout:
 
     async def run(self, fn: Callable[[], Awaitable[T]], /, *, operation: str | None = None) -> T:
         """Await ``fn()``; after ``seconds``, cancel it and raise ``OperationTimeout``."""
-        task = current_task()
+        task = _TASK_OF_LOOP(_LOOP_OF_THREAD.get(_get_ident())) or current_task()
         start = self._clock.monotonic()
         baseline = task.cancelling()
         bucket = self._wheel.add(start + self.seconds, task)
