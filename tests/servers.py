@@ -28,6 +28,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 READY_TIMEOUT_S = 30.0
 
@@ -271,8 +272,10 @@ async def serve_aiohttp(
 
 
 @asynccontextmanager
-async def serve_asgi(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields its base URL."""
+async def serve_asgi(app: FastAPI | ASGIApp) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port, in the running loop;
+    yields its base URL once uvicorn says it has started (the one readiness
+    helper of the suite: every in-process server starts here)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -22,6 +22,7 @@ from iogate.cache.tiered import TieredCache
 from iogate.databases.sqlite import SQLiteDatabase
 from iogate.policies import CircuitBreaker
 from tests.servers import RedisServer, redis_server
+from tests.waiting import until
 
 pytestmark = pytest.mark.redis
 
@@ -68,8 +69,7 @@ async def test_a_thousand_concurrent_misses_make_one_loader_call(
 
     async with TieredCache(redis=_tier(redis.url, _ns())) as cache:
         tasks = [asyncio.create_task(cache.get_or_load("hot", loader)) for _ in range(1000)]
-        while calls == 0 or cache.stats().coalesced < 999:  # all callers joined the flight
-            await asyncio.sleep(0)
+        await until(lambda: calls == 1 and cache.stats().coalesced == 999)  # all joined
         gate.set()
         assert await asyncio.gather(*tasks) == [[1, 2, 3]] * 1000
         stats = cache.stats()
@@ -105,7 +105,7 @@ async def test_two_processes_make_one_loader_call_per_key(
         for _ in procs:
             assert await raw.blpop([f"{ns}:ready"], timeout=30) is not None
         await raw.rpush(f"{ns}:go", b"1", b"1")
-        outputs = [p.communicate(timeout=30) for p in procs]
+        outputs = [await asyncio.to_thread(p.communicate, timeout=30) for p in procs]
     finally:
         for p in procs:
             p.kill() if p.poll() is None else None
@@ -130,7 +130,7 @@ async def test_an_invalidation_in_one_process_reaches_the_other_within_the_bound
         assert reply is not None
         delay = float(reply[1]) - sent
         assert 0 <= delay < INVALIDATION_BOUND_S
-        _, err = proc.communicate(timeout=30)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.poll() is None:
@@ -159,7 +159,7 @@ async def test_redis_outage_degrades_to_l1_and_the_tier_recovers(
     tier = _tier(own_redis.url, _ns(), timeout_s=0.2, breaker=breaker)
     async with TieredCache(redis=tier) as cache:
         assert await cache.get_or_load("k", loader, ttl=60) == "load 1"
-        own_redis.stop()
+        await asyncio.to_thread(own_redis.stop)
         for _ in range(20):  # every call answered, from L1
             assert await cache.get_or_load("k", loader, ttl=60) == "load 1"
         assert await cache.get_or_load("other", loader, ttl=60) == "load 2"  # L1-only miss
@@ -173,7 +173,7 @@ async def test_redis_outage_degrades_to_l1_and_the_tier_recovers(
         assert stats.l2.circuit == "open"
         assert not stats.l2.subscribed
 
-        own_redis.start()
+        await asyncio.to_thread(own_redis.start)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # bounded wait for the breaker's half-open trial
             await cache.set("probe", 1)

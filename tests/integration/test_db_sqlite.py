@@ -12,6 +12,7 @@ import pytest
 from iogate.databases.sqlite import SQLiteDatabase
 from iogate.errors import DatabaseError, OperationTimeout
 from iogate.policies import Pipeline
+from tests.waiting import until
 
 SLOW = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
@@ -120,8 +121,7 @@ async def test_a_write_queued_behind_a_transaction_is_counted_once(tmp_path: Pat
         holder = asyncio.create_task(hold_the_writer())
         await tx_open.wait()
         queued = asyncio.create_task(db.execute("INSERT INTO t VALUES (2)"))
-        while db.stats().waiting == 0:  # the write is now waiting for the writer
-            await asyncio.sleep(0)
+        await until(lambda: db.stats().waiting > 0)  # the write waits for the writer
         release.set()
         await asyncio.gather(holder, queued)
         stats = db.stats()

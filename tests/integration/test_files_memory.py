@@ -7,6 +7,7 @@ way back; nothing is stored in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import zlib
@@ -39,7 +40,7 @@ async def test_one_gib_round_trip_keeps_rss_growth_under_50_mb(tmp_path: Path) -
     proc = start_iogate(tmp_path, port)
     base = f"http://127.0.0.1:{port}/v1/files"
     try:
-        wait_for_port(port, proc, "iogate serve")
+        await asyncio.to_thread(wait_for_port, port, proc, "iogate serve")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
             # warm-up: every code path once, so imports and pools are in the baseline
             async with session.put(f"{base}/warm.bin", data=b"w" * 512 * 1024) as resp:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -195,39 +196,46 @@ async def test_logs_are_json_with_the_request_id_and_hold_no_secret(
     assert {s["request_id"] for s in slow if s["resource"] == "example"} == set(ids[2:])
 
 
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A cluster of the test's own (it is stopped and started), set up outside the loop."""
+    with postgres_server() as server:
+        yield server
+
+
 @pytest.mark.postgres
 async def test_ready_turns_503_within_its_deadline_when_postgres_stops(
-    sqlite_path: str, tmp_path: Path
+    sqlite_path: str, tmp_path: Path, own_pg: PostgresServer
 ) -> None:
     deadline = 1.0
-    with postgres_server() as pg:
-        config = parse_config(
-            {
-                "databases": {
-                    "main": {"url": f"sqlite:///{sqlite_path}"},
-                    "pg": {"url": pg.dsn, "connect_timeout": 5.0},
-                },
-                "observability": {"ready_deadline": deadline},
+    pg = own_pg
+    config = parse_config(
+        {
+            "databases": {
+                "main": {"url": f"sqlite:///{sqlite_path}"},
+                "pg": {"url": pg.dsn, "connect_timeout": 5.0},
             },
-            environ={},
-        )
-        async with serve_app(config) as client:
-            status, _, body = await client.get("/ready")
-            assert status == 200
-            assert body["resources"]["pg"]["up"] is True  # type: ignore[index]
-            pg.stop()
-            started = time.monotonic()
-            status, _, body = await client.get("/ready")
-            elapsed = time.monotonic() - started
-            assert status == 503
-            assert elapsed < deadline + 0.5
-            resources = body["resources"]  # type: ignore[index]
-            assert resources["pg"]["up"] is False
-            assert resources["pg"]["error"]
-            assert resources["main"]["up"] is True
-            assert pg.dsn not in orjson.dumps(body).decode()
-            pg.start()
-            await _until_ready(client, pg)
+            "observability": {"ready_deadline": deadline},
+        },
+        environ={},
+    )
+    async with serve_app(config) as client:
+        status, _, body = await client.get("/ready")
+        assert status == 200
+        assert body["resources"]["pg"]["up"] is True  # type: ignore[index]
+        await asyncio.to_thread(pg.stop)
+        started = time.monotonic()
+        status, _, body = await client.get("/ready")
+        elapsed = time.monotonic() - started
+        assert status == 503
+        assert elapsed < deadline + 0.5
+        resources = body["resources"]  # type: ignore[index]
+        assert resources["pg"]["up"] is False
+        assert resources["pg"]["error"]
+        assert resources["main"]["up"] is True
+        assert pg.dsn not in orjson.dumps(body).decode()
+        await asyncio.to_thread(pg.start)
+        await _until_ready(client, pg)
 
 
 async def _until_ready(client: GatewayClient, pg: PostgresServer) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from iogate.databases.postgres_pool import PoolClosed, PostgresPool
 from tests.servers import PostgresServer
+from tests.waiting import until
 
 
 class FakeClock:
@@ -22,18 +23,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until ``condition()`` holds (bounded: 2,000 loop turns
-    plus 5 s of loop time for work that waits on the server)."""
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    async with asyncio.timeout(5):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 def _connector(pg: PostgresServer) -> Callable[[], Awaitable[asyncpg.Connection]]:

@@ -108,13 +108,13 @@ async def test_pipelined_callers_see_a_stopped_server_as_transient_errors(
 ) -> None:
     async with RedisDatabase("cache", url=redis.url) as db:
         await db.set("iogate:ap:k", "v")
-        redis.stop()
+        await asyncio.to_thread(redis.stop)
         try:
             results = await asyncio.gather(
                 *(db.command("GET", "iogate:ap:k") for _ in range(5)), return_exceptions=True
             )
         finally:
-            redis.start()
+            await asyncio.to_thread(redis.start)
         assert all(isinstance(r, TransientDatabaseError) for r in results), results
         assert await db.get("iogate:ap:k") in (b"v", None)  # the server is back
 

@@ -8,15 +8,12 @@ reads it."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,6 +25,7 @@ from iogate.gateway import Gateway
 from iogate.server.app import create_app
 from iogate.server.auth import Principal
 from iogate.server.problems import problem_response
+from tests.servers import serve_asgi
 
 PRINCIPALS = {
     "reader": Principal("reader", scopes=frozenset({"db:main:read"})),
@@ -99,32 +97,18 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     app = create_app(config)
     app.add_middleware(_TestPrincipal)
     app.add_exception_handler(PermissionError, _forbidden)  # as the key middleware's branch does
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(500):  # readiness of the server task, bounded
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started
-    try:
-        async with aiohttp.ClientSession() as session:
-            c = Client(f"http://127.0.0.1:{sock.getsockname()[1]}", session)
-            for sql in (
-                "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)",
-                "CREATE TABLE secret (token TEXT)",
-                "CREATE VIEW emails AS SELECT email FROM users",
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
-                " INSERT INTO users (id, email) SELECT i, 'u' || i FROM n",
-            ):
-                assert (await c.sql(sql))[0] == 200
-            assert (await c.sql("INSERT INTO secret VALUES ('s3cr3t')"))[0] == 200
-            yield c
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(app) as base_url, aiohttp.ClientSession() as session:
+        c = Client(base_url, session)
+        for sql in (
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)",
+            "CREATE TABLE secret (token TEXT)",
+            "CREATE VIEW emails AS SELECT email FROM users",
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)"
+            " INSERT INTO users (id, email) SELECT i, 'u' || i FROM n",
+        ):
+            assert (await c.sql(sql))[0] == 200
+        assert (await c.sql("INSERT INTO secret VALUES ('s3cr3t')"))[0] == 200
+        yield c
 
 
 WRITES = [

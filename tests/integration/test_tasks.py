@@ -24,21 +24,13 @@ from iogate.tasks import (
     TaskState,
     TaskStore,
 )
+from tests.waiting import until
 
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
     async with SQLiteDatabase("main", path=str(tmp_path / "tasks.db")) as database:
         yield database
-
-
-async def _until(predicate: Any) -> None:
-    """Yield to the loop until ``predicate()`` holds (bounded, no wall-clock sleep)."""
-    for _ in range(10_000):
-        if await predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def test_a_coroutine_succeeds_and_its_result_survives_a_restart(db: SQLiteDatabase) -> None:
@@ -91,7 +83,7 @@ async def test_fire_and_forget_failures_are_recorded_and_logged(
         async def ended() -> bool:
             return (await tasks.get(task_id)).state is TaskState.FAILED
 
-        await _until(ended)
+        await until(ended)
     async with TaskManager(db) as again:
         record = await again.get(task_id)
     assert record.state is TaskState.FAILED
@@ -118,7 +110,7 @@ async def test_concurrency_is_bounded_and_progress_is_live(db: SQLiteDatabase) -
             states = [(await tasks.get(h.id)).state for h in handles]
             return states.count(TaskState.RUNNING) == 2
 
-        await _until(two_running)
+        await until(two_running)
         states = [(await tasks.get(h.id)).state for h in handles]
         assert states.count(TaskState.QUEUED) == 3
         running = [await tasks.get(h.id) for h in handles[:2]]
@@ -207,7 +199,7 @@ async def test_restart_interrupts_running_tasks_and_requeues_idempotent_definiti
         async def rerun_done() -> bool:
             return (await restarted.get(again.id)).state is TaskState.SUCCEEDED
 
-        await _until(rerun_done)
+        await until(rerun_done)
         again = await restarted.get(again.id)
     assert lib.state is TaskState.INTERRUPTED
     assert lib.problem is not None
@@ -235,7 +227,7 @@ async def test_shutdown_drains_running_tasks_then_interrupts_the_rest(db: SQLite
     queued = await tasks.submit(asyncio.sleep(0, result="never"))
     await started.wait()
     closing = asyncio.create_task(tasks.close())
-    await _until(lambda: _true(tasks._closing))
+    await until(lambda: _true(tasks._closing))
     with pytest.raises(RuntimeError):
         await tasks.submit(asyncio.sleep(0))
     finish.set()

@@ -140,9 +140,9 @@ async def test_tasks_off_is_a_404_problem(tmp_path: Path) -> None:
     assert problem["type"] == "urn:iogate:problem:tasks-not-configured"  # type: ignore[index]
 
 
-def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+async def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     proc = start_iogate(tmp_path, port)
-    wait_for_port(port, proc, "iogate serve")
+    await asyncio.to_thread(wait_for_port, port, proc, "iogate serve")
     return proc
 
 
@@ -155,7 +155,7 @@ async def test_sigkill_mid_task_then_restart(tmp_path: Path, upstream: UpstreamS
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1/tasks"
     hang = [{"kind": "upstream", "upstream": "example", "path": "/hang"}]
-    proc = _serve(tmp_path, port)
+    proc = await _serve(tmp_path, port)
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -182,9 +182,9 @@ async def test_sigkill_mid_task_then_restart(tmp_path: Path, upstream: UpstreamS
             assert (await get(again))["status"] == "running"
 
             proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            await asyncio.to_thread(proc.wait, timeout=10)
             upstream.app[HANG].set()  # the re-run's request answers at once
-            proc = _serve(tmp_path, port)
+            proc = await _serve(tmp_path, port)
 
             after = await get(finished)
             assert (after["status"], after["result"]) == ("succeeded", done["result"])

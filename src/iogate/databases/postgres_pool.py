@@ -19,9 +19,12 @@ whole. This pool keeps asyncpg's connection semantics and drops the rest:
   rolls back an open transaction and runs the server's reset query
   (``pg_advisory_unlock_all()``, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``),
   so no session state one call sets reaches the next.
-- **Cancellation never leaks a connection**: a caller cancelled while
-  resetting terminates that connection (its state is unknown) and frees the
-  slot; a waiter cancelled after being handed a connection passes it on.
+- **Cancellation never leaks a connection, nor holds its caller**: a caller
+  cancelled in the middle of a statement returns at once; its connection is
+  reset in the background (the server answers asyncpg's CancelRequest first)
+  and terminated if that takes over ``settle_timeout_s``; a caller cancelled
+  while resetting terminates that connection (its state is unknown) and frees
+  the slot; a waiter cancelled after being handed a connection passes it on.
 - **Recycling**: a connection that has run ``max_queries`` statements is
   closed on release; one idle for ``max_idle_lifetime_s`` is closed by a
   sweep (one loop timer for the pool, not one per connection), never below
@@ -75,6 +78,9 @@ class PostgresPool:
             (0: never).
         close_timeout_s: how long :meth:`close` waits for lent connections to
             come back before terminating them, seconds.
+        settle_timeout_s: how long a connection released by a cancelled
+            caller may take to finish its cancelled statement and reset, in
+            the background, before it is terminated, seconds.
         clock: monotonic seconds, for idle ages (injectable for tests).
 
     Every method runs on the event loop that opened the pool.
@@ -92,6 +98,7 @@ class PostgresPool:
         "_max_size",
         "_min_size",
         "_returned",
+        "_settle_timeout_s",
         "_size",
         "_sweeper",
         "_waiters",
@@ -107,6 +114,7 @@ class PostgresPool:
         max_queries: int,
         max_idle_lifetime_s: float,
         close_timeout_s: float = 10.0,
+        settle_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
@@ -119,6 +127,7 @@ class PostgresPool:
         self._max_queries = max_queries
         self._max_idle_lifetime_s = max_idle_lifetime_s
         self._close_timeout_s = close_timeout_s
+        self._settle_timeout_s = settle_timeout_s
         self._clock = clock
         self._idle: list[tuple[asyncpg.Connection, float]] = []  # oldest first
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
@@ -230,6 +239,8 @@ class PostgresPool:
                 self._freed()
             elif self._closed or conn._protocol.queries_count >= self._max_queries:
                 self._retire(conn)
+            elif (task := asyncio.current_task()) is not None and task.cancelling():
+                self._settle_later(conn)
             else:
                 try:
                     await conn.reset()
@@ -354,6 +365,35 @@ class PostgresPool:
             self._retire(conn)
         else:
             self._idle.append((conn, self._clock()))
+
+    def _settle_later(self, conn: asyncpg.Connection) -> None:
+        """Reset ``conn``, released by a cancelled caller, in the background.
+
+        The caller was cancelled in the middle of a statement (a deadline, a
+        client that went away): asyncpg has sent the server a CancelRequest,
+        and the connection is usable again once the server has answered it.
+        On a broken network that answer never comes, so awaiting the reset in
+        the caller's task would hold the caller past its deadline; instead the
+        caller returns at once and the connection keeps its slot until the
+        reset is done (then it is lent again) or ``settle_timeout_s`` passes
+        (then it is terminated and its slot freed). Terminating it at once
+        would also cancel asyncpg's CancelRequest, leaving the statement
+        running on the server."""
+        task = asyncio.get_running_loop().create_task(self._settle(conn))
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    async def _settle(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.reset(timeout=self._settle_timeout_s)
+        except (*_BROKEN, asyncio.CancelledError):
+            conn.terminate()
+            self._freed()
+            return
+        if self._closed:
+            self._retire(conn)
+        else:
+            self._lend_or_keep(conn)
 
     def _retire(self, conn: asyncpg.Connection) -> None:
         """Close ``conn`` gracefully in the background; its slot is freed once
