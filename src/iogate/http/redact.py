@@ -52,16 +52,18 @@ class Redactor:
     """Replaces each of ``secrets`` by :data:`REDACTED`.
 
     Args:
-        secrets: secret values (str); duplicates, empty values and values
-            shorter than :data:`MIN_SECRET_CHARS` characters are ignored.
+        secrets: secret values (str); duplicates, values shorter than
+            :data:`MIN_SECRET_CHARS` characters and values that cannot be sent
+            (a lone surrogate) are ignored.
 
     ``bool(redactor)`` is whether it has any secret; ``repr`` never shows one.
     """
 
-    __slots__ = ("_bytes", "_first", "_json_needles", "_pattern", "_pattern_bytes", "secrets")
+    __slots__ = ("_bytes", "_escapes", "_first", "_pattern", "_pattern_bytes", "secrets")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        kept = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        usable = {s for s in secrets if len(s) >= MIN_SECRET_CHARS and _encodable(s)}
+        kept = sorted(usable, key=len, reverse=True)
         self.secrets: tuple[str, ...] = tuple(kept)  # longest first: the longest match wins
         self._bytes = tuple(s.encode("utf-8") for s in kept)
         alternation = "|".join(re.escape(s) for s in kept) or "(?!)"
@@ -71,16 +73,14 @@ class Redactor:
         # only through an escape sequence: \uXXXX, \/, or the escaped form of
         # a character of the secret (\", \\, \t...). Those bytes, or a secret's
         # own, in a body mean the parsed value must be walked.
-        needles = set(self._bytes)
-        if kept:
-            needles.add(b"\\u")
-            for char in set("".join(kept)):
-                escaped = orjson.dumps(char)[1:-1]
-                if escaped != char.encode("utf-8"):
-                    needles.add(escaped)
-                if char == "/":
-                    needles.add(b"\\/")
-        self._json_needles = tuple(needles)
+        escapes = {b"\\u"}
+        for char in set("".join(kept)):
+            escaped = orjson.dumps(char)[1:-1]
+            if escaped != char.encode("utf-8"):
+                escapes.add(escaped)
+            if char == "/":
+                escapes.add(b"\\/")
+        self._escapes = tuple(escapes)
         # first character -> the secrets starting with it (StreamRedactor's hold-back)
         self._first: dict[str, tuple[str, ...]] = {}
         for s in kept:
@@ -122,8 +122,12 @@ class Redactor:
     def json_body(self, raw: bytes, parsed: Any) -> Any:
         """``parsed`` (what ``raw`` parses to) redacted; walked only when ``raw``
         holds a secret or an escape sequence that could spell one."""
-        for needle in self._json_needles:
-            if needle in raw:
+        if b"\\" in raw:  # one memchr; a longer needle costs ~1 ns a byte
+            for escape in self._escapes:
+                if escape in raw:
+                    return self.json(parsed)
+        for secret in self._bytes:
+            if secret in raw:
                 return self.json(parsed)
         return parsed
 
@@ -189,3 +193,11 @@ class StreamRedactor:
         """The held-back tail (never a whole secret); the stream is then empty."""
         tail, self._pending = self._pending, ""
         return tail
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
