@@ -174,6 +174,21 @@ def test_a_secret_spelled_with_json_escapes_is_found_once_parsed() -> None:
     assert escaped_slash.json_body(raw, orjson.loads(raw)) == {"k": REDACTED}
 
 
+def test_a_plainly_spelled_secret_is_replaced_in_the_bytes_and_reparsed() -> None:
+    redactor = Redactor([SECRET])
+    value = {"a": f"x{SECRET}y", SECRET: [SECRET], "n": 1.5}
+    raw = orjson.dumps(value)
+    assert redactor.json_body(raw, orjson.loads(raw)) == redactor.json(value)
+    assert redactor.json(value) == {"a": f"x{REDACTED}y", REDACTED: [REDACTED], "n": 1.5}
+    digits = Redactor(["1234567890"])  # inside a number: not JSON once replaced, so walked
+    raw = b'{"n": 1234567890, "s": "id 1234567890"}'
+    assert digits.json_body(raw, orjson.loads(raw)) == {"n": 1234567890, "s": f"id {REDACTED}"}
+    # a match that begins inside an escape sequence (\n + "nabcdefgh"...) is walked too
+    escape = Redactor(["nabcdefgh"])
+    raw = b'{"s": "\\nabcdefgh", "t": "nabcdefgh"}'
+    assert escape.json_body(raw, orjson.loads(raw)) == {"s": "\nabcdefgh", "t": REDACTED}
+
+
 def test_json_body_without_a_hint_is_returned_as_parsed() -> None:
     redactor = Redactor([SECRET])
     raw = orjson.dumps({"text": "x" * 1000, "items": list(range(20))})

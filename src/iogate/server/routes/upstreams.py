@@ -153,9 +153,11 @@ def _forwarded_headers(headers: Mapping[str, str], redactor: Redactor | None) ->
         name = key.lower()
         if name in _SKIP_HEADERS:
             continue
-        if redactor is not None:
-            name, value = redactor.text(name), redactor.text(value)
         out[name] = f"{out[name]}, {value}" if name in out else value
+    if redactor is not None:
+        every = "\n".join([*out, *out.values()])  # one search per secret, not per header
+        if redactor.text(every) is not every:
+            out = {redactor.text(k): redactor.text(v) for k, v in out.items()}
     return out
 
 
