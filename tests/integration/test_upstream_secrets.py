@@ -321,10 +321,13 @@ async def test_invalid_header_names_and_values_are_400_and_nothing_is_sent(
     cases = [{name: "v"} for name in BAD_NAMES] + [{"X-Ok": value} for value in BAD_VALUES]
     for headers in cases:
         good = {"kind": "upstream", "upstream": "hdr", "path": "/p"}
+        legacy = {"type": "api", "api_name": "hdr", "headers": headers}
         for route, body in (
             ("/v1/upstreams/hdr/request", {"path": "/p", "headers": headers}),
+            ("/v1/upstreams/hdr/request", {"headers": headers, "cache_ttl": 5}),
             ("/api/execute", {"api_name": "hdr", "endpoint": "/p", "headers": headers}),
             ("/v1/upstreams/hdr/batch", {"requests": [{"path": "/p"}, {"headers": headers}]}),
+            ("/batch/execute", {"operations": [{"type": "api", "api_name": "hdr"}, legacy]}),
             ("/v1/batch", {"steps": [good, {**good, "headers": headers}]}),
             ("/v1/tasks", {"steps": [good, {**good, "headers": headers}]}),
         ):

@@ -169,7 +169,10 @@ def _query_value(value: str | int | float | bool) -> str | int | float:
     "/v1/upstreams/{name}/request",
     response_model=UpstreamResponse,
     responses={
-        400: {"description": "Invalid method or a path leaving the base URL (problem+json)"},
+        400: {
+            "description": "Invalid method, a path leaving the base URL, or a header name"
+            " or value that is not valid HTTP (problem+json)"
+        },
         404: {"description": "No upstream of that name (problem+json)"},
         502: {"description": "Upstream unreachable (problem+json)"},
         504: {"description": "Upstream did not answer in time (problem+json)"},
@@ -198,7 +201,10 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
 @router.post(
     "/v1/upstreams/{name}/batch",
     response_model=UpstreamBatchResponse,
-    responses={404: {"description": "No upstream of that name (problem+json)"}},
+    responses={
+        400: {"description": "A request's header is not valid HTTP; none sent (problem+json)"},
+        404: {"description": "No upstream of that name (problem+json)"},
+    },
     summary="Send many requests to an upstream with a concurrency cap",
 )
 async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Response:
