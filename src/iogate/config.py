@@ -58,7 +58,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from iogate._security_config import KeyConfig, LimitsConfig
 from iogate.cache.config import CacheConfig
@@ -280,6 +288,8 @@ class UpstreamConfig(_Model):
 
     base_url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    # What parse_config substituted from the environment into ``headers``.
+    _env_header_values: tuple[str, ...] = PrivateAttr(default=())
     timeout: float = Field(default=30.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=100, ge=1, le=10_000)
@@ -327,6 +337,13 @@ class UpstreamConfig(_Model):
         if parts.query or parts.fragment:
             raise ValueError("base_url may not carry a query string or fragment")
         return url
+
+    @property
+    def env_header_values(self) -> tuple[str, ...]:
+        """The values :func:`parse_config` substituted from the environment
+        (``${NAME}``, not defaults) into ``headers``: secrets the gateway
+        redacts from what it relays (:mod:`iogate.http.redact`)."""
+        return self._env_header_values
 
 
 class IogateConfig(_Model):
@@ -410,33 +427,58 @@ def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str]) -> Ioga
     Raises:
         ConfigError: as :func:`load_config`.
     """
-    expanded = _interpolate(data, environ, ())
+    found: list[tuple[tuple[str, ...], str]] = []
+    expanded = _interpolate(data, environ, (), found)
     try:
-        return IogateConfig.model_validate(expanded)
+        config = IogateConfig.model_validate(expanded)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         key = ".".join(str(part) for part in first["loc"])
         count = exc.error_count()
         more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
         raise ConfigError(first["msg"] + more, key=key or None) from None
+    for name, upstream in config.upstreams.items():
+        values = tuple(
+            value
+            for path, value in found
+            if len(path) == 4 and path[:3] == ("upstreams", name, "headers")
+        )
+        if values:
+            upstream._env_header_values = values
+    return config
 
 
-def _interpolate(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> Any:
+def _interpolate(
+    value: Any,
+    environ: Mapping[str, str],
+    path: tuple[str, ...],
+    found: list[tuple[tuple[str, ...], str]],
+) -> Any:
     if isinstance(value, str):
-        return _expand(value, environ, ".".join(path))
+        return _expand(value, environ, path, found)
     if isinstance(value, Mapping):
-        return {k: _interpolate(v, environ, (*path, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, environ, (*path, str(k)), found) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, environ, (*path, str(i))) for i, v in enumerate(value)]
+        return [_interpolate(v, environ, (*path, str(i)), found) for i, v in enumerate(value)]
     return value
 
 
-def _expand(text: str, environ: Mapping[str, str], key: str) -> str:
+def _expand(
+    text: str,
+    environ: Mapping[str, str],
+    path: tuple[str, ...],
+    found: list[tuple[tuple[str, ...], str]],
+) -> str:
+    """``text`` interpolated; each value taken from ``environ`` is appended to
+    ``found`` with the key's path."""
+    key = ".".join(path)
+
     def substitute(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
         name, default = match.group(1), match.group(2)
         if name in environ:
+            found.append((path, environ[name]))
             return environ[name]
         if default is not None:
             return default

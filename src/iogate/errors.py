@@ -9,7 +9,8 @@ backend and chained (``raise ... from exc``), so the original is always on
     ├── ConfigError                     invalid configuration (names the key)
     ├── UnknownResourceError            no database / upstream of that name (also LookupError)
     ├── InvalidInputError               a call's arguments are refused before any I/O
-    │                                   (a path leaving the upstream's base URL...; also ValueError)
+    │   │                               (a path leaving the upstream's base URL...; also ValueError)
+    │   └── InvalidHeaderError          a caller's header name or value is not valid HTTP
     └── OperationError                  resource, operation, attempts, elapsed_s
         ├── OperationTimeout            deadline or attempt timeout (also TimeoutError)
         ├── CircuitOpenError            retry_after_s
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "IntegrityError",
+    "InvalidHeaderError",
     "InvalidInputError",
     "IogateError",
     "OperationContext",
@@ -98,6 +100,20 @@ class UnknownResourceError(IogateError, LookupError):
 class InvalidInputError(IogateError, ValueError):
     """A call's arguments were refused before any I/O, e.g. an upstream path
     that would leave the upstream's base URL. The gateway answers 400."""
+
+
+class InvalidHeaderError(InvalidInputError):
+    """A caller's request header was refused before any I/O: its name is not
+    an RFC 9110 §5.6.2 token, or its value holds CR, LF, NUL or another
+    control character (RFC 9110 §5.5) or a character outside Latin-1.
+
+    ``header`` is the offending name when it is itself valid, else ``None``.
+    The message never quotes a value. The gateway answers 400 ``invalid-input``.
+    """
+
+    def __init__(self, message: str, *, header: str | None = None) -> None:
+        super().__init__(message)
+        self.header = header
 
 
 class OperationError(IogateError):

@@ -351,13 +351,14 @@ class _Run:
                 step.method, path, params=query, headers=headers, data=body
             )
         duration_ms = _ms(started)
-        value = render_answer(answer, duration_ms)
+        redactor = upstream.redactor
+        value = render_answer(answer, duration_ms, redactor)
         del value["duration_ms"]
         if answer.status >= 400:
             try:
                 answer.raise_for_status()
             except IogateError as exc:
-                problem = problem_for(exc)[1]
+                problem = redactor.json(problem_for(exc)[1])
                 problem["resource"] = step.upstream
                 return StepResult(
                     ok=False, problem=problem, duration_ms=duration_ms, status=answer.status

@@ -40,7 +40,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from iogate.http.headers import check_header
+
 __all__ = [
+    "check_literal_headers",
     "BatchRequest",
     "CacheStep",
     "DatabaseStep",
@@ -249,3 +252,17 @@ def dependencies(step: DatabaseStep | UpstreamStep | CacheStep) -> set[int]:
     if step.when is not None:
         deps.update(condition_steps(step.when))
     return deps
+
+
+def check_literal_headers(request: BatchRequest) -> None:
+    """Check every upstream step's headers that are known before the batch runs
+    (:func:`iogate.http.headers.check_header`): names always, values that are
+    strings rather than a ``$ref`` (those are checked when the step runs).
+
+    Raises:
+        InvalidHeaderError: a name or value is not valid HTTP; nothing has run.
+    """
+    for step in request.steps:
+        if isinstance(step, UpstreamStep) and isinstance(step.headers, dict):
+            for name, value in step.headers.items():
+                check_header(name, value if isinstance(value, str) else "")

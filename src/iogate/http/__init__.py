@@ -5,12 +5,15 @@ session, one attempt, error translation), ``response`` / ``streaming``
 (answers), ``retry_after`` (when and how long to retry), ``status`` (error
 statuses as pipeline errors), ``idempotency``, ``auth``, ``options``,
 ``limits`` (request / token rates), ``response_cache``, ``batch``, ``files``,
-``sse``, ``urls`` (egress guard), ``factory`` (from config), ``providers``.
+``sse``, ``urls`` (egress guard), ``headers`` (a caller's headers, validated
+and filtered), ``redact`` (secrets out of relayed answers), ``factory`` (from
+config), ``providers``.
 """
 
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, Auth, BearerAuth
 from iogate.http.batch import BatchProgress, BatchRequest
 from iogate.http.files import Download
+from iogate.http.headers import caller_headers, check_header
 from iogate.http.limits import LimitsSnapshot, UpstreamLimits
 from iogate.http.options import ConnectionOptions
 from iogate.http.providers import (
@@ -24,6 +27,7 @@ from iogate.http.providers import (
     ProviderStreamError,
     Usage,
 )
+from iogate.http.redact import Redactor, StreamRedactor
 from iogate.http.response import Response
 from iogate.http.response_cache import ResponseCache
 from iogate.http.sse import ServerSentEvent, SSEDecoder
@@ -51,12 +55,16 @@ __all__ = [
     "OpenAIProvider",
     "Provider",
     "ProviderStreamError",
+    "Redactor",
     "Response",
     "ResponseCache",
     "SSEDecoder",
     "ServerSentEvent",
+    "StreamRedactor",
     "StreamResponse",
     "Upstream",
     "UpstreamLimits",
     "Usage",
+    "caller_headers",
+    "check_header",
 ]

@@ -4,7 +4,8 @@ Each is a frozen value object whose ``repr`` masks the secret
 (``BearerAuth(token='***')``). The secret usually comes from the environment
 through the config's ``${ENV}`` interpolation. :meth:`apply` returns the
 headers and query parameters to add to every request; they win over a
-caller's of the same name.
+caller's of the same name. ``secret`` is the value a gateway redacts from
+what it relays (:mod:`iogate.http.redact`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class BearerAuth:
     """``Authorization: Bearer <token>`` (RFC 6750 §2.1)."""
 
     token: str = field(repr=False)
+
+    @property
+    def secret(self) -> str:
+        """The credential (the token)."""
+        return self.token
 
     def headers(self) -> dict[str, str]:
         """Headers to send."""
@@ -39,6 +45,11 @@ class ApiKeyHeader:
     key: str = field(repr=False)
     header: str = "x-api-key"
 
+    @property
+    def secret(self) -> str:
+        """The credential (the key)."""
+        return self.key
+
     def headers(self) -> dict[str, str]:
         """Headers to send."""
         return {self.header: self.key}
@@ -57,6 +68,11 @@ class ApiKeyQuery:
 
     key: str = field(repr=False)
     param: str = "api_key"
+
+    @property
+    def secret(self) -> str:
+        """The credential (the key)."""
+        return self.key
 
     def headers(self) -> dict[str, str]:
         """Headers to send."""

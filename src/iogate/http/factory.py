@@ -5,7 +5,9 @@ retries :data:`~iogate.http.status.UPSTREAM_RETRY_ON` and its breaker counts
 :data:`~iogate.http.status.UPSTREAM_RECORD_ON` (5xx, connection errors,
 timeouts — not 4xx); ``max_concurrent`` adds a bulkhead (callers beyond the
 cap queue up to the request timeout); request and token limits, the response
-cache, credentials and the provider adapter are attached to the upstream.
+cache, credentials (and the secrets its redactor replaces: the auth secret,
+credential-named headers, header values interpolated from ``${ENV}``) and the
+provider adapter are attached to the upstream.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def build_upstream(
         runner=pipeline,
         allowed_methods=cfg.allowed_methods,
         allowed_paths=cfg.allowed_paths,
+        secrets=cfg.env_header_values,
     )
     if kind is not None:
         upstream.provider = provider_for(kind, upstream, model=cfg.model)

@@ -6,9 +6,15 @@
   TLS settings are :class:`~iogate.http.options.ConnectionOptions`.
 - Paths are resolved strictly under the base URL (:mod:`iogate.http.urls`);
   redirects are not followed, so a 3xx never carries a call to another host.
+- A caller's headers are validated (RFC 9110 tokens, no CR/LF/NUL or other
+  control characters: :mod:`iogate.http.headers`) before any I/O; hop-by-hop
+  ones and ``Host`` / ``Content-Length`` / ``Proxy-Authorization`` are dropped.
 - Credentials (:mod:`iogate.http.auth`) and configured headers always win over
-  a caller's of the same name, never appear in a :class:`Response`, and are
-  masked in ``repr``.
+  a caller's of the same name (case-insensitively; a caller's query parameter
+  named like an ``ApiKeyQuery`` one, in any case, is dropped), and are masked
+  in ``repr``. :attr:`Upstream.redactor` replaces them in whatever a gateway
+  relays of an answer (:mod:`iogate.http.redact`); a :class:`Response` itself
+  is the upstream's answer, unchanged.
 - An attempt's total timeout is the configured one or the call's remaining
   deadline (:func:`iogate.policies.remaining`), whichever is shorter.
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -43,9 +50,11 @@ from iogate.errors import InvalidInputError, RateLimitedError
 from iogate.http.auth import Auth
 from iogate.http.batch import BatchProgress, BatchRequest, run_batch
 from iogate.http.files import Download, download, upload
+from iogate.http.headers import caller_headers, check_header, check_header_value
 from iogate.http.idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
 from iogate.http.limits import UpstreamLimits
 from iogate.http.options import ConnectionOptions
+from iogate.http.redact import Redactor
 from iogate.http.response import Response
 from iogate.http.response_cache import ResponseCache, cache_directives, canonical_key
 from iogate.http.retry_after import retry_after_s, should_retry
@@ -64,21 +73,9 @@ __all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _METHODS: Final = IDEMPOTENT_METHODS | {"POST", "PATCH"}
-# Hop-by-hop (RFC 9110 §7.6.1) and framing headers a caller may not set.
-_DROPPED_REQUEST_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
+# Configured headers whose values are credentials whatever their origin.
+_CREDENTIAL_NAME: Final = re.compile(
+    r"auth|key|token|secret|passw|cookie|signature|credential|session", re.IGNORECASE
 )
 _UNSET: Final[Any] = object()
 _URL_CACHE_SIZE: Final = 1024
@@ -139,9 +136,22 @@ class Upstream(AsyncResource):
         allowed_paths: egress allowlist of path prefixes under the base URL, each
             starting with ``/`` (``None``: any path); checked on the resolved path,
             segment-wise, before any I/O.
+        secrets: more values :attr:`redactor` replaces (the gateway passes the
+            header values its config interpolated from ``${ENV}``). Always
+            included: the ``auth`` secret and the value of every configured
+            header whose name says credential (``authorization``, ``cookie``, or
+            holding ``key``, ``token``, ``secret``, ``auth``, ``passw``,
+            ``signature``, ``credential``, ``session``), and the credentials
+            part of an ``<scheme> <credentials>`` value; values shorter than
+            :data:`~iogate.http.redact.MIN_SECRET_CHARS` characters never.
+
+    Attributes:
+        redactor: the :class:`~iogate.http.redact.Redactor` of those secrets
+            (falsy when there are none), built once here.
 
     Raises:
-        ValueError: a bound above is violated or ``base_url`` is not absolute http(s).
+        ValueError: a bound above is violated, ``base_url`` is not absolute http(s),
+            or a configured header is not valid HTTP.
 
     Use ``async with Upstream(...) as api:`` or ``open()`` / ``close()``.
     """
@@ -168,6 +178,7 @@ class Upstream(AsyncResource):
         runner: CallRunner | None = None,
         allowed_methods: Sequence[str] | None = None,
         allowed_paths: Sequence[str] | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         if max_retry_after_s < 0:
             raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s}")
@@ -179,7 +190,11 @@ class Upstream(AsyncResource):
         self._headers = CIMultiDict(headers or {})
         if auth is not None:
             self._headers.update(auth.headers())
+        for key, value in self._headers.items():
+            check_header(key, value)  # InvalidHeaderError is a ValueError
         self._auth_params = auth.params() if auth is not None else {}
+        self._auth_names = frozenset(k.lower() for k in self._auth_params)
+        self.redactor = Redactor(_secrets_of(self._headers, auth, secrets))
         # resolve_under is a pure function of (base, path): memoise the last paths;
         # a call without per-call input is prepared once per (method, path).
         self._urls: dict[str, URL] = {}
@@ -270,11 +285,17 @@ class Upstream(AsyncResource):
         if params:
             url = url.update_query({k: str(v) for k, v in params.items()})
         if self._auth_params:
+            if url.raw_query_string and any(k.lower() in self._auth_names for k in url.query):
+                # A caller's parameter named like the credential, in any case,
+                # neither replaces nor duplicates it.
+                names = self._auth_names
+                kept = [(k, v) for k, v in url.query.items() if k.lower() not in names]
+                url = url.with_query(kept)
             url = url.update_query(self._auth_params)
         if headers or json is not _UNSET or idempotency_key is not None or self.idempotency_keys:
             send = CIMultiDict[str]()
-            for key, value in (headers or {}).items():
-                if key.lower() not in _DROPPED_REQUEST_HEADERS and key not in self._headers:
+            if headers:
+                for key, value in caller_headers(headers, self._headers):
                     send[key] = value
             send.update(self._headers)
         else:
@@ -286,6 +307,7 @@ class Upstream(AsyncResource):
             body = orjson.dumps(json)
             send.setdefault("Content-Type", "application/json")
         if isinstance(idempotency_key, str):
+            check_header_value(self.idempotency_header, idempotency_key)
             send[self.idempotency_header] = idempotency_key
         elif idempotency_key or (
             idempotency_key is None and self.idempotency_keys and verb in ("POST", "PATCH")
@@ -362,7 +384,7 @@ class Upstream(AsyncResource):
             )
         error = status_error(response, retryable=retryable, retry_after_s=delay)
         if error is not None:
-            raise error
+            raise self.redactor.error(error)
 
     async def request(
         self,
@@ -388,7 +410,8 @@ class Upstream(AsyncResource):
             method: HTTP method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, POST, PATCH).
             path: relative path, may carry a query string (``"/v1/items?x=1"``).
             params: query parameters added to the path's.
-            headers: extra request headers; configured ones win, hop-by-hop are dropped.
+            headers: extra request headers, validated (:mod:`iogate.http.headers`);
+                configured ones win, hop-by-hop ones are dropped.
             json: a body serialized as JSON (orjson), with ``Content-Type: application/json``.
             data: a raw body (exclusive with ``json``).
             content: raw bytes, or a factory returning a fresh aiohttp body per attempt
@@ -402,7 +425,9 @@ class Upstream(AsyncResource):
             tokens: estimated LLM tokens of the call, taken from ``limits`` up front.
 
         Raises:
-            InvalidInputError: bad method, path outside the base URL, json and data both.
+            InvalidInputError: bad method, path outside the base URL, json and data both;
+                :class:`~iogate.errors.InvalidHeaderError`: a header name or value
+                (or ``idempotency_key``) is not valid HTTP.
             UpstreamConnectionError: the upstream could not be reached or dropped the connection.
             OperationTimeout: no complete answer within the timeout.
             RateLimitedError: the server asks to wait longer than ``max_retry_after_s``,
@@ -617,3 +642,16 @@ class Upstream(AsyncResource):
     def delete(self, path: str = "", **kw: Any) -> Coroutine[Any, Any, Response]:
         """``request("DELETE", path, ...)`` (its coroutine: one frame less per call)."""
         return self.request("DELETE", path, **kw)
+
+
+def _secrets_of(headers: CIMultiDict[str], auth: Auth | None, extra: Sequence[str]) -> list[str]:
+    """The values an upstream's :class:`Redactor` replaces (see :class:`Upstream`)."""
+    found = list(extra)
+    if auth is not None:
+        found.append(auth.secret)
+    for name, value in headers.items():
+        if _CREDENTIAL_NAME.search(name) is not None:
+            found.append(value)
+            _scheme, _, credentials = value.partition(" ")
+            found.append(credentials.strip())
+    return found

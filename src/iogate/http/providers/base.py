@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from iogate.errors import InvalidInputError, UpstreamError
+from iogate.errors import InvalidInputError, UpstreamError, UpstreamHTTPError
 
 if TYPE_CHECKING:
     from iogate.http.response import Response
@@ -166,7 +166,7 @@ class Provider(ABC):
             cache_ttl=cache_ttl,
             idempotent=self.idempotent,
         )
-        resp.raise_for_status()
+        self._raise_for_status(resp)
         completion = self.parse(resp.json())
         self._settle(estimate, completion.usage, body.get("model"))
         return completion
@@ -192,7 +192,7 @@ class Provider(ABC):
             idempotent=self.idempotent,
         ) as resp:
             if not resp.ok:
-                (await resp.read_whole(self.upstream.max_response_bytes)).raise_for_status()
+                self._raise_for_status(await resp.read_whole(self.upstream.max_response_bytes))
             async for event in resp.iter_events():
                 chunk = self.parse_event(event, state)
                 if chunk is None:
@@ -213,9 +213,19 @@ class Provider(ABC):
         if limits is not None and usage is not None:
             limits.settle(estimated=estimate, actual=usage.total_tokens)
 
+    def _raise_for_status(self, resp: Response) -> None:
+        """:meth:`Response.raise_for_status`, the error naming the upstream and
+        its secrets redacted from the message and body excerpt."""
+        if resp.status >= 400:
+            try:
+                resp.raise_for_status()
+            except UpstreamHTTPError as exc:
+                exc.resource = self.upstream.name
+                self.upstream.redactor.error(exc)
+                raise
+
     def _error(self, kind: str, message: str) -> ProviderStreamError:
-        return ProviderStreamError(
-            f"{self.kind} stream error ({kind}): {message}"[:300],
-            kind=kind,
-            resource=self.upstream.name,
-        )
+        """A mid-stream error; the provider's message is cut to 300 characters
+        after the upstream's secrets are redacted from it."""
+        text = self.upstream.redactor.text(f"{self.kind} stream error ({kind}): {message}")
+        return ProviderStreamError(text[:300], kind=kind, resource=self.upstream.name)

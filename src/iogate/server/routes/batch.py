@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from iogate.batch import BatchRequest, run_batch
-from iogate.batch.model import MAX_STEPS, DatabaseStep
+from iogate.batch.model import MAX_STEPS, DatabaseStep, check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
 from iogate.server.deps import gateway_of, json_response
@@ -108,6 +108,7 @@ async def _run(request: Request, body: BatchRequest) -> Response:
     for step in body.steps:
         if isinstance(step, DatabaseStep):
             check_sql(request, step.sql, step.params)
+    check_literal_headers(body)  # a bad header refuses the batch before any step runs
     result = await run_batch(gateway, body, principal=principal_of(request))
     return json_response(result.to_json())
 

@@ -25,6 +25,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from iogate.batch import BatchRequest
+from iogate.batch.model import check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import Principal, principal_of
 from iogate.server.deps import gateway_of, json_response
@@ -126,6 +127,7 @@ async def submit_task(body: TaskSubmitRequest, request: Request) -> Response:
             body.model_dump(by_alias=True, exclude={"name", "idempotent"}, exclude_unset=True)
         )
         check_scopes(principal, batch)
+        check_literal_headers(batch)  # refused now, not when the task runs
         record = await manager.submit_definition(
             "batch",
             batch_definition(batch, principal),

@@ -10,6 +10,15 @@
   chunk, then ``event: done`` (``{"finish_reason", "usage"}``), or ``event: error``
   (a problem body) if the provider fails mid-stream. Errors before the first
   chunk are ordinary problem responses.
+
+A caller's headers are validated and filtered by the upstream
+(:mod:`iogate.http.headers`: a bad name or value is a 400 ``invalid-input``
+before any I/O; the batch route checks every request's headers before sending
+any). Whatever is relayed of an answer — headers, JSON strings (keys too),
+text, binary before base64, generated text (streamed: across chunks), problem
+details — goes through the upstream's :attr:`~iogate.http.upstream.Upstream.redactor`,
+so a configured secret the upstream echoes comes back as ``[REDACTED]``; with
+``cache_ttl`` the gateway cache stores the redacted rendering.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from starlette.responses import Response, StreamingResponse
 from iogate.errors import InvalidInputError, IogateError
 from iogate.gateway import Gateway
 from iogate.http.batch import BatchRequest
+from iogate.http.headers import check_header
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
+from iogate.http.redact import Redactor
 from iogate.http.upstream import Response as UpstreamAnswer
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
@@ -85,7 +96,7 @@ async def run_upstream(
             answer = await upstream.request(method, path, params=query, headers=headers, data=body)
         else:
             answer = await upstream.request(method, path, params=query, headers=headers, json=json)
-        return render_answer(answer, (time.perf_counter() - started) * 1000)
+        return render_answer(answer, (time.perf_counter() - started) * 1000, upstream.redactor)
 
     if cache_ttl is None:
         return json_response(await send())
@@ -97,41 +108,56 @@ async def run_upstream(
     return json_response(rendered)
 
 
-def render_answer(answer: UpstreamAnswer, duration_ms: float) -> dict[str, Any]:
-    """An answer in the :class:`UpstreamResponse` shape."""
-    content, encoding = encode_body(answer)
+def render_answer(
+    answer: UpstreamAnswer, duration_ms: float, redactor: Redactor | None = None
+) -> dict[str, Any]:
+    """An answer in the :class:`UpstreamResponse` shape, its headers and body
+    redacted by ``redactor`` (the upstream's, :mod:`iogate.http.redact`)."""
+    if redactor is not None and not redactor:
+        redactor = None  # no secrets: nothing to look for
+    content, encoding = encode_body(answer, redactor)
     return {
         "status": answer.status,
-        "headers": _forwarded_headers(answer.headers),
+        "headers": _forwarded_headers(answer.headers, redactor),
         "body": content,
         "body_encoding": encoding,
         "duration_ms": round(duration_ms, 3),
     }
 
 
-def encode_body(answer: UpstreamAnswer) -> tuple[Any, str]:
-    """The body as parsed JSON (JSON media types), text (UTF-8), or base64."""
-    if not answer.body:
+def encode_body(answer: UpstreamAnswer, redactor: Redactor | None = None) -> tuple[Any, str]:
+    """The body as parsed JSON (JSON media types), text (UTF-8), or base64;
+    redacted by ``redactor`` (JSON: inside its strings, so it stays valid)."""
+    body = answer.body
+    if not body:
         return None, "empty"
     media = answer.content_type
     if media == "application/json" or media.endswith("+json"):
         try:
-            return orjson.loads(answer.body), "json"
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             pass  # labelled JSON but is not: returned as text (or base64) below
+        else:
+            return (parsed if redactor is None else redactor.json_body(body, parsed)), "json"
     try:
-        return answer.body.decode("utf-8"), "text"
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return base64.b64encode(answer.body).decode("ascii"), "base64"
+        data = body if redactor is None else redactor.data(body)
+        return base64.b64encode(data).decode("ascii"), "base64"
+    return (text if redactor is None else redactor.text(text)), "text"
 
 
-def _forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def _forwarded_headers(headers: Mapping[str, str], redactor: Redactor | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in headers.items():
         name = key.lower()
         if name in _SKIP_HEADERS:
             continue
         out[name] = f"{out[name]}, {value}" if name in out else value
+    if redactor is not None:
+        every = "\n".join([*out, *out.values()])  # one search per secret, not per header
+        if redactor.text(every) is not every:
+            out = {redactor.text(k): redactor.text(v) for k, v in out.items()}
     return out
 
 
@@ -143,7 +169,10 @@ def _query_value(value: str | int | float | bool) -> str | int | float:
     "/v1/upstreams/{name}/request",
     response_model=UpstreamResponse,
     responses={
-        400: {"description": "Invalid method or a path leaving the base URL (problem+json)"},
+        400: {
+            "description": "Invalid method, a path leaving the base URL, or a header name"
+            " or value that is not valid HTTP (problem+json)"
+        },
         404: {"description": "No upstream of that name (problem+json)"},
         502: {"description": "Upstream unreachable (problem+json)"},
         504: {"description": "Upstream did not answer in time (problem+json)"},
@@ -172,7 +201,10 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
 @router.post(
     "/v1/upstreams/{name}/batch",
     response_model=UpstreamBatchResponse,
-    responses={404: {"description": "No upstream of that name (problem+json)"}},
+    responses={
+        400: {"description": "A request's header is not valid HTTP; none sent (problem+json)"},
+        404: {"description": "No upstream of that name (problem+json)"},
+    },
     summary="Send many requests to an upstream with a concurrency cap",
 )
 async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Response:
@@ -180,6 +212,9 @@ async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Resp
     fails the others. Results are in input order. Scope ``upstream:<name>``."""
     authorize(request, f"upstream:{name}")
     upstream = gateway_of(request).upstream(name)
+    for r in body.requests:  # one bad header refuses the batch before any request is sent
+        for key, value in (r.headers or {}).items():
+            check_header(key, value)
     items = [
         BatchRequest(
             method=r.method,
@@ -193,14 +228,15 @@ async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Resp
     ]
     started = time.perf_counter()
     results = await upstream.batch(items, max_concurrent=body.max_concurrent)
+    redactor = upstream.redactor
     out: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, IogateError):
-            out.append({"error": problem_for(result)[1]})
+            out.append({"error": redactor.json(problem_for(result)[1])})
         elif isinstance(result, Exception):
             out.append({"error": {"title": "Request failed", "detail": type(result).__name__}})
         else:
-            out.append(render_answer(result, result.elapsed_s * 1000))
+            out.append(render_answer(result, result.elapsed_s * 1000, redactor))
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return json_response({"results": out, "duration_ms": duration_ms})
 
@@ -238,7 +274,9 @@ async def generate(name: str, body: GenerateBody, request: Request) -> Response:
     usage = None
     if done.usage is not None:
         usage = {"input_tokens": done.usage.input_tokens, "output_tokens": done.usage.output_tokens}
-    return json_response({"text": done.text, "usage": usage, "finish_reason": done.finish_reason})
+    answer = {"text": done.text, "usage": usage, "finish_reason": done.finish_reason}
+    redactor = upstream.redactor
+    return json_response(redactor.json(answer) if redactor else answer)
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -247,7 +285,11 @@ def _sse(event: str, data: Any) -> bytes:
 
 async def generate_response(provider: Provider, req: GenerateRequest) -> Response:
     """SSE of a streamed generation; the first chunk is awaited before the
-    response starts, so errors up to then are ordinary problem responses."""
+    response starts, so errors up to then are ordinary problem responses.
+    With secrets, delta texts go through a :class:`~iogate.http.redact.StreamRedactor`
+    (a tail that could begin a secret waits for the next chunk)."""
+    redactor = provider.upstream.redactor
+    scrub = redactor.stream() if redactor else None
     chunks = provider.stream(req)
     try:
         first: CompletionChunk | None = await anext(chunks)
@@ -267,8 +309,9 @@ async def generate_response(provider: Provider, req: GenerateRequest) -> Respons
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                if chunk.text:
-                    yield _sse("delta", {"text": chunk.text})
+                text = chunk.text if scrub is None else scrub.feed(chunk.text)
+                if text:
+                    yield _sse("delta", {"text": text})
                 finish = chunk.finish_reason or finish
                 if chunk.usage is not None:
                     usage = {
@@ -276,10 +319,18 @@ async def generate_response(provider: Provider, req: GenerateRequest) -> Respons
                         "output_tokens": chunk.usage.output_tokens,
                     }
         except IogateError as exc:
-            yield _sse("error", problem_for(exc)[1])
+            tail = scrub.flush() if scrub is not None else ""
+            if tail:  # never a whole secret
+                yield _sse("delta", {"text": tail})
+            yield _sse("error", redactor.json(problem_for(exc)[1]))
             return
         finally:
             await chunks.aclose()
+        if scrub is not None:
+            tail = scrub.flush()
+            if tail:
+                yield _sse("delta", {"text": tail})
+            finish = redactor.text(finish) if finish is not None else None
         yield _sse("done", {"finish_reason": finish, "usage": usage})
 
     return StreamingResponse(
