@@ -122,6 +122,9 @@ def serve(
         err=True,
     )
     shutdown = max(1, math.ceil(cfg.server.shutdown_timeout))
+    # uvicorn answers 503 once len(connections) >= limit_concurrency, the
+    # asking connection included: one more lets exactly max_connections in.
+    concurrency = cfg.server.limits.max_connections + 1
     if workers > 1:
         from iogate.server.factory import CONFIG_ENV
 
@@ -136,6 +139,7 @@ def serve(
             access_log=access_log,
             server_header=False,
             timeout_graceful_shutdown=shutdown,
+            limit_concurrency=concurrency,
         )
         return
     uvicorn.run(
@@ -147,6 +151,7 @@ def serve(
         server_header=False,
         log_config=None,  # configure_logging above: JSON lines with the request id
         timeout_graceful_shutdown=shutdown,
+        limit_concurrency=concurrency,
     )
 
 
