@@ -117,7 +117,8 @@ class LimitsConfig(_Model):
             the route's first read of it; a body still incomplete then is
             answered 408 (``urn:iogate:problem:body-timeout``) with
             ``Connection: close`` (checked by the guard's sweep, so within
-            about 0.1 s after it).
+            about 0.1 s after it). For file uploads (streamed to disk) it
+            bounds the wait for each piece of the body instead.
         max_connections: open connections ``iogate serve`` answers at once,
             whether idle or busy (uvicorn's ``limit_concurrency``, set to one
             more than this since uvicorn counts the asking connection too):

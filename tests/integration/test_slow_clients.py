@@ -1,8 +1,9 @@
 """Slow clients cannot hold the gateway: a real ``iogate serve`` process with
 ``[server.limits] body_timeout = 0.3`` and ``max_connections = 3``, spoken to
 over raw sockets. A body that stalls (or never starts) is answered 408
-problem+json and the connection closed; connections past the ceiling get
-uvicorn's 503."""
+problem+json and the connection closed; a file upload (streamed to disk)
+may take longer than that as long as its pieces keep coming; connections
+past the ceiling get uvicorn's 503."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp = tmp_path_factory.mktemp("slow")
     (tmp / "iogate.toml").write_text(
         '[databases.main]\nurl = "sqlite:///var/main.db"\n\n'
+        '[files]\nbase_dir = "files"\nmax_file_bytes = 1048576\n\n'
         f"[server.limits]\nbody_timeout = {BODY_TIMEOUT_S}\n"
         f"max_connections = {MAX_CONNECTIONS}\n"
     )
@@ -121,6 +123,33 @@ def test_bodies_in_time_are_served_on_a_kept_alive_connection(port: int) -> None
         assert status == 200
         assert json.loads(body)["rows"] == [[1]]
         assert headers.get("connection") != "close"
+
+
+def _put_head(path: str, length: int) -> bytes:
+    return (
+        f"PUT /v1/files/{path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_steady_upload_may_outlast_body_timeout(port: int) -> None:
+    pieces = 6
+    with _connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(_put_head("steady.bin", pieces * 100))
+        for _ in range(pieces):  # a slow client: a piece every 0.1 s, 0.6 s in all
+            sock.sendall(b"s" * 100)
+            time.sleep(0.1)
+        status, _, body = _read_response(sock)
+        assert time.monotonic() - started > 2 * BODY_TIMEOUT_S
+        assert status == 201, body
+        assert json.loads(body)["size"] == pieces * 100
+
+
+def test_stalled_upload_gets_408(port: int) -> None:
+    with _connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(_put_head("stalled.bin", 1000) + b"x" * 10)
+        _check_408(sock, started)
 
 
 def _health(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:

@@ -88,7 +88,9 @@ class GuardMiddleware:
         docs_open: ``/docs`` and ``/openapi.json`` need no key.
         body_limits: path prefix → largest body there (bytes), replacing
             ``max_body_bytes`` under that prefix (``/v1/files/`` takes
-            ``[files] max_file_bytes``: uploads are streamed to disk).
+            ``[files] max_file_bytes``: uploads are streamed to disk). There
+            ``body_timeout`` bounds the wait for each piece of the body, not
+            the whole body: a large upload may take longer, a stalled one not.
     """
 
     def __init__(
@@ -181,9 +183,10 @@ class GuardMiddleware:
                 await _refuse(scope, receive, send, CONCURRENCY_LIMITED, detail, retry_after_s=1.0)
                 return
         max_body = self.limits.max_body_bytes
+        streamed = False
         for prefix, limit in self.body_limits:
             if scope["path"].startswith(prefix):
-                max_body = limit
+                max_body, streamed = limit, True
                 break
         if length is not None:
             try:
@@ -204,7 +207,7 @@ class GuardMiddleware:
         if entry is not None:
             entry.in_flight += 1
         try:
-            await _Run(self, scope, receive, send, max_body).run(seconds)
+            await _Run(self, scope, receive, send, max_body, streamed).run(seconds)
         finally:
             if entry is not None:
                 entry.in_flight -= 1
@@ -263,15 +266,23 @@ class _Run:
         "seen",
         "send",
         "started",
+        "streamed",
         "task",
         "timing",
         "watcher",
     )
 
     def __init__(
-        self, guard: GuardMiddleware, scope: Scope, receive: Receive, send: Send, max_body: int
+        self,
+        guard: GuardMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        max_body: int,
+        streamed: bool = False,
     ) -> None:
         self.guard = guard
+        self.streamed = streamed  # body_timeout bounds each piece, not the whole body
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -301,6 +312,8 @@ class _Run:
                 self.guard.reading.discard(self)
                 if self.task is not None:
                     self.guard.watch(self, self.task.get_loop())
+            elif self.streamed:
+                self.body_since = None  # a piece arrived: its clock starts again
         return message
 
     def expire_body(self) -> None:
