@@ -1,9 +1,10 @@
 """Slow clients cannot hold the gateway: a real ``iogate serve`` process with
-``[server.limits] body_timeout = 0.3`` and ``max_connections = 3``, spoken to
-over raw sockets. A body that stalls (or never starts) is answered 408
-problem+json and the connection closed; a file upload (streamed to disk)
-may take longer than that as long as its pieces keep coming; connections
-past the ceiling get uvicorn's 503."""
+``[server.limits] body_timeout = head_timeout = 0.3``, ``max_head_bytes =
+16384`` and ``max_connections = 3``, spoken to over raw sockets. A body that
+stalls (or never starts) is answered 408 problem+json and the connection
+closed; a file upload (streamed to disk) may take longer than that as long as
+its pieces keep coming; a silent connection or a dripping head gets 408, an
+oversized head 431, and connections past the ceiling get uvicorn's 503."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.subprocess_env import start_iogate
 
 BODY_TIMEOUT_S = 0.3
 MAX_CONNECTIONS = 3
+MAX_HEAD_BYTES = 16384
 QUERY = b'{"sql": "SELECT 1 AS one"}'
 
 
@@ -31,6 +33,7 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         '[files]\nbase_dir = "files"\nmax_file_bytes = 1048576\n\n'
         f"[server.limits]\nbody_timeout = {BODY_TIMEOUT_S}\n"
         f"max_connections = {MAX_CONNECTIONS}\n"
+        f"head_timeout = {BODY_TIMEOUT_S}\nmax_head_bytes = {MAX_HEAD_BYTES}\n"
     )
     number = free_port()
     proc = start_iogate(tmp, number)
@@ -84,14 +87,14 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
-def _check_408(sock: socket.socket, started: float) -> None:
+def _check_408(sock: socket.socket, started: float, slug: str = "body-timeout") -> None:
     status, headers, body = _read_response(sock)
     elapsed = time.monotonic() - started
     assert status == 408, body
     assert headers["content-type"] == "application/problem+json"
     assert headers["connection"] == "close"
     problem = json.loads(body)
-    assert problem["type"] == "urn:iogate:problem:body-timeout"
+    assert problem["type"] == f"urn:iogate:problem:{slug}"
     assert problem["status"] == 408
     assert BODY_TIMEOUT_S <= elapsed < BODY_TIMEOUT_S + 1.0, f"answered after {elapsed:.2f}s"
     assert _closed(sock)
@@ -123,6 +126,39 @@ def test_bodies_in_time_are_served_on_a_kept_alive_connection(port: int) -> None
         assert status == 200
         assert json.loads(body)["rows"] == [[1]]
         assert headers.get("connection") != "close"
+        head = _post_head(len(QUERY))  # a head in two pieces, well within time
+        sock.sendall(head[:20])
+        sock.sendall(head[20:] + QUERY)
+        status, _, body = _read_response(sock)
+        assert status == 200
+        assert json.loads(body)["rows"] == [[1]]
+
+
+def test_silent_connection_gets_408_and_is_closed(port: int) -> None:
+    started = time.monotonic()  # the head's clock starts when the connection opens
+    with _connect(port) as sock:
+        _check_408(sock, started, "head-timeout")  # nothing sent at all
+
+
+def test_dripping_head_gets_408(port: int) -> None:
+    started = time.monotonic()  # the head's clock starts when the connection opens
+    with _connect(port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n")  # the blank line never comes
+        _check_408(sock, started, "head-timeout")
+
+
+def test_oversized_head_gets_431_and_is_closed(port: int) -> None:
+    with _connect(port) as sock:
+        # past the bound in one send, then nothing: all of it is read, so the
+        # server's close is a FIN after its answer, not a reset
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 4096)
+        )
+        status, headers, body = _read_response(sock)
+        assert status == 431, body
+        assert headers["connection"] == "close"
+        assert json.loads(body)["type"] == "urn:iogate:problem:head-too-large"
+        assert _closed(sock)
 
 
 def _put_head(path: str, length: int) -> bytes:
