@@ -22,6 +22,10 @@ the SHA-256 hex digest of the key (``iogate keys create`` prints both)::
     max_sql_chars = 100000        # longer SQL gets 400 (invalid-input)
     max_params = 10000            # more parameters per statement get 400
     max_request_timeout = 300.0   # the largest X-Request-Timeout honoured, seconds
+    body_timeout = 30.0           # a body not fully arrived by then gets 408, seconds
+    max_connections = 1000        # open connections `iogate serve` answers (503 beyond)
+    head_timeout = 10.0           # a request head not complete by then: 408, closed, seconds
+    max_head_bytes = 65536        # a longer request head: 431, closed
 
 Scopes are those of :mod:`iogate.server.auth`: ``db:<name>:read``,
 ``db:<name>:write``, ``upstream:<name>``, ``cache:read``, ``cache:write``,
@@ -111,9 +115,32 @@ class LimitsConfig(_Model):
         max_params: the most parameters of one statement.
         max_request_timeout: the largest ``X-Request-Timeout`` honoured, seconds
             (a larger value is capped to it).
+        body_timeout: seconds a request body may take to arrive, counted from
+            the route's first read of it; a body still incomplete then is
+            answered 408 (``urn:iogate:problem:body-timeout``) with
+            ``Connection: close`` (checked by the guard's sweep, so within
+            about 0.1 s after it). For file uploads (streamed to disk) it
+            bounds the wait for each piece of the body instead.
+        max_connections: open connections ``iogate serve`` answers at once,
+            whether idle or busy (uvicorn's ``limit_concurrency``, set to one
+            more than this since uvicorn counts the asking connection too):
+            a request arriving on a connection beyond it gets uvicorn's own
+            ``503 Service Unavailable`` (``text/plain``, ``Connection: close``).
+        head_timeout: seconds a request head (request line and headers) may
+            take in ``iogate serve``, from the connection's opening or the
+            head's first byte; then 408 (``urn:iogate:problem:head-timeout``)
+            and the connection is closed (:mod:`iogate.server._head`: uvicorn
+            has no such bound).
+        max_head_bytes: the largest request head ``iogate serve`` reads,
+            bytes; beyond, 431 (``urn:iogate:problem:head-too-large``) and the
+            connection is closed.
     """
 
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_sql_chars: int = Field(default=100_000, ge=1)
     max_params: int = Field(default=10_000, ge=0)
     max_request_timeout: float = Field(default=300.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    head_timeout: float = Field(default=10.0, gt=0)
+    max_head_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -122,12 +122,20 @@ def serve(
         err=True,
     )
     shutdown = max(1, math.ceil(cfg.server.shutdown_timeout))
+    # uvicorn answers 503 once len(connections) >= limit_concurrency, the
+    # asking connection included: one more lets exactly max_connections in.
+    limits = cfg.server.limits
+    concurrency = limits.max_connections + 1
     if workers > 1:
+        from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
         from iogate.server.factory import CONFIG_ENV
 
         os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
+        os.environ[HEAD_TIMEOUT_ENV] = repr(limits.head_timeout)
+        os.environ[MAX_HEAD_BYTES_ENV] = str(limits.max_head_bytes)
         uvicorn.run(
             "iogate.server.factory:app_from_env",
+            http="iogate.server._head:BoundedHeadProtocol",  # imported by each worker
             factory=True,
             workers=workers,
             host=bind_host,
@@ -136,10 +144,16 @@ def serve(
             access_log=access_log,
             server_header=False,
             timeout_graceful_shutdown=shutdown,
+            limit_concurrency=concurrency,
         )
         return
+    from iogate.server._head import bounded_head_protocol
+
     uvicorn.run(
         create_app(cfg, freeze_heap=True),
+        http=bounded_head_protocol(
+            head_timeout_s=limits.head_timeout, max_head_bytes=limits.max_head_bytes
+        ),
         host=bind_host,
         port=bind_port,
         log_level=log_level,
@@ -147,6 +161,7 @@ def serve(
         server_header=False,
         log_config=None,  # configure_logging above: JSON lines with the request id
         timeout_graceful_shutdown=shutdown,
+        limit_concurrency=concurrency,
     )
 
 

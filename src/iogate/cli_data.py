@@ -99,8 +99,8 @@ async def _query(cfg: IogateConfig, name: str, sql: str, params: Any) -> dict[st
     from iogate.server.auth import ANONYMOUS
 
     async with Gateway(cfg) as gateway:
-        result = await gateway.database(name).query(sql, params)
         access = sql_access(ANONYMOUS, name, cfg.databases.get(name))
+        result = await gateway.database(name).query(sql, params, limits=access.limits)
         return result_body(result, access.limits)
 
 

@@ -318,10 +318,12 @@ class _Run:
         config = self.gateway.config.databases.get(step.database)
         access = sql_access(self.principal, step.database, config)
         if tx is not None:
-            result = await tx.query(step.sql, params)
+            result = await tx.query(step.sql, params, limits=access.limits)
         else:
             database = self.gateway.database(step.database)
-            result = await database.query_guarded(step.sql, params, guard=access.guard)
+            result = await database.query_guarded(
+                step.sql, params, guard=access.guard, limits=access.limits
+            )
         value = result_body(result, access.limits)
         return StepResult(ok=True, value=value, duration_ms=_ms(started))
 

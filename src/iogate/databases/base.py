@@ -49,7 +49,7 @@ from iogate.lifecycle import AsyncResource, ResourceState
 
 if TYPE_CHECKING:
     from iogate.cache.tiered import TieredCache
-    from iogate.databases.guard import SQLGuard
+    from iogate.databases.guard import ResultLimits, SQLGuard
 
 _TABLES_CACHED = 1024  # statements whose tables are remembered, per database
 _OPEN = ResourceState.OPEN
@@ -136,12 +136,18 @@ class QueryResult:
         rows: the rows, as tuples in column order.
         rows_affected: rows changed by an INSERT/UPDATE/DELETE, else 0.
         last_insert_id: as :attr:`ExecuteResult.last_insert_id`.
+        truncated: the statement was read under
+            :class:`~iogate.databases.guard.ResultLimits` and produced more
+            rows than ``max_rows`` (only ``max_rows`` are here) or more JSON
+            than ``max_bytes`` (the reading stopped past the cap; the rows past
+            it are cut when the result is rendered).
     """
 
     columns: tuple[Column, ...]
     rows: list[tuple[Any, ...]]
     rows_affected: int = 0
     last_insert_id: int | None = None
+    truncated: bool = False
 
     @property
     def row_count(self) -> int:
@@ -424,16 +430,34 @@ class SQLDatabase(Database):
         return await self._written(call, [(sql, rows[0] if rows else None)])
 
     async def query(
-        self, sql: str, params: Params = None, *, idempotent: bool | None = None
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        idempotent: bool | None = None,
+        limits: ResultLimits | None = None,
     ) -> QueryResult:
         """Run one statement of any kind: columns and rows if it returns rows,
-        else rows affected. This is what the gateway's query endpoint calls."""
-        fn = partial(self._query, sql, params)
+        else rows affected. This is what the gateway's query endpoint calls.
+
+        ``limits``: read at most ``limits.max_rows + 1`` rows, and stop once the
+        rows read take more than ``limits.max_bytes`` bytes of JSON (SQLite
+        ``fetchmany``; PostgreSQL an Execute message with a row limit, see
+        :mod:`iogate.databases.postgres`); the result then holds at most
+        ``max_rows`` rows and says :attr:`QueryResult.truncated`. ``None``:
+        every row is read."""
+        fn = partial(self._query, sql, params, limits)
         call = self._call(fn, "query", idempotent=_idem(sql, idempotent))
         return await (call if is_read_statement(sql) else self._written(call, [(sql, params)]))
 
     async def query_guarded(
-        self, sql: str, params: Params = None, *, guard: SQLGuard, idempotent: bool | None = None
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        guard: SQLGuard,
+        idempotent: bool | None = None,
+        limits: ResultLimits | None = None,
     ) -> QueryResult:
         """:meth:`query` for a restricted caller: the engine enforces ``guard``
         (read-only mode, table allowlist; see :mod:`iogate.databases.guard`).
@@ -446,10 +470,12 @@ class SQLDatabase(Database):
             TableNotAllowed: a table outside ``guard.tables``.
             QueryError: as :meth:`query`, and for transaction control
                 statements (BEGIN, COMMIT...) in read-only mode.
+
+        ``limits``: as in :meth:`query`.
         """
         if guard.unrestricted:
-            return await self.query(sql, params, idempotent=idempotent)
-        fn = partial(self._query_guarded, sql, params, guard)
+            return await self.query(sql, params, idempotent=idempotent, limits=limits)
+        fn = partial(self._query_guarded, sql, params, guard, limits)
         idem = True if guard.read_only else _idem(sql, idempotent)
         return await self._call(fn, "query", idempotent=idem)
 
@@ -596,6 +622,7 @@ class SQLDatabase(Database):
         *,
         transaction: bool = True,
         guard: SQLGuard | None = None,
+        limits: ResultLimits | None = None,
     ) -> list[QueryResult | OperationError]:
         """Run statements in order and return one result per statement.
 
@@ -610,6 +637,8 @@ class SQLDatabase(Database):
 
         ``guard``: a restricted caller's :class:`~iogate.databases.guard.SQLGuard`,
         enforced on every statement (see :meth:`query_guarded`).
+
+        ``limits``: each statement's rows are read under them (see :meth:`query`).
         """
         parsed = [_statement(s) for s in statements]
         if guard is not None and guard.unrestricted:
@@ -619,9 +648,11 @@ class SQLDatabase(Database):
             for sql, params in parsed:
                 try:
                     if guard is None:
-                        results.append(await self.query(sql, params))
+                        results.append(await self.query(sql, params, limits=limits))
                     else:
-                        results.append(await self.query_guarded(sql, params, guard=guard))
+                        results.append(
+                            await self.query_guarded(sql, params, guard=guard, limits=limits)
+                        )
                 except OperationError as exc:
                     results.append(exc)
             return results
@@ -631,7 +662,7 @@ class SQLDatabase(Database):
             async with self.transaction(guard=guard) as tx:
                 for index, (sql, params) in enumerate(parsed):
                     try:
-                        done.append(await tx.query(sql, params))
+                        done.append(await tx.query(sql, params, limits=limits))
                     except OperationError as exc:
                         exc.message = f"statement {index}: {exc.message}"
                         raise
@@ -703,7 +734,9 @@ class SQLDatabase(Database):
     async def _execute_many(self, sql: str, params: list[Params]) -> ExecuteResult: ...
 
     @abstractmethod
-    async def _query(self, sql: str, params: Params) -> QueryResult: ...
+    async def _query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult: ...
 
     @abstractmethod
     def _stream(
@@ -711,7 +744,9 @@ class SQLDatabase(Database):
     ) -> StreamSource: ...
 
     @abstractmethod
-    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult: ...
+    async def _query_guarded(
+        self, sql: str, params: Params, guard: SQLGuard, limits: ResultLimits | None = None
+    ) -> QueryResult: ...
 
     @abstractmethod
     async def _describe(self, sql: str, guard: SQLGuard | None) -> Description: ...
@@ -760,9 +795,11 @@ class _Recording:
         self._note(sql, rows[0] if rows else None)
         return await self._conn.execute_many(sql, rows)
 
-    async def query(self, sql: str, params: Params) -> QueryResult:
+    async def query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult:
         self._note(sql, params)
-        return await self._conn.query(sql, params)
+        return await self._conn.query(sql, params, limits)
 
     async def command(self, sql: str) -> None:
         await self._conn.command(sql)

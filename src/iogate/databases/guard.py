@@ -24,20 +24,37 @@ A violation raises :class:`~iogate.errors.ReadOnlyViolation` or
 
 :class:`ResultLimits` bounds what a caller gets back: at most ``max_rows``
 rows (the rest are dropped and the result says ``truncated``) and at most
-``max_bytes`` bytes of JSON for the rows.
+``max_bytes`` bytes of JSON for the rows. The backends enforce it while the
+rows are read (:class:`BoundedRead`): they stop at ``max_rows + 1`` rows (the
+extra row says ``truncated``) or once the rows read take more than
+``max_bytes`` bytes of JSON, so a statement producing millions of rows costs
+a few chunks of memory, never the whole result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from iogate.databases.base import QueryResult
 from iogate.databases.values import to_json_row
 
-__all__ = ["UNRESTRICTED", "ResultLimits", "SQLGuard", "fit_body", "result_body", "table_allowed"]
+__all__ = [
+    "READ_CHUNK_ROWS",
+    "UNRESTRICTED",
+    "BoundedRead",
+    "ResultLimits",
+    "SQLGuard",
+    "fit_body",
+    "result_body",
+    "table_allowed",
+]
+
+READ_CHUNK_ROWS: Final = 1000
+"""Rows a bounded read asks the driver for at a time (the byte cap is checked
+after each chunk)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,65 @@ class ResultLimits:
         return ResultLimits(max_rows=rows, max_bytes=size)
 
 
+class BoundedRead:
+    """The bookkeeping of one result read under :class:`ResultLimits`, chunk by chunk.
+
+    The reader asks the driver for :meth:`next_size` rows (SQLite
+    ``cursor.fetchmany``, PostgreSQL an Execute message with that row limit)
+    and hands each chunk to :meth:`add`, which says whether to read on. A
+    chunk shorter than asked means the result ended; a first chunk that ends
+    the result is never measured (a point select pays one comparison). The
+    read stops at ``max_rows + 1`` rows, or once the JSON of the rows read
+    (:func:`~iogate.databases.values.to_json_row`, measured exactly as
+    :func:`result_body` measures it) passes ``max_bytes``; :meth:`finish`
+    then drops the extra row. Rows past the byte cap are cut by
+    :func:`result_body` / :func:`fit_body`, which find the same total.
+
+    Args:
+        limits: the caller's caps.
+    """
+
+    __slots__ = ("_max_bytes", "_size", "_want", "rows", "stopped")
+
+    def __init__(self, limits: ResultLimits) -> None:
+        self._want = limits.max_rows + 1
+        self._max_bytes = limits.max_bytes
+        self._size = 2  # the JSON array's brackets
+        self.rows: list[Any] = []
+        self.stopped = False  # a cap ended the read before the result did
+
+    def next_size(self, chunk_rows: int = READ_CHUNK_ROWS) -> int:
+        """Rows to ask for next (≥ 1), at most ``chunk_rows``."""
+        return min(self._want - len(self.rows), chunk_rows)
+
+    def add(self, chunk: list[Any], asked: int) -> bool:
+        """Take ``chunk`` (the driver's answer to ``asked`` rows); ``True`` to read on."""
+        rows = self.rows
+        if not rows and len(chunk) < asked:
+            self.rows = chunk  # the whole result in one chunk: nothing to measure
+            return False
+        rows.extend(chunk)
+        if len(chunk) < asked:
+            return False
+        if len(rows) >= self._want:
+            self.stopped = True
+            return False
+        # one dumps per chunk: its length is the sum of (row + comma) plus 1
+        self._size += len(orjson.dumps([to_json_row(r) for r in chunk])) - 1
+        if self._size > self._max_bytes:
+            self.stopped = True
+            return False
+        return True
+
+    def finish(self) -> tuple[list[Any], bool]:
+        """The rows kept (at most ``max_rows``) and whether a cap dropped any."""
+        rows = self.rows
+        if len(rows) >= self._want:
+            del rows[self._want - 1 :]
+            return rows, True
+        return rows, self.stopped
+
+
 def result_body(
     result: QueryResult, limits: ResultLimits | None, *, fit_bytes: bool = True
 ) -> dict[str, Any]:
@@ -109,7 +185,7 @@ def result_body(
     ``fit_bytes=False`` leaves the byte cap to the caller (who measures the
     encoded response anyway, see :func:`fit_body`)."""
     rows = result.rows
-    truncated = False
+    truncated = result.truncated
     if limits is not None and len(rows) > limits.max_rows:
         rows = rows[: limits.max_rows]
         truncated = True

@@ -22,6 +22,19 @@
 - Connections are recycled after ``max_queries`` statements and closed after
   ``max_idle_lifetime_s`` idle; each keeps a prepared-statement cache of
   ``statement_cache_size`` entries.
+- ``query(..., limits=)`` never reads more than it may return: rows come in
+  chunks of Execute messages with a row limit (what asyncpg's ``fetchrow``
+  sends with limit 1; the server then suspends the portal and produces no
+  more rows), at most ``max_rows + 1`` rows and no further once their JSON
+  passes the byte cap (:class:`~iogate.databases.guard.BoundedRead`). A result
+  that fits the first chunk costs one round trip, as ``fetch`` does. Inside a
+  transaction (read-only keys, ``tx.query``) the same portal is continued;
+  outside one, a portal ends at the Sync of its Execute, so a read asks for
+  up to 10,000 rows first and, if its result outgrows them and neither cap
+  is reached, runs once more inside ``BEGIN`` … ``COMMIT`` to be read chunk
+  by chunk, and any other statement (a write with
+  ``RETURNING``, a ``WITH`` query) is read with one Execute limited to
+  ``max_rows + 1`` rows (its byte cap then applies to those rows).
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
@@ -49,9 +62,14 @@ from iogate.databases.base import (
     SQLDatabase,
 )
 from iogate.databases.crud import quote_ident
-from iogate.databases.guard import SQLGuard, table_allowed
+from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard, table_allowed
 from iogate.databases.postgres_pool import PostgresPool
-from iogate.databases.sql import compile_postgres, parameter_names, postgres_text
+from iogate.databases.sql import (
+    compile_postgres,
+    is_read_statement,
+    parameter_names,
+    postgres_text,
+)
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
@@ -241,28 +259,37 @@ class PostgresDatabase(SQLDatabase):
             await self._release(conn)
         return ExecuteResult(rows_affected=len(compiled))
 
-    async def _query(self, sql: str, params: Params) -> QueryResult:
+    async def _query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult:
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("query")
         try:
             return cast(
                 QueryResult,
-                await self._guard("query", self._prepared_query(conn, text, args), conn),
+                await self._guard("query", self._prepared_query(conn, text, args, limits), conn),
             )
         finally:
             await self._release(conn)
 
-    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult:
+    async def _query_guarded(
+        self, sql: str, params: Params, guard: SQLGuard, limits: ResultLimits | None = None
+    ) -> QueryResult:
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("query")
         try:
-            coro = self._guarded_query(conn, text, args, guard)
+            coro = self._guarded_query(conn, text, args, guard, limits)
             return cast(QueryResult, await self._guard("query", coro, conn))
         finally:
             await self._release(conn)
 
     async def _guarded_query(
-        self, conn: asyncpg.Connection, text: str, args: list[Any], guard: SQLGuard
+        self,
+        conn: asyncpg.Connection,
+        text: str,
+        args: list[Any],
+        guard: SQLGuard,
+        limits: ResultLimits | None = None,
     ) -> QueryResult:
         # Read-only: BEGIN READ ONLY ... ROLLBACK around the statement, which
         # must leave that transaction open (no COMMIT/ROLLBACK of its own).
@@ -272,12 +299,12 @@ class PostgresDatabase(SQLDatabase):
         if not guard.read_only:
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
-            return await self._prepared_query(conn, text, args)
+            return await self._prepared_query(conn, text, args, limits)
         await conn.execute("BEGIN READ ONLY")
         try:
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
-            result = await self._prepared_query(conn, text, args)
+            result = await self._prepared_query(conn, text, args, limits)
             if not conn.is_in_transaction():
                 raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
             return result
@@ -341,7 +368,11 @@ class PostgresDatabase(SQLDatabase):
         )
 
     async def _prepared_query(
-        self, conn: asyncpg.Connection, text: str, args: list[Any]
+        self,
+        conn: asyncpg.Connection,
+        text: str,
+        args: list[Any],
+        limits: ResultLimits | None = None,
     ) -> QueryResult:
         stmt = await conn.prepare(text)
         types = [t.name for t in stmt.get_parameters()]
@@ -349,10 +380,15 @@ class PostgresDatabase(SQLDatabase):
             args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
         except ValueError as exc:
             raise QueryError(str(exc), resource=self.name, operation="query") from None
-        records = await stmt.fetch(*args)
-        status = stmt.get_statusmsg()
+        truncated = False
+        if limits is None:
+            records = await stmt.fetch(*args)
+            status: str | None = stmt.get_statusmsg()
+        else:
+            records, status, truncated = await _read_bounded(conn, stmt, args, limits, text)
         columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
-        return QueryResult(columns, [tuple(r) for r in records], _rows_affected(status))
+        rows = [tuple(r) for r in records]
+        return QueryResult(columns, rows, _rows_affected(status), truncated=truncated)
 
     async def _stream(
         self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
@@ -463,6 +499,9 @@ class PostgresDatabase(SQLDatabase):
 
 
 _ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
+_FIRST_CHUNK_ROWS = 10_000
+"""Rows the first Execute of a bounded read outside a transaction asks for: a
+result that outgrows them (and neither cap) is read again inside a transaction."""
 
 
 def _run(conn: asyncpg.Connection, text: str, args: list[Any], mode: int) -> Any:
@@ -473,6 +512,57 @@ def _run(conn: asyncpg.Connection, text: str, args: list[Any], mode: int) -> Any
     if mode == _EXEC:
         return conn.execute(text, *args)
     return conn.fetchval(text, *args)
+
+
+async def _read_bounded(
+    conn: asyncpg.Connection,
+    stmt: asyncpg.prepared_stmt.PreparedStatement,
+    args: list[Any],
+    limits: ResultLimits,
+    text: str,
+) -> tuple[list[Any], str | None, bool]:
+    """Read ``stmt``'s rows under ``limits``: the records kept, the command
+    tag, and whether a cap dropped rows (see the module docstring).
+
+    asyncpg has no public call for an Execute with a row limit outside a
+    cursor, and its cursors cost a round trip more (a Bind of their own, a
+    Close of the portal), so this drives the protocol the way asyncpg's own
+    cursor does (``protocol.bind_execute(state, args, portal, limit, ...)``,
+    then ``protocol.execute(state, portal, limit, ...)``), on the unnamed portal.
+    """
+    protocol, state = conn._protocol, stmt._state
+    in_tx = conn.is_in_transaction()
+    read = BoundedRead(limits)
+    if in_tx:
+        asked = read.next_size()
+    elif is_read_statement(text):
+        asked = read.next_size(_FIRST_CHUNK_ROWS)  # most results end in it: one execution
+    else:  # a write or a WITH query outside a transaction is never run twice: one Execute
+        asked = limits.max_rows + 1
+    status, more = await _chunks(protocol, state, args, read, asked, go_on=in_tx)
+    if more:
+        # Outside a transaction the portal closed at its Sync: the read runs
+        # again in one, where its portal can be continued chunk by chunk.
+        read = BoundedRead(limits)
+        async with conn.transaction():
+            status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
+    kept, truncated = read.finish()
+    return kept, status.decode() if status else None, truncated
+
+
+async def _chunks(
+    protocol: Any, state: Any, args: list[Any], read: BoundedRead, asked: int, *, go_on: bool
+) -> tuple[bytes | None, bool]:
+    """Bind and execute the unnamed portal for ``asked`` rows, then (``go_on``,
+    in a transaction) continue it while ``read`` wants more; the last command
+    tag and whether more rows were wanted."""
+    rows, status, done = await protocol.bind_execute(state, args, "", asked, True, None)
+    more = read.add(rows, asked) and not done
+    while more and go_on:  # a suspended portal lives until its transaction ends
+        asked = read.next_size()
+        rows, status, done = await protocol.execute(state, "", asked, True, None)
+        more = read.add(rows, asked) and not done
+    return status, more
 
 
 async def _many(conn: asyncpg.Connection, text: str, args: Sequence[list[Any]]) -> None:
@@ -521,13 +611,15 @@ class _PostgresTx:
             await self._db._guard("tx.execute_many", coro, self._conn)
         return ExecuteResult(rows_affected=len(compiled))
 
-    async def query(self, sql: str, params: Params) -> QueryResult:
+    async def query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult:
         text, args = compile_postgres(sql, params)
         guard = self._guard
         if guard is not None and guard.tables is not None:
             check = self._db._check_tables(self._conn, text, args, guard.tables)
             await self._db._guard("tx.query", check, self._conn)
-        coro = self._db._prepared_query(self._conn, text, args)
+        coro = self._db._prepared_query(self._conn, text, args, limits)
         result = cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
         if guard is not None and not self._conn.is_in_transaction():
             raise QueryError(_TX_CONTROL, resource=self._db.name, operation="tx.query")

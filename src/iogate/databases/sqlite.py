@@ -24,6 +24,10 @@
   writes wait for it, so concurrent writers of one :class:`SQLiteDatabase`
   queue in Python instead of meeting ``database is locked``. A read-only
   transaction or a stream holds a reader (``BEGIN`` in WAL: a snapshot).
+- ``query(..., limits=)`` reads the rows with ``cursor.fetchmany`` in chunks
+  (:class:`~iogate.databases.guard.BoundedRead`) on the connection's thread
+  and closes the cursor at ``max_rows + 1`` rows or past the byte cap, which
+  resets the statement: SQLite steps it no further.
 - A statement whose call is cancelled (its deadline passed) is stopped with
   ``sqlite3_interrupt`` (sqlite.org/c3ref/interrupt.html), so the
   connection is free again at once.
@@ -52,7 +56,7 @@ from iogate.databases.base import (
     Row,
     SQLDatabase,
 )
-from iogate.databases.guard import SQLGuard
+from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard
 from iogate.databases.sql import is_read_statement
 from iogate.databases.sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
 from iogate.databases.sqlite_worker import ConnectionWorker
@@ -81,8 +85,10 @@ __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 _SQLITE_ERROR, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 1, 5, 6, 8
 _SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_RANGE = 9, 19, 23, 25
 
-_Mode = int
 _ALL, _ONE, _QUERY, _EXEC = 0, 1, 2, 3
+_Mode = int | ResultLimits
+"""What a statement returns: all rows, one row, a QueryResult, an
+ExecuteResult, or (a ResultLimits) a QueryResult read under those limits."""
 
 
 class SQLiteDatabase(SQLDatabase):
@@ -181,8 +187,11 @@ class SQLiteDatabase(SQLDatabase):
         finally:
             self._give_writer()
 
-    async def _query(self, sql: str, params: Params) -> QueryResult:
-        return cast(QueryResult, await self._route(sql, params, _QUERY, "query"))
+    async def _query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult:
+        mode = _QUERY if limits is None else limits
+        return cast(QueryResult, await self._route(sql, params, mode, "query"))
 
     async def _route(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
         # A one-trip read goes to the next reader in rotation without holding
@@ -228,7 +237,9 @@ class SQLiteDatabase(SQLDatabase):
         finally:
             meter.released()
 
-    async def _query_guarded(self, sql: str, params: Params, guard: SQLGuard) -> QueryResult:
+    async def _query_guarded(
+        self, sql: str, params: Params, guard: SQLGuard, limits: ResultLimits | None = None
+    ) -> QueryResult:
         # Read-only: a reader in rotation (query_only, and its authorizer allows
         # reads only). A table allowlist: the guard's authorizer is set around
         # the statement (which recompiles it under that authorizer) and the
@@ -237,20 +248,21 @@ class SQLiteDatabase(SQLDatabase):
         shared = self._shared
         authorizer: Authorizer | None = None if guard.tables is None else Authorizer.of(guard)
         bound = _bind(params)
+        mode = _QUERY if limits is None else limits
         if guard.read_only and shared:
             self._turn = turn = (self._turn + 1) % len(shared)
             meter = self._meter
             meter.took()
             try:
                 result = await self._run_fn(
-                    shared[turn], "query", _checked, sql, bound, authorizer, READER_AUTHORIZER
+                    shared[turn], "query", _checked, sql, bound, authorizer, READER_AUTHORIZER, mode
                 )
             finally:
                 meter.released()
         else:
             if authorizer is None:
                 authorizer = Authorizer.of(guard)
-            result = await self._writer_call("query", _checked, sql, bound, authorizer, None)
+            result = await self._writer_call("query", _checked, sql, bound, authorizer, None, mode)
         return cast(QueryResult, result)
 
     async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
@@ -516,13 +528,16 @@ class _SQLiteTx:
         result = await self._db._run_fn(self._conn, "tx.execute_many", _many, sql, params, False)
         return cast(ExecuteResult, result)
 
-    async def query(self, sql: str, params: Params) -> QueryResult:
+    async def query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult:
+        mode = _QUERY if limits is None else limits
         if self._checked:
             result = await self._db._run_fn(
-                self._conn, "tx.query", _in_transaction, sql, _bind(params)
+                self._conn, "tx.query", _in_transaction, sql, _bind(params), mode
             )
             return cast(QueryResult, result)
-        return cast(QueryResult, await self._db._run(self._conn, sql, params, _QUERY, "tx.query"))
+        return cast(QueryResult, await self._db._run(self._conn, sql, params, mode, "tx.query"))
 
     async def command(self, sql: str) -> None:
         await self._db._run(self._conn, sql, None, _EXEC, "transaction")
@@ -549,6 +564,7 @@ def _checked(
     params: Sequence[Any] | Mapping[str, Any],
     authorizer: Authorizer | None,
     restore: Authorizer | None,
+    mode: _Mode = _QUERY,
 ) -> object:
     """Runs on the connection's thread: one statement of a restricted caller,
     under ``authorizer`` (then ``restore`` is put back), which must not leave
@@ -556,7 +572,7 @@ def _checked(
     if authorizer is not None:
         conn.set_authorizer(authorizer)  # expires the cached statements: recompiled under it
     try:
-        result = _statement(conn, sql, params, _QUERY)
+        result = _statement(conn, sql, params, mode)
     finally:
         if authorizer is not None:
             conn.set_authorizer(restore)
@@ -567,11 +583,14 @@ def _checked(
 
 
 def _in_transaction(
-    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    mode: _Mode = _QUERY,
 ) -> object:
     """Runs on the connection's thread: a restricted caller's statement inside
     a transaction, which must still be open afterwards."""
-    result = _statement(conn, sql, params, _QUERY)
+    result = _statement(conn, sql, params, mode)
     if not conn.in_transaction:
         raise QueryError(_TX_CONTROL)
     return result
@@ -718,8 +737,6 @@ def _statement(
     """Runs on the connection's thread."""
     cur = conn.cursor()
     try:
-        if mode == _QUERY:
-            cur.row_factory = None
         cur.execute(sql, params)
         if mode == _ALL:
             return cur.fetchall()
@@ -730,11 +747,17 @@ def _statement(
         if cur.description is None:
             last_id = cur.lastrowid if cur.rowcount > 0 else None
             return QueryResult((), [], rows_affected=max(cur.rowcount, 0), last_insert_id=last_id)
+        cur.row_factory = None  # tuples (the factory applies when rows are fetched)
         columns = tuple(Column(d[0]) for d in cur.description)
-        rows = cur.fetchall()
-        return QueryResult(columns, rows, rows_affected=max(cur.rowcount, 0))
+        if mode == _QUERY:
+            return QueryResult(columns, cur.fetchall(), rows_affected=max(cur.rowcount, 0))
+        read = BoundedRead(cast(ResultLimits, mode))
+        while read.add(cur.fetchmany(asked := read.next_size()), asked):
+            pass
+        rows, truncated = read.finish()
+        return QueryResult(columns, rows, max(cur.rowcount, 0), truncated=truncated)
     finally:
-        cur.close()
+        cur.close()  # resets the statement: SQLite steps it no further
 
 
 def translate_sqlite_error(

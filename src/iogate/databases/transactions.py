@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from iogate.databases.base import ExecuteResult, Params, QueryResult, Row
+    from iogate.databases.guard import ResultLimits
 
 __all__ = ["ISOLATION_LEVELS", "Transaction", "TransactionScope", "TxConnection"]
 
@@ -40,7 +41,9 @@ class TxConnection(Protocol):
     async def fetch_one(self, sql: str, params: Params) -> Row | None: ...
     async def execute(self, sql: str, params: Params) -> ExecuteResult: ...
     async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult: ...
-    async def query(self, sql: str, params: Params) -> QueryResult: ...
+    async def query(
+        self, sql: str, params: Params, limits: ResultLimits | None = None
+    ) -> QueryResult: ...
     async def command(self, sql: str) -> None:
         """Run a control statement (BEGIN, COMMIT, SAVEPOINT...)."""
 
@@ -81,9 +84,13 @@ class Transaction:
         """One statement run once per parameter set."""
         return await self._conn.execute_many(sql, params)
 
-    async def query(self, sql: str, params: Params = None) -> QueryResult:
-        """A statement of any kind: columns and rows, or rows affected."""
-        return await self._conn.query(sql, params)
+    async def query(
+        self, sql: str, params: Params = None, *, limits: ResultLimits | None = None
+    ) -> QueryResult:
+        """A statement of any kind: columns and rows, or rows affected
+        (``limits``: read under them, as
+        :meth:`~iogate.databases.base.SQLDatabase.query`)."""
+        return await self._conn.query(sql, params, limits)
 
     def transaction(self) -> TransactionScope:
         """A nested transaction: a savepoint inside this one."""

@@ -12,9 +12,14 @@ Per HTTP request, in this order:
    names no secret; clients need it to find their way).
 2. **Per-key limits**: its token bucket (429, ``Retry-After``) and its
    requests in flight (429 beyond ``max_concurrent``).
-3. **Body size**: a ``Content-Length`` above ``max_body_bytes`` is refused at
-   once; the body is also counted while it streams in, so a missing or lying
-   ``Content-Length`` still ends in 413.
+3. **Body size and time**: a ``Content-Length`` above ``max_body_bytes`` is
+   refused at once; the body is also counted while it streams in, so a
+   missing or lying ``Content-Length`` still ends in 413. A body that has not
+   fully arrived ``body_timeout`` seconds after the route first asked for it
+   is answered 408 with ``Connection: close`` (the request's task is
+   cancelled; uvicorn closes the connection after that answer). The same
+   sweep below checks it: a request whose body arrives in one message costs a
+   set insertion and removal, and no timer of its own.
 4. **Deadline**: ``X-Request-Timeout: <seconds>`` (capped at
    ``max_request_timeout``) runs the request in an
    :class:`iogate.policies.deadline_scope`: every call it makes sees the
@@ -59,7 +64,7 @@ from iogate.server.problems import (
     problem_response,
 )
 
-__all__ = ["OPEN_PATHS", "WATCH_AFTER_S", "GuardMiddleware"]
+__all__ = ["BODY_TIMEOUT", "OPEN_PATHS", "WATCH_AFTER_S", "GuardMiddleware"]
 
 OPEN_PATHS: Final = frozenset({"/health", "/ready"})
 DOCS_PATHS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -83,7 +88,9 @@ class GuardMiddleware:
         docs_open: ``/docs`` and ``/openapi.json`` need no key.
         body_limits: path prefix → largest body there (bytes), replacing
             ``max_body_bytes`` under that prefix (``/v1/files/`` takes
-            ``[files] max_file_bytes``: uploads are streamed to disk).
+            ``[files] max_file_bytes``: uploads are streamed to disk). There
+            ``body_timeout`` bounds the wait for each piece of the body, not
+            the whole body: a large upload may take longer, a stalled one not.
     """
 
     def __init__(
@@ -101,11 +108,18 @@ class GuardMiddleware:
         self.limits = limits
         self.open_paths = OPEN_PATHS | DOCS_PATHS if docs_open else OPEN_PATHS
         self.running: set[_Run] = set()  # requests whose body is read, not yet answered
+        self.reading: set[_Run] = set()  # requests whose body is being read
         self._sweeper: asyncio.TimerHandle | None = None
 
     def watch(self, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
         """Track ``run`` for the disconnect sweep (arming the sweep timer if idle)."""
         self.running.add(run)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
+
+    def time_body(self, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+        """Track ``run``'s body for the ``body_timeout`` sweep until it has arrived."""
+        self.reading.add(run)
         if self._sweeper is None:
             self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
 
@@ -115,8 +129,21 @@ class GuardMiddleware:
                 run.start_watcher(loop)
             else:
                 run.seen = True
+        if self.reading:
+            # A body's clock starts at the first sweep that sees it reading:
+            # 408 comes between body_timeout and body_timeout + 2 periods.
+            now, limit = loop.time(), self.limits.body_timeout
+            late = []
+            for run in self.reading:
+                if run.body_since is None:
+                    run.body_since = now
+                elif now - run.body_since >= limit:
+                    late.append(run)
+            for run in late:
+                self.reading.discard(run)
+                run.expire_body()
         self._sweeper = None
-        if self.running:
+        if self.running or self.reading:
             self._sweeper = loop.call_later(WATCH_AFTER_S, self._sweep, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,9 +183,10 @@ class GuardMiddleware:
                 await _refuse(scope, receive, send, CONCURRENCY_LIMITED, detail, retry_after_s=1.0)
                 return
         max_body = self.limits.max_body_bytes
+        streamed = False
         for prefix, limit in self.body_limits:
             if scope["path"].startswith(prefix):
-                max_body = limit
+                max_body, streamed = limit, True
                 break
         if length is not None:
             try:
@@ -179,13 +207,14 @@ class GuardMiddleware:
         if entry is not None:
             entry.in_flight += 1
         try:
-            await _Run(self, scope, receive, send, max_body).run(seconds)
+            await _Run(self, scope, receive, send, max_body, streamed).run(seconds)
         finally:
             if entry is not None:
                 entry.in_flight -= 1
 
 
 _BAD_TIMEOUT: Final = ProblemType(400, "bad-request", "Bad request")
+BODY_TIMEOUT: Final = ProblemType(408, "body-timeout", "Request body timed out")
 
 
 def _too_large(max_body: int) -> str:
@@ -209,9 +238,12 @@ async def _refuse(
     *,
     auth: bool = False,
     retry_after_s: float | None = None,
+    close: bool = False,
 ) -> None:
     body = problem_body(kind, detail, scope)
     headers = {"WWW-Authenticate": 'Bearer realm="iogate"'} if auth else None
+    if close:
+        headers = {"Connection": "close"}  # uvicorn then closes the connection
     if retry_after_s is not None:
         body["retry_after_s"] = round(retry_after_s, 3)
     response = problem_response(kind.status, body, retry_after_s=retry_after_s, headers=headers)
@@ -223,6 +255,8 @@ class _Run:
 
     __slots__ = (
         "body_done",
+        "body_expired",
+        "body_since",
         "disconnected",
         "guard",
         "max_body",
@@ -232,20 +266,32 @@ class _Run:
         "seen",
         "send",
         "started",
+        "streamed",
         "task",
+        "timing",
         "watcher",
     )
 
     def __init__(
-        self, guard: GuardMiddleware, scope: Scope, receive: Receive, send: Send, max_body: int
+        self,
+        guard: GuardMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        max_body: int,
+        streamed: bool = False,
     ) -> None:
         self.guard = guard
+        self.streamed = streamed  # body_timeout bounds each piece, not the whole body
         self.scope = scope
         self.receive = receive
         self.send = send
         self.max_body = max_body
         self.received = 0
         self.body_done = False
+        self.timing = False  # its body is in the guard's `reading` set
+        self.body_since: float | None = None
+        self.body_expired = False
         self.started = False
         self.disconnected = False
         self.seen = False
@@ -253,6 +299,9 @@ class _Run:
         self.watcher: asyncio.Task[None] | None = None
 
     async def counting_receive(self) -> Message:
+        if not self.body_done and not self.timing and self.task is not None:
+            self.timing = True
+            self.guard.time_body(self, self.task.get_loop())
         message = await self.receive()
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
@@ -260,9 +309,18 @@ class _Run:
                 raise HTTPException(413, _too_large(self.max_body))
             if not message.get("more_body", False) and not self.body_done:
                 self.body_done = True
+                self.guard.reading.discard(self)
                 if self.task is not None:
                     self.guard.watch(self, self.task.get_loop())
+            elif self.streamed:
+                self.body_since = None  # a piece arrived: its clock starts again
         return message
+
+    def expire_body(self) -> None:
+        """The body did not arrive in time: cancel the request (answered 408 in :meth:`run`)."""
+        if self.task is not None and not self.task.done() and not self.body_done:
+            self.body_expired = True
+            self.task.cancel()
 
     async def tracking_send(self, message: Message) -> None:
         """``send``, noting whether the response started (only with a deadline:
@@ -298,6 +356,12 @@ class _Run:
                     await app(self.scope, self.counting_receive, self.tracking_send)
         except asyncio.CancelledError:
             self._stop()
+            if self.body_expired and task.uncancel() <= baseline:
+                detail = (
+                    f"the request body did not arrive within {self.guard.limits.body_timeout:g}s"
+                )
+                await _refuse(self.scope, self.receive, self.send, BODY_TIMEOUT, detail, close=True)
+                return
             if self.disconnected and task.uncancel() <= baseline:
                 return  # the client is gone: nobody to answer
             raise
@@ -318,6 +382,8 @@ class _Run:
     def _stop(self) -> None:
         """Disarm the disconnect watcher (no await: nothing can cancel us meanwhile)."""
         self.guard.running.discard(self)
+        if self.timing:
+            self.guard.reading.discard(self)
         if self.watcher is not None:
             self.watcher.cancel()
         self.task = None

@@ -92,8 +92,13 @@ async def run_query(
         # share one entry; a restricted caller (read-only or with a table
         # allowlist) never reads through the cache, which would skip the
         # engine's checks.
+        # The entry is read under the database's own caps (no caller's are
+        # looser), so it is bounded too.
+        ceiling = sql_access(ANONYMOUS, name, gateway.config.databases.get(name)).limits
+
         async def load() -> dict[str, Any]:
-            return result_body(await database.query(sql, params), None, fit_bytes=False)
+            result = await database.query(sql, params, limits=ceiling)
+            return result_body(result, None, fit_bytes=False)
 
         body = await cached_query_body(gateway, database, sql, params, cache_ttl, load)
         if len(body["rows"]) > limits.max_rows:
@@ -102,9 +107,9 @@ async def run_query(
             body["truncated"] = True
     else:
         if access.guard is UNRESTRICTED:
-            result = await database.query(sql, params)
+            result = await database.query(sql, params, limits=limits)
         else:
-            result = await database.query_guarded(sql, params, guard=access.guard)
+            result = await database.query_guarded(sql, params, guard=access.guard, limits=limits)
         body = result_body(result, limits, fit_bytes=False)
     duration_ms = (time.perf_counter() - started) * 1000
     body["duration_ms"] = round(duration_ms, 3)
@@ -174,7 +179,9 @@ async def batch(name: str, body: BatchRequest, request: Request) -> Response:
         check_sql(request, statement.sql, statement.params)
     started = time.perf_counter()
     statements = [(s.sql, s.params) for s in body.statements]
-    results = await database.batch(statements, transaction=body.transaction, guard=access.guard)
+    results = await database.batch(
+        statements, transaction=body.transaction, guard=access.guard, limits=access.limits
+    )
     rendered: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, QueryResult):
