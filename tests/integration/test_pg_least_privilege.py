@@ -289,7 +289,9 @@ async def test_each_path_runs_as_the_callers_role(cluster: Cluster) -> None:
         ):
             status, body = await client.sql(who, key)
             assert body.get("rows") == [[role, role]], (key, body)
-            status, body = await client.post(f"/v1/databases/pg/queries/{query}", {"params": {}}, key)
+            status, body = await client.post(
+                f"/v1/databases/pg/queries/{query}", {"params": {}}, key
+            )
             assert body.get("rows") == [[role, role]], (key, body)
             status, body = await client.post(
                 "/v1/databases/pg/batch", {"statements": [{"sql": who}]}, key
@@ -509,3 +511,22 @@ def test_a_start_up_failure_is_one_line(
     assert len(lines) == 1, done.stderr
     assert "[pg.open]" in lines[0], done.stderr
     assert "password authentication failed" in lines[0], done.stderr
+
+
+async def test_no_identity_set_in_one_call_reaches_the_next(cluster: Cluster) -> None:
+    """``RESET ALL`` (asyncpg's reset) leaves ROLE and SESSION AUTHORIZATION:
+    the pool's reset resets both, and rolls back a guarded read's transaction
+    in the same query."""
+    from iogate.databases.guard import SQLGuard
+    from iogate.databases.postgres import PostgresDatabase
+
+    async with PostgresDatabase("pg", dsn=cluster.admin_dsn, min_size=1, max_size=1) as db:
+        await db.execute(f"SET SESSION AUTHORIZATION {cluster.read}")
+        assert await db.fetch_val("SELECT current_user") == cluster.login
+        await db.execute(f"SET ROLE {cluster.write}")
+        assert await db.fetch_val("SELECT current_user") == cluster.login
+        result = await db.query_guarded(
+            "SELECT txid_current_if_assigned() IS NULL", guard=SQLGuard(read_only=True)
+        )
+        assert result.rows == [(True,)]
+        await db.execute("VACUUM items")  # "cannot run inside a transaction block" otherwise

@@ -182,15 +182,33 @@ class LoginInspection:
 
 
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
-    """asyncpg's connection whose reset on release also resets the session's
-    identity: ``RESET ALL`` leaves ``role`` and ``session_authorization``
-    (PostgreSQL marks both GUC_NO_RESET_ALL), so a ``SET ROLE`` would reach
-    the next caller. Same one query (asyncpg's documented override point)."""
+    """asyncpg's connection, with two changes to its reset on release (the
+    overrides asyncpg documents for :meth:`asyncpg.Connection.reset`):
 
-    __slots__ = ()
+    - the reset query also resets the session's identity: ``RESET ALL``
+      leaves ``role`` and ``session_authorization`` (PostgreSQL marks both
+      GUC_NO_RESET_ALL), so a ``SET ROLE`` would reach the next caller;
+    - a guarded read's ``READ ONLY`` transaction (:attr:`rollback_on_reset`)
+      is rolled back by the same query (``ROLLBACK; <reset query>``): one
+      round trip for both instead of two.
+    """
+
+    __slots__ = ("rollback_on_reset",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rollback_on_reset = False
 
     def get_reset_query(self) -> str:
         return cast(str, super().get_reset_query()) + _RESET_IDENTITY
+
+    async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
+        if self.rollback_on_reset:
+            self.rollback_on_reset = False
+            if self.is_in_transaction():
+                await self.execute("ROLLBACK;\n" + self.get_reset_query(), timeout=timeout)
+                return
+        await super().reset(timeout=timeout)
 
 
 class PostgresDatabase(SQLDatabase):
@@ -536,17 +554,16 @@ class PostgresDatabase(SQLDatabase):
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
             return await self._prepared_query(conn, text, args)
+        # The ROLLBACK is sent with the pool's reset on release, in one query
+        # (_Connection.reset): the read costs BEGIN, its statement and the reset.
         await conn.execute("BEGIN READ ONLY")
-        try:
-            if guard.tables is not None:
-                await self._check_tables(conn, text, args, guard.tables)
-            result = await self._prepared_query(conn, text, args)
-            if not conn.is_in_transaction():
-                raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
-            return result
-        finally:
-            if not conn.is_closed() and conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
+        cast(_Connection, conn).rollback_on_reset = True
+        if guard.tables is not None:
+            await self._check_tables(conn, text, args, guard.tables)
+        result = await self._prepared_query(conn, text, args)
+        if not conn.is_in_transaction():
+            raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
+        return result
 
     async def _check_tables(
         self, conn: asyncpg.Connection, text: str, args: list[Any], tables: frozenset[str]
