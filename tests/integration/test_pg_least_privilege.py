@@ -363,6 +363,39 @@ async def test_a_least_privilege_login_needs_no_roles(cluster: Cluster, pg: Post
         assert status == 403
         status, body = await client.sql("DELETE FROM items", "reader")
         assert (status, body["type"]) == (403, "urn:iogate:problem:read-only")
+        for sql in ("VACUUM items", "ALTER SYSTEM SET work_mem = '1MB'"):  # SQLSTATE 25001
+            status, body = await client.sql(sql, "reader")
+            assert (status, body["type"], body["sqlstate"]) == (
+                400,
+                "urn:iogate:problem:bad-query",
+                "25001",
+            )
+
+
+async def test_with_auth_off_the_anonymous_caller_runs_as_the_write_role(
+    cluster: Cluster,
+) -> None:
+    config = parse_config(
+        {
+            "databases": {
+                "pg": {
+                    "url": cluster.admin_dsn,
+                    "read_role": cluster.read,
+                    "write_role": cluster.write,
+                }
+            }
+        },
+        environ={},
+    )
+    async with serve_app(config) as gw:
+        status, _, body = await gw.post(
+            "/v1/databases/pg/query", {"sql": "SELECT current_user, session_user"}
+        )
+        assert body["rows"] == [[cluster.write, cluster.write]]  # type: ignore[index]
+        status, _, body = await gw.post(
+            "/v1/databases/pg/query", {"sql": "COPY (SELECT 1) TO PROGRAM 'true'"}
+        )
+        assert status == 403
 
 
 def _write_config(tmp_path: Path, body: str) -> Path:

@@ -431,9 +431,9 @@ class PostgresDatabase(SQLDatabase):
             )
         return pool
 
-    async def _acquire(self, operation: str, guard: SQLGuard | None = None) -> asyncpg.Connection:
-        pool = self._pool_for(guard)
-        return pool.take() or await self._wait(pool, operation, guard)
+    async def _acquire(self, operation: str) -> asyncpg.Connection:
+        pool = self._need_pool()
+        return pool.take() or await self._wait(pool, operation)
 
     async def _wait(
         self, pool: PostgresPool, operation: str, guard: SQLGuard | None = None
