@@ -563,3 +563,36 @@ async def test_no_identity_set_in_one_call_reaches_the_next(cluster: Cluster) ->
         )
         assert result.rows == [(True,)]
         await db.execute("VACUUM items")  # "cannot run inside a transaction block" otherwise
+
+
+def test_an_unreachable_database_at_start_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://iogate@127.0.0.1:{free_port()}/postgres"
+    path = _write_config(
+        tmp_path, f'[databases.pg]\nurl = "{url}"\nconnect_timeout = 2.0\n'
+    )
+    done = _iogate("serve", "-c", str(path), "--port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.startswith("iogate: cannot start")]
+    assert lines == [lines[0]], done.stderr
+    assert "[pg.open] cannot reach PostgreSQL" in lines[0], done.stderr
+
+
+async def test_pool_min_size_0_starts_without_the_database_unless_a_refusal_is_due(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from iogate.errors import TransientDatabaseError
+
+    url = f"postgresql://iogate@127.0.0.1:{free_port()}/postgres"
+    for allow in (True, False):
+        cfg = {"url": url, "pool_min_size": 0, "allow_privileged_login": allow}
+        config = parse_config({"databases": {"pg": cfg}}, environ={})
+        if allow:
+            with caplog.at_level(logging.WARNING, logger="iogate.databases.postgres"):
+                async with Gateway(config):
+                    pass
+            assert "were not inspected" in caplog.text
+        else:
+            with pytest.raises(TransientDatabaseError):
+                async with Gateway(config):
+                    pass

@@ -43,7 +43,9 @@ difference that makes it hold under a superuser login):
   one more pool (``min_size`` ≤ 1 at start, up to ``max_size``) per role.
 - Every connection's reset on release also runs ``RESET SESSION
   AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query.
-- ``open()`` inspects the login and the roles in one query: a role that does
+- ``open()`` inspects the login and the roles in one query (so it needs the
+  database, even with ``min_size`` 0, when a refusal is due; otherwise an
+  unreachable database at start skips it with a warning): a role that does
   not exist, cannot log in or is privileged is a ConfigError; a privileged
   login (superuser, ``CREATEROLE``, a member of ``pg_execute_server_program``,
   ``pg_read_server_files``, ``pg_write_server_files``, ``pg_signal_backend``,
@@ -340,7 +342,19 @@ class PostgresDatabase(SQLDatabase):
             await pool.open()
             opened.append(pool)
             if self._roles or self._privileged_login != "ignore":
-                await self._inspect(pool)
+                try:
+                    await self._inspect(pool)
+                except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
+                    # pool_min_size = 0 starts without the database; the
+                    # refusal never does (it would then never be checked).
+                    if self._min_size or self._privileged_login == "refuse":
+                        raise
+                    _log.warning(
+                        "database %r: unreachable at start (%s): its login and roles"
+                        " were not inspected",
+                        self.name,
+                        type(exc).__name__,
+                    )
             for role, role_pool in role_pools.items():
                 try:
                     await role_pool.open()
