@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,11 +107,12 @@ def cluster(pg: PostgresServer) -> Iterator[Cluster]:
         finally:
             await root.close()
 
-    asyncio.run(setup())
     try:
+        asyncio.run(setup())
         yield c
     finally:
         asyncio.run(teardown())
+        shutil.rmtree(files, ignore_errors=True)
 
 
 def _config(c: Cluster, **db: Any) -> IogateConfig:
@@ -567,9 +569,7 @@ async def test_no_identity_set_in_one_call_reaches_the_next(cluster: Cluster) ->
 
 def test_an_unreachable_database_at_start_is_one_line(tmp_path: Path) -> None:
     url = f"postgresql://iogate@127.0.0.1:{free_port()}/postgres"
-    path = _write_config(
-        tmp_path, f'[databases.pg]\nurl = "{url}"\nconnect_timeout = 2.0\n'
-    )
+    path = _write_config(tmp_path, f'[databases.pg]\nurl = "{url}"\nconnect_timeout = 2.0\n')
     done = _iogate("serve", "-c", str(path), "--port", str(free_port()), cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
