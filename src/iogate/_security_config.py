@@ -14,6 +14,7 @@ the SHA-256 hex digest of the key (``iogate keys create`` prints both)::
     rate_limit = 50.0                   # optional: requests per second (token bucket)
     burst = 100                         # bucket size (default: max(1, rate_limit))
     max_concurrent = 8                  # optional: requests in flight at once
+    roles = { pg = "analyst" }          # optional: PostgreSQL role per database
 
 ``[server.limits]`` — request limits of every caller (keys or not)::
 
@@ -39,7 +40,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["KeyConfig", "LimitsConfig", "SCOPE_PATTERN"]
+__all__ = ["KeyConfig", "LimitsConfig", "ROLE_PATTERN", "SCOPE_PATTERN"]
 
 SCOPE_PATTERN = re.compile(
     r"^(db:[A-Za-z][A-Za-z0-9_-]{0,63}:(read|write|query:[A-Za-z][A-Za-z0-9_-]{0,63})"
@@ -47,6 +48,26 @@ SCOPE_PATTERN = re.compile(
     r"|cache:(read|write)|files:(read|write)|admin)$"
 )
 """A valid scope name."""
+
+ROLE_PATTERN = re.compile(r"^(?!pg_)[a-z_][a-z0-9_]{0,62}$")
+"""A PostgreSQL role name iogate runs as: a lower-case identifier (what an
+unquoted name folds to), at most 63 bytes, not ``pg_``-prefixed (reserved)."""
+
+_DB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def check_role(role: str) -> str:
+    """``role`` if it is a valid :data:`ROLE_PATTERN` name.
+
+    Raises:
+        ValueError: it is not (the message names the rule).
+    """
+    if not ROLE_PATTERN.match(role):
+        raise ValueError(
+            f"invalid role name {role!r}: use a lower-case PostgreSQL identifier"
+            " (a-z, 0-9, _; at most 63 characters; not starting with pg_)"
+        )
+    return role
 
 
 class _Model(BaseModel):
@@ -68,6 +89,9 @@ class KeyConfig(_Model):
             :class:`iogate.policies.TokenBucket`; 429 with ``Retry-After`` beyond).
         burst: the bucket's size (requests); default ``max(1, rate_limit)``.
         max_concurrent: requests of this key in flight at once (429 beyond).
+        roles: PostgreSQL database name → the role this key's SQL runs as on
+            it (read- and write-scoped calls alike; reads stay ``READ ONLY``),
+            instead of the database's ``read_role`` / ``write_role``.
     """
 
     sha256: str = Field(pattern=r"^[0-9A-Fa-f]{64}$")
@@ -80,6 +104,16 @@ class KeyConfig(_Model):
     rate_limit: float | None = Field(default=None, gt=0)
     burst: int | None = Field(default=None, ge=1)
     max_concurrent: int | None = Field(default=None, ge=1)
+    roles: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("roles")
+    @classmethod
+    def _valid_roles(cls, roles: dict[str, str]) -> dict[str, str]:
+        for database, role in roles.items():
+            if not _DB_NAME.match(database):
+                raise ValueError(f"invalid database name {database!r}")
+            check_role(role)
+        return roles
 
     @field_validator("sha256")
     @classmethod

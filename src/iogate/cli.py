@@ -1,8 +1,9 @@
 """The ``iogate`` command: ``serve``, ``check``, ``init``, ``keys create``, ``query``,
-``batch``.
+``batch``, ``roles sql``.
 
-Exit codes: 0 success, 1 a resource failed its check, 2 invalid configuration
-or usage.
+Exit codes: 0 success, 1 a resource failed its check (or ``serve`` could not
+open one), 2 invalid configuration or usage (a privileged PostgreSQL login
+callers would run as included).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from iogate import __version__, cli_data
 from iogate.config import IogateConfig
-from iogate.errors import IogateError
+from iogate.errors import ConfigError, IogateError
 from iogate.gateway import Gateway
 
 __all__ = ["app", "main"]
@@ -126,7 +127,7 @@ def serve(
     # asking connection included: one more lets exactly max_connections in.
     limits = cfg.server.limits
     concurrency = limits.max_connections + 1
-    if workers > 1:
+    if workers > 1:  # each worker reports its own start-up failure
         from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
         from iogate.server.factory import CONFIG_ENV
 
@@ -149,27 +150,73 @@ def serve(
         return
     from iogate.server._head import bounded_head_protocol
 
-    uvicorn.run(
-        create_app(cfg, freeze_heap=True),
-        http=bounded_head_protocol(
-            head_timeout_s=limits.head_timeout, max_head_bytes=limits.max_head_bytes
-        ),
-        host=bind_host,
-        port=bind_port,
-        log_level=log_level,
-        access_log=access_log,
-        server_header=False,
-        log_config=None,  # configure_logging above: JSON lines with the request id
-        timeout_graceful_shutdown=shutdown,
-        limit_concurrency=concurrency,
-    )
+    try:
+        gateway_app = create_app(cfg, freeze_heap=True)
+    except ConfigError as exc:
+        typer.echo(f"iogate: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    failures = _report_startup_failures(gateway_app)
+    try:
+        uvicorn.run(
+            gateway_app,
+            http=bounded_head_protocol(
+                head_timeout_s=limits.head_timeout, max_head_bytes=limits.max_head_bytes
+            ),
+            host=bind_host,
+            port=bind_port,
+            log_level=log_level,
+            access_log=access_log,
+            server_header=False,
+            log_config=None,  # configure_logging above: JSON lines with the request id
+            timeout_graceful_shutdown=shutdown,
+            limit_concurrency=concurrency,
+        )
+    except SystemExit:
+        if not failures:
+            raise
+    if failures:  # one line, no traceback; uvicorn exited (or would) with 3
+        typer.echo(f"iogate: cannot start: {failures[0]}", err=True)
+        raise typer.Exit(2 if isinstance(failures[0], ConfigError) else 1)
+
+
+def _report_startup_failures(app: Any) -> list[BaseException]:
+    """Make a failing start-up of ``app``'s lifespan quiet, and return the list
+    its error will be put in.
+
+    Starlette answers a lifespan error with ``lifespan.startup.failed`` whose
+    message is the whole traceback, which uvicorn logs; the error is a
+    resource that could not open (wrong password, unreachable database, a
+    privileged login refused), so :func:`serve` prints one line instead. Only
+    the router's lifespan handler is wrapped: requests take no extra frame.
+    """
+    failures: list[BaseException] = []
+    router = app.router
+    original = router.lifespan
+
+    async def lifespan(scope: Any, receive: Any, send: Any) -> None:
+        async def quiet(message: Any) -> None:
+            if message.get("type") == "lifespan.startup.failed":
+                exc = sys.exc_info()[1]  # sent from the handler's except block
+                if isinstance(exc, IogateError):
+                    failures.append(exc)
+                    message = {**message, "message": ""}
+            await send(message)
+
+        await original(scope, receive, quiet)
+
+    router.lifespan = lifespan
+    return failures
 
 
 @app.command()
 def check(config: ConfigOption = None) -> None:
     """Validate the configuration and ping every resource."""
     cfg = cli_data.load_or_exit(config)
-    results = asyncio.run(_check(cfg))
+    try:
+        results = asyncio.run(_check(cfg))
+    except ConfigError as exc:
+        typer.echo(f"iogate: {exc}", err=True)
+        raise typer.Exit(2) from None
     table = Table("resource", "kind", "status")
     for name, kind, status in results:
         table.add_row(name, kind, status)
@@ -179,6 +226,13 @@ def check(config: ConfigOption = None) -> None:
 
 
 async def _check(cfg: IogateConfig) -> list[tuple[str, str, str]]:
+    """Open and ping every database.
+
+    Raises:
+        ConfigError: the config is refused once resources are known (a key's
+            role on an unknown database, a privileged PostgreSQL login that
+            callers would run as...); :func:`check` exits with code 2.
+    """
     gateway = Gateway(cfg)
     results: list[tuple[str, str, str]] = []
     for name, db in gateway.databases.items():
@@ -186,6 +240,8 @@ async def _check(cfg: IogateConfig) -> list[tuple[str, str, str]]:
             async with db:
                 await db.ping()
             results.append((name, db.kind, "ok"))
+        except ConfigError:
+            raise
         except IogateError as exc:
             results.append((name, db.kind, f"failed: {exc}"))
     for name, upstream in gateway.upstreams.items():
@@ -257,6 +313,42 @@ def keys_create(
     if expiry is not None:
         lines.append(f"expires = {expiry.isoformat()}")
     typer.echo("\n".join(lines))
+
+
+roles_app = typer.Typer(help="PostgreSQL roles the gateway's callers run as.", no_args_is_help=True)
+app.add_typer(roles_app, name="roles")
+
+
+@roles_app.command("sql")
+def roles_sql_command(
+    database: Annotated[str, typer.Option(help="The PostgreSQL database's name in the config.")],
+    config: ConfigOption = None,
+    schema: Annotated[
+        list[str] | None, typer.Option(help="Schema to grant on (repeatable; default public).")
+    ] = None,
+) -> None:
+    """Print the SQL that creates the database's read and write roles (and the
+    keys' own roles) with their GRANTs, to run once as a superuser; then set
+    ``read_role`` / ``write_role`` as its last lines say (README "PostgreSQL roles")."""
+    from iogate.databases.postgres_roles import roles_sql
+
+    cfg = cli_data.load_or_exit(config)
+    db = cfg.databases.get(database)
+    if db is None or db.kind != "postgresql":
+        typer.echo(f"iogate: no PostgreSQL database {database!r} in the config", err=True)
+        raise typer.Exit(2)
+    key_roles = [k.roles[database] for k in cfg.keys.values() if database in k.roles]
+    typer.echo(
+        roles_sql(
+            database=database,
+            url=db.url,
+            read_role=db.read_role,
+            write_role=db.write_role,
+            key_roles=key_roles,
+            schemas=schema or ["public"],
+        ),
+        nl=False,
+    )
 
 
 app.command("query")(cli_data.query)

@@ -66,9 +66,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from iogate._security_config import KeyConfig, LimitsConfig
+from iogate._security_config import KeyConfig, LimitsConfig, check_role
 from iogate.cache.config import CacheConfig
 from iogate.errors import ConfigError
 from iogate.files.config import FilesConfig
@@ -192,6 +193,16 @@ class DatabaseConfig(_Model):
         max_response_bytes: SQL: the most bytes of JSON the rows of one
             result may take (rows past it are dropped, ``truncated`` is set).
         queries: SQL: named queries (:class:`NamedQueryConfig`).
+        read_role: PostgreSQL: the role read-scoped callers run as (on
+            connections that log in as it; README "PostgreSQL roles").
+        write_role: PostgreSQL: the role write-scoped callers (and the
+            anonymous caller while auth is off) run as.
+        role_passwords: PostgreSQL: role → password of its login (``${ENV}``);
+            a role without one logs in with no password (trust, peer or
+            certificate auth, or ``~/.pgpass``).
+        allow_privileged_login: PostgreSQL: serve callers that would run as a
+            privileged login (superuser, ``pg_execute_server_program``...)
+            with a warning at start instead of refusing to start.
     """
 
     url: str
@@ -209,6 +220,29 @@ class DatabaseConfig(_Model):
     max_rows: int = Field(default=100_000, ge=1)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     queries: dict[ResourceName, NamedQueryConfig] = Field(default_factory=dict)
+    read_role: str | None = None
+    write_role: str | None = None
+    role_passwords: dict[str, SecretStr] = Field(default_factory=dict)
+    allow_privileged_login: bool = False
+
+    @field_validator("read_role", "write_role")
+    @classmethod
+    def _role_name(cls, role: str | None) -> str | None:
+        return None if role is None else check_role(role)
+
+    @field_validator("role_passwords")
+    @classmethod
+    def _password_roles(cls, passwords: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for role in passwords:
+            check_role(role)
+        return passwords
+
+    @model_validator(mode="after")
+    def _roles_on_postgres(self) -> DatabaseConfig:
+        uses_roles = self.read_role or self.write_role or self.role_passwords
+        if uses_roles and self.kind != "postgresql":
+            raise ValueError("read_role, write_role and role_passwords are PostgreSQL options")
+        return self
 
     @field_validator("url")
     @classmethod

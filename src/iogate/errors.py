@@ -7,6 +7,7 @@ backend and chained (``raise ... from exc``), so the original is always on
 
     IogateError
     ├── ConfigError                     invalid configuration (names the key)
+    │   └── PrivilegedLoginError        a privileged PostgreSQL login would serve callers
     ├── UnknownResourceError            no database / upstream of that name (also LookupError)
     ├── InvalidInputError               a call's arguments are refused before any I/O
     │   │                               (a path leaving the upstream's base URL...; also ValueError)
@@ -22,7 +23,9 @@ backend and chained (``raise ... from exc``), so the original is always on
         │   ├── IntegrityError          constraint violations; constraint name
         │   ├── QueryError              bad SQL, bad parameters; position
         │   ├── ReadOnlyViolation       a write refused by the engine's read-only mode
-    │   └── TableNotAllowed         a table outside the caller's allowlist
+        │   ├── PermissionDenied        the caller's database role lacks a privilege (42501)
+        │   ├── DatabaseLoginError      the database refused iogate's login (28000, 28P01)
+        │   └── TableNotAllowed         a table outside the caller's allowlist
         └── UpstreamError               status, body excerpt
             ├── UpstreamConnectionError could not connect / connection dropped
             └── UpstreamHTTPError       the upstream answered with an error status
@@ -41,6 +44,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "DatabaseError",
+    "DatabaseLoginError",
     "IntegrityError",
     "InvalidHeaderError",
     "InvalidInputError",
@@ -48,6 +52,8 @@ __all__ = [
     "OperationContext",
     "OperationError",
     "OperationTimeout",
+    "PermissionDenied",
+    "PrivilegedLoginError",
     "QueryError",
     "RateLimitedError",
     "ReadOnlyViolation",
@@ -83,6 +89,12 @@ class ConfigError(IogateError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
+
+
+class PrivilegedLoginError(ConfigError):
+    """A PostgreSQL database's login role is privileged (superuser, a member of
+    ``pg_execute_server_program``...) and some caller would run as it: the
+    gateway refuses to start (see the README's "PostgreSQL roles")."""
 
 
 class UnknownResourceError(IogateError, LookupError):
@@ -252,6 +264,18 @@ class QueryError(DatabaseError):
 
 class ReadOnlyViolation(DatabaseError):
     """The engine refused a write because the call ran in read-only mode."""
+
+
+class PermissionDenied(DatabaseError):
+    """The engine refused the statement because the database role it ran as
+    lacks a privilege (SQLSTATE 42501: a table without a GRANT, ``COPY ... TO
+    PROGRAM``, ``pg_read_file``, ``SET ROLE`` to a role it is not a member of)."""
+
+
+class DatabaseLoginError(DatabaseError):
+    """The database refused iogate's login (SQLSTATE 28000 invalid
+    authorization, 28P01 wrong password): the database is unavailable to the
+    caller until an operator fixes the credentials. Not retried."""
 
 
 class TableNotAllowed(DatabaseError):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from iogate.cache.config import build_cache
 from iogate.cache.tiered import TieredCache
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
 from iogate.databases.base import Database, SQLDatabase
-from iogate.databases.postgres import PostgresDatabase
+from iogate.databases.postgres import PostgresDatabase, RoleLogin
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
 from iogate.errors import (
@@ -85,6 +85,14 @@ class Gateway(AsyncResource):
         )
         self.metrics = self.observability.metrics
         self.cache = cache if cache is not None else build_cache(config.cache, clock=clock)
+        for key_name, key in config.keys.items():
+            for db_name in key.roles:
+                db_cfg = config.databases.get(db_name)
+                if db_cfg is None or db_cfg.kind != "postgresql":
+                    raise ConfigError(
+                        f"{db_name!r} is not a configured PostgreSQL database",
+                        key=f"keys.{key_name}.roles",
+                    )
         self._databases: dict[str, Database] = {
             name: self._build_database(name, cfg) for name, cfg in config.databases.items()
         }
@@ -125,6 +133,14 @@ class Gateway(AsyncResource):
                 cache=self.cache,
             )
         if cfg.kind == "postgresql":
+            roles: list[RoleLogin] = []
+            privileged_login: Literal["refuse", "warn", "ignore"] = "ignore"
+            callers: list[str] = []
+            if metered:  # the task manager's own database serves no caller
+                roles = self._role_logins(name, cfg)
+                callers = self._login_callers(name, cfg)
+                if callers:
+                    privileged_login = "warn" if cfg.allow_privileged_login else "refuse"
             return PostgresDatabase(
                 name,
                 dsn=cfg.url,
@@ -135,6 +151,9 @@ class Gateway(AsyncResource):
                 max_queries=cfg.max_queries,
                 max_idle_lifetime_s=cfg.max_idle_lifetime,
                 statement_cache_size=cfg.statement_cache_size,
+                roles=roles,
+                privileged_login=privileged_login,
+                login_callers=", ".join(callers) or "no caller",
                 runner=runner,
                 cache=self.cache,
             )
@@ -147,6 +166,51 @@ class Gateway(AsyncResource):
             runner=runner,
             auto_pipeline=cfg.auto_pipeline,
         )
+
+    def _role_logins(self, name: str, cfg: DatabaseConfig) -> list[RoleLogin]:
+        """The roles callers of database ``name`` run as (README "PostgreSQL
+        roles"): its ``read_role``, ``write_role`` and the keys' own roles.
+
+        Raises:
+            ConfigError: ``role_passwords`` names a role no caller runs as.
+        """
+        names = {r for r in (cfg.read_role, cfg.write_role) if r is not None}
+        names.update(k.roles[name] for k in self.config.keys.values() if name in k.roles)
+        unused = sorted(set(cfg.role_passwords) - names)
+        if unused:
+            raise ConfigError(
+                f"role {unused[0]!r} is neither read_role, write_role nor a key's role",
+                key=f"databases.{name}.role_passwords",
+            )
+        return [
+            RoleLogin(
+                role,
+                cfg.role_passwords[role].get_secret_value() if role in cfg.role_passwords else None,
+            )
+            for role in sorted(names)
+        ]
+
+    def _login_callers(self, name: str, cfg: DatabaseConfig) -> list[str]:
+        """Who would run as the login of database ``name`` (no role of their
+        own): read-scoped callers without a ``read_role``, write-scoped ones
+        without a ``write_role``; the anonymous caller while auth is off."""
+        keys = self.config.keys
+        if not keys:
+            if cfg.read_role is None or cfg.write_role is None:
+                return ["the anonymous caller (auth is off)"]
+            return []
+        callers = []
+        for key_name, key in sorted(keys.items()):
+            if key.revoked or name in key.roles:
+                continue
+            scopes = set(key.scopes)
+            writes = "admin" in scopes or f"db:{name}:write" in scopes
+            reads = writes or any(
+                s == f"db:{name}:read" or s.startswith(f"db:{name}:query:") for s in scopes
+            )
+            if (writes and cfg.write_role is None) or (reads and cfg.read_role is None):
+                callers.append(f"key {key_name!r}")
+        return callers
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
         upstream, pipeline = build_upstream(

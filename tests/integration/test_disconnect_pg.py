@@ -28,7 +28,10 @@ async def test_disconnect_cancels_the_running_statement(
     pg: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    config = parse_config({"databases": {"pg": {"url": pg.dsn, "pool_size": 2}}}, environ={})
+    config = parse_config(
+        {"databases": {"pg": {"url": pg.dsn, "pool_size": 2, "allow_privileged_login": True}}},
+        environ={},
+    )
     probe = await asyncpg.connect(pg.dsn)
     try:
         async with serve_app(config) as client:

@@ -163,7 +163,10 @@ async def test_stats_count_calls_errors_and_latency(gateway_client: GatewayClien
 
 
 async def test_postgres_through_the_gateway(pg: PostgresServer) -> None:
-    config = parse_config({"databases": {"pg": {"url": pg.dsn, "pool_size": 4}}}, environ={})
+    config = parse_config(
+        {"databases": {"pg": {"url": pg.dsn, "pool_size": 4, "allow_privileged_login": True}}},
+        environ={},
+    )
     async with serve_app(config) as client:
         status, _, body = await client.post(
             "/v1/databases/pg/query",

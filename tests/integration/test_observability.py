@@ -213,7 +213,7 @@ async def test_ready_turns_503_within_its_deadline_when_postgres_stops(
         {
             "databases": {
                 "main": {"url": f"sqlite:///{sqlite_path}"},
-                "pg": {"url": pg.dsn, "connect_timeout": 5.0},
+                "pg": {"url": pg.dsn, "connect_timeout": 5.0, "allow_privileged_login": True},
             },
             "observability": {"ready_deadline": deadline},
         },
@@ -256,7 +256,10 @@ async def test_spans_carry_the_semantic_conventions(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     config = parse_config(
         {
-            "databases": {"main": {"url": f"sqlite:///{sqlite_path}"}, "pg": {"url": pg.dsn}},
+            "databases": {
+                "main": {"url": f"sqlite:///{sqlite_path}"},
+                "pg": {"url": pg.dsn, "allow_privileged_login": True},
+            },
             "upstreams": {
                 "example": {
                     "base_url": upstream.base_url,

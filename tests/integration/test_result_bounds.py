@@ -310,12 +310,24 @@ async def test_postgres_library_reads_bounded_and_unbounded(pg: PostgresServer) 
         assert len(guarded.rows) == 1500
         assert guarded.truncated
         assert guarded.rows[-1][0] == 1500
-        # outside a transaction, past the first 10,000 rows: read again in one, in chunks
+        # outside a transaction: one Execute of max_rows + 1 rows, the statement runs once
+        # (a SELECT may call a function that writes: it must never run a second time)
+        await db.execute("DROP TABLE IF EXISTS bounded_calls")
+        await db.execute("CREATE TABLE bounded_calls (g int)")
+        await db.execute(
+            "CREATE OR REPLACE FUNCTION bounded_note(g int) RETURNS int VOLATILE LANGUAGE sql"
+            " AS $$ INSERT INTO bounded_calls VALUES (g) RETURNING g $$"
+        )
         wide = ResultLimits(max_rows=20_000, max_bytes=1 << 24)
-        rerun = await db.query("SELECT g FROM generate_series(1, 30000) g", limits=wide)
-        assert len(rerun.rows) == 20_000
-        assert rerun.truncated
-        assert rerun.rows[-1] == (20_000,)
+        once = await db.query(
+            "SELECT bounded_note(g) FROM generate_series(1, 30000) g", limits=wide
+        )
+        assert len(once.rows) == 20_000
+        assert once.truncated
+        assert once.rows[-1] == (20_000,)
+        calls = await db.fetch_val("SELECT count(*) FROM bounded_calls")
+        assert calls == 20_001  # each row the server produced, once: no second run
+        await db.execute("DROP FUNCTION bounded_note(int); DROP TABLE bounded_calls")
         async with db.transaction() as tx:
             in_tx = await tx.query(PG_BIG, limits=limits)
             assert len(in_tx.rows) == 1500

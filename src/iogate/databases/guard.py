@@ -16,11 +16,17 @@ it with the database's own machinery, never by reading the SQL text:
   on the same connection, arguments bound) before running it, so only
   plannable statements (SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES) pass.
   Tables reached only inside a function body are not in the plan: for hard
-  isolation on PostgreSQL, give the gateway's database role only the grants
+  isolation on PostgreSQL, give the caller's database role only the grants
   it needs.
+- ``role``: PostgreSQL only (other backends ignore it): the database role the
+  statement runs as, on a connection that *logged in* as that role (a pool of
+  its own, see :mod:`iogate.databases.postgres`). What it may do is that
+  role's GRANTs; ``SET ROLE``/``RESET ROLE``/``SET SESSION AUTHORIZATION``
+  cannot reach a role it is not a member of.
 
-A violation raises :class:`~iogate.errors.ReadOnlyViolation` or
-:class:`~iogate.errors.TableNotAllowed` (both 403 at the gateway).
+A violation raises :class:`~iogate.errors.ReadOnlyViolation`,
+:class:`~iogate.errors.TableNotAllowed` or (a privilege the role lacks)
+:class:`~iogate.errors.PermissionDenied` (each 403 at the gateway).
 
 :class:`ResultLimits` bounds what a caller gets back: at most ``max_rows``
 rows (the rest are dropped and the result says ``truncated``) and at most
@@ -65,15 +71,18 @@ class SQLGuard:
         read_only: run in the engine's read-only mode.
         tables: the tables and views the statement may read or write, as
             ``name`` or ``schema.name`` (case-insensitive); ``None`` for any.
+        role: PostgreSQL: the database role to run as (the database must have
+            a login configured for it); ``None``: the database's own login.
     """
 
     read_only: bool = False
     tables: frozenset[str] | None = None
+    role: str | None = None
 
     @property
     def unrestricted(self) -> bool:
-        """Neither read-only nor limited to some tables."""
-        return not self.read_only and self.tables is None
+        """Neither read-only, nor limited to some tables, nor run as a role."""
+        return not self.read_only and self.tables is None and self.role is None
 
 
 UNRESTRICTED = SQLGuard()

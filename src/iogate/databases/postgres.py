@@ -28,24 +28,53 @@
   more rows), at most ``max_rows + 1`` rows and no further once their JSON
   passes the byte cap (:class:`~iogate.databases.guard.BoundedRead`). A result
   that fits the first chunk costs one round trip, as ``fetch`` does. Inside a
-  transaction (read-only keys, ``tx.query``) the same portal is continued;
-  outside one, a portal ends at the Sync of its Execute, so a read asks for
-  up to 10,000 rows first and, if its result outgrows them and neither cap
-  is reached, runs once more inside ``BEGIN`` … ``COMMIT`` to be read chunk
-  by chunk, and any other statement (a write with
-  ``RETURNING``, a ``WITH`` query) is read with one Execute limited to
-  ``max_rows + 1`` rows (its byte cap then applies to those rows).
+  transaction (read-only keys, ``tx.query``) the same portal is continued
+  chunk by chunk; outside one a portal ends at the Sync of its Execute, and
+  running the statement again inside a transaction would run it twice (a
+  SELECT may call a function that writes), so it is read with one Execute
+  limited to ``max_rows + 1`` rows and the byte cap applies to those rows:
+  memory is bounded by ``max_rows`` there, by both caps in a transaction.
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
+
+Roles (least privilege whatever the login; PostgREST's model, with one
+difference that makes it hold under a superuser login):
+
+- ``roles`` names the database roles callers may run as. Each gets a pool of
+  its own whose connections **log in as that role** (the DSN's host and
+  database, ``user=<role>``, its own password). A statement whose
+  :class:`~iogate.databases.guard.SQLGuard` has ``role`` runs on that pool:
+  its ``session_user`` *is* the role, so ``RESET ROLE``, ``SET ROLE``,
+  ``set_config('role', ...)`` and ``SET SESSION AUTHORIZATION`` reach only
+  roles it is a member of (postgresql.org/docs/current/sql-set-role.html),
+  never the login. ``SET LOCAL ROLE`` on the login's connection would not:
+  with a superuser session user each of those undoes it, even in the same
+  statement as a ``dblink_exec`` (checked on PostgreSQL 15). Cost: none per
+  statement (the read path stays ``BEGIN READ ONLY``, statement, ``ROLLBACK``);
+  one more pool (``min_size`` ≤ 1 at start, up to ``max_size``) per role.
+- Every connection's reset on release also runs ``RESET SESSION
+  AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query.
+- ``open()`` inspects the login and the roles in one query (so it needs the
+  database, even with ``min_size`` 0, when a refusal is due; otherwise an
+  unreachable database at start skips it with a warning): a role that does
+  not exist, cannot log in or is privileged is a ConfigError; a privileged
+  login (superuser, ``CREATEROLE``, a member of ``pg_execute_server_program``,
+  ``pg_read_server_files``, ``pg_write_server_files``, ``pg_signal_backend``,
+  or able to ``SET ROLE`` to a superuser / ``CREATEROLE`` role) is refused
+  (:class:`~iogate.errors.PrivilegedLoginError`), warned about or ignored as
+  ``privileged_login`` says. Installed ``dblink`` / ``postgres_fdw`` are
+  reported (they need a password to log in as another role for a non-superuser).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import asyncpg
 import orjson
@@ -66,7 +95,6 @@ from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard, table_al
 from iogate.databases.postgres_pool import PostgresPool
 from iogate.databases.sql import (
     compile_postgres,
-    is_read_statement,
     parameter_names,
     postgres_text,
 )
@@ -75,11 +103,15 @@ from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
 from iogate.databases.values import from_json_value
 from iogate.errors import (
+    ConfigError,
     DatabaseError,
+    DatabaseLoginError,
     IntegrityError,
     OperationContext,
     OperationError,
     OperationTimeout,
+    PermissionDenied,
+    PrivilegedLoginError,
     QueryError,
     ReadOnlyViolation,
     TableNotAllowed,
@@ -89,13 +121,112 @@ from iogate.errors import (
 if TYPE_CHECKING:
     from iogate.cache.tiered import TieredCache
 
-__all__ = ["PostgresDatabase", "translate_postgres_error"]
+__all__ = ["LoginInspection", "PostgresDatabase", "RoleLogin", "translate_postgres_error"]
+
+_log = logging.getLogger("iogate.databases.postgres")
 
 _ROWCOUNT_COMMANDS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "MOVE", "FETCH"})
 # Connection trouble, admin/crash shutdown, too many connections, serialization, deadlock.
-_TRANSIENT_STATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03"})
-_QUERY_CLASSES = frozenset({"42", "22", "21", "2F", "0A", "26", "34", "3D", "3F", "P0"})
+# 25P03: idle_in_transaction_session_timeout ended the session.
+_TRANSIENT_STATES = frozenset(
+    {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03", "25P03"}
+)
+# 25: invalid transaction state (25001 "cannot run inside a transaction block"...).
+_QUERY_CLASSES = frozenset({"42", "22", "21", "2F", "0A", "26", "34", "3D", "3F", "P0", "25"})
+_RESET_IDENTITY = "\nRESET SESSION AUTHORIZATION;\nRESET ROLE;"
+_ROLES = (
+    "pg_execute_server_program",
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_signal_backend",
+)
+# One query at open: the login (current_user) and the configured roles, what
+# makes each privileged, and the extensions that reach other sessions.
+_INSPECT = f"""
+SELECT r.rolname::text, r.rolname = current_user, r.rolcanlogin,
+  array_remove(ARRAY[
+    CASE WHEN r.rolsuper THEN 'superuser' END,
+    CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+    {", ".join(f"CASE WHEN pg_has_role(r.oid, '{n}', 'MEMBER') THEN '{n}' END" for n in _ROLES)}
+  ], NULL)
+  || ARRAY(SELECT 'SET ROLE ' || m.rolname::text FROM pg_roles m
+           WHERE NOT r.rolsuper AND m.oid <> r.oid AND (m.rolsuper OR m.rolcreaterole)
+             AND pg_has_role(r.oid, m.oid, 'MEMBER') ORDER BY 1),
+  ARRAY(SELECT extname::text FROM pg_extension
+        WHERE extname IN ('dblink', 'postgres_fdw') ORDER BY 1)
+FROM pg_roles r WHERE r.rolname = current_user OR r.rolname = ANY($1::text[])
+"""  # noqa: S608 (constants only)
+
 _BAD_ARGUMENT = re.compile(r"^(invalid input for query argument \$\d+): .*?(?: \((.*)\))?$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleLogin:
+    """How to log in as one database role.
+
+    Attributes:
+        role: the role's name (also the login's ``user``).
+        password: its password, or ``None`` for the DSN's (or none: trust,
+            peer or certificate auth, ``~/.pgpass``). Masked in ``repr``.
+    """
+
+    role: str
+    password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RoleLogin(role={self.role!r}, password={'***' if self.password else None})"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginInspection:
+    """What :meth:`PostgresDatabase.open` found about its login role.
+
+    Attributes:
+        login: the login role's name (``current_user`` of the DSN).
+        privileges: what makes it privileged (``"superuser"``,
+            ``"pg_execute_server_program"``, ``"SET ROLE postgres"``...);
+            empty for a least-privilege login.
+        extensions: ``dblink`` / ``postgres_fdw`` when installed.
+    """
+
+    login: str
+    privileges: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+    @property
+    def privileged(self) -> bool:
+        """Whether the login holds any of :attr:`privileges`."""
+        return bool(self.privileges)
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg's connection, with two changes to its reset on release (the
+    overrides asyncpg documents for :meth:`asyncpg.Connection.reset`):
+
+    - the reset query also resets the session's identity: ``RESET ALL``
+      leaves ``role`` and ``session_authorization`` (PostgreSQL marks both
+      GUC_NO_RESET_ALL), so a ``SET ROLE`` would reach the next caller;
+    - a guarded read's ``READ ONLY`` transaction (:attr:`rollback_on_reset`)
+      is rolled back by the same query (``ROLLBACK; <reset query>``): one
+      round trip for both instead of two.
+    """
+
+    __slots__ = ("rollback_on_reset",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rollback_on_reset = False
+
+    def get_reset_query(self) -> str:
+        return cast(str, super().get_reset_query()) + _RESET_IDENTITY
+
+    async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
+        if self.rollback_on_reset:
+            self.rollback_on_reset = False
+            if self.is_in_transaction():
+                await self.execute("ROLLBACK;\n" + self.get_reset_query(), timeout=timeout)
+                return
+        await super().reset(timeout=timeout)
 
 
 class PostgresDatabase(SQLDatabase):
@@ -115,8 +246,24 @@ class PostgresDatabase(SQLDatabase):
         max_idle_lifetime_s: seconds after which an idle connection is closed
             (0: never).
         statement_cache_size: prepared statements cached per connection (0: off).
+        roles: the roles a :class:`~iogate.databases.guard.SQLGuard` may run
+            as, each on a pool of connections that log in as it (module
+            docstring); ``min(min_size, 1)`` .. ``max_size`` connections each.
+        privileged_login: what :meth:`open` does when the login is
+            privileged: ``"refuse"`` (raise PrivilegedLoginError),
+            ``"warn"`` (log a warning) or ``"ignore"`` (and skip the
+            inspection unless ``roles`` are given).
+        login_callers: who would run as the login, for the refusal's and the
+            warning's message (``"read-scoped keys"``).
         runner: the resilience pipeline each call runs through.
         cache: the cache of ``fetch(..., cache_ttl=)``.
+
+    Raises (``open``):
+        PrivilegedLoginError: the login is privileged and ``privileged_login``
+            is ``"refuse"``.
+        ConfigError: a role of ``roles`` does not exist, cannot log in or is
+            privileged itself.
+        DatabaseLoginError: the server refused a login (wrong password).
     """
 
     kind: ClassVar[str] = "postgresql"
@@ -134,6 +281,9 @@ class PostgresDatabase(SQLDatabase):
         max_queries: int = 50_000,
         max_idle_lifetime_s: float = 300.0,
         statement_cache_size: int = 100,
+        roles: Sequence[RoleLogin] = (),
+        privileged_login: Literal["refuse", "warn", "ignore"] = "ignore",
+        login_callers: str = "callers without a role",
         runner: CallRunner | None = None,
         cache: TieredCache | None = None,
     ) -> None:
@@ -162,45 +312,185 @@ class PostgresDatabase(SQLDatabase):
         self._max_queries = max_queries
         self._max_idle_lifetime_s = max_idle_lifetime_s
         self._statement_cache_size = statement_cache_size
+        names = [r.role for r in roles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"roles must be distinct, got {names}")
+        if privileged_login not in ("refuse", "warn", "ignore"):
+            raise ValueError(
+                f"privileged_login must be refuse, warn or ignore, got {privileged_login!r}"
+            )
+        self._roles = tuple(roles)
+        self._privileged_login = privileged_login
+        self._login_callers = login_callers
         self._pool: PostgresPool | None = None
+        self._role_pools: dict[str, PostgresPool] = {}
+        self._login_failures: set[str | None] = set()  # logged once per login
+        self.inspection: LoginInspection | None = None
+        """What :meth:`open` found about the login (``None`` when not inspected)."""
 
-    async def _open(self) -> None:
-        pool = PostgresPool(
+    def _new_pool(self, login: RoleLogin | None) -> PostgresPool:
+        extra: dict[str, Any] = {}
+        if login is not None:
+            extra["user"] = login.role
+            if login.password is not None:
+                extra["password"] = login.password
+        return PostgresPool(
             partial(
                 asyncpg.connect,
                 self._dsn,
                 timeout=self._connect_timeout_s,
                 statement_cache_size=self._statement_cache_size,
                 server_settings=self._settings,
+                connection_class=_Connection,
+                **extra,
             ),
-            min_size=self._min_size,
+            min_size=self._min_size if login is None else min(self._min_size, 1),
             max_size=self._max_size,
             max_queries=self._max_queries,
             max_idle_lifetime_s=self._max_idle_lifetime_s,
         )
+
+    async def _open(self) -> None:
+        pool = self._new_pool(None)
+        role_pools = {r.role: self._new_pool(r) for r in self._roles}
+        opened: list[PostgresPool] = []
         try:
             await pool.open()
+            opened.append(pool)
+            if self._roles or self._privileged_login != "ignore":
+                try:
+                    await self._inspect(pool)
+                except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
+                    # pool_min_size = 0 starts without the database; the
+                    # refusal never does (it would then never be checked).
+                    if self._min_size or self._privileged_login == "refuse":
+                        raise
+                    _log.warning(
+                        "database %r: unreachable at start (%s): its login and roles"
+                        " were not inspected",
+                        self.name,
+                        type(exc).__name__,
+                    )
+            for role, role_pool in role_pools.items():
+                try:
+                    await role_pool.open()
+                except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                    self._note_login_failure(exc, role)
+                    raise
+                opened.append(role_pool)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            for p in opened:
+                await p.close()
             raise translate_postgres_error(exc, resource=self.name, operation="open") from exc
+        except BaseException:
+            for p in opened:
+                await p.close()
+            raise
         self._pool = pool
+        self._role_pools = role_pools
+
+    async def _inspect(self, pool: PostgresPool) -> None:
+        """One query about the login and the roles; refuse or warn as configured."""
+        conn = pool.take() or await pool.wait()
+        try:
+            rows = await conn.fetch(_INSPECT, [r.role for r in self._roles])
+        finally:
+            await pool.release(conn)
+        login = next(r for r in rows if r[1])
+        found = {r[0]: r for r in rows}
+        privileges = ("superuser",) if "superuser" in login[3] else tuple(login[3])
+        inspection = LoginInspection(login[0], privileges, tuple(login[4]))
+        self.inspection = inspection
+        for role in self._roles:
+            row = found.get(role.role)
+            key = f"databases.{self.name}"
+            if row is None:
+                raise ConfigError(
+                    f"role {role.role!r} does not exist (create it: iogate roles sql"
+                    f" --database {self.name})",
+                    key=key,
+                )
+            if not row[2]:
+                raise ConfigError(
+                    f"role {role.role!r} cannot log in: ALTER ROLE {role.role} LOGIN", key=key
+                )
+            if row[3]:
+                raise ConfigError(
+                    f"role {role.role!r} is privileged ({', '.join(row[3])}): callers running"
+                    " as it would not be least-privileged",
+                    key=key,
+                )
+        if not inspection.privileged or self._privileged_login == "ignore":
+            return
+        what = (
+            f"database {self.name!r}: the login role {inspection.login!r} is privileged"
+            f" ({', '.join(inspection.privileges)})"
+        )
+        if inspection.extensions:
+            what += f", with {' and '.join(inspection.extensions)} installed"
+        if self._privileged_login == "warn":
+            _log.warning(
+                "%s and %s run as it (allow_privileged_login = true)", what, self._login_callers
+            )
+            return
+        raise PrivilegedLoginError(
+            f"{what}, and {self._login_callers} would run as it. Set read_role (and"
+            f" write_role) on [databases.{self.name}] to least-privilege roles,"
+            f' e.g. read_role = "iogate_read" (the SQL: iogate roles sql --database'
+            f" {self.name}), or set allow_privileged_login = true to accept the risk"
+        )
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        role_pools, self._role_pools = self._role_pools, {}
+        for p in (pool, *role_pools.values()):
+            if p is not None:
+                await p.close()
+
+    def _pool_for(self, guard: SQLGuard | None) -> PostgresPool:
+        """The login's pool, or the pool of ``guard.role``."""
+        role = None if guard is None else guard.role
+        if role is None:
+            return self._need_pool()
+        pool = self._role_pools.get(role)
+        if pool is None:
+            self._need_pool()
+            raise ConfigError(
+                f"database {self.name!r} has no login configured for role {role!r}"
+                f" (configured: {sorted(self._role_pools) or 'none'})"
+            )
+        return pool
 
     async def _acquire(self, operation: str) -> asyncpg.Connection:
         pool = self._need_pool()
         return pool.take() or await self._wait(pool, operation)
 
-    async def _wait(self, pool: PostgresPool, operation: str) -> asyncpg.Connection:
+    async def _wait(
+        self, pool: PostgresPool, operation: str, guard: SQLGuard | None = None
+    ) -> asyncpg.Connection:
         """:meth:`PostgresPool.wait`, an asyncpg or socket error of opening a
         connection raised as iogate's. A TimeoutError here is the connect
         timeout of a new pool connection: a transient connection failure."""
         try:
             return await pool.wait()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            self._note_login_failure(exc, None if guard is None else guard.role)
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
+
+    def _note_login_failure(self, exc: BaseException, role: str | None) -> None:
+        """Log a refused login (SQLSTATE class 28) once per role: the
+        server's message names the user, never the password."""
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if state.startswith("28") and role not in self._login_failures:
+            self._login_failures.add(role)
+            who = "the login" if role is None else f"role {role!r}"
+            _log.error(
+                "database %r: the server refused %s (SQLSTATE %s): %s",
+                self.name,
+                who,
+                state,
+                _safe_message(str(exc)),
+            )
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         await self._need_pool().release(conn)
@@ -276,12 +566,13 @@ class PostgresDatabase(SQLDatabase):
         self, sql: str, params: Params, guard: SQLGuard, limits: ResultLimits | None = None
     ) -> QueryResult:
         text, args = compile_postgres(sql, params)
-        conn = await self._acquire("query")
+        pool = self._pool_for(guard)
+        conn = pool.take() or await self._wait(pool, "query", guard)
         try:
             coro = self._guarded_query(conn, text, args, guard, limits)
             return cast(QueryResult, await self._guard("query", coro, conn))
         finally:
-            await self._release(conn)
+            await pool.release(conn)
 
     async def _guarded_query(
         self,
@@ -293,24 +584,25 @@ class PostgresDatabase(SQLDatabase):
     ) -> QueryResult:
         # Read-only: BEGIN READ ONLY ... ROLLBACK around the statement, which
         # must leave that transaction open (no COMMIT/ROLLBACK of its own).
-        # The pool resets the connection on release (RESET ALL,
+        # The connection is the guard's role's own login (see _pool_for), so
+        # no per-statement SET ROLE is needed. The pool resets the connection
+        # on release (RESET ALL, RESET SESSION AUTHORIZATION, RESET ROLE,
         # pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *), so no session
         # state a statement sets outlives the call.
         if not guard.read_only:
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
             return await self._prepared_query(conn, text, args, limits)
+        # The ROLLBACK is sent with the pool's reset on release, in one query
+        # (_Connection.reset): the read costs BEGIN, its statement and the reset.
         await conn.execute("BEGIN READ ONLY")
-        try:
-            if guard.tables is not None:
-                await self._check_tables(conn, text, args, guard.tables)
-            result = await self._prepared_query(conn, text, args, limits)
-            if not conn.is_in_transaction():
-                raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
-            return result
-        finally:
-            if not conn.is_closed() and conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
+        cast(_Connection, conn).rollback_on_reset = True
+        if guard.tables is not None:
+            await self._check_tables(conn, text, args, guard.tables)
+        result = await self._prepared_query(conn, text, args, limits)
+        if not conn.is_in_transaction():
+            raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
+        return result
 
     async def _check_tables(
         self, conn: asyncpg.Connection, text: str, args: list[Any], tables: frozenset[str]
@@ -348,7 +640,8 @@ class PostgresDatabase(SQLDatabase):
     async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
         names = parameter_names(sql)
         text = postgres_text(sql)
-        conn = await self._acquire("describe")
+        pool = self._pool_for(guard)
+        conn = pool.take() or await self._wait(pool, "describe", guard)
         try:
             stmt = await self._guard("describe", conn.prepare(text), conn)
             params = stmt.get_parameters()
@@ -358,7 +651,7 @@ class PostgresDatabase(SQLDatabase):
                 check = self._check_tables(conn, text, nulls, guard.tables)
                 await self._guard("describe", check, conn)
         finally:
-            await self._release(conn)
+            await pool.release(conn)
         return Description(
             columns,
             tuple(
@@ -394,7 +687,8 @@ class PostgresDatabase(SQLDatabase):
         self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
     ) -> StreamSource:
         text, args = compile_postgres(sql, params)
-        conn = await self._acquire("stream")
+        pool = self._pool_for(guard)
+        conn = pool.take() or await self._wait(pool, "stream", guard)
         try:
             tx = conn.transaction(readonly=guard is not None and guard.read_only)
             await self._guard("stream", tx.start(), conn)
@@ -411,12 +705,13 @@ class PostgresDatabase(SQLDatabase):
                 if not conn.is_closed():
                     await self._guard("stream", tx.rollback(), conn)  # a read: nothing to keep
         finally:
-            await self._release(conn)
+            await pool.release(conn)
 
     async def _begin(
         self, isolation: str | None, read_only: bool, guard: SQLGuard | None
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
-        conn = await self._acquire("transaction")
+        pool = self._pool_for(guard)
+        conn = pool.take() or await self._wait(pool, "transaction", guard)
         level = None if isolation is None else isolation.replace(" ", "_")
         tx = conn.transaction(isolation=level, readonly=read_only)
         try:
@@ -426,7 +721,7 @@ class PostgresDatabase(SQLDatabase):
                 # accepted before a transaction's first query.
                 await self._guard("transaction", conn.execute("SELECT 1"), conn)
         except BaseException:
-            await self._release(conn)
+            await pool.release(conn)
             raise
 
         async def finish(commit: bool) -> None:
@@ -436,7 +731,7 @@ class PostgresDatabase(SQLDatabase):
                 elif not conn.is_closed():
                     await self._guard("rollback", tx.rollback(), conn)
             finally:
-                await self._release(conn)
+                await pool.release(conn)
 
         return _PostgresTx(self, conn, guard), finish
 
@@ -449,11 +744,23 @@ class PostgresDatabase(SQLDatabase):
         return tuple(r[0] for r in rows)
 
     def stats(self) -> PoolStats:
-        """Pool statistics (:meth:`PostgresPool.stats`; all zeros while closed)."""
+        """Pool statistics of the login's pool and every role's pool together
+        (sizes and counters summed; all zeros while closed)."""
         pool = self._pool
         if pool is None:
             return PoolMeter().snapshot(size=0, max_size=self._max_size, idle=0)
-        return pool.stats()
+        if not self._role_pools:
+            return pool.stats()
+        each = [p.stats() for p in (pool, *self._role_pools.values())]
+        return PoolStats(
+            size=sum(s.size for s in each),
+            max_size=sum(s.max_size for s in each),
+            in_use=sum(s.in_use for s in each),
+            idle=sum(s.idle for s in each),
+            waiting=sum(s.waiting for s in each),
+            acquired_total=sum(s.acquired_total for s in each),
+            acquire_wait_p99_s=max(s.acquire_wait_p99_s for s in each),
+        )
 
     async def _guard(
         self, operation: str, coro: Awaitable[Any], conn: asyncpg.Connection | None = None
@@ -499,9 +806,6 @@ class PostgresDatabase(SQLDatabase):
 
 
 _ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
-_FIRST_CHUNK_ROWS = 10_000
-"""Rows the first Execute of a bounded read outside a transaction asks for: a
-result that outgrows them (and neither cap) is read again inside a transaction."""
 
 
 def _run(conn: asyncpg.Connection, text: str, args: list[Any], mode: int) -> Any:
@@ -533,19 +837,12 @@ async def _read_bounded(
     protocol, state = conn._protocol, stmt._state
     in_tx = conn.is_in_transaction()
     read = BoundedRead(limits)
-    if in_tx:
-        asked = read.next_size()
-    elif is_read_statement(text):
-        asked = read.next_size(_FIRST_CHUNK_ROWS)  # most results end in it: one execution
-    else:  # a write or a WITH query outside a transaction is never run twice: one Execute
-        asked = limits.max_rows + 1
-    status, more = await _chunks(protocol, state, args, read, asked, go_on=in_tx)
-    if more:
-        # Outside a transaction the portal closed at its Sync: the read runs
-        # again in one, where its portal can be continued chunk by chunk.
-        read = BoundedRead(limits)
-        async with conn.transaction():
-            status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
+    # Outside a transaction a portal ends at its Execute's Sync, and running
+    # the statement again in one would run it twice (a SELECT may call a
+    # function that writes): one Execute of max_rows + 1 rows, the byte cap
+    # applied to those rows.
+    asked = read.next_size() if in_tx else limits.max_rows + 1
+    status, _ = await _chunks(protocol, state, args, read, asked, go_on=in_tx)
     kept, truncated = read.finish()
     return kept, status.decode() if status else None, truncated
 
@@ -662,11 +959,14 @@ def translate_postgres_error(
     """Map an asyncpg (or socket) error to iogate's hierarchy by SQLSTATE.
 
     class 23 → IntegrityError (with ``constraint``); 40001, 40P01, class 08,
-    57P01-3, 53300, 55P03 and lost connections → TransientDatabaseError;
-    25006 → ReadOnlyViolation; 57014 (statement timeout / cancel) →
-    OperationTimeout; syntax, undefined objects, data exceptions and bad
-    arguments → QueryError (with ``position``). Messages are asyncpg's, except
-    that a client-side bad argument loses the value it quoted.
+    57P01-3, 53300, 55P03, 25P03 and lost connections → TransientDatabaseError;
+    25006 → ReadOnlyViolation; 42501 → PermissionDenied; class 28 (28000,
+    28P01: the login was refused) → DatabaseLoginError; 57014 (statement
+    timeout / cancel) → OperationTimeout; syntax, undefined objects, data
+    exceptions, invalid transaction state (class 25: ``VACUUM`` inside a
+    transaction...) and bad arguments → QueryError (with ``position``).
+    Messages are asyncpg's, except that a client-side bad argument loses the
+    value it quoted.
     """
     ctx: OperationContext = {"resource": resource, "operation": operation}
     if isinstance(exc, asyncpg.PostgresError):
@@ -679,6 +979,10 @@ def translate_postgres_error(
             return TransientDatabaseError(message, sqlstate=state, **ctx)
         if state == "25006":
             return ReadOnlyViolation(message, sqlstate=state, **ctx)
+        if state == "42501":
+            return PermissionDenied(message, sqlstate=state, **ctx)
+        if state.startswith("28"):
+            return DatabaseLoginError(message, sqlstate=state, **ctx)
         if state == "57014":
             return OperationTimeout("statement cancelled: it ran past its timeout", **ctx)
         if state[:2] in _QUERY_CLASSES or not state:

@@ -33,6 +33,9 @@ class Principal:
         tables: the tables this key may name in SQL; ``None`` means any table.
         max_rows: the most rows one statement may return to this key (rows).
         max_bytes: the most bytes one response may carry to this key (bytes).
+        roles: ``(database, role)`` pairs: the PostgreSQL role this key runs
+            as on that database (``[keys.<name>] roles``); others use the
+            database's ``read_role`` / ``write_role``.
     """
 
     name: str
@@ -40,6 +43,14 @@ class Principal:
     tables: frozenset[str] | None = None
     max_rows: int | None = None
     max_bytes: int | None = None
+    roles: tuple[tuple[str, str], ...] = ()
+
+    def role_for(self, database: str) -> str | None:
+        """The key's own role on ``database``, or ``None``."""
+        for name, role in self.roles:
+            if name == database:
+                return role
+        return None
 
     def allows(self, scope: str) -> bool:
         """Whether ``scope`` is granted (``admin`` grants every scope)."""

@@ -133,6 +133,7 @@ class KeyStore:
                     tables=frozenset(cfg.tables) if cfg.tables is not None else None,
                     max_rows=cfg.max_rows,
                     max_bytes=cfg.max_bytes,
+                    roles=tuple(sorted(cfg.roles.items())),
                 ),
                 digest=cfg.sha256,
                 expires_at=cfg.expires.timestamp() if cfg.expires is not None else None,

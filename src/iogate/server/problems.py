@@ -76,6 +76,14 @@ _BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
     (errors.ReadOnlyViolation, ProblemType(403, "read-only", "Write refused in read-only mode")),
     (errors.TableNotAllowed, ProblemType(403, "table-not-allowed", "Table not allowed")),
     (
+        errors.PermissionDenied,
+        ProblemType(403, "permission-denied", "Refused by the database role's privileges"),
+    ),
+    (
+        errors.DatabaseLoginError,
+        ProblemType(503, "database-unavailable", "Database temporarily unavailable"),
+    ),
+    (
         errors.TransientDatabaseError,
         ProblemType(503, "database-unavailable", "Database temporarily unavailable"),
     ),

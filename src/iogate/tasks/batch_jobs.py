@@ -61,6 +61,7 @@ def batch_definition(request: BatchRequest, principal: Principal) -> dict[str, A
             "tables": None if principal.tables is None else sorted(principal.tables),
             "max_rows": principal.max_rows,
             "max_bytes": principal.max_bytes,
+            "roles": dict(principal.roles),
         },
     }
 
@@ -74,6 +75,7 @@ def principal_from_json(data: dict[str, Any]) -> Principal:
         tables=None if tables is None else frozenset(tables),
         max_rows=data.get("max_rows"),
         max_bytes=data.get("max_bytes"),
+        roles=tuple(sorted(dict(data.get("roles") or {}).items())),
     )
 
 
