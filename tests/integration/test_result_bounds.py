@@ -75,11 +75,11 @@ def _serve(tmp: Path, config: str) -> Iterator[Served]:
         stop(proc, signal.SIGTERM)
 
 
-def _databases(name: str, url: str, big: str) -> str:
+def _databases(name: str, url: str, big: str, extra: str = "") -> str:
     return (
-        f'[databases.{name}]\nurl = "{url}"\nmax_rows = {MAX_ROWS}\n'
+        f'[databases.{name}]\nurl = "{url}"\nmax_rows = {MAX_ROWS}\n{extra}'
         f'[databases.{name}.queries.big]\nsql = "{big}"\n'
-        f'[databases.{name}bytes]\nurl = "{url}"\nmax_rows = {TEN_MILLION}\n'
+        f'[databases.{name}bytes]\nurl = "{url}"\nmax_rows = {TEN_MILLION}\n{extra}'
         f"max_response_bytes = {MAX_BYTES}\n"
     )
 
@@ -93,7 +93,9 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def pgserve(tmp_path_factory: pytest.TempPathFactory, pg: PostgresServer) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("pg")
-    yield from _serve(tmp, _databases("pg", pg.dsn, PG_BIG))
+    # the fixture's login is a superuser and auth is off: what is tested here is the bound
+    privileged = "allow_privileged_login = true\n"
+    yield from _serve(tmp, _databases("pg", pg.dsn, PG_BIG, privileged))
 
 
 @pytest.fixture
@@ -310,7 +312,7 @@ async def test_postgres_library_reads_bounded_and_unbounded(pg: PostgresServer) 
         assert len(guarded.rows) == 1500
         assert guarded.truncated
         assert guarded.rows[-1][0] == 1500
-        # outside a transaction: one Execute of max_rows + 1 rows, the statement runs once
+        # outside a transaction: read in chunks in a transaction of its own, run once
         # (a SELECT may call a function that writes: it must never run a second time)
         await db.execute("DROP TABLE IF EXISTS bounded_calls")
         await db.execute("CREATE TABLE bounded_calls (g int)")

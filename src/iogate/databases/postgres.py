@@ -29,11 +29,11 @@
   passes the byte cap (:class:`~iogate.databases.guard.BoundedRead`). A result
   that fits the first chunk costs one round trip, as ``fetch`` does. Inside a
   transaction (read-only keys, ``tx.query``) the same portal is continued
-  chunk by chunk; outside one a portal ends at the Sync of its Execute, and
-  running the statement again inside a transaction would run it twice (a
-  SELECT may call a function that writes), so it is read with one Execute
-  limited to ``max_rows + 1`` rows and the byte cap applies to those rows:
-  memory is bounded by ``max_rows`` there, by both caps in a transaction.
+  chunk by chunk; outside one a portal would end at the Sync of its Execute,
+  and a statement is never run twice (a SELECT may call a function that
+  writes), so the statement runs once inside a transaction of its own
+  (``BEGIN`` … ``COMMIT``, what autocommit does for one statement; two round
+  trips more for keys that may write).
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
@@ -837,12 +837,15 @@ async def _read_bounded(
     protocol, state = conn._protocol, stmt._state
     in_tx = conn.is_in_transaction()
     read = BoundedRead(limits)
-    # Outside a transaction a portal ends at its Execute's Sync, and running
-    # the statement again in one would run it twice (a SELECT may call a
-    # function that writes): one Execute of max_rows + 1 rows, the byte cap
-    # applied to those rows.
-    asked = read.next_size() if in_tx else limits.max_rows + 1
-    status, _ = await _chunks(protocol, state, args, read, asked, go_on=in_tx)
+    if in_tx:
+        status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
+    else:
+        # A portal outlives its Execute only inside a transaction (outside one
+        # it ends at the Execute's Sync), and a statement is never run twice
+        # (a SELECT may call a function that writes): the statement runs once,
+        # in a transaction of its own, committed as autocommit would.
+        async with conn.transaction():
+            status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
     kept, truncated = read.finish()
     return kept, status.decode() if status else None, truncated
 
