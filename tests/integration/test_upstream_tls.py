@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 
 
 @pytest.fixture
-async def https_base(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made outside the event loop:
+    an RSA key takes openssl a good part of a second)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -45,6 +47,12 @@ async def https_base(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+@pytest.fixture
+async def https_base(certificate: tuple[Path, Path]) -> AsyncIterator[tuple[str, Path]]:
+    cert, key = certificate
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
 

@@ -31,9 +31,11 @@
   transaction (read-only keys, ``tx.query``) the same portal is continued
   chunk by chunk; outside one a portal would end at the Sync of its Execute,
   and a statement is never run twice (a SELECT may call a function that
-  writes), so the statement runs once inside a transaction of its own
-  (``BEGIN`` … ``COMMIT``, what autocommit does for one statement; two round
-  trips more for keys that may write).
+  writes), so a statement with result columns runs once inside a
+  transaction of its own (``BEGIN`` … ``COMMIT``, what autocommit does for
+  one statement; two round trips more for keys that may write); one without
+  (DDL, ``VACUUM``, a write without ``RETURNING``) has nothing to bound and
+  runs as ``fetch`` runs it.
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
@@ -839,6 +841,11 @@ async def _read_bounded(
     read = BoundedRead(limits)
     if in_tx:
         status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
+    elif not stmt.get_attributes():
+        # No result columns (DDL, VACUUM, ALTER SYSTEM, a write without
+        # RETURNING): nothing to bound, and some of these cannot run inside a
+        # transaction block. One Execute, as fetch sends.
+        status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=False)
     else:
         # A portal outlives its Execute only inside a transaction (outside one
         # it ends at the Execute's Sync), and a statement is never run twice

@@ -710,7 +710,7 @@ def _open_connection(path: str, busy_ms: int, writer: bool, memory: bool) -> sql
         conn.execute("PRAGMA foreign_keys = ON")
         if writer:
             if not memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _enter_wal(conn, busy_ms)
             conn.execute("PRAGMA synchronous = NORMAL")
         else:
             conn.execute("PRAGMA query_only = ON")
@@ -719,6 +719,26 @@ def _open_connection(path: str, busy_ms: int, writer: bool, memory: bool) -> sql
         conn.close()
         raise
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``busy_ms`` for a lock.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers
+    SQLITE_BUSY at once, without calling the busy handler, while another
+    connection is switching the same file (two databases of one config naming
+    one file, opened concurrently). Runs on the connection's thread: the
+    pauses never touch the event loop."""
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 def _bind(params: Params) -> Sequence[Any] | Mapping[str, Any]:
