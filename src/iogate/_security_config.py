@@ -28,7 +28,7 @@ the SHA-256 hex digest of the key (``iogate keys create`` prints both)::
     head_timeout = 10.0           # a request head not complete by then: 408, closed, seconds
     max_head_bytes = 65536        # a longer request head: 431, closed
 
-Scopes are those of :mod:`iogate.server.auth`: ``db:<name>:read``,
+Scopes are those of :mod:`iogate.wire.principal`: ``db:<name>:read``,
 ``db:<name>:write``, ``upstream:<name>``, ``cache:read``, ``cache:write``,
 ``files:read``, ``files:write``, ``admin``.
 """

@@ -33,7 +33,7 @@ from iogate.config import IogateConfig, load_config
 from iogate.databases.guard import result_body
 from iogate.errors import ConfigError, IogateError
 from iogate.gateway import Gateway
-from iogate.server.problems import problem_for
+from iogate.wire.problems import problem_for
 
 __all__ = ["batch", "query"]
 
@@ -96,7 +96,7 @@ def query(
 
 async def _query(cfg: IogateConfig, name: str, sql: str, params: Any) -> dict[str, Any]:
     from iogate.batch.access import sql_access
-    from iogate.server.auth import ANONYMOUS
+    from iogate.wire.principal import ANONYMOUS
 
     async with Gateway(cfg) as gateway:
         access = sql_access(ANONYMOUS, name, cfg.databases.get(name))

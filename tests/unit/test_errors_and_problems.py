@@ -2,7 +2,7 @@ import pytest
 
 import iogate
 from iogate import errors
-from iogate.server.problems import problem_for
+from iogate.wire.problems import problem_for
 
 
 def test_error_hierarchy_matches_the_architecture() -> None:

@@ -1,5 +1,5 @@
 """A caller's SQL rights on one database: the scope check, the engine's guard
-and the result limits, from a :class:`~iogate.server.auth.Principal`.
+and the result limits, from a :class:`~iogate.wire.principal.Principal`.
 
 Scope rule (documented in the README's "SQL safety"):
 
@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from iogate.config import DatabaseConfig
 from iogate.databases.guard import UNRESTRICTED, ResultLimits, SQLGuard
-from iogate.server.auth import Principal
+from iogate.wire.principal import Principal
 
 __all__ = ["SQLAccess", "named_query_access", "role_of", "sql_access"]
 

@@ -44,10 +44,10 @@ from iogate.databases.transactions import Transaction, TransactionScope
 from iogate.errors import InvalidInputError, IogateError, OperationTimeout
 from iogate.gateway import Gateway
 from iogate.policies import deadline_scope
-from iogate.server.auth import ANONYMOUS, Principal
-from iogate.server.problems import problem_for
-from iogate.server.routes.cache import API_PREFIX
-from iogate.server.routes.upstreams import render_answer
+from iogate.wire.cache_keys import API_PREFIX
+from iogate.wire.principal import ANONYMOUS, Principal
+from iogate.wire.problems import problem_for
+from iogate.wire.upstream_answers import render_answer
 
 __all__ = ["run_batch"]
 

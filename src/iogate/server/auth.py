@@ -10,56 +10,19 @@ read-only key runs SQL in the engine's read-only mode). Scope names:
 - ``files:read``, ``files:write`` — the sandboxed file area;
 - ``admin`` — circuit breakers, keys, everything else.
 
-Until API keys are configured (issue 8) authentication is off: the
-principal is anonymous and holds every scope.
+The principal itself (:class:`~iogate.wire.principal.Principal`) lives in the
+library, which the batch engine and the tasks share; this module reads it off a
+request. Until API keys are configured authentication is off: the principal is
+anonymous and holds every scope.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import Request
 
+from iogate.wire.principal import ANONYMOUS, Principal
+
 __all__ = ["ANONYMOUS", "Principal", "authorize", "principal_of"]
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller of one request.
-
-    Attributes:
-        name: the key's name in the config (``"anonymous"`` when auth is off).
-        scopes: the scopes granted; ``None`` means every scope (auth off).
-        tables: the tables this key may name in SQL; ``None`` means any table.
-        max_rows: the most rows one statement may return to this key (rows).
-        max_bytes: the most bytes one response may carry to this key (bytes).
-        roles: ``(database, role)`` pairs: the PostgreSQL role this key runs
-            as on that database (``[keys.<name>] roles``); others use the
-            database's ``read_role`` / ``write_role``.
-    """
-
-    name: str
-    scopes: frozenset[str] | None = None
-    tables: frozenset[str] | None = None
-    max_rows: int | None = None
-    max_bytes: int | None = None
-    roles: tuple[tuple[str, str], ...] = ()
-
-    def role_for(self, database: str) -> str | None:
-        """The key's own role on ``database``, or ``None``."""
-        for name, role in self.roles:
-            if name == database:
-                return role
-        return None
-
-    def allows(self, scope: str) -> bool:
-        """Whether ``scope`` is granted (``admin`` grants every scope)."""
-        if self.scopes is None:
-            return True
-        return scope in self.scopes or "admin" in self.scopes
-
-
-ANONYMOUS = Principal("anonymous")
 
 
 def principal_of(request: Request) -> Principal:

@@ -28,7 +28,7 @@ from typing import Final
 
 from iogate.config import KeyConfig
 from iogate.policies import Clock, SystemClock, TokenBucket
-from iogate.server.auth import Principal
+from iogate.wire.principal import Principal
 
 __all__ = ["KEY_PREFIX", "KeyEntry", "KeyRefusal", "KeyStore", "hash_key", "new_key"]
 

@@ -1,8 +1,10 @@
 """RFC 9457 problem details: every error the gateway answers with.
 
 Each iogate error class maps to one status and one stable ``type`` URI
-(``urn:iogate:problem:<slug>``). Framework errors (unknown route 404, 405,
-request validation 422) are rendered the same way. Bodies carry the error's
+(``urn:iogate:problem:<slug>``): the mapping is the library's
+(:mod:`iogate.wire.problems`), this module renders it for FastAPI.
+Framework errors (unknown route 404, 405, request validation 422) are
+rendered the same way. Bodies carry the error's
 safe message and context (``resource``, ``sqlstate``, ``retry_after_s``...),
 never a stack trace, a parameter value or a credential; unexpected exceptions
 become a generic 500 and are logged by class name only. ``PermissionError``
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +28,22 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iogate import errors
+from iogate.wire.problems import (
+    CONCURRENCY_LIMITED,
+    FORBIDDEN,
+    INTERNAL,
+    PROBLEM_JSON,
+    RATE_LIMITED,
+    TIMEOUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    VALIDATION,
+    ProblemType,
+    http_problem,
+    problem_body,
+    problem_for,
+    request_id_of,
+)
 
 __all__ = [
     "CONCURRENCY_LIMITED",
@@ -44,129 +61,7 @@ __all__ = [
     "request_id_of",
 ]
 
-PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("iogate.server")
-
-
-@dataclass(frozen=True, slots=True)
-class ProblemType:
-    """One kind of problem: HTTP status, slug (the ``type`` URI's tail) and title."""
-
-    status: int
-    slug: str
-    title: str
-
-    @property
-    def uri(self) -> str:
-        """The stable ``type`` URI."""
-        return f"urn:iogate:problem:{self.slug}"
-
-
-# Most specific first: the first class an error is an instance of wins.
-_BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
-    (errors.UnknownResourceError, ProblemType(404, "unknown-resource", "Unknown resource")),
-    (errors.InvalidInputError, ProblemType(400, "invalid-input", "Invalid input")),
-    (errors.ConfigError, ProblemType(500, "config-error", "Configuration error")),
-    (errors.OperationTimeout, ProblemType(504, "timeout", "Operation timed out")),
-    (errors.CircuitOpenError, ProblemType(503, "circuit-open", "Circuit breaker open")),
-    (errors.RateLimitedError, ProblemType(429, "rate-limited", "Rate limited")),
-    (errors.BulkheadFullError, ProblemType(503, "bulkhead-full", "Too many concurrent calls")),
-    (errors.QueryError, ProblemType(400, "bad-query", "Invalid SQL or parameters")),
-    (errors.IntegrityError, ProblemType(409, "integrity-violation", "Constraint violated")),
-    (errors.ReadOnlyViolation, ProblemType(403, "read-only", "Write refused in read-only mode")),
-    (errors.TableNotAllowed, ProblemType(403, "table-not-allowed", "Table not allowed")),
-    (
-        errors.PermissionDenied,
-        ProblemType(403, "permission-denied", "Refused by the database role's privileges"),
-    ),
-    (
-        errors.DatabaseLoginError,
-        ProblemType(503, "database-unavailable", "Database temporarily unavailable"),
-    ),
-    (
-        errors.TransientDatabaseError,
-        ProblemType(503, "database-unavailable", "Database temporarily unavailable"),
-    ),
-    (errors.DatabaseError, ProblemType(500, "database-error", "Database error")),
-    (
-        errors.UpstreamConnectionError,
-        ProblemType(502, "upstream-unreachable", "Upstream unreachable"),
-    ),
-    (errors.UpstreamHTTPError, ProblemType(502, "upstream-error", "Upstream error")),
-    (errors.UpstreamError, ProblemType(502, "upstream-error", "Upstream error")),
-    (errors.OperationError, ProblemType(500, "operation-error", "Operation failed")),
-)
-INTERNAL = ProblemType(500, "internal-error", "Internal server error")
-VALIDATION = ProblemType(422, "invalid-request", "Invalid request")
-_HTTP = {
-    400: ProblemType(400, "bad-request", "Bad request"),
-    404: ProblemType(404, "not-found", "Not found"),
-    405: ProblemType(405, "method-not-allowed", "Method not allowed"),
-    413: ProblemType(413, "too-large", "Request body too large"),
-}
-_CONTEXT_ATTRS = (
-    "resource",
-    "operation",
-    "sqlstate",
-    "constraint",
-    "position",
-    "status",
-    "step",
-)
-UNAUTHORIZED = ProblemType(401, "unauthorized", "Authentication required")
-FORBIDDEN = ProblemType(403, "forbidden", "Forbidden")
-TOO_LARGE = _HTTP[413]
-RATE_LIMITED = ProblemType(429, "rate-limited", "Rate limited")
-CONCURRENCY_LIMITED = ProblemType(429, "concurrency-limited", "Too many requests in flight")
-TIMEOUT = ProblemType(504, "timeout", "Operation timed out")
-_HTTP[401] = UNAUTHORIZED
-_HTTP[403] = FORBIDDEN
-_HTTP[429] = RATE_LIMITED
-
-
-def request_id_of(scope: Scope) -> str | None:
-    """The request id the observability middleware put in ``scope["state"]``, if any."""
-    state = scope.get("state")
-    rid = state.get("request_id") if isinstance(state, dict) else None
-    return rid if isinstance(rid, str) else None
-
-
-def problem_body(kind: ProblemType, detail: str, scope: Scope) -> dict[str, Any]:
-    """A problem of ``kind`` for the request of ``scope``: type, title, status,
-    detail, instance (the path) and ``request_id`` when one is known."""
-    body: dict[str, Any] = {
-        "type": kind.uri,
-        "title": kind.title,
-        "status": kind.status,
-        "detail": detail,
-        "instance": scope.get("path", ""),
-    }
-    rid = request_id_of(scope)
-    if rid is not None:
-        body["request_id"] = rid
-    return body
-
-
-def problem_for(exc: errors.IogateError) -> tuple[ProblemType, dict[str, Any]]:
-    """The problem type of an iogate error and its body (type, title, status,
-    detail and the error's context as extension members)."""
-    kind = next((p for cls, p in _BY_CLASS if isinstance(exc, cls)), INTERNAL)
-    body: dict[str, Any] = {
-        "type": kind.uri,
-        "title": kind.title,
-        "status": kind.status,
-        "detail": exc.message if isinstance(exc, errors.OperationError) else str(exc),
-    }
-    for attr in _CONTEXT_ATTRS:
-        value = getattr(exc, attr, None)
-        if value is not None:
-            body["upstream_status" if attr == "status" else attr] = value
-    if isinstance(exc, errors.OperationError) and exc.attempts > 1:
-        body["attempts"] = exc.attempts
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        body["retry_after_s"] = retry_after
-    return kind, body
 
 
 def problem_response(
@@ -200,7 +95,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        kind = _HTTP.get(exc.status_code, ProblemType(exc.status_code, "http-error", "Error"))
+        kind = http_problem(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else kind.title
         body = {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": detail}
         body["instance"] = request.url.path

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from iogate.server.auth import Principal
 from iogate.tasks.manager import TaskContext
+from iogate.wire.principal import Principal
 
 if TYPE_CHECKING:
     from iogate.batch import BatchRequest

@@ -49,6 +49,7 @@ from iogate.tasks.models import (
     TaskState,
 )
 from iogate.tasks.store import TaskStore
+from iogate.wire.problems import problem_for
 
 __all__ = ["Runner", "TaskContext", "TaskHandle", "TaskManager", "TaskWork"]
 
@@ -507,8 +508,6 @@ def problem_of(exc: Exception) -> dict[str, Any]:
     """The RFC 9457 problem body stored for a failed task: the gateway's own
     problem of an iogate error, else a generic one naming the exception class."""
     if isinstance(exc, IogateError):
-        from iogate.server.problems import problem_for  # the one error → problem mapping
-
         return problem_for(exc)[1]
     return {
         "type": "urn:iogate:problem:task-failed",

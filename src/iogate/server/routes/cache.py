@@ -31,12 +31,12 @@ from iogate.errors import InvalidInputError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
+from iogate.wire.cache_keys import API_PREFIX
 
 __all__ = ["API_PREFIX", "cached_query_body", "cached_upstream_body", "router"]
 
 router = APIRouter(tags=["cache"])
 
-API_PREFIX = "api:"
 """Where keys written over HTTP live inside the cache."""
 
 _KEY = {"min_length": 1, "max_length": 512}

@@ -23,7 +23,6 @@ so a configured secret the upstream echoes comes back as ``[REDACTED]``; with
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -37,8 +36,6 @@ from iogate.gateway import Gateway
 from iogate.http.batch import BatchRequest
 from iogate.http.headers import check_header
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
-from iogate.http.redact import Redactor
-from iogate.http.upstream import Response as UpstreamAnswer
 from iogate.server.auth import authorize
 from iogate.server.deps import gateway_of, json_response
 from iogate.server.problems import problem_for
@@ -51,25 +48,12 @@ from iogate.server.schemas import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from iogate.wire.upstream_answers import render_answer
 
-__all__ = ["encode_body", "render_answer", "router", "run_upstream"]
+__all__ = ["router", "run_upstream"]
 
 router = APIRouter(tags=["upstreams"])
 
-# Not forwarded to the client: hop-by-hop, and framing the gateway redoes.
-_SKIP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "content-encoding",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authenticate",
-    }
-)
 _UNSET: Any = object()
 
 
@@ -106,59 +90,6 @@ async def run_upstream(
     )
     rendered["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return json_response(rendered)
-
-
-def render_answer(
-    answer: UpstreamAnswer, duration_ms: float, redactor: Redactor | None = None
-) -> dict[str, Any]:
-    """An answer in the :class:`UpstreamResponse` shape, its headers and body
-    redacted by ``redactor`` (the upstream's, :mod:`iogate.http.redact`)."""
-    if redactor is not None and not redactor:
-        redactor = None  # no secrets: nothing to look for
-    content, encoding = encode_body(answer, redactor)
-    return {
-        "status": answer.status,
-        "headers": _forwarded_headers(answer.headers, redactor),
-        "body": content,
-        "body_encoding": encoding,
-        "duration_ms": round(duration_ms, 3),
-    }
-
-
-def encode_body(answer: UpstreamAnswer, redactor: Redactor | None = None) -> tuple[Any, str]:
-    """The body as parsed JSON (JSON media types), text (UTF-8), or base64;
-    redacted by ``redactor`` (JSON: inside its strings, so it stays valid)."""
-    body = answer.body
-    if not body:
-        return None, "empty"
-    media = answer.content_type
-    if media == "application/json" or media.endswith("+json"):
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # labelled JSON but is not: returned as text (or base64) below
-        else:
-            return (parsed if redactor is None else redactor.json_body(body, parsed)), "json"
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        data = body if redactor is None else redactor.data(body)
-        return base64.b64encode(data).decode("ascii"), "base64"
-    return (text if redactor is None else redactor.text(text)), "text"
-
-
-def _forwarded_headers(headers: Mapping[str, str], redactor: Redactor | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        name = key.lower()
-        if name in _SKIP_HEADERS:
-            continue
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    if redactor is not None:
-        every = "\n".join([*out, *out.values()])  # one search per secret, not per header
-        if redactor.text(every) is not every:
-            out = {redactor.text(k): redactor.text(v) for k, v in out.items()}
-    return out
 
 
 def _query_value(value: str | int | float | bool) -> str | int | float:
