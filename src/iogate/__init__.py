@@ -2,30 +2,28 @@
 
 The library face: build a :class:`Gateway` from a config and use its named
 resources inside your asyncio service. The gateway face: ``iogate serve``.
+
+The root exports what a user writes in the first hour — the gateway and its
+config, the database, upstream and cache types, the policies and decorators,
+and the error tree (pinned by ``tests/unit/test_public_api.py``). Everything
+else is reached through its subpackage:
+
+- :mod:`iogate.databases` — result types, pool statistics, streams, transactions;
+- :mod:`iogate.http` — auth, connection options, limits, providers, SSE, batches;
+- :mod:`iogate.cache` — tiers, statistics, serialization;
+- :mod:`iogate.policies` — snapshots, events, clocks, configuration models;
+- :mod:`iogate.observability` — metrics and their snapshots;
+- :mod:`iogate.tasks`, :mod:`iogate.files` — background tasks, sandboxed files;
+- :mod:`iogate.config` — the ``iogate.toml`` models.
 """
 
-from iogate.cache.config import CacheConfig
-from iogate.cache.decorators import CachedFunction, cached
-from iogate.cache.memory import CacheStats, MemoryCache
-from iogate.cache.redis import RedisTier
-from iogate.cache.serialization import CachedRow
-from iogate.cache.stats import RedisTierStats, TieredCacheStats
-from iogate.cache.tiered import CacheResult, TieredCache
-from iogate.config import (
-    DatabaseConfig,
-    IogateConfig,
-    UpstreamConfig,
-    default_config,
-    default_policies,
-    load_config,
-)
-from iogate.databases.base import Column, ExecuteResult, QueryResult, SQLDatabase
+from iogate.cache.decorators import cached
+from iogate.cache.tiered import TieredCache
+from iogate.config import IogateConfig, load_config, parse_config
+from iogate.databases.base import SQLDatabase
 from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.redis import RedisDatabase
 from iogate.databases.sqlite import SQLiteDatabase
-from iogate.databases.stats import PoolStats
-from iogate.databases.streaming import RowStream
-from iogate.databases.transactions import Transaction
 from iogate.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -46,89 +44,19 @@ from iogate.errors import (
     UpstreamError,
     UpstreamHTTPError,
 )
-from iogate.files import FileInfo, FileStore, FileStoreError
 from iogate.gateway import Gateway
-from iogate.http import (
-    AnthropicProvider,
-    ApiKeyHeader,
-    ApiKeyQuery,
-    BatchProgress,
-    BatchRequest,
-    BearerAuth,
-    Completion,
-    CompletionChunk,
-    ConnectionOptions,
-    Download,
-    GenerateRequest,
-    HuggingFaceProvider,
-    OpenAIProvider,
-    ProviderStreamError,
-    ServerSentEvent,
-    StreamResponse,
-    UpstreamLimits,
-    Usage,
-)
-from iogate.http.upstream import Response, Upstream
-from iogate.observability.metrics import Metrics, MetricsSnapshot
+from iogate.http.response import Response
+from iogate.http.upstream import Upstream
 from iogate.policies import (
-    Backoff,
-    BackoffKind,
     Bulkhead,
-    BulkheadConfig,
-    BulkheadRejected,
-    BulkheadSnapshot,
-    CallNotPermitted,
-    CallRecorder,
     CircuitBreaker,
-    CircuitBreakerConfig,
-    CircuitBreakerSnapshot,
-    CircuitState,
-    CircuitStateChanged,
-    Clock,
-    EventListener,
-    FakeClock,
-    Fallback,
-    FallbackSnapshot,
-    FallbackUsed,
-    GiveUpReason,
-    Hedge,
-    HedgeConfig,
-    HedgeSnapshot,
-    HedgeStarted,
-    Jitter,
     Pipeline,
-    PipelineSnapshot,
-    PoliciesConfig,
-    PolicyEvent,
-    RateLimitBackend,
-    RateLimitConfig,
     RateLimiter,
-    RateLimiterSnapshot,
-    RateLimitRejected,
     Retry,
-    RetryBudget,
-    RetryBudgetConfig,
-    RetryBudgetSnapshot,
-    RetryConfig,
-    RetryGaveUp,
-    RetryScheduled,
-    RetrySnapshot,
-    SystemClock,
     Timeout,
-    TimeoutFired,
-    TimeoutSnapshot,
-    TimerWheel,
-    TokenBucket,
-    WindowType,
-    batched,
-    build_pipeline,
     deadline_scope,
-    map_concurrent,
-    remaining,
     resilient,
-    timeout_or_default,
 )
-from iogate.tasks import TaskContext, TaskHandle, TaskManager, TaskRecord, TaskState
 
 __version__ = "0.1.0"
 
@@ -137,124 +65,28 @@ __all__ = [
     # gateway and config
     "Gateway",
     "IogateConfig",
-    "DatabaseConfig",
-    "UpstreamConfig",
     "load_config",
-    "default_config",
-    "default_policies",
+    "parse_config",
     # databases
     "SQLDatabase",
     "SQLiteDatabase",
     "PostgresDatabase",
     "RedisDatabase",
-    "Column",
-    "QueryResult",
-    "ExecuteResult",
-    "PoolStats",
-    "RowStream",
-    "Transaction",
     # upstreams
     "Upstream",
     "Response",
-    "StreamResponse",
-    "ServerSentEvent",
-    "BearerAuth",
-    "ApiKeyHeader",
-    "ApiKeyQuery",
-    "ConnectionOptions",
-    "UpstreamLimits",
-    "BatchRequest",
-    "BatchProgress",
-    "Download",
-    "GenerateRequest",
-    "Completion",
-    "CompletionChunk",
-    "Usage",
-    "OpenAIProvider",
-    "AnthropicProvider",
-    "HuggingFaceProvider",
-    "ProviderStreamError",
-    # files and background tasks
-    "FileStore",
-    "FileInfo",
-    "FileStoreError",
-    "TaskManager",
-    "TaskHandle",
-    "TaskContext",
-    "TaskRecord",
-    "TaskState",
     # cache
-    "MemoryCache",
-    "CacheStats",
     "TieredCache",
-    "RedisTier",
-    "CacheConfig",
-    "CacheResult",
-    "CachedRow",
-    "TieredCacheStats",
-    "RedisTierStats",
     "cached",
-    "CachedFunction",
-    # observability
-    "Metrics",
-    "MetricsSnapshot",
-    # resilience policies (iogate.policies)
+    # resilience
+    "resilient",
+    "deadline_scope",
     "Pipeline",
-    "PipelineSnapshot",
-    "CallRecorder",
     "Retry",
-    "Backoff",
-    "BackoffKind",
-    "Jitter",
-    "RetryBudget",
     "CircuitBreaker",
-    "CircuitState",
-    "WindowType",
     "RateLimiter",
-    "RateLimitBackend",
-    "TokenBucket",
     "Bulkhead",
     "Timeout",
-    "TimerWheel",
-    "deadline_scope",
-    "remaining",
-    "Hedge",
-    "Fallback",
-    "resilient",
-    "map_concurrent",
-    "batched",
-    "timeout_or_default",
-    "Clock",
-    "SystemClock",
-    "FakeClock",
-    "PolicyEvent",
-    "EventListener",
-    "RetryScheduled",
-    "RetryGaveUp",
-    "GiveUpReason",
-    "CircuitStateChanged",
-    "CallNotPermitted",
-    "RateLimitRejected",
-    "BulkheadRejected",
-    "TimeoutFired",
-    "HedgeStarted",
-    "FallbackUsed",
-    "RetrySnapshot",
-    "RetryBudgetSnapshot",
-    "CircuitBreakerSnapshot",
-    "RateLimiterSnapshot",
-    "BulkheadSnapshot",
-    "TimeoutSnapshot",
-    "HedgeSnapshot",
-    "FallbackSnapshot",
-    "PoliciesConfig",
-    "RetryConfig",
-    "RetryBudgetConfig",
-    "CircuitBreakerConfig",
-    "RateLimitConfig",
-    "BulkheadConfig",
-    "HedgeConfig",
-    "build_pipeline",
     # errors
     "IogateError",
     "ConfigError",

@@ -1,1 +1,30 @@
-"""iogate.databases."""
+"""iogate.databases: one interface, four backends.
+
+:class:`SQLDatabase` (``fetch``, ``fetch_one``, ``fetch_val``, ``execute``,
+``execute_many``, ``stream``, ``transaction()``, ``stats()``, ``ping()``) with
+:class:`SQLiteDatabase` and :class:`PostgresDatabase`; :class:`RedisDatabase`
+for Redis. Results are :class:`QueryResult` / :class:`ExecuteResult` of
+:class:`Column`; pools report :class:`PoolStats`; large results stream as a
+:class:`RowStream`; ``transaction()`` gives a :class:`Transaction`.
+"""
+
+from iogate.databases.base import Column, ExecuteResult, QueryResult, SQLDatabase
+from iogate.databases.postgres import PostgresDatabase
+from iogate.databases.redis import RedisDatabase
+from iogate.databases.sqlite import SQLiteDatabase
+from iogate.databases.stats import PoolStats
+from iogate.databases.streaming import RowStream
+from iogate.databases.transactions import Transaction
+
+__all__ = [
+    "SQLDatabase",
+    "SQLiteDatabase",
+    "PostgresDatabase",
+    "RedisDatabase",
+    "Column",
+    "QueryResult",
+    "ExecuteResult",
+    "PoolStats",
+    "RowStream",
+    "Transaction",
+]

@@ -1,0 +1,108 @@
+"""The public face is a decision, not an accident (httpx's
+``tests/test_exported_members.py``): the root package exports exactly these
+names, each subpackage exports what its ``__all__`` says, and ``import iogate``
+loads no web framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import iogate
+import iogate.cache
+import iogate.databases
+import iogate.files
+import iogate.http
+import iogate.observability
+import iogate.policies
+import iogate.tasks
+from tests.subprocess_env import child_env
+
+ROOT = {
+    "__version__",
+    "Gateway",
+    "IogateConfig",
+    "load_config",
+    "parse_config",
+    "SQLDatabase",
+    "SQLiteDatabase",
+    "PostgresDatabase",
+    "RedisDatabase",
+    "Upstream",
+    "Response",
+    "TieredCache",
+    "cached",
+    "resilient",
+    "deadline_scope",
+    "Pipeline",
+    "Retry",
+    "CircuitBreaker",
+    "RateLimiter",
+    "Bulkhead",
+    "Timeout",
+    "IogateError",
+    "ConfigError",
+    "UnknownResourceError",
+    "InvalidInputError",
+    "OperationError",
+    "OperationTimeout",
+    "CircuitOpenError",
+    "RateLimitedError",
+    "BulkheadFullError",
+    "DatabaseError",
+    "TransientDatabaseError",
+    "IntegrityError",
+    "QueryError",
+    "ReadOnlyViolation",
+    "TableNotAllowed",
+    "UpstreamError",
+    "UpstreamConnectionError",
+    "UpstreamHTTPError",
+}
+
+
+def test_the_root_exports_exactly_the_first_hour_names() -> None:
+    assert set(iogate.__all__) == ROOT
+    assert len(iogate.__all__) == len(ROOT) <= 40
+    for name in iogate.__all__:
+        assert getattr(iogate, name) is not None
+
+
+def test_every_error_class_is_at_the_root() -> None:
+    errors = {
+        name
+        for name, value in vars(iogate.errors).items()
+        if isinstance(value, type)
+        and issubclass(value, iogate.IogateError)
+        and value.__module__ == "iogate.errors"
+        and not name.startswith("_")
+    }
+    assert errors <= set(iogate.__all__)
+
+
+def test_each_subpackage_exports_its_all() -> None:
+    for package in (
+        iogate.cache,
+        iogate.databases,
+        iogate.files,
+        iogate.http,
+        iogate.observability,
+        iogate.policies,
+        iogate.tasks,
+    ):
+        assert package.__all__, package.__name__
+        assert len(set(package.__all__)) == len(package.__all__), package.__name__
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+
+
+def test_import_iogate_loads_no_web_framework() -> None:
+    code = (
+        "import sys, iogate; "
+        "print(','.join(m for m in ('fastapi', 'starlette', 'uvicorn', 'iogate.server')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""
