@@ -1,6 +1,5 @@
 import pytest
 
-import iogate
 from iogate import errors
 from iogate.wire.problems import problem_for
 
