@@ -31,6 +31,7 @@ from iogate import errors
 __all__ = [
     "CONCURRENCY_LIMITED",
     "FORBIDDEN",
+    "INVALID_URL",
     "PROBLEM_JSON",
     "RATE_LIMITED",
     "TIMEOUT",
@@ -111,6 +112,7 @@ TOO_LARGE = _HTTP[413]
 RATE_LIMITED = ProblemType(429, "rate-limited", "Rate limited")
 CONCURRENCY_LIMITED = ProblemType(429, "concurrency-limited", "Too many requests in flight")
 TIMEOUT = ProblemType(504, "timeout", "Operation timed out")
+INVALID_URL = ProblemType(400, "invalid-url", "Invalid URL")
 _HTTP[401] = UNAUTHORIZED
 _HTTP[403] = FORBIDDEN
 _HTTP[429] = RATE_LIMITED
@@ -210,14 +212,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        problems = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg", ""),
-                "type": e.get("type"),
-            }
-            for e in exc.errors()
-        ]
+        problems = [_validation_entry(e) for e in exc.errors()]
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"][1:] if first["loc"][:1] == ["body"] else first["loc"])
         body = {
@@ -236,6 +231,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(PermissionError, on_permission_error)
     app.add_middleware(_UnexpectedErrorMiddleware)
+
+
+def _validation_entry(error: dict[str, Any]) -> dict[str, Any]:
+    """One entry of a 422's ``errors``. FastAPI reports a body it could not
+    parse as ``loc ("body", <offset>)``, ``msg "JSON decode error"`` with the
+    parser's reason in ``ctx``; it is shown as :func:`~iogate.server.deps.read_body`
+    shows it (``loc ["body"]``, ``msg "Invalid JSON: <reason>"``), so every
+    route words an unparsable body the same way."""
+    ctx = error.get("ctx")
+    if error.get("type") == "json_invalid" and isinstance(ctx, dict) and "error" in ctx:
+        return {"loc": ["body"], "msg": f"Invalid JSON: {ctx['error']}", "type": "json_invalid"}
+    return {
+        "loc": [str(p) for p in error.get("loc", ())],
+        "msg": error.get("msg", ""),
+        "type": error.get("type"),
+    }
 
 
 def _add_request_id(request: Request, body: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from iogate.http.batch import BatchRequest
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.http.upstream import Response as UpstreamAnswer
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import problem_for
 from iogate.server.routes.cache import cached_upstream_body
 from iogate.server.schemas import (
@@ -43,7 +43,7 @@ from iogate.server.schemas import (
 
 __all__ = ["encode_body", "render_answer", "router", "run_upstream"]
 
-router = APIRouter(tags=["upstreams"])
+router = APIRouter(tags=["upstreams"], route_class=JsonBodyRoute)
 
 # Not forwarded to the client: hop-by-hop, and framing the gateway redoes.
 _SKIP_HEADERS = frozenset(
