@@ -101,6 +101,7 @@ def serve(
 
     from iogate.observability.logging import configure_logging
     from iogate.server.app import create_app
+    from iogate.server.protocol import HTTP_PROTOCOL
 
     cfg = cli_data.load_or_exit(config)
     configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
@@ -135,6 +136,7 @@ def serve(
             log_level=log_level,
             access_log=access_log,
             server_header=False,
+            http=HTTP_PROTOCOL,  # a malformed request gets a problem, not text
             timeout_graceful_shutdown=shutdown,
         )
         return
@@ -145,6 +147,7 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         server_header=False,
+        http=HTTP_PROTOCOL,
         log_config=None,  # configure_logging above: JSON lines with the request id
         timeout_graceful_shutdown=shutdown,
     )
