@@ -694,6 +694,8 @@ def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *arg
         raise
     except UnicodeEncodeError:  # a lone surrogate in the SQL or a parameter
         raise sqlite3.ProgrammingError("the statement or a parameter is not valid UTF-8") from None
+    except OverflowError:  # a JSON integer beyond SQLite's 64-bit INTEGER
+        raise sqlite3.ProgrammingError("an integer parameter does not fit in 64 bits") from None
     finally:
         with slot.lock:
             slot.running = False

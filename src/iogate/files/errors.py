@@ -3,7 +3,8 @@
 ::
 
     FileStoreError                 path (relative to the base directory)
-    ├── UnsafePathError            `..`, absolute path, NUL byte, empty name (also ValueError)
+    ├── UnsafePathError            `..`, absolute path, NUL byte, empty name, lone surrogate,
+    │                              too long, refused by the file system (also ValueError)
     ├── PathEscapeError            a symlink resolves outside the base (also PermissionError)
     ├── FileMissingError           nothing at that path (also FileNotFoundError)
     ├── FileConflictError          exists / is a directory / not a directory / not empty
@@ -35,8 +36,10 @@ class FileStoreError(IogateError):
 
 
 class UnsafePathError(FileStoreError, ValueError):
-    """The path is refused before any I/O: ``..`` component, absolute path,
-    NUL byte, backslash or an empty name."""
+    """The path is refused: ``..`` component, absolute path, NUL byte,
+    backslash, an empty name, a lone surrogate, a component over 255 or a path
+    over 4096 bytes (before any I/O), or a name the file system refuses
+    (``ENAMETOOLONG``, ``EILSEQ``)."""
 
 
 class PathEscapeError(FileStoreError, PermissionError):

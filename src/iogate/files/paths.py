@@ -5,7 +5,13 @@ and of ``werkzeug.security.safe_join``, hardened against symlink races):
 
 1. **Lexical** (:func:`split_relative`): the path is relative, holds no NUL
    byte, no backslash and no ``..`` component; ``.`` and empty components
-   (``a//b``) are dropped. Refused paths never reach the file system.
+   (``a//b``) are dropped. It must be encodable as UTF-8 (no lone surrogate,
+   and no ``\\udcXX`` from ``surrogateescape``, which would name a raw,
+   non-UTF-8 byte), each component at most :data:`MAX_NAME_BYTES` and the
+   whole at most :data:`MAX_PATH_BYTES` once encoded (Linux ``NAME_MAX`` /
+   ``PATH_MAX``). Refused paths never reach the file system; a file system
+   with smaller limits answers ``ENAMETOOLONG``, which the store maps to the
+   same error (:func:`name_error`).
 2. **Resolution** (:func:`resolve_beneath`): ``os.path.realpath`` of
    ``base/path`` must stay under the real base (``os.path.commonpath``), so a
    symlink inside the base may point elsewhere inside it, never outside.
@@ -37,22 +43,73 @@ from iogate.files.errors import (
     UnsafePathError,
 )
 
-__all__ = ["DIR_FLAGS", "open_dir", "open_parent", "resolve_beneath", "split_relative"]
+__all__ = [
+    "DIR_FLAGS",
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "name_error",
+    "open_dir",
+    "open_parent",
+    "resolve_beneath",
+    "shown_path",
+    "split_relative",
+]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _SYMLINK = "a path component is a symlink that was not resolved"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC
+MAX_NAME_BYTES = 255
+"""Longest path component, in bytes of UTF-8 (Linux ``NAME_MAX``; ext4, XFS, btrfs, tmpfs)."""
+MAX_PATH_BYTES = 4096
+"""Longest relative path, in bytes of UTF-8 (Linux ``PATH_MAX``, with the terminating NUL)."""
+_SHOWN_CHARS = 256
+# errnos that only the name of a path can cause: too long for this file system,
+# or bytes it does not accept as a name (ZFS utf8only, some FUSE file systems).
+_NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def shown_path(path: str) -> str:
+    """``path`` as an error may show it: lone surrogates as ``\\udXXX``
+    escapes (so it can be encoded as JSON), NUL as ``\\0``, and at most 256
+    characters (``…`` marks a cut)."""
+    safe = path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+    return safe if len(safe) <= _SHOWN_CHARS else safe[:_SHOWN_CHARS] + "…"
+
+
+def name_error(exc: OSError, shown: str) -> Exception:
+    """The error to raise for ``exc`` from a system call on the path ``shown``:
+    an :class:`UnsafePathError` when only the name can have caused it
+    (``ENAMETOOLONG``, ``EILSEQ``), else ``exc`` itself (disk full,
+    permissions, I/O errors are the server's, not the caller's)."""
+    if exc.errno in _NAME_ERRNOS:
+        return UnsafePathError(
+            f"the file system refuses this name ({os.strerror(exc.errno or 0)})",
+            path=shown_path(shown),
+        )
+    return exc
 
 
 def split_relative(path: str) -> list[str]:
     """The components of a caller's relative path (``"a/./b/"`` → ``["a", "b"]``).
 
     Raises:
-        UnsafePathError: NUL byte, backslash, absolute path or a ``..`` component.
+        UnsafePathError: NUL byte, backslash, absolute path, a ``..`` component,
+            a character UTF-8 cannot encode, or a component or path longer
+            than :data:`MAX_NAME_BYTES` / :data:`MAX_PATH_BYTES`.
     """
     if "\x00" in path:
-        raise UnsafePathError("the path contains a NUL byte", path=path.replace("\x00", "\\0"))
+        raise UnsafePathError("the path contains a NUL byte", path=shown_path(path))
+    try:
+        encoded = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsafePathError(
+            "the path is not valid Unicode (it holds a lone surrogate)", path=shown_path(path)
+        ) from None
+    if encoded > MAX_PATH_BYTES:
+        raise UnsafePathError(
+            f"the path is longer than {MAX_PATH_BYTES} bytes", path=shown_path(path)
+        )
     if "\\" in path:
         raise UnsafePathError("the path contains a backslash", path=path)
     if path.startswith("/"):
@@ -60,6 +117,10 @@ def split_relative(path: str) -> list[str]:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise UnsafePathError("'..' components are refused", path=path)
+    if encoded > MAX_NAME_BYTES and any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
+        raise UnsafePathError(
+            f"a path component is longer than {MAX_NAME_BYTES} bytes", path=shown_path(path)
+        )
     return parts
 
 
@@ -131,4 +192,4 @@ def _component_error(exc: OSError, dir_fd: int, name: str, shown: str) -> Except
         if stat_mod.S_ISLNK(st.st_mode):
             return PathEscapeError(_SYMLINK, path=shown)
         return FileConflictError("a path component is not a directory", path=shown)
-    return exc
+    return name_error(exc, shown)

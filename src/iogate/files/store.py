@@ -39,7 +39,14 @@ from iogate.files.errors import (
     FileTooLargeError,
     PathEscapeError,
 )
-from iogate.files.paths import DIR_FLAGS, open_dir, open_parent, resolve_beneath, split_relative
+from iogate.files.paths import (
+    DIR_FLAGS,
+    name_error,
+    open_dir,
+    open_parent,
+    resolve_beneath,
+    split_relative,
+)
 from iogate.lifecycle import AsyncResource
 
 __all__ = ["FileInfo", "FileStore"]
@@ -99,8 +106,10 @@ class FileStore(AsyncResource):
     :class:`~iogate.files.errors.PathEscapeError` (403),
     :class:`~iogate.files.errors.FileMissingError` (404),
     :class:`~iogate.files.errors.FileConflictError` (409),
-    :class:`~iogate.files.errors.FileTooLargeError` (413); other ``OSError``
-    (disk full, permissions) propagate unchanged.
+    :class:`~iogate.files.errors.FileTooLargeError` (413); an ``OSError``
+    only the name can cause (``ENAMETOOLONG``, ``EILSEQ``) is an
+    ``UnsafePathError``; other ``OSError`` (disk full, permissions, I/O)
+    propagate unchanged.
     """
 
     def __init__(
@@ -142,8 +151,17 @@ class FileStore(AsyncResource):
         self._require_open()
         return resolve_beneath(self._base_real, split_relative(path), path)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await to_thread.run_sync(fn)
+    async def _run(self, fn: Callable[[], T], path: str) -> T:
+        """``fn()`` in a worker thread; an ``OSError`` only the name of ``path``
+        can cause (``ENAMETOOLONG``...) becomes an :class:`UnsafePathError`
+        (:func:`~iogate.files.paths.name_error`)."""
+        try:
+            return await to_thread.run_sync(fn)
+        except OSError as exc:
+            error = name_error(exc, path)
+            if error is exc:
+                raise
+            raise error from exc
 
     # -- whole-file reads and writes ----------------------------------------
 
@@ -196,7 +214,7 @@ class FileStore(AsyncResource):
             finally:
                 os.close(fd)
 
-        return await self._run(append)
+        return await self._run(append, path)
 
     async def append_text(self, path: str, text: str, *, encoding: str = "utf-8") -> int:
         """:meth:`append_bytes` of ``text`` encoded."""
@@ -228,7 +246,7 @@ class FileStore(AsyncResource):
                 raise self._too_large(path)
             return fd, size
 
-        fd, size = await self._run(open_)
+        fd, size = await self._run(open_, path)
         return FileReader(fd, size, self.chunk_bytes)
 
     async def iter_bytes(self, path: str, *, limit: bool = False) -> AsyncIterator[bytes]:
@@ -265,7 +283,7 @@ class FileStore(AsyncResource):
                 raise
             return dfd, fd, name, tmp
 
-        dfd, fd, name, tmp = await self._run(open_tmp)
+        dfd, fd, name, tmp = await self._run(open_tmp, path)
         committed = False
         try:
             total = 0
@@ -277,17 +295,17 @@ class FileStore(AsyncResource):
                 buffer += chunk
                 if len(buffer) >= self.chunk_bytes:
                     data, buffer = bytes(buffer), bytearray()
-                    await self._run(partial(_write_all, fd, data))
+                    await self._run(partial(_write_all, fd, data), path)
             if buffer:
-                await self._run(partial(_write_all, fd, bytes(buffer)))
+                await self._run(partial(_write_all, fd, bytes(buffer)), path)
             # _commit owns both descriptors from here: closed exactly once, even on failure.
             committed = True
-            await self._run(partial(_commit, fd, dfd, tmp, name, path, overwrite))
+            await self._run(partial(_commit, fd, dfd, tmp, name, path, overwrite), path)
             return total
         finally:
             if not committed:
                 with anyio.CancelScope(shield=True):
-                    await self._run(partial(_discard, fd, dfd, tmp))
+                    await self._run(partial(_discard, fd, dfd, tmp), path)
 
     # -- metadata and tree operations ----------------------------------------
 
@@ -310,7 +328,7 @@ class FileStore(AsyncResource):
             size = st.st_size if kind == "file" else 0
             return FileInfo("/".join(parts), kind, size, st.st_mtime)
 
-        return await self._run(stat_)
+        return await self._run(stat_, path)
 
     async def exists(self, path: str) -> bool:
         """Whether anything exists at ``path`` (unsafe paths still raise)."""
@@ -349,7 +367,7 @@ class FileStore(AsyncResource):
                 os.close(fd)
             return sorted(entries, key=lambda e: e.path)
 
-        return await self._run(list_)
+        return await self._run(list_, path)
 
     async def delete(self, path: str, *, missing_ok: bool = False) -> bool:
         """Remove a file or an empty directory; ``True`` if something was removed.
@@ -385,7 +403,7 @@ class FileStore(AsyncResource):
                 os.close(dfd)
             return True
 
-        return await self._run(delete_)
+        return await self._run(delete_, path)
 
     async def copy(self, src: str, dst: str, *, overwrite: bool = True) -> int:
         """Copy a file, streamed, into an atomic write of ``dst``; returns bytes copied."""
@@ -412,7 +430,7 @@ class FileStore(AsyncResource):
             finally:
                 os.close(sfd)
 
-        await self._run(move_)
+        await self._run(move_, dst)  # src exists: only dst's name can be refused
 
     def _too_large(self, path: str) -> FileTooLargeError:
         return FileTooLargeError(

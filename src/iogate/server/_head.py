@@ -27,7 +27,8 @@ import os
 from typing import Any, ClassVar, Final
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from iogate.server.protocol import ProblemHttpToolsProtocol
 
 __all__ = ["HEAD_TIMEOUT_ENV", "MAX_HEAD_BYTES_ENV", "BoundedHeadProtocol", "bounded_head_protocol"]
 
@@ -39,8 +40,9 @@ MAX_HEAD_BYTES_ENV: Final = "IOGATE_MAX_HEAD_BYTES"
 _REASONS: Final = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-class BoundedHeadProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` with the request head bounded (see the module docstring).
+class BoundedHeadProtocol(ProblemHttpToolsProtocol):
+    """:class:`~iogate.server.protocol.ProblemHttpToolsProtocol` (a malformed request
+    answered with a problem) with the request head bounded (see the module docstring).
 
     The class attributes come from :data:`HEAD_TIMEOUT_ENV` and
     :data:`MAX_HEAD_BYTES_ENV` when set (worker processes import this class by

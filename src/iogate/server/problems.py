@@ -32,6 +32,7 @@ from iogate.wire.problems import (
     CONCURRENCY_LIMITED,
     FORBIDDEN,
     INTERNAL,
+    INVALID_URL,
     PROBLEM_JSON,
     RATE_LIMITED,
     TIMEOUT,
@@ -48,6 +49,7 @@ from iogate.wire.problems import (
 __all__ = [
     "CONCURRENCY_LIMITED",
     "FORBIDDEN",
+    "INVALID_URL",
     "PROBLEM_JSON",
     "RATE_LIMITED",
     "TIMEOUT",
@@ -113,14 +115,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        problems = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg", ""),
-                "type": e.get("type"),
-            }
-            for e in exc.errors()
-        ]
+        problems = [_validation_entry(e) for e in exc.errors()]
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"][1:] if first["loc"][:1] == ["body"] else first["loc"])
         body = {
@@ -139,6 +134,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(PermissionError, on_permission_error)
     app.add_middleware(_UnexpectedErrorMiddleware)
+
+
+def _validation_entry(error: dict[str, Any]) -> dict[str, Any]:
+    """One entry of a 422's ``errors``. FastAPI reports a body it could not
+    parse as ``loc ("body", <offset>)``, ``msg "JSON decode error"`` with the
+    parser's reason in ``ctx``; it is shown as :func:`~iogate.server.deps.read_body`
+    shows it (``loc ["body"]``, ``msg "Invalid JSON: <reason>"``), so every
+    route words an unparsable body the same way."""
+    ctx = error.get("ctx")
+    if error.get("type") == "json_invalid" and isinstance(ctx, dict) and "error" in ctx:
+        return {"loc": ["body"], "msg": f"Invalid JSON: {ctx['error']}", "type": "json_invalid"}
+    return {
+        "loc": [str(p) for p in error.get("loc", ())],
+        "msg": error.get("msg", ""),
+        "type": error.get("type"),
+    }
 
 
 def _add_request_id(request: Request, body: dict[str, Any]) -> None:

@@ -15,6 +15,14 @@ names a request, it is not a secret) — then:
 
 Problem responses carry it as the ``request_id`` extension member
 (:mod:`iogate.server.problems`).
+
+Being the outermost layer, it is also the gateway's edge for the URL: a path
+or query string whose percent-escapes do not decode as UTF-8 (``%FF``, or
+``%ED%A0%80``, a surrogate in CESU-8) is answered ``400 invalid-url`` before
+authentication or any route. The server decodes such escapes to U+FFFD, so
+``/v1/cache/%FF`` and ``/v1/cache/%FE`` would otherwise name the same key
+and ``PUT /v1/files/%FF`` would create a file the caller did not name. The
+check costs one ``in`` test per request whose URL holds no ``%``.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ import itertools
 import os
 import re
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iogate.observability.logging import REQUEST_ID
+from iogate.server.problems import INVALID_URL, problem_body, problem_response
 
 __all__ = ["HEADER", "RequestIdMiddleware"]
 
@@ -69,6 +79,26 @@ class RequestIdMiddleware:
 
         token = REQUEST_ID.set(rid)
         try:
+            path = scope.get("raw_path") or b""
+            query = scope.get("query_string") or b""
+            if b"%" in path or b"%" in query:
+                refused = _undecodable(path, query)
+                if refused is not None:
+                    body = problem_body(INVALID_URL, refused, scope)
+                    await problem_response(INVALID_URL.status, body)(scope, receive, send_with_id)
+                    return
             await self.app(scope, receive, send_with_id)
         finally:
             REQUEST_ID.reset(token)
+
+
+def _undecodable(path: bytes, query: bytes) -> str | None:
+    """Why a URL is refused, or ``None``: its path or query string holds
+    percent-escapes that are not UTF-8 once decoded (RFC 3986 §2.5: text in a
+    URI is UTF-8, then percent-encoded)."""
+    for part, label in ((path, "path"), (query, "query string")):
+        try:
+            unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the request {label} is not UTF-8 once percent-decoded"
+    return None

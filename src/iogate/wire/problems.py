@@ -22,6 +22,7 @@ __all__ = [
     "CONCURRENCY_LIMITED",
     "FORBIDDEN",
     "INTERNAL",
+    "INVALID_URL",
     "PROBLEM_JSON",
     "RATE_LIMITED",
     "TIMEOUT",
@@ -109,6 +110,7 @@ TOO_LARGE = _HTTP[413]
 RATE_LIMITED = ProblemType(429, "rate-limited", "Rate limited")
 CONCURRENCY_LIMITED = ProblemType(429, "concurrency-limited", "Too many requests in flight")
 TIMEOUT = ProblemType(504, "timeout", "Operation timed out")
+INVALID_URL = ProblemType(400, "invalid-url", "Invalid URL")
 _HTTP[401] = UNAUTHORIZED
 _HTTP[403] = FORBIDDEN
 _HTTP[429] = RATE_LIMITED

@@ -16,12 +16,12 @@ from iogate.errors import UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.policies import CircuitBreakerSnapshot
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.schemas import CircuitBreakerOut, CircuitBreakersResponse
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=JsonBodyRoute)
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, unknown, expired or revoked API key (problem+json)"},

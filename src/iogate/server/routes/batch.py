@@ -19,12 +19,12 @@ from iogate.batch import BatchRequest, run_batch
 from iogate.batch.model import MAX_STEPS, DatabaseStep, check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.limits import check_sql
 
 __all__ = ["BatchResponse", "LegacyBatchRequest", "router"]
 
-router = APIRouter(tags=["batch"])
+router = APIRouter(tags=["batch"], route_class=JsonBodyRoute)
 
 _EXAMPLE = {
     "steps": [

@@ -30,12 +30,12 @@ from iogate.databases.values import to_json_value
 from iogate.errors import InvalidInputError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.wire.cache_keys import API_PREFIX
 
 __all__ = ["API_PREFIX", "cached_query_body", "cached_upstream_body", "router"]
 
-router = APIRouter(tags=["cache"])
+router = APIRouter(tags=["cache"], route_class=JsonBodyRoute)
 
 """Where keys written over HTTP live inside the cache."""
 

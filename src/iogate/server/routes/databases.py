@@ -30,7 +30,7 @@ from iogate.databases.values import to_json_row
 from iogate.errors import IogateError, OperationError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
-from iogate.server.deps import gateway_of, json_response, read_body, serve_directly
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_body, serve_directly
 from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
 from iogate.server.routes.cache import cached_query_body
@@ -50,7 +50,7 @@ from iogate.server.schemas import (
 
 __all__ = ["query_as_caller", "router", "run_query"]
 
-router = APIRouter(tags=["databases"])
+router = APIRouter(tags=["databases"], route_class=JsonBodyRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid SQL or parameters, or several statements (problem+json)"},

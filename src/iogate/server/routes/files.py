@@ -34,12 +34,12 @@ from iogate.files import (
     UnsafePathError,
 )
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import ProblemType, problem_body, problem_response
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], route_class=JsonBodyRoute)
 
 _PROBLEMS: tuple[tuple[type[FileStoreError], ProblemType], ...] = (
     (UnsafePathError, ProblemType(400, "invalid-path", "Invalid path")),

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of
+from iogate.server.deps import JsonBodyRoute, gateway_of
 from iogate.server.routes.databases import query_as_caller
 from iogate.server.routes.upstreams import run_upstream
 from iogate.server.schemas import (
@@ -25,7 +25,7 @@ from iogate.server.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["original paths"])
+router = APIRouter(tags=["original paths"], route_class=JsonBodyRoute)
 
 
 @router.post("/database/execute", response_model=QueryResponse, summary="Run SQL (original path)")

@@ -16,11 +16,11 @@ from starlette.responses import Response
 
 from iogate.observability.prometheus import CONTENT_TYPE, LabelCache, render
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=JsonBodyRoute)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -12,12 +12,12 @@ from starlette.responses import Response
 from iogate import __version__
 from iogate.observability.metrics import LatencySummary, ResourceStats, WindowStats
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.schemas import HealthResponse, StatsResponse
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=JsonBodyRoute)
 
 
 @router.get("/health", response_model=HealthResponse, summary="Liveness")

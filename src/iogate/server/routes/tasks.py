@@ -28,7 +28,7 @@ from iogate.batch import BatchRequest
 from iogate.batch.model import check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import Principal, principal_of
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import ProblemType, problem_body, problem_response
 from iogate.tasks.batch_jobs import batch_definition, check_scopes
 from iogate.tasks.manager import TaskManager
@@ -36,7 +36,7 @@ from iogate.tasks.models import TaskNotFoundError, TaskRecord, TaskState
 
 __all__ = ["TaskSubmitRequest", "router"]
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=JsonBodyRoute)
 
 _NOT_CONFIGURED = ProblemType(404, "tasks-not-configured", "Tasks not configured")
 _FORBIDDEN = ProblemType(403, "forbidden", "Forbidden")

@@ -37,7 +37,7 @@ from iogate.http.batch import BatchRequest
 from iogate.http.headers import check_header
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.server.auth import authorize
-from iogate.server.deps import gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import problem_for
 from iogate.server.routes.cache import cached_upstream_body
 from iogate.server.schemas import (
@@ -52,7 +52,7 @@ from iogate.wire.upstream_answers import render_answer
 
 __all__ = ["router", "run_upstream"]
 
-router = APIRouter(tags=["upstreams"])
+router = APIRouter(tags=["upstreams"], route_class=JsonBodyRoute)
 
 _UNSET: Any = object()
 
