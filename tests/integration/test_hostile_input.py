@@ -456,3 +456,18 @@ async def test_client_caused_errors_log_nothing_at_error(
         assert 400 <= status < 500, (method, path, status)
     loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert loud == [], [r.getMessage() for r in loud]
+
+
+async def test_an_integer_parameter_beyond_64_bits_is_400_on_sqlite(client: GatewayClient) -> None:
+    big = 123456789012345678901234567890
+    status, _, body = await client.post(
+        "/v1/databases/main/query", {"sql": "SELECT :a", "params": {"a": big}}
+    )
+    assert status == 400
+    assert body["type"] == "urn:iogate:problem:bad-query"  # type: ignore[index]
+    status, _, body = await client.post(
+        "/v1/batch",
+        {"steps": [{"kind": "database", "database": "main", "sql": "SELECT ?", "params": [big]}]},
+    )
+    assert status == 200
+    assert body["results"][0]["problem"]["status"] == 400  # type: ignore[index]
