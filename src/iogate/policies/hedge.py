@@ -27,7 +27,7 @@ from typing import TypeVar
 from .budget import RetryBudget
 from .clock import Clock, SystemClock
 from .events import EventListener, PolicyEvent
-from .timeout import _schedule
+from .clock import schedule as _schedule
 
 __all__ = ["Hedge", "HedgeSnapshot", "HedgeStarted"]
 
