@@ -101,6 +101,9 @@ class CircuitBreakerSnapshot:
     retry_after_s: float | None
 
 
+_CLOSED = CircuitState.CLOSED
+
+
 class _CountWindow:
     """Outcomes of the last ``size`` calls.
 
@@ -419,8 +422,10 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the call is not permitted.
         """
+        if self._state is _CLOSED:
+            return self._epoch
         state = self._state
-        if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
+        if state is CircuitState.DISABLED:
             return self._epoch
         if state is CircuitState.OPEN and now >= self._open_until:
             self._transition(CircuitState.HALF_OPEN, now)
@@ -455,18 +460,19 @@ class CircuitBreaker:
 
         Synchronous; a fast call in ``CLOSED`` costs two additions.
         """
+        if permit == self._epoch and self._state is _CLOSED and duration < self._slow_s:
+            self._successful_calls += 1
+            window = self._window
+            if type(window) is _CountWindow:
+                window.total += 1  # _CountWindow.record(now, 0, 0), inlined
+            else:
+                window.record(now, 0, 0)
+            return
         if permit != self._epoch:
             return
         state = self._state
         if state is CircuitState.CLOSED:
             self._successful_calls += 1
-            if duration < self._slow_s:
-                window = self._window
-                if type(window) is _CountWindow:
-                    window.total += 1  # _CountWindow.record(now, 0, 0), inlined
-                else:
-                    window.record(now, 0, 0)
-                return
         elif state is not CircuitState.HALF_OPEN:
             return
         else:
