@@ -29,7 +29,8 @@ __all__ = ["LOOP_OF_THREAD", "TASK_OF_LOOP", "current_task", "current_task_or_no
 LOOP_OF_THREAD: dict[int, object] = {}
 """The running loop of each thread, as last seen (filled on 3.11 only)."""
 
-TASK_OF_LOOP: Callable[[object], asyncio.Task[Any] | None] = {}.get
+_NO_TASKS: dict[object, asyncio.Task[Any]] = {}
+TASK_OF_LOOP: Callable[[object], asyncio.Task[Any] | None] = _NO_TASKS.get
 """The running task of a loop, or ``None`` (on 3.11: ``asyncio.tasks._current_tasks.get``)."""
 
 if sys.version_info[:2] == (3, 11):  # pragma: no branch - the project runs on 3.11
