@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import aiohttp
 import pytest
 
 from iogate.config import default_policies, parse_config
@@ -75,3 +76,29 @@ def test_a_policies_typo_names_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         _config("http://127.0.0.1:1/", {"retry": {"max_atempts": 2}})
     assert info.value.key == "upstreams.api.policies.retry.max_atempts"
+
+
+async def test_stats_count_every_trip_of_the_breaker(upstream: UpstreamServer) -> None:
+    """Issue 16: /v1/stats kept ``trips`` at 0 once the breaker had closed again."""
+    from iogate.policies import FakeClock
+    from iogate.server.app import create_app
+    from tests.conftest import GatewayClient, serve_asgi
+
+    breaker = {"failure_rate": 0.5, "minimum_calls": 2, "window": 2, "half_open_calls": 1}
+    config = _config(upstream.base_url, {"circuit_breaker": {**breaker, "wait_in_open": 30}})
+    clock = FakeClock()
+    app = create_app(gateway=Gateway(config, clock=clock))
+    async with serve_asgi(app) as base_url, aiohttp.ClientSession() as session:
+        client = GatewayClient(base_url, session)
+        for _ in range(2):  # two 5xx: closed -> open
+            await client.post("/v1/upstreams/api/request", {"path": "/status/500"})
+        _, _, stats = await client.get("/v1/stats")
+        assert stats["resources"]["api"]["circuit_breaker"]["state"] == "open"  # type: ignore[index]
+        clock.advance(30.0)  # the half-open trial succeeds: half_open -> closed
+        status, _, _ = await client.post("/v1/upstreams/api/request", {"path": "/status/200"})
+        assert status == 200
+        _, _, stats = await client.get("/v1/stats")
+    cb = stats["resources"]["api"]["circuit_breaker"]  # type: ignore[index]
+    assert cb["state"] == "closed"
+    assert cb["transitions"] == {"closed->open": 1, "half_open->closed": 1, "open->half_open": 1}
+    assert cb["trips"] == 1

@@ -61,16 +61,16 @@ class RetryBudget:
         "_deps",
         "_head",
         "_now",
+        "_rejections",
         "_reserve",
         "_slot_end",
         "_slot_width",
         "_wd_sum",
         "_wds",
+        "_withdrawals",
         "min_per_s",
         "ratio",
-        "rejections",
         "ttl",
-        "withdrawals",
     )
 
     def __init__(
@@ -105,8 +105,18 @@ class RetryBudget:
         self._cur_dep = 0  # the open slot
         self._cur_wd = 0
         self._slot_end = self._now() + self._slot_width
-        self.withdrawals = 0
-        self.rejections = 0
+        self._withdrawals = 0
+        self._rejections = 0
+
+    @property
+    def withdrawals(self) -> int:
+        """Retries and hedges the budget allowed, since creation."""
+        return self._withdrawals
+
+    @property
+    def rejections(self) -> int:
+        """Withdrawals refused (budget overdrawn), since creation."""
+        return self._rejections
 
     def _roll(self, now: float) -> None:
         n = len(self._deps)
@@ -125,7 +135,11 @@ class RetryBudget:
         self._slot_end += steps * width
 
     def deposit(self, now: float | None = None) -> None:
-        """Record one call. ``now`` is the clock's reading if the caller has it."""
+        """Record one call; synchronous, O(1) amortised.
+
+        Args:
+            now: the clock's reading, seconds, if the caller has it (the pipeline does).
+        """
         if now is None:
             now = self._now()
         if now >= self._slot_end:
@@ -146,9 +160,9 @@ class RetryBudget:
         """Take one retry from the budget; ``False`` (and count a rejection) if overdrawn."""
         if self.balance(now) >= 1.0:
             self._cur_wd += 1
-            self.withdrawals += 1
+            self._withdrawals += 1
             return True
-        self.rejections += 1
+        self._rejections += 1
         return False
 
     def snapshot(self) -> RetryBudgetSnapshot:
@@ -161,8 +175,8 @@ class RetryBudget:
             deposits_in_window=self._dep_sum + self._cur_dep,
             withdrawals_in_window=self._wd_sum + self._cur_wd,
             balance=bal,
-            withdrawals=self.withdrawals,
-            rejections=self.rejections,
+            withdrawals=self._withdrawals,
+            rejections=self._rejections,
         )
 
     def __repr__(self) -> str:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import BulkheadFullError
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, schedule
+from .deadline import remaining
 from .events import EventListener, PolicyEvent
-from .timeout import _schedule, remaining
 
 __all__ = ["Bulkhead", "BulkheadRejected", "BulkheadSnapshot"]
 
@@ -72,17 +72,17 @@ class Bulkhead:
     """
 
     __slots__ = (
+        "_active",
+        "_admitted",
         "_clock",
+        "_rejected",
+        "_timed_out",
         "_waiters",
-        "active",
-        "admitted",
         "max_concurrent",
         "max_queued",
         "max_wait",
         "name",
         "on_event",
-        "rejected",
-        "timed_out",
     )
 
     def __init__(
@@ -108,35 +108,60 @@ class Bulkhead:
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
         self._waiters: deque[asyncio.Future[bool]] = deque()
-        self.active = 0
-        self.admitted = 0
-        self.rejected = 0
-        self.timed_out = 0
+        self._active = 0
+        self._admitted = 0
+        self._rejected = 0
+        self._timed_out = 0
+
+    @property
+    def active(self) -> int:
+        """Calls holding a slot now."""
+        return self._active
 
     @property
     def queued(self) -> int:
         """Calls waiting for a slot."""
         return len(self._waiters)
 
+    @property
+    def admitted(self) -> int:
+        """Calls given a slot, since creation."""
+        return self._admitted
+
+    @property
+    def rejected(self) -> int:
+        """Calls refused (queue full or no slot in time), since creation."""
+        return self._rejected
+
+    @property
+    def timed_out(self) -> int:
+        """Calls refused because no slot came in time, since creation."""
+        return self._timed_out
+
     def try_enter(self) -> bool:
-        """Take a slot if one is free and nobody is queued; never waits."""
-        if self.active < self.max_concurrent and not self._waiters:
-            self.active += 1
-            self.admitted += 1
+        """Take a slot if one is free and nobody is queued; never waits.
+
+        The synchronous fast path of :meth:`enter` (the pipeline calls it first
+        and awaits :meth:`enter` only when it returns ``False``). A ``True``
+        must be paired with one :meth:`release`.
+        """
+        if self._active < self.max_concurrent and not self._waiters:
+            self._active += 1
+            self._admitted += 1
             return True
         return False
 
     def _full(self, reason: str) -> BulkheadFullError:
-        self.rejected += 1
+        self._rejected += 1
         if reason == "timeout":
-            self.timed_out += 1
+            self._timed_out += 1
         if self.on_event is not None:
             self.on_event(
                 BulkheadRejected(
                     policy=self.name,
                     at=self._clock.monotonic(),
                     reason=reason,
-                    active=self.active,
+                    active=self._active,
                     queued=len(self._waiters),
                 )
             )
@@ -169,7 +194,7 @@ class Bulkhead:
             if not fut.done():
                 fut.set_result(False)
 
-        timer = _schedule(self._clock, limit, expire)
+        timer = schedule(self._clock, limit, expire)
         try:
             got = await fut
         except BaseException:
@@ -183,21 +208,21 @@ class Bulkhead:
         if not got:
             self._remove(fut)
             raise self._full("timeout")
-        self.admitted += 1
+        self._admitted += 1
 
     def _remove(self, fut: asyncio.Future[bool]) -> None:
         with contextlib.suppress(ValueError):  # already handed over or removed
             self._waiters.remove(fut)
 
     def release(self) -> None:
-        """Free a slot: hand it to the first live waiter, else return it."""
+        """Free a slot: hand it to the first live waiter, else return it. Never waits."""
         waiters = self._waiters
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(True)
                 return
-        self.active -= 1
+        self._active -= 1
 
     async def run(self, fn: Callable[[], Awaitable[T]], /) -> T:
         """``fn()`` inside a slot."""
@@ -213,15 +238,15 @@ class Bulkhead:
             name=self.name,
             max_concurrent=self.max_concurrent,
             max_queued=self.max_queued,
-            active=self.active,
+            active=self._active,
             queued=len(self._waiters),
-            admitted=self.admitted,
-            rejected=self.rejected,
-            timed_out=self.timed_out,
+            admitted=self._admitted,
+            rejected=self._rejected,
+            timed_out=self._timed_out,
         )
 
     def __repr__(self) -> str:
         return (
-            f"Bulkhead(name={self.name!r}, active={self.active}/{self.max_concurrent}, "
+            f"Bulkhead(name={self.name!r}, active={self._active}/{self.max_concurrent}, "
             f"queued={len(self._waiters)}/{self.max_queued})"
         )

@@ -97,7 +97,11 @@ class CircuitBreakerSnapshot:
     ignored_calls: int
     not_permitted_calls: int
     trips: int
+    """Openings (closed → open and half-open → open) since the breaker was created."""
     retry_after_s: float | None
+
+
+_CLOSED = CircuitState.CLOSED
 
 
 class _CountWindow:
@@ -207,30 +211,31 @@ class CircuitBreaker:
 
     __slots__ = (
         "_clock",
+        "_consecutive",
         "_epoch",
+        "_failed_calls",
         "_half_issued",
+        "_ignored_calls",
         "_max_wait",
         "_min_calls",
+        "_not_permitted_calls",
         "_now",
         "_open_until",
+        "_slow_calls",
         "_slow_s",
         "_state",
+        "_successful_calls",
+        "_trips",
         "_window",
-        "failed_calls",
         "failure_rate_threshold",
         "ignore_on",
-        "ignored_calls",
         "minimum_calls",
         "name",
-        "not_permitted_calls",
         "on_event",
         "permitted_calls_in_half_open",
         "record_on",
         "slow_call_duration",
         "slow_call_rate_threshold",
-        "slow_calls",
-        "successful_calls",
-        "trips",
         "wait_in_open",
         "wait_multiplier",
         "window_size",
@@ -303,12 +308,13 @@ class CircuitBreaker:
         self._epoch = 0
         self._open_until = 0.0
         self._half_issued = 0
-        self.trips = 0
-        self.successful_calls = 0
-        self.failed_calls = 0
-        self.slow_calls = 0
-        self.ignored_calls = 0
-        self.not_permitted_calls = 0
+        self._trips = 0  # every opening, since creation
+        self._consecutive = 0  # openings since the last close: grows the wait
+        self._successful_calls = 0
+        self._failed_calls = 0
+        self._slow_calls = 0
+        self._ignored_calls = 0
+        self._not_permitted_calls = 0
         self._window: _CountWindow | _TimeWindow = self._closed_window()
         self._min_calls = self._closed_min_calls()
 
@@ -331,13 +337,43 @@ class CircuitBreaker:
         """The current state (``OPEN`` becomes ``HALF_OPEN`` only when a call arrives)."""
         return self._state
 
+    @property
+    def trips(self) -> int:
+        """Openings (closed → open and half-open → open), since creation."""
+        return self._trips
+
+    @property
+    def successful_calls(self) -> int:
+        """Calls recorded as successes, since creation."""
+        return self._successful_calls
+
+    @property
+    def failed_calls(self) -> int:
+        """Calls recorded as failures, since creation."""
+        return self._failed_calls
+
+    @property
+    def slow_calls(self) -> int:
+        """Recorded calls at least ``slow_call_duration`` long, since creation."""
+        return self._slow_calls
+
+    @property
+    def ignored_calls(self) -> int:
+        """Calls whose error is in ``ignore_on`` (or not an ``Exception``), since creation."""
+        return self._ignored_calls
+
+    @property
+    def not_permitted_calls(self) -> int:
+        """Calls rejected with ``CircuitOpenError``, since creation."""
+        return self._not_permitted_calls
+
     def _transition(self, new: CircuitState, now: float) -> None:
         old = self._state
         self._state = new
         self._epoch += 1
         self._half_issued = 0
         if new is CircuitState.CLOSED:
-            self.trips = 0
+            self._consecutive = 0
             self._window = self._closed_window()
             self._min_calls = self._closed_min_calls()
         elif new is CircuitState.HALF_OPEN:
@@ -345,8 +381,9 @@ class CircuitBreaker:
             self._window = _CountWindow(n)
             self._min_calls = n
         elif new is CircuitState.OPEN:
-            self.trips += 1
-            wait = self.wait_in_open * self.wait_multiplier ** (self.trips - 1)
+            self._trips += 1
+            self._consecutive += 1
+            wait = self.wait_in_open * self.wait_multiplier ** (self._consecutive - 1)
             self._open_until = now + min(wait, self._max_wait)
         if self.on_event is not None and old is not new:
             self.on_event(
@@ -362,7 +399,10 @@ class CircuitBreaker:
         self._transition(CircuitState.DISABLED, self._now())
 
     def reset(self) -> None:
-        """Back to ``CLOSED`` with an empty window and no trips."""
+        """Back to ``CLOSED`` with an empty window; the wait in open starts over.
+
+        Counters (``trips`` included) keep counting since creation.
+        """
         self._transition(CircuitState.CLOSED, self._now())
 
     def _retry_after(self, now: float) -> float | None:
@@ -372,14 +412,20 @@ class CircuitBreaker:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def acquire(self, now: float) -> int:
+    def permit(self, now: float) -> int:
         """Ask to make a call at clock time ``now``; return a permit to pass back.
+
+        Synchronous; in ``CLOSED`` it is two attribute reads. The permit goes
+        back through exactly one of :meth:`on_success`, :meth:`on_error` or
+        :meth:`release`.
 
         Raises:
             CircuitOpenError: the call is not permitted.
         """
+        if self._state is _CLOSED:
+            return self._epoch
         state = self._state
-        if state is CircuitState.CLOSED or state is CircuitState.DISABLED:
+        if state is CircuitState.DISABLED:
             return self._epoch
         if state is CircuitState.OPEN and now >= self._open_until:
             self._transition(CircuitState.HALF_OPEN, now)
@@ -390,7 +436,7 @@ class CircuitBreaker:
         ):
             self._half_issued += 1
             return self._epoch
-        self.not_permitted_calls += 1
+        self._not_permitted_calls += 1
         retry_after = self._retry_after(now)
         if self.on_event is not None:
             self.on_event(
@@ -402,38 +448,51 @@ class CircuitBreaker:
             retry_after_s=retry_after,
         )
 
+    acquire = permit  # the name before permit()
+
     def release(self, permit: int) -> None:
         """Give back a permit whose call produced no outcome (cancelled, ignored error)."""
         if permit == self._epoch and self._state is CircuitState.HALF_OPEN:
             self._half_issued -= 1
 
     def on_success(self, permit: int, duration: float, now: float) -> None:
-        """Record a successful call of ``duration`` seconds, finished at ``now``."""
+        """Record a successful call of ``duration`` seconds, finished at ``now``.
+
+        Synchronous; a fast call in ``CLOSED`` costs two additions.
+        """
+        if permit == self._epoch and self._state is _CLOSED and duration < self._slow_s:
+            self._successful_calls += 1
+            window = self._window
+            if type(window) is _CountWindow:
+                window.total += 1  # _CountWindow.record(now, 0, 0), inlined
+            else:
+                window.record(now, 0, 0)
+            return
         if permit != self._epoch:
             return
         state = self._state
         if state is CircuitState.CLOSED:
-            self.successful_calls += 1
-            if duration < self._slow_s:
-                window = self._window
-                if type(window) is _CountWindow:
-                    window.total += 1  # _CountWindow.record(now, 0, 0), inlined
-                else:
-                    window.record(now, 0, 0)
-                return
+            self._successful_calls += 1
         elif state is not CircuitState.HALF_OPEN:
             return
         else:
-            self.successful_calls += 1
+            self._successful_calls += 1
         slow = 1 if duration >= self._slow_s else 0
-        self.slow_calls += slow
+        self._slow_calls += slow
         self._window.record(now, 0, slow)
         self._judge(now)
 
     def on_error(self, permit: int, exc: BaseException, duration: float, now: float) -> None:
-        """Classify ``exc`` (ignored / failure / success) and record it."""
+        """Classify ``exc`` (ignored / failure / success) and record it.
+
+        Args:
+            permit: what :meth:`permit` returned for this call.
+            exc: the call's error.
+            duration: the call's duration, seconds.
+            now: the clock reading at its end, seconds.
+        """
         if isinstance(exc, self.ignore_on) or not isinstance(exc, Exception):
-            self.ignored_calls += 1
+            self._ignored_calls += 1
             self.release(permit)
             return
         if not isinstance(exc, self.record_on):
@@ -443,9 +502,9 @@ class CircuitBreaker:
             return
         if self._state is not CircuitState.CLOSED and self._state is not CircuitState.HALF_OPEN:
             return
-        self.failed_calls += 1
+        self._failed_calls += 1
         slow = 1 if duration >= self._slow_s else 0
-        self.slow_calls += slow
+        self._slow_calls += slow
         self._window.record(now, 1, slow)
         self._judge(now)
 
@@ -473,7 +532,7 @@ class CircuitBreaker:
             CircuitOpenError: the breaker rejected the call; ``fn`` was not called.
         """
         now = self._now()
-        permit = self.acquire(now)
+        permit = self.permit(now)
         try:
             result = await fn()
         except BaseException as exc:
@@ -496,12 +555,12 @@ class CircuitBreaker:
             buffered_calls=w.calls,
             buffered_failures=w.failures,
             buffered_slow_calls=w.slow,
-            successful_calls=self.successful_calls,
-            failed_calls=self.failed_calls,
-            slow_calls=self.slow_calls,
-            ignored_calls=self.ignored_calls,
-            not_permitted_calls=self.not_permitted_calls,
-            trips=self.trips,
+            successful_calls=self._successful_calls,
+            failed_calls=self._failed_calls,
+            slow_calls=self._slow_calls,
+            ignored_calls=self._ignored_calls,
+            not_permitted_calls=self._not_permitted_calls,
+            trips=self._trips,
             retry_after_s=self._retry_after(self._now()),
         )
 
@@ -509,5 +568,5 @@ class CircuitBreaker:
         w = self._window
         return (
             f"CircuitBreaker(name={self.name!r}, state={self._state.value}, "
-            f"calls={w.calls}, failures={w.failures}, slow={w.slow}, trips={self.trips})"
+            f"calls={w.calls}, failures={w.failures}, slow={w.slow}, trips={self._trips})"
         )

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Cancellable", "Clock", "FakeClock", "SchedulingClock", "SystemClock"]
+__all__ = ["Cancellable", "Clock", "FakeClock", "SchedulingClock", "SystemClock", "schedule"]
 
 
 @runtime_checkable
@@ -48,6 +48,24 @@ class SchedulingClock(Clock, Protocol):
     def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
         """Run ``callback()`` once, ``delay`` seconds from now; return a handle to cancel it."""
         ...
+
+
+def schedule(clock: Clock, delay: float, callback: Callable[[], object]) -> Cancellable:
+    """Run ``callback()`` once, ``delay`` seconds from now on ``clock``.
+
+    Uses ``clock.call_later`` when the clock has one (:class:`SchedulingClock`),
+    else a helper task sleeping on the clock. Returns a handle to cancel it.
+    """
+    call_later = getattr(clock, "call_later", None)
+    if call_later is not None:
+        handle: Cancellable = call_later(delay, callback)
+        return handle
+
+    async def sleeper() -> None:
+        await clock.sleep(delay)
+        callback()
+
+    return asyncio.ensure_future(sleeper())
 
 
 class SystemClock:

@@ -26,8 +26,8 @@ from typing import TypeVar
 
 from .budget import RetryBudget
 from .clock import Clock, SystemClock
+from .clock import schedule as _schedule
 from .events import EventListener, PolicyEvent
-from .timeout import _schedule
 
 __all__ = ["Hedge", "HedgeSnapshot", "HedgeStarted"]
 

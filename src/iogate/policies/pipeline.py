@@ -35,38 +35,37 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from math import ceil as _ceil
-from threading import get_ident as _get_ident
 from typing import Any, Protocol, TypeVar
 
 from ..errors import OperationError, OperationTimeout
+from ._current_task import LOOP_OF_THREAD, TASK_OF_LOOP, current_task_or_none, get_ident
+from ._timer_wheel import FIRED, TimerWheel, cancelled_by_timer
 from .budget import RetryBudget, RetryBudgetSnapshot
 from .bulkhead import Bulkhead, BulkheadSnapshot
-from .circuit_breaker import CircuitBreaker, CircuitBreakerSnapshot, CircuitState, _CountWindow
+from .circuit_breaker import CircuitBreaker, CircuitBreakerSnapshot
 from .clock import Clock, SystemClock
+from .deadline import DEADLINE
 from .events import EventListener
 from .fallback import Fallback, FallbackSnapshot
 from .hedge import Hedge, HedgeSnapshot
-from .rate_limit import RateLimiter, RateLimiterSnapshot, TokenBucket
+from .rate_limit import RateLimiter, RateLimiterSnapshot
 from .retry import Retry, RetrySnapshot
-from .timeout import (
-    _DEADLINE,
-    _LOOP_OF_THREAD,
-    _TASK_OF_LOOP,
-    FIRED,
-    Timeout,
-    TimeoutFired,
-    TimeoutSnapshot,
-    TimerWheel,
-    _current_task,
-)
+from .timeout import Timeout, TimeoutFired, TimeoutSnapshot
 
 __all__ = ["CallRecorder", "Pipeline", "PipelineSnapshot"]
 
 T = TypeVar("T")
 
 _CancelledError = asyncio.CancelledError
-_CLOSED = CircuitState.CLOSED
+_remove = TimerWheel.remove
+
+
+def _task() -> asyncio.Task[Any]:
+    """The running task, the slow way (the fast way is inlined in ``run``)."""
+    task = current_task_or_none()
+    if task is None:
+        raise RuntimeError("Pipeline.run must run in a task")
+    return task
 
 
 class CallRecorder(Protocol):
@@ -125,29 +124,28 @@ class Pipeline:
     __slots__ = (
         "_bare",
         "_bh",
-        "_bucket",
         "_cb",
         "_clock",
+        "_deadline_timeouts",
         "_dl_wheel",
+        "_failed",
         "_now",
+        "_ok",
         "_rl",
+        "_started",
         "_tmo_s",
         "_tmo_wheel",
         "budget",
         "bulkhead",
         "circuit_breaker",
         "deadline",
-        "deadline_timeouts",
-        "failed",
         "fallback",
         "hedge",
-        "ok",
         "on_event",
         "rate_limiter",
         "recorder",
         "resource",
         "retry",
-        "started",
         "timeout",
     )
 
@@ -190,30 +188,61 @@ class Pipeline:
         self._rl = rate_limiter
         self._bh = bulkhead
         self._tmo_s = timeout.seconds if timeout is not None else 0.0
-        self._tmo_wheel = timeout.wheel if timeout is not None else None
+        # Hedged attempts run their timeout inside Hedge.run (Timeout.run): the
+        # pipeline arms the attempt timer itself only without a hedge.
+        self._tmo_wheel = timeout.wheel if timeout is not None and hedge is None else None
         self.on_event = on_event
-        backend = rate_limiter.backend if rate_limiter is not None else None
-        self._bucket = backend if type(backend) is TokenBucket else None
         # The deadline needs its own timer only when no attempt timer enforces it
         # (the attempt timer is capped at the deadline; hedged attempts run in
         # child tasks, so the parent keeps its own deadline timer then).
         self._dl_wheel = (
             TimerWheel(granularity=TimerWheel.granularity_for(self.deadline), clock=self._clock)
-            if self.deadline is not None and (timeout is None or hedge is not None)
+            if self.deadline is not None and self._tmo_wheel is None
             else None
         )
         self._bare = not any(
             (retry, circuit_breaker, rate_limiter, bulkhead, timeout, deadline, hedge, fallback)
         )
-        self.ok = 0
-        self.failed = 0
-        self.started = 0  # in flight: started - ok - failed (read by the metrics)
-        self.deadline_timeouts = 0
+        self._ok = 0
+        self._failed = 0
+        self._started = 0
+        self._deadline_timeouts = 0
+
+    @property
+    def ok(self) -> int:
+        """Calls that returned a result, since creation."""
+        return self._ok
+
+    @property
+    def failed(self) -> int:
+        """Calls that ended in an error (also when a fallback answered), since creation."""
+        return self._failed
+
+    @property
+    def started(self) -> int:
+        """Calls started, since creation (in flight: ``started - ok - failed``)."""
+        return self._started
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running now."""
+        return self._started - self._ok - self._failed
+
+    @property
+    def deadline_timeouts(self) -> int:
+        """Calls cut by the pipeline's deadline, since creation."""
+        return self._deadline_timeouts
 
     async def run(
         self, fn: Callable[[], Awaitable[T]], /, *, operation: str, idempotent: bool = True
     ) -> T:
         """Run ``fn()`` through every policy and return its result.
+
+        The retry loop: per attempt, enter the policies (breaker permit, token,
+        slot: each policy's synchronous fast path, awaiting only when a policy
+        must wait: :meth:`_wait_token`, :meth:`_wait_slot`), run the attempt
+        (under the attempt timer), judge its outcome (:meth:`_on_error` on
+        failure), back off. The attempt is awaited in this frame.
 
         Args:
             fn: a zero-argument callable returning a fresh awaitable per attempt.
@@ -225,74 +254,46 @@ class Pipeline:
         Raises:
             CircuitOpenError, RateLimitedError, BulkheadFullError, OperationTimeout:
                 a policy refused or cut the call.
+            RuntimeError: a timeout or deadline applies and this is not run in a task.
             Exception: ``fn``'s own error, unchanged except that an
                 :class:`~iogate.errors.OperationError` gets ``resource``,
                 ``operation``, ``attempts`` and ``elapsed_s`` filled in.
         """
-        # This method is the hot path of iogate: the policies' fast paths are
-        # inlined (they mirror Bulkhead.try_enter, CircuitBreaker.acquire /
-        # on_success, TokenBucket.reserve, RetryBudget.deposit), and the slow
-        # paths call the policies' own methods.
         if self._bare:
             if self.recorder is None:
                 return await fn()
             return await self._run_recorded(fn, operation)
-        self.started += 1
+        self._started += 1
         now = self._now
-        start = now()
-        token = None
-        task: asyncio.Task[Any] | None = None
-        dl_bucket = None
-        baseline = 0
-        attempt = 0
+        t0 = start = now()
+        token = task = dl_bucket = last_exc = None
+        baseline = attempt = 0
         dl_error: OperationTimeout | None = None
-        deadline_at: float | None = None
         try:
-            # -- deadline ---------------------------------------------------------------------
-            outer = _DEADLINE.get()
-            if outer is not None:
-                deadline_at = start + (outer[0] - outer[1]())
+            # -- deadline: the caller's, or ours if tighter -----------------------------------
+            outer = DEADLINE.get()
+            deadline_at = None if outer is None else start + (outer[0] - outer[1]())
             dl = self.deadline
             if dl is not None and (deadline_at is None or start + dl < deadline_at):
                 deadline_at = start + dl
-                token = _DEADLINE.set((deadline_at, now))
+                token = DEADLINE.set((deadline_at, now))
                 wheel = self._dl_wheel
                 if wheel is not None:
-                    # _current_task, its fast path inlined
-                    task = _TASK_OF_LOOP(_LOOP_OF_THREAD.get(_get_ident()))
-                    if task is None:
-                        task = _current_task()
-                        if task is None:
-                            raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
+                    task = TASK_OF_LOOP(LOOP_OF_THREAD.get(get_ident())) or _task()
                     baseline = task.cancelling()
-                    # TimerWheel.add, inlined (TimerWheel.slot too)
-                    key = _ceil(deadline_at * wheel._inv)
-                    dl_bucket = wheel._buckets.get(key)
-                    if dl_bucket is None:
-                        dl_bucket = wheel._new_bucket(key, task)
-                    if task in dl_bucket:
-                        dl_bucket[task] += 1
-                    else:
-                        dl_bucket[task] = 1
+                    dl_bucket = wheel.add(deadline_at, task)
             if idempotent:
-                retry = self.retry
-                hedge = self.hedge
-                budget = self.budget
+                retry, hedge, budget = self.retry, self.hedge, self.budget
                 if budget is not None:
-                    if start >= budget._slot_end:
-                        budget._roll(start)
-                    budget._cur_dep += 1
+                    budget.deposit(start)
             else:
                 retry = hedge = None
             cb = self._cb
-            bucket = self._bucket
             rl = self._rl
             bh = self._bh
             tmo_wheel = self._tmo_wheel
             prev_delay = 0.0
-            last_exc: BaseException | None = None
             permit = 0
-            t0 = start
             while True:
                 attempt += 1
                 if attempt > 1:
@@ -300,51 +301,15 @@ class Pipeline:
                     if deadline_at is not None and t0 >= deadline_at:
                         dl_error = self._deadline_error(operation, attempt - 1, t0 - start)
                         raise dl_error  # noqa: TRY301
-                # -- circuit breaker --------------------------------------------------------
+                # -- enter the policies: breaker → rate limiter → bulkhead -----------------
                 if cb is not None:
-                    permit = cb._epoch if cb._state is _CLOSED else cb.acquire(t0)
-                # -- rate limiter -----------------------------------------------------------
+                    permit = cb.permit(t0)
                 if rl is not None:
-                    if bucket is not None:
-                        tokens = bucket.tokens + (t0 - bucket.last) * bucket.rate
-                        if tokens >= 1.0:
-                            if tokens > bucket.burst:
-                                tokens = bucket.burst
-                            bucket.tokens = tokens - 1.0
-                            bucket.last = t0
-                            wait = 0.0
-                        else:
-                            wait = bucket.reserve(t0, self._limit(rl, t0, deadline_at))
-                    else:
-                        wait = rl.backend.reserve(t0, self._limit(rl, t0, deadline_at))
-                    rl.admitted += 1
+                    wait = rl.try_acquire(t0, deadline_at)
                     if wait != 0.0:
-                        try:
-                            if wait < 0.0:
-                                rl.admitted -= 1
-                                raise rl.reject(-wait, t0)  # noqa: TRY301
-                            await rl.wait(wait)
-                        except BaseException:
-                            if cb is not None:
-                                cb.release(permit)
-                            raise
-                        t0 = now()
-                # -- bulkhead ---------------------------------------------------------------
-                if bh is not None:
-                    if bh.active < bh.max_concurrent and not bh._waiters:
-                        bh.active += 1
-                        bh.admitted += 1
-                    else:
-                        try:
-                            await bh.enter()
-                        except BaseException:
-                            if cb is not None:
-                                cb.release(permit)
-                            if rl is not None:
-                                rl.admitted -= 1
-                                rl.backend.refund(now())
-                            raise
-                        t0 = now()
+                        t0 = await self._wait_token(rl, wait, t0, cb, permit)
+                if bh is not None and not bh.try_enter():
+                    t0 = await self._wait_slot(bh, cb, permit, rl)
                 # -- the attempt: hedge → attempt timeout → call ---------------------------
                 a_bucket = None
                 a_base = 0
@@ -354,92 +319,46 @@ class Pipeline:
                         result = await hedge.run(self._attempt_fn(fn, operation))
                     elif tmo_wheel is not None:
                         if task is None:
-                            task = _current_task()
-                            if task is None:
-                                raise RuntimeError("Pipeline.run must run in a task")  # noqa: TRY301
+                            task = TASK_OF_LOOP(LOOP_OF_THREAD.get(get_ident())) or _task()
                         a_base = task.cancelling()
                         at = t0 + self._tmo_s
-                        if deadline_at is not None and deadline_at < at:
-                            at = deadline_at
-                        a_bucket = tmo_wheel.add(at, task)
+                        a_bucket = tmo_wheel.add(
+                            at if deadline_at is None or at < deadline_at else deadline_at, task
+                        )
                         try:
                             result = await fn()
                         finally:
-                            n = a_bucket[task]
-                            if n == 1:
-                                del a_bucket[task]
-                            else:
-                                a_bucket[task] = n - 1
+                            _remove(a_bucket, task)
                         if FIRED in a_bucket:
                             task.uncancel()  # fn swallowed the cancellation
                     else:
                         result = await fn()
+                # -- its outcome -----------------------------------------------------------
                 except BaseException as exc:
                     t1 = now()
                     if bh is not None:
                         bh.release()
-                    err: BaseException = exc
-                    ours = False  # did our attempt timer cancel it?
-                    if a_bucket is not None and FIRED in a_bucket:
-                        assert task is not None
-                        ours = task.uncancel() <= a_base and isinstance(exc, _CancelledError)
-                    if (dl_bucket is not None and FIRED in dl_bucket) or (
-                        ours and deadline_at is not None and t1 >= deadline_at
-                    ):
-                        # The deadline expired: not retried, reported as a timeout.
+                    if dl_bucket is not None and FIRED in dl_bucket:
+                        # The deadline's timer cut the attempt: not retried, a timeout.
                         dl_error = self._deadline_error(operation, attempt, t1 - start)
                         if cb is not None:
                             cb.on_error(permit, dl_error, t1 - t0, t1)
-                        if ours:
-                            raise dl_error from None
                         raise
-                    if ours:
-                        assert self.timeout is not None
-                        err = self.timeout._expired(
-                            operation=operation, attempts=attempt, elapsed=t1 - start
-                        )
-                    if cb is not None:
-                        cb.on_error(permit, err, t1 - t0, t1)
-                    if last_exc is not None and err.__context__ is None and err is not last_exc:
-                        err.__context__ = last_exc
-                    if retry is None or not isinstance(err, Exception):
-                        if err is exc:
-                            raise
-                        raise err from None
-                    delay = retry.next_delay(
-                        err,
-                        attempt=attempt,
-                        previous_delay=prev_delay,
-                        now=t1,
-                        deadline_at=deadline_at,
-                        operation=operation,
-                    )
-                    if delay < 0.0:
-                        if err is exc:
-                            raise
-                        raise err from None
-                    last_exc = err
+                    delay, last_exc = self._on_error(
+                        exc, last_exc, a_bucket, a_base, task, attempt, permit,
+                        start, t0, t1, deadline_at, prev_delay, retry, operation,
+                    )  # fmt: skip
                 else:
                     t1 = now()
                     if bh is not None:
-                        if bh._waiters:
-                            bh.release()
-                        else:
-                            bh.active -= 1
+                        bh.release()
                     if cb is not None:
-                        d = t1 - t0
-                        if permit == cb._epoch and cb._state is _CLOSED and d < cb._slow_s:
-                            cb.successful_calls += 1
-                            window = cb._window
-                            if type(window) is _CountWindow:
-                                window.total += 1
-                            else:
-                                window.record(t1, 0, 0)
-                        else:
-                            cb.on_success(permit, d, t1)
-                    if retry is None or retry.retry_if_result is None:
-                        break
-                    if not retry.retry_if_result(result):
+                        cb.on_success(permit, t1 - t0, t1)
+                    if (
+                        retry is None
+                        or retry.retry_if_result is None
+                        or not retry.retry_if_result(result)
+                    ):
                         break
                     delay = retry.next_delay(
                         None,
@@ -451,46 +370,116 @@ class Pipeline:
                     )
                     if delay < 0.0:
                         break
+                # -- backoff ---------------------------------------------------------------
                 prev_delay = delay
                 if delay > 0.0:
                     await self._clock.sleep(delay)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by _failed unless a fallback answers
+        except BaseException as exc:  # noqa: BLE001 - re-raised by _fail unless a fallback answers
             err = exc
             if dl_bucket is not None:
                 assert task is not None
-                TimerWheel.remove(dl_bucket, task)
-                if (
-                    FIRED in dl_bucket
-                    and task.uncancel() <= baseline
-                    and isinstance(exc, _CancelledError)
-                ):
+                if _remove(dl_bucket, task) and cancelled_by_timer(task, baseline, exc):
                     err = dl_error or self._deadline_error(operation, attempt, now() - start)
             if token is not None:
-                _DEADLINE.reset(token)
-            answer: T = await self._failed(err, operation, attempt, start, exc, fn)
+                DEADLINE.reset(token)
+            answer: T = await self._fail(err, operation, attempt, start, exc, fn)
             return answer
         if dl_bucket is not None:
             assert task is not None
-            n = dl_bucket[task]
-            if n == 1:
-                del dl_bucket[task]
-            else:
-                dl_bucket[task] = n - 1
-            if FIRED in dl_bucket:
+            if _remove(dl_bucket, task):
                 task.uncancel()
         if token is not None:
-            _DEADLINE.reset(token)
-        self.ok += 1
+            DEADLINE.reset(token)
+        self._ok += 1
         if self.recorder is not None:
             self.recorder.record(self.resource, operation, "ok", t1 - start, fn)
         return result
 
-    @staticmethod
-    def _limit(rl: RateLimiter, now: float, deadline_at: float | None) -> float:
-        """The longest the limiter may make this call wait: its max_wait or the deadline."""
-        if deadline_at is not None and deadline_at - now < rl.max_wait:
-            return deadline_at - now
-        return rl.max_wait
+    async def _wait_token(
+        self, rl: RateLimiter, wait: float, t0: float, cb: CircuitBreaker | None, permit: int
+    ) -> float:
+        """The limiter's slow path: raise its rejection (``wait < 0``) or wait ``wait``
+        seconds for the reserved token; give the breaker's permit back on failure.
+        Returns the clock reading after the wait."""
+        try:
+            if wait < 0.0:
+                raise rl.reject(-wait, t0)  # noqa: TRY301
+            await rl.wait(wait)
+        except BaseException:
+            if cb is not None:
+                cb.release(permit)
+            raise
+        return self._now()
+
+    async def _wait_slot(
+        self, bh: Bulkhead, cb: CircuitBreaker | None, permit: int, rl: RateLimiter | None
+    ) -> float:
+        """The bulkhead's slow path: queue for a slot; on failure give the breaker's
+        permit and the limiter's token back. Returns the clock reading after the wait."""
+        try:
+            await bh.enter()
+        except BaseException:
+            if cb is not None:
+                cb.release(permit)
+            if rl is not None:
+                rl.refund(self._now())
+            raise
+        return self._now()
+
+    def _on_error(
+        self,
+        exc: BaseException,
+        last_exc: BaseException | None,
+        a_bucket: dict[Any, int] | None,
+        a_base: int,
+        task: asyncio.Task[Any] | None,
+        attempt: int,
+        permit: int,
+        start: float,
+        t0: float,
+        t1: float,
+        deadline_at: float | None,
+        prev_delay: float,
+        retry: Retry | None,
+        operation: str,
+    ) -> tuple[float, BaseException]:
+        """Judge attempt ``attempt``'s error ``exc``: an attempt timeout becomes
+        ``OperationTimeout`` (the deadline's, if it has passed), the breaker records
+        it, the retry policy decides. Returns ``(delay, error)`` to back off and
+        retry; raises the error otherwise."""
+        err: BaseException = exc
+        ours = False  # did our attempt timer cancel it?
+        if a_bucket is not None and FIRED in a_bucket:
+            assert task is not None
+            ours = cancelled_by_timer(task, a_base, exc)
+        cb = self._cb
+        if ours:
+            if deadline_at is not None and t1 >= deadline_at:
+                # The attempt timer was the deadline's: not retried, a timeout.
+                dl_error = self._deadline_error(operation, attempt, t1 - start)
+                if cb is not None:
+                    cb.on_error(permit, dl_error, t1 - t0, t1)
+                raise dl_error from None
+            assert self.timeout is not None
+            err = self.timeout.expired(operation=operation, attempts=attempt, elapsed=t1 - start)
+        if cb is not None:
+            cb.on_error(permit, err, t1 - t0, t1)
+        if last_exc is not None and err.__context__ is None and err is not last_exc:
+            err.__context__ = last_exc
+        if retry is not None and isinstance(err, Exception):
+            delay = retry.next_delay(
+                err,
+                attempt=attempt,
+                previous_delay=prev_delay,
+                now=t1,
+                deadline_at=deadline_at,
+                operation=operation,
+            )
+            if delay >= 0.0:
+                return delay, err
+        if err is exc:
+            raise exc
+        raise err from None
 
     def _attempt_fn(
         self, fn: Callable[[], Awaitable[T]], operation: str
@@ -500,20 +489,21 @@ class Pipeline:
         return partial(self.timeout.run, fn, operation=operation)
 
     async def _run_recorded(self, fn: Callable[[], Awaitable[T]], operation: str) -> T:
-        self.started += 1
+        self._started += 1
         start = self._now()
         try:
             result = await fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by _failed unless a fallback answers
-            answer: T = await self._failed(exc, operation, 1, start, exc, fn)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by _fail unless a fallback answers
+            answer: T = await self._fail(exc, operation, 1, start, exc, fn)
             return answer
-        self.ok += 1
+        self._ok += 1
         assert self.recorder is not None
         self.recorder.record(self.resource, operation, "ok", self._now() - start, fn)
         return result
 
     def _deadline_error(self, operation: str, attempts: int, elapsed: float) -> OperationTimeout:
-        self.deadline_timeouts += 1
+        """Count a deadline timeout, emit :class:`TimeoutFired`, return the error."""
+        self._deadline_timeouts += 1
         if self.on_event is not None:
             self.on_event(
                 TimeoutFired(
@@ -533,7 +523,7 @@ class Pipeline:
             elapsed_s=elapsed,
         )
 
-    async def _failed(
+    async def _fail(
         self,
         err: BaseException,
         operation: str,
@@ -542,6 +532,7 @@ class Pipeline:
         original: BaseException,
         fn: object,
     ) -> Any:
+        """Complete and record the final error ``err``; answer with the fallback or raise."""
         elapsed = self._now() - start
         if isinstance(err, OperationError):
             if err.resource is None:
@@ -552,7 +543,7 @@ class Pipeline:
                 err.attempts = attempts
             if err.elapsed_s is None:
                 err.elapsed_s = elapsed
-        self.failed += 1
+        self._failed += 1
         if self.recorder is not None:
             self.recorder.record(self.resource, operation, type(err).__name__, elapsed, fn)
         fb = self.fallback
@@ -566,10 +557,10 @@ class Pipeline:
         """Frozen counters of the pipeline and every policy."""
         return PipelineSnapshot(
             resource=self.resource,
-            ok=self.ok,
-            failed=self.failed,
+            ok=self._ok,
+            failed=self._failed,
             deadline_s=self.deadline,
-            deadline_timeouts=self.deadline_timeouts,
+            deadline_timeouts=self._deadline_timeouts,
             retry=self.retry.snapshot() if self.retry else None,
             retry_budget=self.budget.snapshot() if self.budget else None,
             circuit_breaker=self.circuit_breaker.snapshot() if self.circuit_breaker else None,
@@ -588,5 +579,5 @@ class Pipeline:
             policy = getattr(self, name)
             if policy is not None:
                 parts.append(f"{name}={policy!r}")
-        parts.append(f"ok={self.ok}, failed={self.failed}")
+        parts.append(f"ok={self._ok}, failed={self._failed}")
         return f"Pipeline({', '.join(parts)})"

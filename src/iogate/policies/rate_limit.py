@@ -26,8 +26,8 @@ from typing import Protocol, TypeVar
 
 from ..errors import RateLimitedError
 from .clock import Clock, SystemClock
+from .deadline import remaining
 from .events import EventListener, PolicyEvent
-from .timeout import remaining
 
 __all__ = [
     "RateLimitBackend",
@@ -66,44 +66,57 @@ class TokenBucket:
         now: the clock reading at creation, seconds.
     """
 
-    __slots__ = ("burst", "last", "rate", "tokens")
+    __slots__ = ("_last", "_tokens", "burst", "rate")
 
     def __init__(self, *, rate: float, burst: float, now: float) -> None:
         self.rate = rate
         self.burst = burst
-        self.tokens = float(burst)
-        self.last = now
+        self._tokens = float(burst)
+        self._last = now
+
+    @property
+    def tokens(self) -> float:
+        """Tokens at the last update (negative in debt); :meth:`available` adds the refill."""
+        return self._tokens
 
     def available(self, now: float) -> float:
         """Tokens in the bucket at ``now`` (negative while waiters are in debt)."""
-        tokens = self.tokens + (now - self.last) * self.rate
+        tokens = self._tokens + (now - self._last) * self.rate
         return tokens if tokens < self.burst else self.burst
 
     def reserve(self, now: float, max_wait: float) -> float:
-        """See :class:`RateLimitBackend`."""
-        tokens = self.tokens + (now - self.last) * self.rate
+        """See :class:`RateLimitBackend`; synchronous, O(1), allocates nothing.
+
+        Args:
+            now: the clock reading, seconds (never earlier than the previous call's).
+            max_wait: the longest wait to reserve, seconds.
+
+        Returns:
+            ``0.0`` (a token was there and is taken), the seconds to wait for the
+            reserved token, or ``-retry_after`` (nothing taken).
+        """
+        tokens = self._tokens + (now - self._last) * self.rate
         if tokens > self.burst:
             tokens = self.burst
-        self.last = now
+        self._last = now
         if tokens >= 1.0:
-            self.tokens = tokens - 1.0
+            self._tokens = tokens - 1.0
             return 0.0
         wait = (1.0 - tokens) / self.rate
-        self.tokens = tokens
+        self._tokens = tokens
         if wait > max_wait:
             return -wait
-        self.tokens = tokens - 1.0
+        self._tokens = tokens - 1.0
         return wait
 
     def refund(self, now: float) -> None:
         """See :class:`RateLimitBackend`."""
-        self.tokens = self.available(now) + 1.0
-        self.last = now
-        if self.tokens > self.burst:
-            self.tokens = self.burst
+        tokens = self.available(now) + 1.0
+        self._last = now
+        self._tokens = tokens if tokens < self.burst else self.burst
 
     def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, tokens={self.tokens:.2f})"
+        return f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, tokens={self._tokens:.2f})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,19 +159,20 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "_admitted",
+        "_backend",
+        "_cancelled",
         "_clock",
         "_now",
-        "admitted",
-        "backend",
+        "_rejected",
+        "_reserve",
+        "_waited",
+        "_waiting",
         "burst",
-        "cancelled",
         "max_wait",
         "name",
         "on_event",
         "rate",
-        "rejected",
-        "waited",
-        "waiting",
     )
 
     def __init__(
@@ -187,20 +201,82 @@ class RateLimiter:
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
-        self.backend: RateLimitBackend = (
+        self._backend: RateLimitBackend = (
             backend
             if backend is not None
             else TokenBucket(rate=self.rate, burst=self.burst, now=self._now())
         )
-        self.admitted = 0
-        self.waited = 0
-        self.rejected = 0
-        self.cancelled = 0
-        self.waiting = 0
+        self._reserve = self._backend.reserve
+        self._admitted = 0
+        self._waited = 0
+        self._rejected = 0
+        self._cancelled = 0
+        self._waiting = 0
+
+    @property
+    def backend(self) -> RateLimitBackend:
+        """Where the bucket lives."""
+        return self._backend
+
+    @property
+    def admitted(self) -> int:
+        """Calls given a token (at once or after a wait), since creation."""
+        return self._admitted
+
+    @property
+    def waited(self) -> int:
+        """Calls that waited for their token, since creation."""
+        return self._waited
+
+    @property
+    def rejected(self) -> int:
+        """Calls refused (no token within the wait allowed), since creation."""
+        return self._rejected
+
+    @property
+    def cancelled(self) -> int:
+        """Calls cancelled while waiting for their token, since creation."""
+        return self._cancelled
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for their token now."""
+        return self._waiting
+
+    def try_acquire(self, now: float, deadline_at: float | None = None) -> float:
+        """Take or reserve one token at clock time ``now``; never waits.
+
+        The synchronous fast path of :meth:`acquire`. The wait allowed is
+        ``max_wait``, or the time left before ``deadline_at`` (clock seconds) if
+        shorter.
+
+        Returns:
+            ``0.0``: admitted, go on. A positive number: admitted, the token is
+            usable after that many seconds — ``await`` :meth:`wait` with it. A
+            negative number: refused, nothing taken — raise :meth:`reject` with
+            its negation.
+        """
+        limit = self.max_wait
+        if deadline_at is not None and deadline_at - now < limit:
+            limit = deadline_at - now
+        wait = self._reserve(now, limit)
+        if wait >= 0.0:
+            self._admitted += 1
+        return wait
+
+    def refund(self, now: float) -> None:
+        """Give back the token of an admitted call that did not run (at clock time ``now``)."""
+        self._admitted -= 1
+        self._backend.refund(now)
 
     def reject(self, retry_after: float, now: float) -> RateLimitedError:
-        """Count a rejection, emit the event, and return the error to raise."""
-        self.rejected += 1
+        """Count a rejection, emit the event, and return the error to raise.
+
+        Args:
+            retry_after: seconds until a token is expected.
+            now: the clock reading, seconds.
+        """
+        self._rejected += 1
         if self.on_event is not None:
             self.on_event(RateLimitRejected(policy=self.name, at=now, retry_after_s=retry_after))
         return RateLimitedError(
@@ -212,20 +288,19 @@ class RateLimiter:
     async def wait(self, seconds: float) -> None:
         """Sleep a reserved ``seconds``; if cancelled, refund the reserved token.
 
-        The caller has already counted the call as admitted; a cancelled wait
-        un-counts it.
+        The call was counted as admitted by :meth:`try_acquire`; a cancelled
+        wait un-counts it.
         """
-        self.waiting += 1
+        self._waiting += 1
         try:
             await self._clock.sleep(seconds)
         except BaseException:
-            self.cancelled += 1
-            self.admitted -= 1
-            self.backend.refund(self._now())
+            self._cancelled += 1
+            self.refund(self._now())
             raise
         finally:
-            self.waiting -= 1
-        self.waited += 1
+            self._waiting -= 1
+        self._waited += 1
 
     async def acquire(self) -> None:
         """Take one token, waiting in arrival order if needed.
@@ -234,15 +309,11 @@ class RateLimiter:
             RateLimitedError: no token within ``max_wait`` (or the deadline).
         """
         now = self._now()
-        limit = self.max_wait
         left = remaining()
-        if left is not None and left < limit:
-            limit = left
-        wait = self.backend.reserve(now, limit)
-        if wait < 0.0:
-            raise self.reject(-wait, now)
-        self.admitted += 1
-        if wait > 0.0:
+        wait = self.try_acquire(now, now + left if left is not None else None)
+        if wait != 0.0:
+            if wait < 0.0:
+                raise self.reject(-wait, now)
             await self.wait(wait)
 
     async def run(self, fn: Callable[[], Awaitable[T]], /) -> T:
@@ -256,16 +327,16 @@ class RateLimiter:
             name=self.name,
             rate=self.rate,
             burst=self.burst,
-            available_tokens=self.backend.available(self._now()),
-            waiting=self.waiting,
-            admitted=self.admitted,
-            waited=self.waited,
-            rejected=self.rejected,
-            cancelled=self.cancelled,
+            available_tokens=self._backend.available(self._now()),
+            waiting=self._waiting,
+            admitted=self._admitted,
+            waited=self._waited,
+            rejected=self._rejected,
+            cancelled=self._cancelled,
         )
 
     def __repr__(self) -> str:
         return (
             f"RateLimiter(rate={self.rate:g}, burst={self.burst:g}, "
-            f"available={self.backend.available(self._now()):.2f}, waiting={self.waiting})"
+            f"available={self._backend.available(self._now()):.2f}, waiting={self._waiting})"
         )

@@ -111,17 +111,17 @@ class Retry:
     """
 
     __slots__ = (
+        "_budget_rejections",
         "_clock",
+        "_gave_up",
         "_pipeline",
+        "_retries",
         "backoff",
         "budget",
-        "budget_rejections",
-        "gave_up",
         "max_attempts",
         "max_retry_after",
         "name",
         "on_event",
-        "retries",
         "retry_if_result",
         "retry_on",
         "rng",
@@ -156,14 +156,29 @@ class Retry:
         self.rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not cryptography
         self._clock = clock if clock is not None else SystemClock()
         self._pipeline: Pipeline | None = None
-        self.retries = 0
-        self.gave_up = 0
-        self.budget_rejections = 0
+        self._retries = 0
+        self._gave_up = 0
+        self._budget_rejections = 0
+
+    @property
+    def retries(self) -> int:
+        """Retries scheduled, since creation."""
+        return self._retries
+
+    @property
+    def gave_up(self) -> int:
+        """Retryable failures not retried (see :class:`GiveUpReason`), since creation."""
+        return self._gave_up
+
+    @property
+    def budget_rejections(self) -> int:
+        """Retries refused by the retry budget, since creation."""
+        return self._budget_rejections
 
     def _give_up(
         self, reason: GiveUpReason, attempt: int, what: str, operation: str | None, now: float
     ) -> float:
-        self.gave_up += 1
+        self._gave_up += 1
         if self.on_event is not None:
             self.on_event(
                 RetryGaveUp(
@@ -219,9 +234,9 @@ class Retry:
         if deadline_at is not None and now + delay >= deadline_at:
             return self._give_up(GiveUpReason.DEADLINE, attempt, what, operation, now)
         if self.budget is not None and not self.budget.try_withdraw(now):
-            self.budget_rejections += 1
+            self._budget_rejections += 1
             return self._give_up(GiveUpReason.BUDGET, attempt, what, operation, now)
-        self.retries += 1
+        self._retries += 1
         if self.on_event is not None:
             self.on_event(
                 RetryScheduled(
@@ -249,14 +264,14 @@ class Retry:
         """Frozen counters."""
         return RetrySnapshot(
             max_attempts=self.max_attempts,
-            retries=self.retries,
-            gave_up=self.gave_up,
-            budget_rejections=self.budget_rejections,
+            retries=self._retries,
+            gave_up=self._gave_up,
+            budget_rejections=self._budget_rejections,
         )
 
     def __repr__(self) -> str:
         names = ", ".join(t.__name__ for t in self.retry_on)
         return (
             f"Retry(max_attempts={self.max_attempts}, retry_on=({names}), "
-            f"retries={self.retries}, gave_up={self.gave_up})"
+            f"retries={self._retries}, gave_up={self._gave_up})"
         )

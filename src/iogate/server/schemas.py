@@ -267,7 +267,7 @@ class CircuitBreakerOut(BaseModel):
     failed_calls: int = Field(examples=[0])
     successful_calls: int = Field(examples=[12])
     not_permitted_calls: int = Field(description="Calls refused while open.", examples=[0])
-    trips: int = Field(description="Consecutive openings (reset when closed).", examples=[0])
+    trips: int = Field(description="Openings (to open, from closed or half-open).", examples=[0])
     retry_after_s: float | None = Field(
         description="Seconds until a trial call is let through (open only).", examples=[None]
     )

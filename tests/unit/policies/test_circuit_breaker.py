@@ -125,7 +125,10 @@ def test_half_open_failures_reopen_with_growing_wait(clock: FakeClock) -> None:
     clock.advance(12.0)
     succeed(cb, 2)
     assert cb.state is CircuitState.CLOSED
-    assert cb.trips == 0  # consecutive trips reset on close
+    assert cb.trips == 4  # every opening counts (issue 16): closing does not reset it
+    fail(cb, 4)
+    assert cb.trips == 5
+    assert cb.snapshot().retry_after_s == pytest.approx(5.0)  # the grown wait starts over
 
 
 def test_half_open_released_permit_can_be_reused(clock: FakeClock) -> None:

@@ -194,7 +194,7 @@ async def test_disabled_config_builds_a_bare_pipeline() -> None:
 def test_all_is_the_public_surface() -> None:
     public = {n for n in dir(policies) if not n.startswith("_")}
     modules = {
-        "backoff", "budget", "bulkhead", "circuit_breaker", "clock", "config", "events",
+        "backoff", "budget", "bulkhead", "circuit_breaker", "clock", "config", "deadline", "events",
         "fallback", "hedge", "helpers", "pipeline", "rate_limit", "retry", "timeout",
     }  # fmt: skip
     assert set(policies.__all__) == public - modules
