@@ -30,8 +30,8 @@ backend and chained (``raise ... from exc``), so the original is always on
             ├── UpstreamConnectionError could not connect / connection dropped
             └── UpstreamHTTPError       the upstream answered with an error status
 
-The gateway maps each class to one RFC 9457 problem type (see
-``iogate.server.problems``). Messages never contain parameter values,
+Each class maps to one RFC 9457 problem type (``iogate.wire.problems``; the
+gateway renders it, ``iogate.server.problems``). Messages never contain parameter values,
 credentials or stack traces: they are safe to show to a client.
 """
 
