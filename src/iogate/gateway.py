@@ -34,6 +34,7 @@ from iogate.lifecycle import AsyncResource
 from iogate.observability.hub import Observability
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
+from iogate.policies.runner import CallRunner
 from iogate.tasks.batch_jobs import batch_runner
 from iogate.tasks.manager import TaskManager
 
@@ -109,20 +110,37 @@ class Gateway(AsyncResource):
         self._task_database: SQLDatabase | None = None
         self.tasks: TaskManager | None = self._build_tasks()
         """Background tasks (``[tasks]``; ``None`` without an SQL database for them)."""
-        self.observability.instrument(self)
+        for name, db in self._databases.items():
+            self.observability.attach(
+                name, kind=db.kind, pipeline=self._pipelines[name], pool=db.stats
+            )
+        for name, upstream in self._upstreams.items():
+            self.observability.attach(
+                name, kind="upstream", pipeline=self._pipelines[name], meter=upstream.meter
+            )
+        self.observability.attach_cache(self.cache.stats)
 
     def _pipeline(
         self, name: str, policies: PoliciesConfig, retry_on: tuple[type[BaseException], ...]
     ) -> Pipeline:
         pipeline = build_pipeline(
-            name, policies, retry_on=retry_on, recorder=self.metrics, clock=self._clock
+            name,
+            policies,
+            retry_on=retry_on,
+            recorder=self.metrics,
+            clock=self._clock,
+            listener=self.observability.listener,
         )
         self._pipelines[name] = pipeline
         return pipeline
 
     def _build_database(self, name: str, cfg: DatabaseConfig, *, metered: bool = True) -> Database:
         policies = cfg.policies if cfg.policies is not None else default_policies("database")
-        runner = self._pipeline(name, policies, _DATABASE_RETRY_ON) if metered else None
+        runner: CallRunner | None = None
+        if metered:
+            pipeline = self._pipeline(name, policies, _DATABASE_RETRY_ON)
+            url = None if cfg.kind == "sqlite" else cfg.url
+            runner = self.observability.runner(pipeline, resource=name, kind=cfg.kind, url=url)
         if cfg.kind == "sqlite":
             return SQLiteDatabase(
                 name,
@@ -213,8 +231,19 @@ class Gateway(AsyncResource):
         return callers
 
     def _build_upstream(self, name: str, cfg: UpstreamConfig) -> Upstream:
+        def traced(pipeline: Pipeline) -> CallRunner:
+            return self.observability.runner(
+                pipeline, resource=name, kind="upstream", url=cfg.base_url
+            )
+
         upstream, pipeline = build_upstream(
-            name, cfg, cache=self.cache.l1, recorder=self.metrics, clock=self._clock
+            name,
+            cfg,
+            cache=self.cache.l1,
+            recorder=self.metrics,
+            clock=self._clock,
+            listener=self.observability.listener,
+            wrap=traced,
         )
         self._pipelines[name] = pipeline
         return upstream
@@ -316,7 +345,7 @@ class Gateway(AsyncResource):
             except BaseException:
                 await self._close()
                 raise
-        self.observability.start(self)
+        self.observability.start(self.upstream)
 
     async def _close(self) -> None:
         """Close every resource; errors while closing are not raised."""

@@ -348,14 +348,14 @@ async def test_alert_rules_fire_resolve_and_post_a_webhook(
         for _ in range(3):
             with pytest.raises(QueryError):
                 await db.fetch("SELEKT")
-        await gw.observability.evaluate_alerts(gw)
-        await gw.observability.evaluate_alerts(gw)  # still firing: no second event
+        await gw.observability.evaluate_alerts(gw.upstream)
+        await gw.observability.evaluate_alerts(gw.upstream)  # still firing: no second event
         assert [(e.resource, e.condition, e.state, e.value) for e in events] == [
             ("main", "error_rate", "firing", 0.75)
         ]
         for _ in range(12):
             await db.fetch("SELECT 1")
-        await gw.observability.evaluate_alerts(gw)
+        await gw.observability.evaluate_alerts(gw.upstream)
         assert [e.state for e in events] == ["firing", "resolved"]  # 3 of 16 failed: 19 %
     posted = [orjson.loads(r.body) for r in upstream.seen if r.path == "/api/echo/alerts"]
     assert [(p["condition"], p["state"]) for p in posted] == [

@@ -46,6 +46,7 @@ from iogate.errors import (
     TransientDatabaseError,
 )
 from iogate.lifecycle import AsyncResource, ResourceState
+from iogate.policies.runner import CallRunner
 
 if TYPE_CHECKING:
     from iogate.cache.tiered import TieredCache
@@ -90,17 +91,6 @@ class Row(Protocol):
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Any]: ...
     def keys(self) -> Any: ...
-
-
-class CallRunner(Protocol):
-    """What runs each call of a resource: the resilience pipeline.
-
-    ``idempotent=False`` forbids retries and hedges of that call.
-    """
-
-    async def run(
-        self, fn: Callable[[], Awaitable[T]], /, *, operation: str, idempotent: bool = True
-    ) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ provider adapter are attached to the upstream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from iogate.cache.memory import MemoryCache
 from iogate.config import UpstreamConfig, default_policies
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, Auth, BearerAuth
@@ -23,7 +25,9 @@ from iogate.http.status import UPSTREAM_RECORD_ON, UPSTREAM_RETRY_ON
 from iogate.http.upstream import Upstream
 from iogate.policies import Clock, Pipeline, build_pipeline
 from iogate.policies.config import BulkheadConfig
+from iogate.policies.events import EventListener
 from iogate.policies.pipeline import CallRecorder
+from iogate.policies.runner import CallRunner
 
 __all__ = ["build_upstream"]
 
@@ -47,8 +51,16 @@ def build_upstream(
     cache: MemoryCache | None = None,
     recorder: CallRecorder | None = None,
     clock: Clock | None = None,
+    listener: EventListener | None = None,
+    wrap: Callable[[Pipeline], CallRunner] | None = None,
 ) -> tuple[Upstream, Pipeline]:
-    """The upstream ``name`` and the pipeline its calls run through."""
+    """The upstream ``name`` and the pipeline its calls run through.
+
+    Args:
+        listener: receives the pipeline's policy events (metrics, tracing).
+        wrap: makes the runner the upstream calls from its pipeline (the
+            gateway's tracing wrapper); default: the pipeline itself.
+    """
     policies = cfg.policies if cfg.policies is not None else default_policies("upstream")
     if cfg.max_concurrent is not None and policies.bulkhead is None:
         bulkhead = BulkheadConfig(
@@ -67,6 +79,7 @@ def build_upstream(
         record_on=UPSTREAM_RECORD_ON,
         recorder=recorder,
         clock=clock,
+        listener=listener,
     )
     limits = UpstreamLimits(
         per_second=cfg.rate_limit_per_second,
@@ -102,7 +115,8 @@ def build_upstream(
         limits=limits,
         cache=ResponseCache(cache, namespace=name) if cfg.cache_responses and cache else None,
         retry_hint=HuggingFaceProvider.retry_hint if kind in ("huggingface", "tgi") else None,
-        runner=pipeline,
+        runner=pipeline if wrap is None else wrap(pipeline),
+        runner_timeout_s=policies.timeout if policies.enabled else None,
         allowed_methods=cfg.allowed_methods,
         allowed_paths=cfg.allowed_paths,
         secrets=cfg.env_header_values,

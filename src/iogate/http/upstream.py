@@ -45,7 +45,6 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
-from iogate.databases.base import CallRunner
 from iogate.errors import InvalidInputError, RateLimitedError
 from iogate.http.auth import Auth
 from iogate.http.batch import BatchProgress, BatchRequest, run_batch
@@ -64,7 +63,7 @@ from iogate.http.transport import Transport
 from iogate.http.urls import resolve_under
 from iogate.lifecycle import AsyncResource, ResourceState
 from iogate.observability.meters import UpstreamMeter
-from iogate.policies.timeout import Timeout
+from iogate.policies.runner import CallRunner
 
 if TYPE_CHECKING:
     from iogate.http.providers.base import Provider
@@ -132,6 +131,10 @@ class Upstream(AsyncResource):
         retry_hint: reads a retry delay (seconds) from an error answer whose headers
             give none (e.g. :meth:`HuggingFaceProvider.retry_hint`).
         runner: the resilience pipeline each call runs through.
+        runner_timeout_s: the attempt timeout ``runner`` itself enforces, seconds
+            (``None``: none). When it is no longer than ``timeout_s`` the
+            transport arms no timer of its own (:func:`~iogate.http.factory.build_upstream`
+            makes the pipeline's attempt timeout the upstream's ``timeout``).
         allowed_methods: egress allowlist of HTTP methods (``None``: every supported one).
         allowed_paths: egress allowlist of path prefixes under the base URL, each
             starting with ``/`` (``None``: any path); checked on the resolved path,
@@ -176,6 +179,7 @@ class Upstream(AsyncResource):
         cache: ResponseCache | None = None,
         retry_hint: Callable[[Response], float | None] | None = None,
         runner: CallRunner | None = None,
+        runner_timeout_s: float | None = None,
         allowed_methods: Sequence[str] | None = None,
         allowed_paths: Sequence[str] | None = None,
         secrets: Sequence[str] = (),
@@ -199,13 +203,13 @@ class Upstream(AsyncResource):
         # a call without per-call input is prepared once per (method, path).
         self._urls: dict[str, URL] = {}
         self._plain: dict[tuple[str, str], _Call] = {}
-        # A pipeline whose attempt timeout is no longer than timeout_s already
+        # A runner whose attempt timeout is no longer than timeout_s already
         # bounds every attempt (on its own timer wheel): the transport arms none.
-        runner_timeout = getattr(runner, "timeout", None)
         self._transport = Transport(
             name,
-            attempt_bounded=isinstance(runner_timeout, Timeout)
-            and runner_timeout.seconds <= timeout_s,
+            attempt_bounded=runner is not None
+            and runner_timeout_s is not None
+            and runner_timeout_s <= timeout_s,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,

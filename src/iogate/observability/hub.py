@@ -3,12 +3,17 @@
 :class:`Observability` is created by :class:`~iogate.gateway.Gateway` from the
 ``[observability]`` table and owns:
 
-- :attr:`metrics` — the recorder every pipeline calls (:mod:`.metrics`), to
-  which :meth:`instrument` attaches each resource's pipeline, pool and
-  upstream meter, the cache's statistics, and a policy-event listener
-  (breaker transitions; retries as span events);
-- :attr:`tracing` — OpenTelemetry spans, wrapping each resource's runner
-  only when active (:mod:`.tracing`);
+- :attr:`metrics` — the recorder every pipeline calls (:mod:`.metrics`); the
+  gateway reports each resource to it (:meth:`attach`: its pipeline, pool or
+  upstream meter) and the cache's statistics (:meth:`attach_cache`);
+- :attr:`listener` — the policy-event listener every pipeline is built with
+  (breaker transitions into the metrics; retries as span events);
+- :attr:`tracing` — OpenTelemetry spans: :meth:`runner` is what a resource is
+  built with, its pipeline wrapped in a span per call only when active
+  (:mod:`.tracing`).
+
+It receives resources; it never reaches into one, and the gateway wires
+everything once, before any resource exists (``gateway.py``).
 - :attr:`alerts` — rules judged every ``alert_interval`` seconds by a
   background task while the gateway is open (:mod:`.alerts`), webhook events
   POSTed through the named upstream;
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -34,8 +39,10 @@ from iogate.observability.tracing import Tracing
 from iogate.policies.events import EventListener, PolicyEvent
 
 if TYPE_CHECKING:
-    from iogate.gateway import Gateway
+    from iogate.databases.base import Database
+    from iogate.http.upstream import Upstream
     from iogate.policies import Clock, Pipeline
+    from iogate.policies.runner import CallRunner
 
 __all__ = ["Observability"]
 
@@ -70,63 +77,75 @@ class Observability:
         )
         self.tracing = Tracing(mode=config.tracing, tracer_provider=tracer_provider)
         self.alerts = Alerts(config.alerts)
-        silence_parameter_loggers()  # a DEBUG root logger must not print SQL parameters
-        self._task: asyncio.Task[None] | None = None
-
-    def instrument(self, gateway: Gateway) -> None:
-        """Attach every resource of ``gateway`` to the metrics and, when tracing is
-        active, run its calls through a traced runner."""
-        for name, db in gateway.databases.items():
-            pipeline = gateway.pipeline(name)
-            self._listen(pipeline)
-            self.metrics.attach(name, kind=db.kind, pipeline=pipeline, pool=db.stats)
-            cfg = gateway.config.databases[name]
-            host, port = _address(cfg.url) if db.kind != "sqlite" else (None, None)
-            # The runner is the backend's; wrapping it here keeps the backends unaware.
-            db._runner = self.tracing.wrap(
-                db._runner,
-                resource=name,
-                kind=db.kind,
-                host=host,
-                port=port,
-            )
-        for name, upstream in gateway.upstreams.items():
-            pipeline = gateway.pipeline(name)
-            self._listen(pipeline)
-            self.metrics.attach(name, kind="upstream", pipeline=pipeline, meter=upstream.meter)
-            upstream._runner = self.tracing.wrap(
-                upstream._runner,
-                resource=name,
-                kind="upstream",
-                host=upstream.base_url.host,
-                port=upstream.base_url.port,
-            )
-        stats = getattr(gateway.cache, "stats", None)
-        if callable(stats):
-            self.metrics.attach_cache(stats)
-
-    def _listen(self, pipeline: Pipeline) -> None:
         listeners: list[EventListener] = [self.metrics.on_policy_event]
         if self.tracing.active:
             listeners.append(self.tracing.on_event)
-        for policy in (pipeline.retry, pipeline.circuit_breaker):
-            if policy is not None:
-                policy.on_event = _chain(policy.on_event, listeners)
+        self._listener = _chain(None, listeners)
+        silence_parameter_loggers()  # a DEBUG root logger must not print SQL parameters
+        self._task: asyncio.Task[None] | None = None
 
-    async def readiness(self, gateway: Gateway) -> Readiness:
-        """Probe every resource of ``gateway`` in parallel under ``ready_deadline``."""
+    @property
+    def listener(self) -> EventListener:
+        """The policy-event listener every pipeline is built with (metrics, and
+        tracing when it is active)."""
+        return self._listener
+
+    def runner(
+        self, pipeline: Pipeline, *, resource: str, kind: str, url: str | None
+    ) -> CallRunner:
+        """The runner a resource is built with: ``pipeline`` itself, or inside a
+        span per call when tracing is active.
+
+        Args:
+            kind: ``"sqlite"``, ``"postgresql"``, ``"redis"`` or ``"upstream"``.
+            url: the server's URL, for ``server.address`` / ``server.port``
+                (``None`` for SQLite; never recorded whole).
+        """
+        host, port = _address(url) if url is not None else (None, None)
+        runner: CallRunner = self.tracing.wrap(
+            pipeline, resource=resource, kind=kind, host=host, port=port
+        )
+        return runner
+
+    def attach(
+        self,
+        name: str,
+        *,
+        kind: str,
+        pipeline: Pipeline,
+        pool: Callable[[], Any] | None = None,
+        meter: Any = None,
+    ) -> None:
+        """Report resource ``name`` (its pipeline, and its pool statistics or
+        upstream meter) in the metrics."""
+        if meter is not None:
+            self.metrics.attach(name, kind=kind, pipeline=pipeline, meter=meter)
+        else:
+            self.metrics.attach(name, kind=kind, pipeline=pipeline, pool=pool)
+
+    def attach_cache(self, stats: Callable[[], Any]) -> None:
+        """Report the cache's figures (``TieredCache.stats``) in the metrics."""
+        self.metrics.attach_cache(stats)
+
+    async def readiness(
+        self,
+        databases: Mapping[str, Database],
+        upstreams: Mapping[str, Upstream],
+    ) -> Readiness:
+        """Probe every resource in parallel under ``ready_deadline``."""
         probes: dict[str, tuple[str, Callable[[], Awaitable[object]]]] = {
-            name: (db.kind, db.probe) for name, db in gateway.databases.items()
+            name: (db.kind, db.probe) for name, db in databases.items()
         }
-        probes |= {name: ("upstream", up.ping) for name, up in gateway.upstreams.items()}
+        probes |= {name: ("upstream", up.ping) for name, up in upstreams.items()}
         return await check_readiness(
             probes, deadline_s=self.config.ready_deadline, optional=self.config.ready_optional
         )
 
-    def start(self, gateway: Gateway) -> None:
-        """Start judging the alert rules every ``alert_interval`` seconds (if any)."""
+    def start(self, upstream_of: Callable[[str], Upstream]) -> None:
+        """Start judging the alert rules every ``alert_interval`` seconds (if
+        any); ``upstream_of(name)`` finds a webhook's upstream."""
         if self.alerts.rules and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._alert_loop(gateway))
+            self._task = asyncio.get_running_loop().create_task(self._alert_loop(upstream_of))
 
     async def stop(self) -> None:
         """Stop the alert loop."""
@@ -136,25 +155,28 @@ class Observability:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def evaluate_alerts(self, gateway: Gateway) -> None:
-        """Judge the rules once; POST each event of a rule with a webhook."""
+    async def evaluate_alerts(self, upstream_of: Callable[[str], Upstream]) -> None:
+        """Judge the rules once; POST each event of a rule with a webhook
+        through ``upstream_of(rule's upstream)``."""
         for event, rule in self.alerts.evaluate(self.metrics.snapshot()):
             if rule.webhook is None:
                 continue
             try:
-                upstream = gateway.upstream(rule.webhook.upstream)
+                upstream = upstream_of(rule.webhook.upstream)
                 await upstream.post(rule.webhook.path, json=dataclasses.asdict(event))
             except Exception as exc:  # noqa: BLE001 - a failed webhook is logged, never raised
                 _log.error("alert webhook failed: %s", type(exc).__name__)
 
-    async def _alert_loop(self, gateway: Gateway) -> None:
+    async def _alert_loop(self, upstream_of: Callable[[str], Upstream]) -> None:
         while True:
             await asyncio.sleep(self.config.alert_interval)
-            await self.evaluate_alerts(gateway)
+            await self.evaluate_alerts(upstream_of)
 
 
 def _chain(existing: EventListener | None, listeners: list[EventListener]) -> EventListener:
     every = [existing, *listeners] if existing is not None else list(listeners)
+    if len(every) == 1:
+        return every[0]
 
     def listener(event: PolicyEvent) -> None:
         for fn in every:

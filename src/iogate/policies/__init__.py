@@ -44,6 +44,7 @@ from .rate_limit import (
     TokenBucket,
 )
 from .retry import GiveUpReason, Retry, RetryGaveUp, RetryScheduled, RetrySnapshot
+from .runner import CallRunner
 from .timeout import (
     Timeout,
     TimeoutFired,
@@ -58,6 +59,7 @@ __all__ = [
     "Pipeline",
     "PipelineSnapshot",
     "CallRecorder",
+    "CallRunner",
     # policies
     "Retry",
     "Backoff",

@@ -30,6 +30,7 @@ from .budget import RetryBudget
 from .bulkhead import Bulkhead
 from .circuit_breaker import CircuitBreaker, WindowType
 from .clock import Clock, SystemClock
+from .events import EventListener
 from .hedge import Hedge
 from .pipeline import CallRecorder, Pipeline
 from .rate_limit import RateLimiter
@@ -175,6 +176,7 @@ def build_pipeline(
     recorder: CallRecorder | None = None,
     clock: Clock | None = None,
     record_on: tuple[type[BaseException], ...] | None = None,
+    listener: EventListener | None = None,
 ) -> Pipeline:
     """Build the :class:`~iogate.policies.Pipeline` of ``resource`` from its config.
 
@@ -189,6 +191,8 @@ def build_pipeline(
         record_on: the errors the breaker counts as failures; default
             ``retry_on + (OperationTimeout,)`` — the dependency's failures, not
             the caller's mistakes (a bad query must not open the breaker).
+        listener: receives the retry's and the breaker's events (metrics and
+            tracing subscribe here, when the pipeline is built).
     """
     clock = clock if clock is not None else SystemClock()
     if not config.enabled:
@@ -208,6 +212,7 @@ def build_pipeline(
             budget=budget,
             name=resource,
             clock=clock,
+            on_event=listener,
         )
     breaker = None
     if config.circuit_breaker is not None:
@@ -226,6 +231,7 @@ def build_pipeline(
             max_wait_in_open=c.max_wait_in_open,
             record_on=record_on if record_on is not None else (*retry_on, OperationTimeout),
             clock=clock,
+            on_event=listener,
         )
     limiter = None
     if config.rate_limit is not None:

@@ -195,7 +195,7 @@ def test_all_is_the_public_surface() -> None:
     public = {n for n in dir(policies) if not n.startswith("_")}
     modules = {
         "backoff", "budget", "bulkhead", "circuit_breaker", "clock", "config", "deadline", "events",
-        "fallback", "hedge", "helpers", "pipeline", "rate_limit", "retry", "timeout",
+        "fallback", "hedge", "helpers", "pipeline", "rate_limit", "retry", "runner", "timeout",
     }  # fmt: skip
     assert set(policies.__all__) == public - modules
     assert len(policies.__all__) == len(set(policies.__all__))

@@ -39,7 +39,7 @@ async def metrics(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Ping every resource in parallel; 503 when a required one is down or too slow."""
     gateway = gateway_of(request)
-    result = await gateway.observability.readiness(gateway)
+    result = await gateway.observability.readiness(gateway.databases, gateway.upstreams)
     body = {
         "status": "ready" if result.ready else "not_ready",
         "resources": {h.name: dataclasses.asdict(h) for h in result.resources},
