@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
+from iogate.cache.serialization import encode_value
+from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
 from iogate.databases import crud
 from iogate.databases.sql import is_read_statement
 from iogate.databases.stats import PoolStats
@@ -306,8 +308,6 @@ class SQLDatabase(Database):
         SQL and its parameters (stable across processes)."""
         digest = hashlib.sha256(self.name.encode() + b"\0" + sql.encode() + b"\0")
         try:
-            from iogate.cache.serialization import encode_value
-
             digest.update(encode_value(params, sort_keys=True))
         except TypeError:
             digest.update(repr(_freeze(params)).encode())
@@ -317,7 +317,6 @@ class SQLDatabase(Database):
         """The tags of a cached result of ``sql``: the database's tag, and each
         table it reads (or, when those are uncertain, the database's
         "unknown tables" tag, which every write invalidates)."""
-        from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
 
         tables = await self.statement_tables(sql, params)
         tags = [database_tag(self.name), *(table_tag(self.name, t) for t in tables.reads)]
@@ -349,7 +348,6 @@ class SQLDatabase(Database):
         cache = self._cache
         if cache is None:
             return
-        from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
 
         tags: set[str] = set()
         for sql, params in statements:

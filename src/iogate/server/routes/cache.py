@@ -15,25 +15,19 @@ of database ``main`` that read ``users`` (tag names: :mod:`iogate.cache.tags`).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
-from iogate.cache.serialization import encode_value
-from iogate.databases.base import Params, SQLDatabase
-from iogate.databases.sql import is_read_statement
 from iogate.databases.values import to_json_value
 from iogate.errors import InvalidInputError, UnknownResourceError
-from iogate.gateway import Gateway
 from iogate.server.auth import authorize
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.wire.cache_keys import API_PREFIX
 
-__all__ = ["API_PREFIX", "cached_query_body", "cached_upstream_body", "router"]
+__all__ = ["API_PREFIX", "router"]
 
 router = APIRouter(tags=["cache"], route_class=JsonBodyRoute)
 
@@ -132,64 +126,3 @@ async def invalidate(body: CacheInvalidate, request: Request) -> Response:
     else:
         removed = await cache.invalidate_prefix(API_PREFIX + (body.prefix or ""))
     return json_response({"removed": removed})
-
-
-# -- read-through helpers of the query and upstream routes (``cache_ttl``) ----------
-
-
-class _NotCacheable(Exception):
-    """A rendered upstream answer that must be returned but not cached (not 2xx)."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        super().__init__("not cacheable")
-        self.body = body
-
-
-async def cached_query_body(
-    gateway: Gateway,
-    database: SQLDatabase,
-    sql: str,
-    params: Params,
-    ttl: float,
-    load: Callable[[], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
-    """The rendered result of a read, through the gateway cache for ``ttl`` seconds,
-    tagged with the tables it reads (so writes through iogate invalidate it).
-
-    Raises:
-        InvalidInputError: ``sql`` is not a plain read.
-    """
-    if not is_read_statement(sql):
-        raise InvalidInputError("cache_ttl applies to reads (SELECT, VALUES, SHOW, TABLE) only")
-    key = "query:" + database.cache_key(sql, params)
-    tags = await database.cache_tags(sql, params)
-    body = await gateway.cache.get_or_load(key, load, ttl=ttl, tags=tags)
-    return dict(body)  # a copy: the caller adds its own duration_ms
-
-
-async def cached_upstream_body(
-    gateway: Gateway,
-    name: str,
-    *,
-    request_key: Any,
-    ttl: float,
-    load: Callable[[], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
-    """A rendered upstream answer through the gateway cache for ``ttl`` seconds,
-    under a SHA-256 of the request (``request_key``: method, path, query, headers
-    and body); only 2xx answers are stored. Tag: ``upstream:<name>``."""
-
-    async def load_2xx() -> dict[str, Any]:
-        body = await load()
-        if not 200 <= int(body["status"]) < 300:
-            raise _NotCacheable(body)
-        return body
-
-    digest = hashlib.sha256(encode_value(request_key, sort_keys=True)).hexdigest()
-    try:
-        body = await gateway.cache.get_or_load(
-            f"http:{name}:{digest}", load_2xx, ttl=ttl, tags=[f"upstream:{name}"]
-        )
-    except _NotCacheable as answer:
-        return answer.body
-    return dict(body)

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from iogate.batch.access import SQLAccess, named_query_access, sql_access
+from iogate.cache.through import cached_query_body
 from iogate.databases.base import Params, QueryResult
 from iogate.databases.guard import UNRESTRICTED, fit_body, result_body
 from iogate.databases.streaming import RowStream
@@ -33,7 +34,6 @@ from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_body, serve_directly
 from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
-from iogate.server.routes.cache import cached_query_body
 from iogate.server.schemas import (
     BatchRequest,
     BatchResponse,
@@ -100,7 +100,7 @@ async def run_query(
             result = await database.query(sql, params, limits=ceiling)
             return result_body(result, None, fit_bytes=False)
 
-        body = await cached_query_body(gateway, database, sql, params, cache_ttl, load)
+        body = await cached_query_body(gateway.cache, database, sql, params, cache_ttl, load)
         if len(body["rows"]) > limits.max_rows:
             body["rows"] = body["rows"][: limits.max_rows]
             body["row_count"] = limits.max_rows

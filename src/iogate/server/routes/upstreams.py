@@ -31,6 +31,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from iogate.cache.through import cached_upstream_body
 from iogate.errors import InvalidInputError, IogateError
 from iogate.gateway import Gateway
 from iogate.http.batch import BatchRequest
@@ -39,7 +40,6 @@ from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.server.auth import authorize
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import problem_for
-from iogate.server.routes.cache import cached_upstream_body
 from iogate.server.schemas import (
     GenerateBody,
     GenerateResponse,
@@ -86,7 +86,7 @@ async def run_upstream(
         return json_response(await send())
     request_key = [method.upper(), path, query, headers, None if json is _UNSET else json, body]
     rendered = await cached_upstream_body(
-        gateway, name, request_key=request_key, ttl=cache_ttl, load=send
+        gateway.cache, name, request_key=request_key, ttl=cache_ttl, load=send
     )
     rendered["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return json_response(rendered)
