@@ -303,7 +303,9 @@ class Pipeline:
                         raise dl_error  # noqa: TRY301
                 # -- enter the policies: breaker → rate limiter → bulkhead -----------------
                 if cb is not None:
-                    permit = cb.permit(t0)
+                    permit = cb.closed_permit
+                    if permit < 0:
+                        permit = cb.permit(t0)
                 if rl is not None:
                     wait = rl.try_acquire(t0, deadline_at)
                     if wait != 0.0:
