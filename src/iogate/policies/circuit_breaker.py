@@ -468,7 +468,7 @@ class CircuitBreaker:
 
         Synchronous; a fast call in ``CLOSED`` costs two additions.
         """
-        if permit == self._epoch and self._state is _CLOSED and duration < self._slow_s:
+        if permit == self.closed_permit and duration < self._slow_s:  # CLOSED, this epoch
             self._successful_calls += 1
             window = self._window
             if type(window) is _CountWindow:
