@@ -132,6 +132,7 @@ class Pipeline:
         "_now",
         "_ok",
         "_rl",
+        "_rl_reserve",
         "_started",
         "_tmo_s",
         "_tmo_wheel",
@@ -186,6 +187,7 @@ class Pipeline:
         )
         self._cb = circuit_breaker
         self._rl = rate_limiter
+        self._rl_reserve = rate_limiter.bucket_reserve if rate_limiter is not None else None
         self._bh = bulkhead
         self._tmo_s = timeout.seconds if timeout is not None else 0.0
         # Hedged attempts run their timeout inside Hedge.run (Timeout.run): the
@@ -290,6 +292,7 @@ class Pipeline:
                 retry = hedge = None
             cb = self._cb
             rl = self._rl
+            rl_reserve = self._rl_reserve
             bh = self._bh
             tmo_wheel = self._tmo_wheel
             prev_delay = 0.0
@@ -303,9 +306,17 @@ class Pipeline:
                         raise dl_error  # noqa: TRY301
                 # -- enter the policies: breaker → rate limiter → bulkhead -----------------
                 if cb is not None:
-                    permit = cb.permit(t0)
+                    permit = cb.closed_permit
+                    if permit < 0:
+                        permit = cb.permit(t0)
                 if rl is not None:
-                    wait = rl.try_acquire(t0, deadline_at)
+                    if rl_reserve is not None:  # rl.try_acquire, one call fewer
+                        limit = rl.max_wait
+                        if deadline_at is not None and deadline_at - t0 < limit:
+                            limit = deadline_at - t0
+                        wait = rl_reserve(t0, limit)
+                    else:
+                        wait = rl.try_acquire(t0, deadline_at)
                     if wait != 0.0:
                         t0 = await self._wait_token(rl, wait, t0, cb, permit)
                 if bh is not None and not bh.try_enter():
@@ -328,8 +339,8 @@ class Pipeline:
                         try:
                             result = await fn()
                         finally:
-                            _remove(a_bucket, task)
-                        if FIRED in a_bucket:
+                            fired = _remove(a_bucket, task)
+                        if fired:
                             task.uncancel()  # fn swallowed the cancellation
                     else:
                         result = await fn()
