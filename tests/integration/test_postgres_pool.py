@@ -13,16 +13,9 @@ import asyncpg
 import pytest
 
 from iogate.databases.postgres_pool import PoolClosed, PostgresPool
+from iogate.policies import FakeClock
 from tests.servers import PostgresServer
 from tests.waiting import until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _connector(pg: PostgresServer) -> Callable[[], Awaitable[asyncpg.Connection]]:
@@ -127,26 +120,26 @@ async def test_a_connection_is_replaced_after_max_queries(pg: PostgresServer) ->
 async def test_idle_connections_beyond_min_size_are_closed_after_their_lifetime(
     pg: PostgresServer,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     pool = PostgresPool(
         _connector(pg),
         min_size=1,
         max_size=3,
         max_queries=1000,
         max_idle_lifetime_s=60,
-        clock=clock,
+        clock=clock.monotonic,
     )
     await pool.open()
     try:
         conns = [await _get(pool) for _ in range(3)]
         await pool.release(conns[0])
-        clock.now += 30
+        clock.advance(30)
         await pool.release(conns[1])
         await pool.release(conns[2])
-        clock.now += 40  # conns[0] idle 70 s, the others 40 s
+        clock.advance(40)  # conns[0] idle 70 s, the others 40 s
         assert pool.prune_idle() == 1
         await until(lambda: conns[0].is_closed() and pool.size == 2)
-        clock.now += 30  # both others idle 70 s: one goes, min_size keeps one
+        clock.advance(30)  # both others idle 70 s: one goes, min_size keeps one
         assert pool.prune_idle() == 1
         await until(lambda: pool.size == 1)
         assert pool.idle == 1

@@ -21,9 +21,8 @@ from iogate.http.providers import (
 )
 from iogate.http.status import UPSTREAM_RETRY_ON
 from iogate.http.upstream import Upstream
-from iogate.policies import Backoff, Pipeline, Retry
+from iogate.policies import Backoff, FakeClock, Pipeline, Retry
 from iogate.policies.backoff import BackoffKind, Jitter
-from tests.fakes.clock import StepClock
 from tests.fakes.llm import FakeLLM, Fault, fake_llm_server
 
 REQ = GenerateRequest(prompt="the quick brown fox", model="m-1", max_tokens=3, temperature=0)
@@ -36,11 +35,11 @@ async def llm() -> AsyncIterator[FakeLLM]:
 
 
 @pytest.fixture
-def clock() -> StepClock:
-    return StepClock()
+def clock() -> FakeClock:
+    return FakeClock(1000.0, auto_advance=True)
 
 
-def _upstream(base: str, clock: StepClock, **kw: object) -> Upstream:
+def _upstream(base: str, clock: FakeClock, **kw: object) -> Upstream:
     retry = Retry(
         retry_on=UPSTREAM_RETRY_ON,
         max_attempts=4,
@@ -59,7 +58,7 @@ async def _collect(chunks: AsyncIterator[CompletionChunk]) -> tuple[str, list[Co
     return "".join(c.text for c in got), got
 
 
-async def test_openai_generate_and_stream(llm: FakeLLM, clock: StepClock) -> None:
+async def test_openai_generate_and_stream(llm: FakeLLM, clock: FakeClock) -> None:
     async with _upstream(
         llm.base_url + "/v1", clock, auth=BearerAuth("sk-O"), idempotency_keys=True
     ) as api:
@@ -82,7 +81,7 @@ async def test_openai_generate_and_stream(llm: FakeLLM, clock: StepClock) -> Non
 
 
 async def test_openai_429_retry_after_ms_reuses_the_idempotency_key(
-    llm: FakeLLM, clock: StepClock
+    llm: FakeLLM, clock: FakeClock
 ) -> None:
     llm.script["/v1/chat/completions"] = [
         Fault(
@@ -99,7 +98,7 @@ async def test_openai_429_retry_after_ms_reuses_the_idempotency_key(
     assert len(set(keys)) == 1
 
 
-async def test_keyless_provider_post_is_not_retried(llm: FakeLLM, clock: StepClock) -> None:
+async def test_keyless_provider_post_is_not_retried(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/v1/chat/completions"] = [Fault(status=503)]
     async with _upstream(llm.base_url + "/v1", clock) as api:
         with pytest.raises(UpstreamHTTPError) as info:
@@ -107,7 +106,7 @@ async def test_keyless_provider_post_is_not_retried(llm: FakeLLM, clock: StepClo
     assert (info.value.status, info.value.attempts, len(llm.seen)) == (503, 1, 1)
 
 
-async def test_openai_error_mid_stream(llm: FakeLLM, clock: StepClock) -> None:
+async def test_openai_error_mid_stream(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/v1/chat/completions"] = [Fault(error_after=2)]
     got: list[str] = []
     async with _upstream(llm.base_url + "/v1", clock) as api:
@@ -118,7 +117,7 @@ async def test_openai_error_mid_stream(llm: FakeLLM, clock: StepClock) -> None:
     assert info.value.kind == "server_error"
 
 
-async def test_anthropic_headers_529_and_named_events(llm: FakeLLM, clock: StepClock) -> None:
+async def test_anthropic_headers_529_and_named_events(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/v1/messages"] = [
         Fault(status=529, body={"type": "error", "error": {"type": "overloaded_error"}})
     ]
@@ -151,14 +150,14 @@ async def test_anthropic_headers_529_and_named_events(llm: FakeLLM, clock: StepC
     assert chunks[-1] == CompletionChunk("", "max_tokens", Usage(4, 3))
 
 
-async def test_anthropic_error_event_after_200(llm: FakeLLM, clock: StepClock) -> None:
+async def test_anthropic_error_event_after_200(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/v1/messages"] = [Fault(error_after=1)]
     async with _upstream(llm.base_url, clock, auth=ApiKeyHeader("sk-A")) as api:
         with pytest.raises(ProviderStreamError, match="overloaded_error"):
             await _collect(AnthropicProvider(api).stream(REQ))
 
 
-async def test_tgi_generate_stream_and_greedy_temperature(llm: FakeLLM, clock: StepClock) -> None:
+async def test_tgi_generate_stream_and_greedy_temperature(llm: FakeLLM, clock: FakeClock) -> None:
     async with _upstream(llm.base_url, clock) as api:
         tgi = HuggingFaceProvider(api, mode="tgi")
         done = await tgi.generate(REQ)
@@ -178,7 +177,7 @@ async def test_tgi_generate_stream_and_greedy_temperature(llm: FakeLLM, clock: S
 
 
 async def test_hf_inference_api_503_loading_waits_estimated_time(
-    llm: FakeLLM, clock: StepClock
+    llm: FakeLLM, clock: FakeClock
 ) -> None:
     path = "/models/org/model-x"
     llm.script[path] = [
@@ -196,7 +195,7 @@ async def test_hf_inference_api_503_loading_waits_estimated_time(
     assert llm.seen[-1].body["parameters"]["return_full_text"] is False
 
 
-async def test_connection_reset_then_success(llm: FakeLLM, clock: StepClock) -> None:
+async def test_connection_reset_then_success(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/generate"] = [Fault(reset=True)]
     async with _upstream(llm.base_url, clock, idempotency_keys=True) as api:
         done = await HuggingFaceProvider(api).generate(REQ)
@@ -205,7 +204,7 @@ async def test_connection_reset_then_success(llm: FakeLLM, clock: StepClock) -> 
 
 
 async def test_slow_first_byte_is_cut_by_the_timeout_and_retried(
-    llm: FakeLLM, clock: StepClock
+    llm: FakeLLM, clock: FakeClock
 ) -> None:
     llm.script["/generate"] = [Fault(delay_s=0.5)]
     async with _upstream(llm.base_url, clock, timeout_s=0.15) as api:
@@ -217,7 +216,7 @@ async def test_slow_first_byte_is_cut_by_the_timeout_and_retried(
     assert len(llm.seen) == 2
 
 
-async def test_always_slow_first_byte_raises_timeout(llm: FakeLLM, clock: StepClock) -> None:
+async def test_always_slow_first_byte_raises_timeout(llm: FakeLLM, clock: FakeClock) -> None:
     llm.script["/generate"] = [Fault(delay_s=0.3) for _ in range(4)]
     async with _upstream(llm.base_url, clock, timeout_s=0.1) as api:
         with pytest.raises(OperationTimeout) as info:
@@ -226,7 +225,7 @@ async def test_always_slow_first_byte_raises_timeout(llm: FakeLLM, clock: StepCl
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
 
-async def test_token_limit_settles_from_usage(llm: FakeLLM, clock: StepClock) -> None:
+async def test_token_limit_settles_from_usage(llm: FakeLLM, clock: FakeClock) -> None:
     limits = UpstreamLimits(tokens_per_minute=10_000, clock=clock)
     async with _upstream(llm.base_url + "/v1", clock, limits=limits) as api:
         await OpenAIProvider(api).generate(REQ)

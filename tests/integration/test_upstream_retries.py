@@ -12,14 +12,13 @@ import pytest
 from iogate.errors import CircuitOpenError, RateLimitedError
 from iogate.http.status import UPSTREAM_RECORD_ON, UPSTREAM_RETRY_ON
 from iogate.http.upstream import Upstream
-from iogate.policies import Backoff, CircuitBreaker, Pipeline, Retry
+from iogate.policies import Backoff, CircuitBreaker, FakeClock, Pipeline, Retry
 from iogate.policies.backoff import BackoffKind, Jitter
-from tests.fakes.clock import StepClock
 from tests.upstream_app import UpstreamServer
 
 
 def _pipeline(
-    clock: StepClock, *, attempts: int = 3, breaker: CircuitBreaker | None = None
+    clock: FakeClock, *, attempts: int = 3, breaker: CircuitBreaker | None = None
 ) -> Pipeline:
     retry = Retry(
         retry_on=UPSTREAM_RETRY_ON,
@@ -33,12 +32,12 @@ def _pipeline(
 
 
 @pytest.fixture
-def clock() -> StepClock:
-    return StepClock()
+def clock() -> FakeClock:
+    return FakeClock(1000.0, auto_advance=True)
 
 
 @pytest.fixture
-async def api(upstream: UpstreamServer, clock: StepClock) -> AsyncIterator[Upstream]:
+async def api(upstream: UpstreamServer, clock: FakeClock) -> AsyncIterator[Upstream]:
     async with Upstream("api", base_url=upstream.base_url, runner=_pipeline(clock)) as client:
         yield client
 
@@ -48,7 +47,7 @@ def _hits(upstream: UpstreamServer, key: str) -> list[dict[str, str]]:
 
 
 async def test_5xx_then_success_is_retried_with_backoff(
-    api: Upstream, clock: StepClock, upstream: UpstreamServer
+    api: Upstream, clock: FakeClock, upstream: UpstreamServer
 ) -> None:
     resp = await api.get("/seq/a", params={"codes": "503,500,200"})
     assert (resp.status, resp.attempts) == (200, 3)
@@ -71,13 +70,13 @@ async def test_client_errors_are_not_retried(
     assert len(_hits(upstream, f"c{code}")) == 1
 
 
-async def test_retry_after_ms_sets_the_delay(api: Upstream, clock: StepClock) -> None:
+async def test_retry_after_ms_sets_the_delay(api: Upstream, clock: FakeClock) -> None:
     resp = await api.get("/seq/ms", params={"codes": "429,200", "h": "retry-after-ms:250"})
     assert resp.status == 200
     assert clock.sleeps == [0.25]
 
 
-async def test_retry_after_seconds_and_http_date(api: Upstream, clock: StepClock) -> None:
+async def test_retry_after_seconds_and_http_date(api: Upstream, clock: FakeClock) -> None:
     await api.get("/seq/sec", params={"codes": "503,200", "h": "Retry-After:3"})
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     await api.get("/seq/date", params={"codes": "503,200", "h": f"Retry-After:{when}"})
@@ -85,7 +84,7 @@ async def test_retry_after_seconds_and_http_date(api: Upstream, clock: StepClock
     assert 18.0 <= clock.sleeps[1] <= 20.0
 
 
-async def test_openai_reset_header_on_429(api: Upstream, clock: StepClock) -> None:
+async def test_openai_reset_header_on_429(api: Upstream, clock: FakeClock) -> None:
     params = [
         ("codes", "429,200"),
         ("h", "x-ratelimit-remaining-requests:0"),
@@ -116,7 +115,7 @@ async def test_x_should_retry_overrides(api: Upstream, upstream: UpstreamServer)
     assert (yes.status, yes.attempts) == (200, 2)
 
 
-async def test_exhausted_retries_return_the_last_response(api: Upstream, clock: StepClock) -> None:
+async def test_exhausted_retries_return_the_last_response(api: Upstream, clock: FakeClock) -> None:
     resp = await api.get("/seq/down", params={"codes": "503"})
     assert (resp.status, resp.attempts) == (503, 3)
     assert resp.json() == {"attempt": 3, "status": 503}
@@ -142,7 +141,7 @@ async def test_post_with_generated_key_reuses_it_on_every_attempt(
     assert keys.pop().startswith("iogate-")
 
 
-async def test_upstream_wide_idempotency_keys(upstream: UpstreamServer, clock: StepClock) -> None:
+async def test_upstream_wide_idempotency_keys(upstream: UpstreamServer, clock: FakeClock) -> None:
     async with Upstream(
         "k", base_url=upstream.base_url, idempotency_keys=True, runner=_pipeline(clock)
     ) as api:
@@ -173,7 +172,7 @@ async def test_connection_reset_is_retried_for_get(api: Upstream, upstream: Upst
     assert resp.attempts in (2, 3)
 
 
-async def test_breaker_counts_5xx_but_not_4xx(upstream: UpstreamServer, clock: StepClock) -> None:
+async def test_breaker_counts_5xx_but_not_4xx(upstream: UpstreamServer, clock: FakeClock) -> None:
     breaker = CircuitBreaker(
         name="api",
         failure_rate_threshold=0.5,

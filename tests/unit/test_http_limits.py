@@ -6,11 +6,10 @@ from iogate.errors import RateLimitedError
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, BearerAuth
 from iogate.http.limits import UpstreamLimits
 from iogate.policies import FakeClock
-from tests.fakes.clock import StepClock
 
 
 async def test_per_second_window_spaces_calls() -> None:
-    clock = StepClock()
+    clock = FakeClock(1000.0, auto_advance=True)
     limits = UpstreamLimits(per_second=2, clock=clock)
     waits = [await limits.acquire() for _ in range(4)]
     assert waits == [0.0, 0.0, 0.5, 0.5]
@@ -18,7 +17,7 @@ async def test_per_second_window_spaces_calls() -> None:
 
 
 async def test_tightest_window_wins_and_too_long_waits_are_refused() -> None:
-    clock = StepClock()
+    clock = FakeClock(1000.0, auto_advance=True)
     limits = UpstreamLimits(per_second=100, per_minute=2, max_wait_s=10, clock=clock)
     await limits.acquire()
     await limits.acquire()
@@ -29,7 +28,7 @@ async def test_tightest_window_wins_and_too_long_waits_are_refused() -> None:
 
 
 async def test_tokens_estimated_then_settled_from_usage() -> None:
-    clock = StepClock()
+    clock = FakeClock(1000.0, auto_advance=True)
     limits = UpstreamLimits(tokens_per_minute=600, clock=clock)  # 10 tokens / s
     assert await limits.acquire(tokens=500) == 0.0
     limits.settle(estimated=500, actual=100)  # the call used far fewer: 500 left

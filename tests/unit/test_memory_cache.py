@@ -1,14 +1,7 @@
 import pytest
 
 from iogate.cache.memory import MemoryCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from iogate.policies import FakeClock
 
 
 def test_get_set_delete_and_stats() -> None:
@@ -25,15 +18,15 @@ def test_get_set_delete_and_stats() -> None:
 
 
 def test_ttl_expiry_on_a_fake_clock() -> None:
-    clock = Clock()
-    cache = MemoryCache(clock=clock, default_ttl_s=10)
+    clock = FakeClock(100.0)
+    cache = MemoryCache(clock=clock.monotonic, default_ttl_s=10)
     cache.set("a", 1)
     cache.set("b", 2, ttl_s=1)
-    clock.now += 0.999
+    clock.advance(0.999)
     assert (cache.get("a"), cache.get("b")) == (1, 2)
-    clock.now += 0.001
+    clock.advance(0.001)
     assert cache.get("b") is None
-    clock.now += 9
+    clock.advance(9)
     assert cache.get("a") is None
     assert cache.stats().expirations == 2
     assert len(cache) == 0

@@ -111,16 +111,27 @@ class FakeClock:
     least ``now + s``; ``call_later`` callbacks run synchronously inside
     :meth:`advance`, in time order. Nothing ever really sleeps.
 
+    With ``auto_advance=True`` a ``sleep(s)`` moves the time itself by ``s``
+    (firing the timers due meanwhile) and returns after one loop turn: for a
+    test that asserts the delays a retry loop chose (:attr:`sleeps`) without
+    driving the clock by hand.
+
     Args:
         start: the initial reading of :meth:`monotonic`, in seconds.
+        auto_advance: each ``sleep`` advances the clock by its own duration.
+
+    Attributes:
+        sleeps: every ``sleep`` asked for, in seconds (rounded to the microsecond).
     """
 
-    __slots__ = ("_now", "_seq", "_timers")
+    __slots__ = ("_auto", "_now", "_seq", "_timers", "sleeps")
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, auto_advance: bool = False) -> None:
         self._now = float(start)
         self._seq = itertools.count()
         self._timers: list[tuple[float, int, _FakeTimer]] = []
+        self._auto = auto_advance
+        self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
         """The fake time, in seconds."""
@@ -137,6 +148,11 @@ class FakeClock:
 
         A zero or negative sleep yields to the loop once, like ``asyncio.sleep(0)``.
         """
+        self.sleeps.append(round(seconds, 6))
+        if self._auto:
+            self.advance(max(seconds, 0.0))
+            await asyncio.sleep(0)
+            return
         if seconds <= 0:
             await asyncio.sleep(0)
             return

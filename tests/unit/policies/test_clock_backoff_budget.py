@@ -60,6 +60,19 @@ def test_fake_clock_call_later_runs_in_time_order() -> None:
         clock.advance(-1)
 
 
+async def test_auto_advancing_fake_clock_moves_by_each_sleep_and_records_it() -> None:
+    clock = FakeClock(1000.0, auto_advance=True)
+    fired: list[float] = []
+    clock.call_later(1.5, lambda: fired.append(clock.monotonic()))
+    await clock.sleep(1.0)
+    assert (clock.monotonic(), fired) == (1001.0, [])
+    await clock.sleep(0.75)  # passes the timer due at 1001.5: it fires at its own time
+    assert (clock.monotonic(), fired) == (1001.75, [1001.5])
+    await clock.sleep(0)
+    assert clock.sleeps == [1.0, 0.75, 0.0]
+    assert clock.monotonic() == 1001.75
+
+
 async def test_system_clock_is_monotonic_and_sleeps() -> None:
     c = SystemClock()
     a = c.monotonic()
