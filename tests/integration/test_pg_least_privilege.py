@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -35,6 +34,7 @@ from iogate.databases.postgres_roles import roles_sql
 from iogate.gateway import Gateway
 from iogate.server.keys import hash_key, new_key
 from tests.conftest import serve_app
+from tests.keyed_client import KeyedClient
 from tests.servers import PostgresServer, free_port
 from tests.subprocess_env import child_env
 
@@ -135,24 +135,10 @@ def _config(c: Cluster, **db: Any) -> IogateConfig:
     return parse_config({"databases": {"pg": pg_cfg}, "keys": keys}, environ={})
 
 
-class Client:
-    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
-        self.base = base
-        self.http = http
-
-    async def post(self, path: str, body: Any, key: str) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {KEYS[key]}"}
-        async with self.http.post(self.base + path, json=body, headers=headers) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def sql(self, sql: str, key: str) -> tuple[int, Any]:
-        return await self.post("/v1/databases/pg/query", {"sql": sql}, key)
-
-
 @asynccontextmanager
-async def _serve(config: IogateConfig) -> AsyncIterator[Client]:
+async def _serve(config: IogateConfig) -> AsyncIterator[KeyedClient]:
     async with serve_app(config) as gw:
-        yield Client(gw.base_url, gw.session)
+        yield KeyedClient(gw.base_url, gw.session, KEYS, "pg")
 
 
 async def _state(conn: asyncpg.Connection, c: Cluster) -> tuple[Any, ...]:

@@ -14,6 +14,7 @@ import pytest
 from iogate.config import parse_config
 from iogate.server.app import create_app
 from iogate.server.keys import hash_key, new_key
+from tests.keyed_client import KeyedClient
 from tests.servers import serve_asgi as serve
 
 KEYS = {name: new_key() for name in ("owner", "reader", "named", "users")}
@@ -25,22 +26,8 @@ SCOPES = {
 }
 
 
-class Client:
-    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
-        self.base = base
-        self.http = http
-
-    async def post(self, path: str, body: Any, key: str) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {KEYS[key]}"}
-        async with self.http.post(self.base + path, json=body, headers=headers) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def sql(self, sql: str, key: str) -> tuple[int, Any]:
-        return await self.post("/v1/databases/main/query", {"sql": sql}, key)
-
-
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
+async def client(tmp_path: Path) -> AsyncIterator[KeyedClient]:
     keys: dict[str, Any] = {
         name: {"sha256": hash_key(KEYS[name]), "scopes": SCOPES[name]} for name in KEYS
     }
@@ -58,7 +45,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
         environ={},
     )
     async with serve(create_app(config)) as base, aiohttp.ClientSession() as http:
-        c = Client(base, http)
+        c = KeyedClient(base, http, KEYS, "main")
         for sql in (
             "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)",
             "CREATE TABLE audit (note TEXT)",
@@ -68,7 +55,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
         yield c
 
 
-async def test_keys_get_the_engine_enforced_rights_of_their_scopes(client: Client) -> None:
+async def test_keys_get_the_engine_enforced_rights_of_their_scopes(client: KeyedClient) -> None:
     status, body = await client.sql("SELECT count(*) FROM items", "reader")
     assert (status, body["rows"]) == (200, [[2]])
     for sql in (
