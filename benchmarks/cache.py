@@ -60,7 +60,7 @@ async def _l1_subjects() -> dict[str, Callable[[], Awaitable[object]]]:
         return VALUE
 
     # loaded (not set), so the entry has a compute time and the XFetch test runs
-    await cache.get_or_load("k", loader, ttl=3600)
+    await cache.get_or_load("k", loader, ttl_s=3600)
 
     cashews = Cache()
     cashews.setup("mem://")
@@ -70,7 +70,7 @@ async def _l1_subjects() -> dict[str, Callable[[], Awaitable[object]]]:
     return {
         "bare": noop,
         "iogate.get": lambda: cache.get("k"),
-        "iogate.get_or_load": lambda: cache.get_or_load("k", loader, ttl=3600),
+        "iogate.get_or_load": lambda: cache.get_or_load("k", loader, ttl_s=3600),
         "cashews.mem": lambda: cashews.get("k"),
         "aiocache.SimpleMemoryCache": lambda: aiocache.get("k"),
     }
@@ -84,7 +84,7 @@ async def _l2(url: str, seconds: float, repeats: int) -> list[Result]:
         keys = [(f"c{i}a", f"c{i}b") for i in range(CALLERS)]
         for pair in keys:
             for key in pair:
-                await cache.set(key, VALUE, ttl=3600)
+                await cache.set(key, VALUE, ttl_s=3600)
                 await raw.set(f"raw:{key}", b'{"id":1,"name":"ann","tags":["a","b"],"score":9.5}')
         turn = {"iogate": 0, "raw": 0}
 

@@ -40,7 +40,9 @@ async def load(url: str, ns: str, keys: list[str]) -> None:
     async with _cache(url, ns) as cache:
         await client.rpush(f"{ns}:ready", b"1")
         await client.blpop([f"{ns}:go"], timeout=30)
-        values = await asyncio.gather(*(cache.get_or_load(k, loader_for(k), ttl=60) for k in keys))
+        values = await asyncio.gather(
+            *(cache.get_or_load(k, loader_for(k), ttl_s=60) for k in keys)
+        )
     await client.aclose()
     print(orjson.dumps(values).decode())
 
@@ -52,7 +54,7 @@ async def watch(url: str, ns: str, key: str) -> None:
         async def loader() -> str:
             return "cached"
 
-        await cache.get_or_load(key, loader, ttl=60, tags=["watched"])
+        await cache.get_or_load(key, loader, ttl_s=60, tags=["watched"])
         assert cache.l1.get(key) is not None
         await client.rpush(f"{ns}:ready", b"1")
         deadline = time.monotonic() + 10

@@ -86,7 +86,7 @@ async def test_l2_is_shared_read_through_and_copied_into_l1(redis: RedisServer) 
         TieredCache(redis=_tier(redis.url, ns)) as one,
         TieredCache(redis=_tier(redis.url, ns)) as two,
     ):
-        await one.set("k", {"n": 1}, ttl=60, tags=["t"])
+        await one.set("k", {"n": 1}, ttl_s=60, tags=["t"])
         found = await two.lookup("k")
         assert found is not None
         assert (found.value, found.source) == ({"n": 1}, "l2")
@@ -158,11 +158,11 @@ async def test_redis_outage_degrades_to_l1_and_the_tier_recovers(
 
     tier = _tier(own_redis.url, _ns(), timeout_s=0.2, breaker=breaker)
     async with TieredCache(redis=tier) as cache:
-        assert await cache.get_or_load("k", loader, ttl=60) == "load 1"
+        assert await cache.get_or_load("k", loader, ttl_s=60) == "load 1"
         await asyncio.to_thread(own_redis.stop)
         for _ in range(20):  # every call answered, from L1
-            assert await cache.get_or_load("k", loader, ttl=60) == "load 1"
-        assert await cache.get_or_load("other", loader, ttl=60) == "load 2"  # L1-only miss
+            assert await cache.get_or_load("k", loader, ttl_s=60) == "load 1"
+        assert await cache.get_or_load("other", loader, ttl_s=60) == "load 2"  # L1-only miss
         await cache.set("written", 1)
         assert await cache.invalidate_tags(["some-tag"]) == 0  # kept for replay
         for _ in range(5):
@@ -187,7 +187,7 @@ async def test_redis_outage_degrades_to_l1_and_the_tier_recovers(
         assert not cache._pending  # the invalidation made during the outage was replayed
         client = aioredis.Redis.from_url(own_redis.url)
         try:
-            assert await cache.get_or_load("after", loader, ttl=60) == "load 3"
+            assert await cache.get_or_load("after", loader, ttl_s=60) == "load 3"
             assert await client.exists(f"{tier.namespace}:k:after") == 1  # L2 written again
         finally:
             await client.aclose()
@@ -216,17 +216,17 @@ async def test_query_results_are_tagged_by_table_and_writes_invalidate_them(
         tags = set(await db.cache_tags(view_sql))
         assert {"db:main", "table:main:a"} <= tags  # the table behind the view
         assert "db:main:?" not in tags  # certain: the engine said so
-        assert [r[0] for r in await db.fetch(view_sql, cache_ttl=60)] == [1]
-        assert [r[0] for r in await db.fetch(log_sql, cache_ttl=60)] == [0]
+        assert [r[0] for r in await db.fetch(view_sql, cache_ttl_s=60)] == [1]
+        assert [r[0] for r in await db.fetch(log_sql, cache_ttl_s=60)] == [0]
         loads = cache.stats().loads
 
         await db.execute("INSERT INTO b VALUES (5)")  # writes b and, by the trigger, log
-        assert [r[0] for r in await db.fetch(view_sql, cache_ttl=60)] == [1]  # untouched: a hit
+        assert [r[0] for r in await db.fetch(view_sql, cache_ttl_s=60)] == [1]  # untouched: a hit
         assert cache.stats().loads == loads
-        assert [r[0] for r in await db.fetch(log_sql, cache_ttl=60)] == [1]  # trigger seen
+        assert [r[0] for r in await db.fetch(log_sql, cache_ttl_s=60)] == [1]  # trigger seen
 
         # the other process caches b, then this one writes b in a transaction
-        assert [r[0] for r in await other.fetch(b_sql, cache_ttl=60)] == [5]
+        assert [r[0] for r in await other.fetch(b_sql, cache_ttl_s=60)] == [5]
         b_key = other.cache_key(b_sql)
         assert other_process_cache.l1.get(b_key) is not None
         async with db.transaction() as tx:
@@ -234,20 +234,20 @@ async def test_query_results_are_tagged_by_table_and_writes_invalidate_them(
         deadline = time.monotonic() + INVALIDATION_BOUND_S  # pub/sub delivery, bounded
         while other_process_cache.l1.get(b_key) is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
-        assert [r[0] for r in await other.fetch(b_sql, cache_ttl=60)] == [6]
+        assert [r[0] for r in await other.fetch(b_sql, cache_ttl_s=60)] == [6]
 
         # CRUD and batch writes invalidate too
         await db.insert("a", {"x": 2})
-        assert sorted(r[0] for r in await db.fetch(view_sql, cache_ttl=60)) == [1, 2]
+        assert sorted(r[0] for r in await db.fetch(view_sql, cache_ttl_s=60)) == [1, 2]
         await db.batch(["DELETE FROM a"])
-        assert await db.fetch(view_sql, cache_ttl=60) == []
+        assert await db.fetch(view_sql, cache_ttl_s=60) == []
 
 
 async def test_the_tier_gate_hands_its_one_connection_to_every_waiter(redis: RedisServer) -> None:
     ns = _ns()
     async with TieredCache(redis=_tier(redis.url, ns, max_connections=1), max_entries=1) as cache:
         for i in range(50):
-            await cache.set(f"k{i}", i, ttl=60)
+            await cache.set(f"k{i}", i, ttl_s=60)
         # an L1 of one entry: nearly every get below reads Redis, 50 at once on one slot
         values = await asyncio.gather(*(cache.get(f"k{i}") for i in range(50)))
         assert values == list(range(50))
@@ -266,7 +266,7 @@ async def test_concurrent_l2_hits_each_get_their_own_value(redis: RedisServer) -
         TieredCache(redis=_tier(redis.url, ns), max_entries=1) as reader,
     ):
         for i in range(100):
-            await writer.set(f"k{i}", {"i": i, "tags": ["a", str(i)]}, ttl=60)
+            await writer.set(f"k{i}", {"i": i, "tags": ["a", str(i)]}, ttl_s=60)
         keys = [f"k{i % 100}" for i in range(200)]
         values = await asyncio.gather(*(reader.get(k) for k in keys))
         stats = reader.stats()

@@ -228,17 +228,17 @@ async def test_stats_count_acquisitions(sqldb: SQLDatabase) -> None:
 async def test_fetch_reads_through_the_cache(sqldb: SQLDatabase) -> None:
     await _seed(sqldb)
     sql = "SELECT owner FROM accounts WHERE balance > :b ORDER BY id"
-    first = await sqldb.fetch(sql, {"b": 0}, cache_ttl=60)
-    cached = await sqldb.fetch(sql, {"b": 0}, cache_ttl=60)
+    first = await sqldb.fetch(sql, {"b": 0}, cache_ttl_s=60)
+    cached = await sqldb.fetch(sql, {"b": 0}, cache_ttl_s=60)
     assert cached is first  # a hit: the cached list itself
     assert [r[0] for r in cached] == ["ann", "bob"]
     await sqldb.execute("DELETE FROM accounts")  # a write through iogate invalidates it
-    assert await sqldb.fetch(sql, {"b": 0}, cache_ttl=60) == []
-    assert await sqldb.fetch(sql, {"b": 1}, cache_ttl=60) == []  # other params, other key
+    assert await sqldb.fetch(sql, {"b": 0}, cache_ttl_s=60) == []
+    assert await sqldb.fetch(sql, {"b": 1}, cache_ttl_s=60) == []  # other params, other key
     with pytest.raises(ValueError, match="reads"):
-        await sqldb.fetch("DELETE FROM accounts", cache_ttl=60)
+        await sqldb.fetch("DELETE FROM accounts", cache_ttl_s=60)
     with pytest.raises(ValueError, match="cache_ttl"):
-        await sqldb.fetch(sql, {"b": 0}, cache_ttl=0)
+        await sqldb.fetch(sql, {"b": 0}, cache_ttl_s=0)
 
 
 async def test_run_in_transaction_commits_and_passes_errors_through(sqldb: SQLDatabase) -> None:

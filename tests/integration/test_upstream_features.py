@@ -95,8 +95,8 @@ async def test_post_cached_only_with_cache_ttl_under_a_canonical_body(
     upstream: UpstreamServer,
 ) -> None:
     async with _cached_upstream(upstream) as api:
-        a = await api.post("/echo/llm", json={"model": "m", "temperature": 0}, cache_ttl=60)
-        b = await api.post("/echo/llm", json={"temperature": 0, "model": "m"}, cache_ttl=60)
+        a = await api.post("/echo/llm", json={"model": "m", "temperature": 0}, cache_ttl_s=60)
+        b = await api.post("/echo/llm", json={"temperature": 0, "model": "m"}, cache_ttl_s=60)
         c = await api.post("/echo/llm", json={"model": "m", "temperature": 0})
     assert (a.from_cache, b.from_cache, c.from_cache) == (False, True, False)
     assert sum(s.path == "/api/echo/llm" for s in upstream.seen) == 2

@@ -88,14 +88,14 @@ async def test_xfetch_refreshes_early_in_the_background_and_serves_the_current_v
     r = 1 - math.exp(-5.0)
     cache = _cache(wall, xfetch_beta=1.0, rng=lambda: r)
     loader = Loader(wall, "old", took=2.0)  # delta = 2 s
-    assert await cache.get_or_load("k", loader, ttl=60) == "old"
+    assert await cache.get_or_load("k", loader, ttl_s=60) == "old"
     expires = wall.now + 60
     wall.now = expires - 10.5  # lead 2 * 1 * 5 = 10 s not reached yet
     loader.value = "new"
-    assert await cache.get_or_load("k", loader, ttl=60) == "old"
+    assert await cache.get_or_load("k", loader, ttl_s=60) == "old"
     assert loader.calls == 1
     wall.now = expires - 9.5  # within the lead: refresh starts, the caller is not held
-    result = await cache.get_or_load_result("k", loader, ttl=60)
+    result = await cache.get_or_load_result("k", loader, ttl_s=60)
     assert (result.value, result.stale, result.source) == ("old", False, "l1")
     await asyncio.gather(*cache._background)
     assert loader.calls == 2
@@ -110,32 +110,32 @@ async def test_ttl_expiry_and_default_ttl_on_a_fake_clock() -> None:
     wall = Wall()
     cache = _cache(wall, default_ttl_s=10)
     await cache.set("a", 1)
-    await cache.set("b", 2, ttl=100)
+    await cache.set("b", 2, ttl_s=100)
     wall.now += 9.99
     assert await cache.get("a") == 1
     wall.now += 0.01
     assert await cache.get("a") is None
     assert await cache.get("b") == 2
     with pytest.raises(ValueError, match="ttl"):
-        await cache.set("c", 3, ttl=0)
+        await cache.set("c", 3, ttl_s=0)
 
 
 async def test_stale_while_revalidate_serves_stale_once_and_refreshes() -> None:
     wall = Wall()
     cache = _cache(wall, stale_while_revalidate_s=30)
     loader = Loader(wall, "v1")
-    await cache.get_or_load("k", loader, ttl=10)
+    await cache.get_or_load("k", loader, ttl_s=10)
     wall.now += 15  # expired 5 s ago, within the 30 s window
     loader.value = "v2"
-    result = await cache.get_or_load_result("k", loader, ttl=10)
+    result = await cache.get_or_load_result("k", loader, ttl_s=10)
     assert (result.value, result.stale) == ("v1", True)
     await asyncio.gather(*cache._background)
-    fresh = await cache.get_or_load_result("k", loader, ttl=10)
+    fresh = await cache.get_or_load_result("k", loader, ttl_s=10)
     assert (fresh.value, fresh.stale) == ("v2", False)
     assert loader.calls == 2
     wall.now += 10 + 31  # past the window: a synchronous load
     loader.value = "v3"
-    assert await cache.get_or_load("k", loader, ttl=10) == "v3"
+    assert await cache.get_or_load("k", loader, ttl_s=10) == "v3"
     assert cache.stats().stale_served == 1
 
 
@@ -143,14 +143,14 @@ async def test_stale_if_error_serves_the_old_value_when_the_loader_fails() -> No
     wall = Wall()
     cache = _cache(wall, stale_if_error_s=60)
     loader = Loader(wall, "good")
-    await cache.get_or_load("k", loader, ttl=10)
+    await cache.get_or_load("k", loader, ttl_s=10)
     wall.now += 20
     loader.error = ConnectionError("database down")
-    result = await cache.get_or_load_result("k", loader, ttl=10)
+    result = await cache.get_or_load_result("k", loader, ttl_s=10)
     assert (result.value, result.stale, result.source) == ("good", True, "l1")
     wall.now += 60  # 70 s after expiry: beyond the window, the error is raised
     with pytest.raises(ConnectionError):
-        await cache.get_or_load("k", loader, ttl=10)
+        await cache.get_or_load("k", loader, ttl_s=10)
     assert cache.stats().stale_served == 1
 
 
@@ -255,11 +255,11 @@ def test_memory_cache_is_lru_within_entry_and_byte_bounds() -> None:
     removed: list[object] = []
     cache = MemoryCache(max_entries=3, max_bytes=100, on_remove=lambda k, v: removed.append(k))
     for key in "abc":
-        cache.set(key, key, size=30)
+        cache.set(key, key, size_bytes=30)
     assert cache.get("a") == "a"  # a becomes most recent
-    cache.set("d", "d", size=30)  # 4 entries > 3: evict b (least recent)
+    cache.set("d", "d", size_bytes=30)  # 4 entries > 3: evict b (least recent)
     assert cache.get("b") is None
-    cache.set("e", "e", size=50)  # 140 bytes > 100: evict c then a
+    cache.set("e", "e", size_bytes=50)  # 140 bytes > 100: evict c then a
     assert sorted(k for k in "abcde" if cache.get(k) is not None) == ["d", "e"]
     assert cache.bytes == 80
     assert removed == ["b", "c", "a"]
@@ -308,7 +308,7 @@ async def test_cached_decorator_has_stable_keys_and_templates() -> None:
     cache = _cache(wall)
     calls: list[tuple[int, str]] = []
 
-    @iogate.cached(cache=cache, ttl=60, tags=["user:{user_id}"])
+    @iogate.cached(cache=cache, ttl_s=60, tags=["user:{user_id}"])
     async def profile(user_id: int, lang: str = "en") -> dict[str, Any]:
         calls.append((user_id, lang))
         return {"id": user_id, "lang": lang}

@@ -383,7 +383,7 @@ class _Run:
                 {"hit": False, "value": None} if found is _MISS else {"hit": True, "value": found}
             )
         elif step.op == "set":
-            await cache.set(key, self._resolve(step.value), ttl=step.ttl)
+            await cache.set(key, self._resolve(step.value), ttl_s=step.ttl)
             value = {"stored": True}
         else:
             value = {"deleted": await cache.delete(key)}

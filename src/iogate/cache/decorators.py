@@ -4,7 +4,7 @@
 
     cache = TieredCache()                    # or gateway.cache
 
-    @iogate.cached(cache=cache, ttl=60, tags=["user:{user_id}"])
+    @iogate.cached(cache=cache, ttl_s=60, tags=["user:{user_id}"])
     async def load_user(user_id: int) -> dict[str, Any]: ...
 
 **Which cache** — there is no module-level default cache (no hidden
@@ -51,17 +51,17 @@ class CachedFunction(Generic[P, R]):
         fn: Callable[P, Awaitable[R]],
         *,
         cache: CacheSource,
-        ttl: float | None,
+        ttl_s: float | None,
         key: KeySpec,
         tags: Sequence[str],
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@cached needs a coroutine function, got {fn!r}")
-        if ttl is not None and not ttl > 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        if ttl_s is not None and not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0 seconds, got {ttl_s}")
         self._fn = fn
         self._cache = cache
-        self._ttl = ttl
+        self._ttl = ttl_s
         self._key = key
         self._tags = tuple(tags)
         self._signature = inspect.signature(fn)
@@ -107,7 +107,7 @@ class CachedFunction(Generic[P, R]):
         key = self._key_of(arguments, args, kwargs)
         tags = [t.format(**arguments) for t in self._tags]
         return await self._resolve().get_or_load(
-            key, lambda: self._fn(*args, **kwargs), ttl=self._ttl, tags=tags
+            key, lambda: self._fn(*args, **kwargs), ttl_s=self._ttl, tags=tags
         )
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -115,13 +115,13 @@ class CachedFunction(Generic[P, R]):
         return await self._resolve().delete(self.key_for(*args, **kwargs))
 
     def __repr__(self) -> str:
-        return f"<cached {self._name} ttl={self._ttl}>"
+        return f"<cached {self._name} ttl_s={self._ttl}>"
 
 
 def cached(
     *,
     cache: CacheSource,
-    ttl: float | None = None,
+    ttl_s: float | None = None,
     key: KeySpec = None,
     tags: Sequence[str] = (),
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
@@ -129,16 +129,16 @@ def cached(
 
     Args:
         cache: a :class:`TieredCache`, or a zero-argument callable returning one.
-        ttl: seconds a result stays fresh (the cache's default TTL when ``None``).
+        ttl_s: seconds a result stays fresh (the cache's default TTL when ``None``).
         key: a template over the arguments, a callable, or ``None`` for a hash.
         tags: invalidation tags, templates over the arguments.
 
     Raises:
         TypeError: the decorated object is not a coroutine function.
-        ValueError: ``ttl`` ≤ 0.
+        ValueError: ``ttl_s`` ≤ 0.
     """
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> CachedFunction[P, R]:
-        return CachedFunction(fn, cache=cache, ttl=ttl, key=key, tags=tags)
+        return CachedFunction(fn, cache=cache, ttl_s=ttl_s, key=key, tags=tags)
 
     return decorate

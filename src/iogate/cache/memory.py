@@ -6,8 +6,8 @@ least recently used entries, at the front, are evicted while the cache is over
 either bound. Expired entries are dropped when read, and counted as misses.
 
 The byte bound counts the size each entry is given at :meth:`MemoryCache.set`
-(``size=``, bytes): the tiered cache passes the length of the entry's serialized
-form, which is what the same entry costs in Redis; without ``size=`` it is
+(``size_bytes=``): the tiered cache passes the length of the entry's serialized
+form, which is what the same entry costs in Redis; without ``size_bytes=`` it is
 estimated with ``sys.getsizeof`` of the value. An entry larger than
 ``max_bytes`` on its own is not stored.
 
@@ -139,22 +139,27 @@ class MemoryCache:
         return item[0]
 
     def set(
-        self, key: Hashable, value: Any, *, ttl_s: float | None = None, size: int | None = None
+        self,
+        key: Hashable,
+        value: Any,
+        *,
+        ttl_s: float | None = None,
+        size_bytes: int | None = None,
     ) -> bool:
         """Store ``value`` for ``ttl_s`` seconds (the default TTL when ``None``),
-        accounted as ``size`` bytes, evicting least recently used entries while
-        over a bound. Returns ``False`` (and stores nothing) when ``size`` alone
+        accounted as ``size_bytes``, evicting least recently used entries while
+        over a bound. Returns ``False`` (and stores nothing) when ``size_bytes`` alone
         exceeds ``max_bytes``.
 
         Raises:
-            ValueError: ``ttl_s`` ≤ 0 or ``size`` < 0.
+            ValueError: ``ttl_s`` ≤ 0 or ``size_bytes`` < 0.
         """
         ttl = self._default_ttl_s if ttl_s is None else ttl_s
         if ttl is not None and ttl <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl}")
-        nbytes = sys.getsizeof(value) if size is None else size
+        nbytes = sys.getsizeof(value) if size_bytes is None else size_bytes
         if nbytes < 0:
-            raise ValueError(f"size must be >= 0, got {nbytes}")
+            raise ValueError(f"size_bytes must be >= 0, got {nbytes}")
         old = self._data.pop(key, _MISSING)
         if old is not _MISSING:
             self._removed(key, old)

@@ -2,7 +2,7 @@
 
 The gateway's query and upstream routes (and any library user rendering the
 same JSON shapes) keep a rendered result in the :class:`~iogate.cache.tiered.TieredCache`
-for ``ttl`` seconds:
+for ``ttl_s`` seconds:
 
 - a read's result is keyed by its database, SQL text and parameters and tagged
   with the tables it reads, so every write made through iogate invalidates it;
@@ -42,10 +42,10 @@ async def cached_query_body(
     database: SQLDatabase,
     sql: str,
     params: Params,
-    ttl: float,
+    ttl_s: float,
     load: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """The rendered result of a read (``load``), through ``cache`` for ``ttl`` seconds,
+    """The rendered result of a read (``load``), through ``cache`` for ``ttl_s`` seconds,
     tagged with the tables it reads (so writes through iogate invalidate it).
 
     Raises:
@@ -55,7 +55,7 @@ async def cached_query_body(
         raise InvalidInputError("cache_ttl applies to reads (SELECT, VALUES, SHOW, TABLE) only")
     key = "query:" + database.cache_key(sql, params)
     tags = await database.cache_tags(sql, params)
-    body = await cache.get_or_load(key, load, ttl=ttl, tags=tags)
+    body = await cache.get_or_load(key, load, ttl_s=ttl_s, tags=tags)
     return dict(body)  # a copy: the caller adds its own duration_ms
 
 
@@ -64,10 +64,10 @@ async def cached_upstream_body(
     name: str,
     *,
     request_key: Any,
-    ttl: float,
+    ttl_s: float,
     load: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """A rendered upstream answer (``load``) through ``cache`` for ``ttl`` seconds,
+    """A rendered upstream answer (``load``) through ``cache`` for ``ttl_s`` seconds,
     under a SHA-256 of the request (``request_key``: method, path, query, headers
     and body); only 2xx answers are stored. Tag: ``upstream:<name>``."""
 
@@ -80,7 +80,7 @@ async def cached_upstream_body(
     digest = hashlib.sha256(encode_value(request_key, sort_keys=True)).hexdigest()
     try:
         body = await cache.get_or_load(
-            f"http:{name}:{digest}", load_2xx, ttl=ttl, tags=[f"upstream:{name}"]
+            f"http:{name}:{digest}", load_2xx, ttl_s=ttl_s, tags=[f"upstream:{name}"]
         )
     except _NotCacheable as answer:
         return answer.body

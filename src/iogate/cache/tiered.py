@@ -1,7 +1,7 @@
 """The tiered read-through cache: L1 (memory) → L2 (Redis, optional) → loader.
 
 >>> cache = TieredCache(max_entries=10_000, max_bytes=64 << 20)     # doctest: +SKIP
->>> user = await cache.get_or_load("user:1", load_user, ttl=60, tags=["users"])
+>>> user = await cache.get_or_load("user:1", load_user, ttl_s=60, tags=["users"])
 
 Reads look in L1, then L2 (an L2 hit is copied into L1), then call the
 loader; a loaded value is written to both tiers. Around the loader:
@@ -240,17 +240,17 @@ class TieredCache(AsyncResource):
     # -- writes ---------------------------------------------------------------------
 
     async def set(
-        self, key: str, value: Any, *, ttl: float | None = None, tags: Iterable[str] = ()
+        self, key: str, value: Any, *, ttl_s: float | None = None, tags: Iterable[str] = ()
     ) -> None:
-        """Store ``value`` under ``key`` in both tiers for ``ttl`` seconds (default
+        """Store ``value`` under ``key`` in both tiers for ``ttl_s`` seconds (default
         TTL when ``None``), invalidated by any of ``tags``; other processes drop
         their L1 copy of ``key``.
 
         Raises:
             TypeError: the value cannot be serialized (:mod:`iogate.cache.serialization`).
-            ValueError: ``ttl`` ≤ 0 or a bad tag.
+            ValueError: ``ttl_s`` ≤ 0 or a bad tag.
         """
-        ttl_s = self._ttl(ttl)
+        ttl_s = self._ttl(ttl_s)
         entry = Entry(value, self._now() + ttl_s, 0.0, validate_tags(tags))
         data = encode_entry(entry)
         self._store_l1(key, entry, len(data))
@@ -321,7 +321,7 @@ class TieredCache(AsyncResource):
         key: str,
         loader: Callable[[], Awaitable[T]],
         *,
-        ttl: float | None = None,
+        ttl_s: float | None = None,
         tags: Iterable[str] = (),
     ) -> T:
         """The value under ``key``; on a miss ``await loader()``, store and return it.
@@ -330,15 +330,15 @@ class TieredCache(AsyncResource):
             key: the cache key.
             loader: computes the value (called at most once per key at a time in
                 this process, and by one process at a time while a lease holds).
-            ttl: seconds the value stays fresh (default TTL when ``None``).
+            ttl_s: seconds the value stays fresh (default TTL when ``None``).
             tags: invalidation tags of the stored value.
 
         Raises:
             What ``loader`` raises, unless a stale-if-error value can be served.
             TypeError: the loaded value cannot be serialized.
         """
-        if ttl is not None and not ttl > 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        if ttl_s is not None and not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0 seconds, got {ttl_s}")
         now = self._now()
         entry = self._l1.get_at(key, now, _MISSING)
         if entry is not _MISSING:
@@ -352,11 +352,11 @@ class TieredCache(AsyncResource):
                     and should_refresh_early_at(
                         now, expires_at, entry.delta_s, self.xfetch_beta, self._rng
                     )
-                    and self._refresh(key, loader, self._ttl(ttl), validate_tags(tags))
+                    and self._refresh(key, loader, self._ttl(ttl_s), validate_tags(tags))
                 ):
                     self._early += 1
                 return entry.value  # type: ignore[no-any-return]
-        result = await self._resolve(entry, key, loader, self._ttl(ttl), validate_tags(tags))
+        result = await self._resolve(entry, key, loader, self._ttl(ttl_s), validate_tags(tags))
         return result.value
 
     async def get_or_load_result(
@@ -364,7 +364,7 @@ class TieredCache(AsyncResource):
         key: str,
         loader: Callable[[], Awaitable[T]],
         *,
-        ttl: float | None = None,
+        ttl_s: float | None = None,
         tags: Iterable[str] = (),
     ) -> CacheResult[T]:
         """As :meth:`get_or_load`, with ``stale`` and ``source`` (:class:`CacheResult`).
@@ -373,7 +373,7 @@ class TieredCache(AsyncResource):
         misses make one Redis ``GET`` and at most one loader call.
         """
         entry = self._l1.get(key, _MISSING)
-        return await self._resolve(entry, key, loader, self._ttl(ttl), validate_tags(tags))
+        return await self._resolve(entry, key, loader, self._ttl(ttl_s), validate_tags(tags))
 
     async def _resolve(
         self,
@@ -551,17 +551,21 @@ class TieredCache(AsyncResource):
 
     # -- L1 bookkeeping and invalidation --------------------------------------------
 
-    def _ttl(self, ttl: float | None) -> float:
-        ttl_s = self.default_ttl_s if ttl is None else ttl
+    def _ttl(self, ttl_s: float | None) -> float:
+        ttl_s = self.default_ttl_s if ttl_s is None else ttl_s
         if not ttl_s > 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl_s}")
+            raise ValueError(f"ttl_s must be > 0 seconds, got {ttl_s}")
         return ttl_s
 
     def _store_l1(self, key: str, entry: Entry, size: int, now: float | None = None) -> None:
         if now is None:
             now = self._now()
         keep = entry.expires_at + self._retain - now
-        if keep > 0 and self._l1.set(key, entry, ttl_s=keep, size=size + len(key)) and entry.tags:
+        if (
+            keep > 0
+            and self._l1.set(key, entry, ttl_s=keep, size_bytes=size + len(key))
+            and entry.tags
+        ):
             self._tags.add(key, entry.tags)
 
     def _gone(self, key: Hashable, value: Any) -> None:

@@ -245,8 +245,8 @@ class SQLDatabase(Database):
     Args:
         name: resource name.
         runner: the resilience pipeline each call runs through.
-        cache: where ``fetch(..., cache_ttl=)`` keeps results (the Gateway's
-            :class:`~iogate.cache.tiered.TieredCache`); without one, ``cache_ttl``
+        cache: where ``fetch(..., cache_ttl_s=)`` keeps results (the Gateway's
+            :class:`~iogate.cache.tiered.TieredCache`); without one, ``cache_ttl_s``
             is refused. With one, cached results are tagged with the tables they
             read, and every write made through this object (``execute``,
             ``execute_many``, a writing ``query``/``fetch``, the CRUD helpers,
@@ -268,40 +268,40 @@ class SQLDatabase(Database):
         params: Params = None,
         *,
         idempotent: bool | None = None,
-        cache_ttl: float | None = None,
+        cache_ttl_s: float | None = None,
         cache_key: str | None = None,
     ) -> list[Row]:
         """Run a query and return all its rows.
 
-        With ``cache_ttl`` (seconds, > 0) the rows are read through the cache
+        With ``cache_ttl_s`` (seconds, > 0) the rows are read through the cache
         (:meth:`TieredCache.get_or_load`: single-flight, tiers, stale windows):
         a hit returns the cached list (shared: do not mutate it; rows read back
         from Redis are :class:`~iogate.cache.serialization.CachedRow`), a miss
-        runs the query and keeps the rows for ``cache_ttl`` seconds under
+        runs the query and keeps the rows for ``cache_ttl_s`` seconds under
         ``cache_key`` (default: a hash of database name, SQL and parameters),
         tagged with the tables the query reads (:meth:`cache_tags`).
 
         Raises:
-            ValueError: ``cache_ttl`` without a cache, not positive, or on a
+            ValueError: ``cache_ttl_s`` without a cache, not positive, or on a
                 statement that is not a plain read.
         """
-        if cache_ttl is None:
+        if cache_ttl_s is None:
             fn = partial(self._fetch, sql, params)
             read = is_read_statement(sql)
             call = self._call(fn, "fetch", idempotent=read if idempotent is None else idempotent)
             return await (call if read else self._written(call, [(sql, params)]))
         cache = self._cache
-        if cache is None or cache_ttl <= 0:
-            raise ValueError("cache_ttl needs a cache (Gateway) and a positive number of seconds")
+        if cache is None or cache_ttl_s <= 0:
+            raise ValueError("cache_ttl_s needs a cache (Gateway) and a positive number of seconds")
         if not is_read_statement(sql):
-            raise ValueError("cache_ttl applies to reads (SELECT, VALUES, SHOW, TABLE) only")
+            raise ValueError("cache_ttl_s applies to reads (SELECT, VALUES, SHOW, TABLE) only")
         key = cache_key if cache_key is not None else self.cache_key(sql, params)
         tags = await self.cache_tags(sql, params)
 
         async def load() -> list[Row]:
             return await self.fetch(sql, params, idempotent=idempotent)
 
-        return await cache.get_or_load(key, load, ttl=cache_ttl, tags=tags)
+        return await cache.get_or_load(key, load, ttl_s=cache_ttl_s, tags=tags)
 
     def cache_key(self, sql: str, params: Params = None) -> str:
         """The default cache key of a query: ``sql:<database>:<sha256>`` of the

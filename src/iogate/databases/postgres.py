@@ -258,7 +258,7 @@ class PostgresDatabase(SQLDatabase):
         login_callers: who would run as the login, for the refusal's and the
             warning's message (``"read-scoped keys"``).
         runner: the resilience pipeline each call runs through.
-        cache: the cache of ``fetch(..., cache_ttl=)``.
+        cache: the cache of ``fetch(..., cache_ttl_s=)``.
 
     Raises (``open``):
         PrivilegedLoginError: the login is privileged and ``privileged_login``

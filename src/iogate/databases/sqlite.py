@@ -100,7 +100,7 @@ class SQLiteDatabase(SQLDatabase):
         readers: reader connections beside the writer, 0..1024 (0: all on the writer).
         busy_timeout_s: seconds to wait on a lock before ``SQLITE_BUSY``.
         runner: the resilience pipeline each call runs through.
-        cache: the cache of ``fetch(..., cache_ttl=)``.
+        cache: the cache of ``fetch(..., cache_ttl_s=)``.
 
     Raises (on :meth:`open`): DatabaseError when the file cannot be opened.
     """

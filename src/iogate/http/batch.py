@@ -37,7 +37,7 @@ class BatchRequest:
     json: Any = field(default=_UNSET, repr=False)
     data: bytes | str | None = field(default=None, repr=False)
     idempotency_key: str | bool | None = None
-    cache_ttl: float | None = None
+    cache_ttl_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +86,7 @@ async def run_batch(
                     headers=item.headers,
                     data=item.data,
                     idempotency_key=item.idempotency_key,
-                    cache_ttl=item.cache_ttl,
+                    cache_ttl_s=item.cache_ttl_s,
                     **extra,
                 )
             except (IogateError, OSError) as exc:

@@ -174,7 +174,7 @@ class ResponseCache:
         entry = CacheEntry(response, self._now() + max_age)
         extra = self.keep_stale_s if keep is None else keep
         size = len(response.body) + 512  # body plus headers and bookkeeping, roughly
-        self.store.set(self._key(digest), entry, ttl_s=max(max_age + extra, 0.001), size=size)
+        self.store.set(self._key(digest), entry, ttl_s=max(max_age + extra, 0.001), size_bytes=size)
 
     @staticmethod
     def _max_age(headers: Mapping[str, str]) -> float | None:

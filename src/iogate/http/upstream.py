@@ -402,7 +402,7 @@ class Upstream(AsyncResource):
         content: bytes | Callable[[], Any] | None = None,
         idempotent: bool | None = None,
         idempotency_key: str | bool | None = None,
-        cache_ttl: float | None = None,
+        cache_ttl_s: float | None = None,
         tokens: int = 0,
     ) -> Response:
         """Send one request under the base URL and read the whole answer.
@@ -424,7 +424,7 @@ class Upstream(AsyncResource):
                 or an idempotency key).
             idempotency_key: a key to send, ``True`` to generate one, ``False`` for none
                 (default: the upstream's ``idempotency_keys``).
-            cache_ttl: seconds to cache a 2xx answer of a non-GET call under a hash of
+            cache_ttl_s: seconds to cache a 2xx answer of a non-GET call under a hash of
                 method, path and body (needs the upstream's ``cache``).
             tokens: estimated LLM tokens of the call, taken from ``limits`` up front.
 
@@ -462,7 +462,7 @@ class Upstream(AsyncResource):
         if self.state is not ResourceState.OPEN:
             self._require_open()
         if self.cache is not None or self.limits is not None or callable(call.body):
-            return await self._run(call, cache_ttl=cache_ttl, tokens=tokens)
+            return await self._run(call, cache_ttl_s=cache_ttl_s, tokens=tokens)
         # The hot path: no cache, no local limits, a fixed body. Each attempt is
         # Transport.fetch itself (its answer metered and judged by call.check).
         fetch = self._transport.fetch
@@ -486,13 +486,13 @@ class Upstream(AsyncResource):
         except UpstreamStatusError as exc:
             return dataclasses.replace(exc.response, attempts=attempts)
 
-    async def _run(self, call: _Call, *, cache_ttl: float | None, tokens: int) -> Response:
+    async def _run(self, call: _Call, *, cache_ttl_s: float | None, tokens: int) -> Response:
         cache = self.cache
         headers = call.headers
         digest = entry = None
         if cache is not None and not callable(call.body):
             conditional = call.verb in ("GET", "HEAD")
-            if conditional or cache_ttl is not None:
+            if conditional or cache_ttl_s is not None:
                 digest = canonical_key(call.verb, str(call.url), call.body)
                 entry = cache.lookup(digest)
             if entry is not None:
@@ -505,8 +505,8 @@ class Upstream(AsyncResource):
         answer = await self._attempts(call, headers, tokens)
         if cache is not None and digest is not None:
             if call.verb not in ("GET", "HEAD"):
-                if cache_ttl is not None:
-                    cache.store_ttl(digest, answer, cache_ttl)
+                if cache_ttl_s is not None:
+                    cache.store_ttl(digest, answer, cache_ttl_s)
             elif answer.status == 304 and entry is not None:
                 return cache.refresh(digest, entry, answer)
             else:

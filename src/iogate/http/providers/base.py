@@ -148,7 +148,9 @@ class Provider(ABC):
         """A delay in seconds read from an error body (none by default)."""
         return None
 
-    async def generate(self, req: GenerateRequest, *, cache_ttl: float | None = None) -> Completion:
+    async def generate(
+        self, req: GenerateRequest, *, cache_ttl_s: float | None = None
+    ) -> Completion:
         """One whole generation.
 
         Raises:
@@ -163,7 +165,7 @@ class Provider(ABC):
             json=body,
             headers=self.headers(),
             tokens=estimate,
-            cache_ttl=cache_ttl,
+            cache_ttl_s=cache_ttl_s,
             idempotent=self.idempotent,
         )
         self._raise_for_status(resp)

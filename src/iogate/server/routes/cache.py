@@ -97,7 +97,7 @@ async def put_entry(key: str, body: CachePut, request: Request) -> Response:
     authorize(request, "cache:write")
     cache = gateway_of(request).cache
     try:
-        await cache.set(_check_key(key), body.value, ttl=body.ttl, tags=body.tags)
+        await cache.set(_check_key(key), body.value, ttl_s=body.ttl, tags=body.tags)
     except ValueError as exc:  # a bad tag
         raise InvalidInputError(str(exc)) from None
     ttl = body.ttl if body.ttl is not None else cache.default_ttl_s

@@ -73,11 +73,11 @@ async def run_query(
     params: Params,
     principal: Principal = ANONYMOUS,
     access: SQLAccess | None = None,
-    cache_ttl: float | None = None,
+    cache_ttl_s: float | None = None,
 ) -> Response:
     """Run one statement as ``principal`` and render it as a :class:`QueryResponse`
     body (``access``: rights already decided, e.g. for a named query; a read
-    with ``cache_ttl`` goes through the gateway cache, see routes.cache).
+    with ``cache_ttl_s`` goes through the gateway cache, see routes.cache).
 
     Raises:
         PermissionError: no ``db:<name>:read``/``write`` scope (403).
@@ -87,7 +87,7 @@ async def run_query(
         access = sql_access(principal, name, gateway.config.databases.get(name))
     started = time.perf_counter()
     limits = access.limits
-    if cache_ttl is not None and access.guard is UNRESTRICTED:
+    if cache_ttl_s is not None and access.guard is UNRESTRICTED:
         # Cached whole and cut per caller, so callers with different caps
         # share one entry; a restricted caller (read-only or with a table
         # allowlist) never reads through the cache, which would skip the
@@ -100,7 +100,7 @@ async def run_query(
             result = await database.query(sql, params, limits=ceiling)
             return result_body(result, None, fit_bytes=False)
 
-        body = await cached_query_body(gateway.cache, database, sql, params, cache_ttl, load)
+        body = await cached_query_body(gateway.cache, database, sql, params, cache_ttl_s, load)
         if len(body["rows"]) > limits.max_rows:
             body["rows"] = body["rows"][: limits.max_rows]
             body["row_count"] = limits.max_rows
@@ -138,7 +138,7 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
     by the engine (400). Needs ``db:<name>:read`` (then it runs in the
     engine's read-only mode) or ``db:<name>:write``. Rows past the caller's
     ``max_rows`` or ``max_response_bytes`` are dropped and ``truncated`` is true.
-    With ``cache_ttl`` (seconds) a read is answered through the gateway cache
+    With ``cache_ttl_s`` (seconds) a read is answered through the gateway cache
     (keys with read-only or table-restricted access bypass it)."""
     check_sql(request, body.sql, body.params)
     return await run_query(
@@ -147,7 +147,7 @@ async def query(name: str, body: QueryRequest, request: Request) -> Response:
         body.sql,
         body.params,
         principal_of(request),
-        cache_ttl=body.cache_ttl,
+        cache_ttl_s=body.cache_ttl,
     )
 
 

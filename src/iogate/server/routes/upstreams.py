@@ -18,7 +18,7 @@ any). Whatever is relayed of an answer — headers, JSON strings (keys too),
 text, binary before base64, generated text (streamed: across chunks), problem
 details — goes through the upstream's :attr:`~iogate.http.upstream.Upstream.redactor`,
 so a configured secret the upstream echoes comes back as ``[REDACTED]``; with
-``cache_ttl`` the gateway cache stores the redacted rendering.
+``cache_ttl_s`` the gateway cache stores the redacted rendering.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ async def run_upstream(
     headers: Mapping[str, str] | None,
     json: Any = _UNSET,
     body: str | None = None,
-    cache_ttl: float | None = None,
+    cache_ttl_s: float | None = None,
 ) -> Response:
     """Send one request and render the answer as an :class:`UpstreamResponse` body
-    (with ``cache_ttl``, a 2xx answer is kept in the gateway cache, see routes.cache)."""
+    (with ``cache_ttl_s``, a 2xx answer is kept in the gateway cache, see routes.cache)."""
     upstream = gateway.upstream(name)
     query = {k: _query_value(v) for k, v in params.items()} if params else None
     started = time.perf_counter()
@@ -82,11 +82,11 @@ async def run_upstream(
             answer = await upstream.request(method, path, params=query, headers=headers, json=json)
         return render_answer(answer, (time.perf_counter() - started) * 1000, upstream.redactor)
 
-    if cache_ttl is None:
+    if cache_ttl_s is None:
         return json_response(await send())
     request_key = [method.upper(), path, query, headers, None if json is _UNSET else json, body]
     rendered = await cached_upstream_body(
-        gateway.cache, name, request_key=request_key, ttl=cache_ttl, load=send
+        gateway.cache, name, request_key=request_key, ttl_s=cache_ttl_s, load=send
     )
     rendered["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return json_response(rendered)
@@ -125,7 +125,7 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
         headers=body.headers,
         json=json,
         body=body.body,
-        cache_ttl=body.cache_ttl,
+        cache_ttl_s=body.cache_ttl,
     )
 
 
