@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iogate.batch import BatchRequest, BatchResult, run_batch
+from iogate.batch import Batch, BatchResult, run_batch
 from iogate.config import IogateConfig, load_config
 from iogate.databases.guard import result_body
 from iogate.errors import ConfigError, IogateError
@@ -138,7 +138,7 @@ def _read(file: Path) -> str:
 
 def _parse(
     text: str, *, max_concurrent: int | None, fail_fast: bool, timeout: float | None
-) -> BatchRequest:
+) -> Batch:
     """A batch from a ``/v1/batch`` body, a JSON list of steps, or NDJSON steps."""
     try:
         document: Any = orjson.loads(text)
@@ -158,7 +158,7 @@ def _parse(
         document["fail_fast"] = True
     if timeout is not None:
         document["timeout"] = timeout
-    return BatchRequest.model_validate(document)
+    return Batch.model_validate(document)
 
 
 def _first_error(exc: Exception) -> str:
@@ -169,7 +169,7 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-async def _batch(cfg: IogateConfig, request: BatchRequest) -> BatchResult:
+async def _batch(cfg: IogateConfig, request: Batch) -> BatchResult:
     columns = (
         TextColumn("batch"),
         BarColumn(),

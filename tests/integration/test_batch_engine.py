@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from iogate.batch import BatchRequest, run_batch
+from iogate.batch import Batch, run_batch
 from iogate.config import parse_config
 from iogate.gateway import Gateway
 from iogate.server.auth import Principal
@@ -35,7 +35,7 @@ async def gateway(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[Gat
 
 
 async def _run(gateway: Gateway, body: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
-    result = await run_batch(gateway, BatchRequest.model_validate(body), **kw)
+    result = await run_batch(gateway, Batch.model_validate(body), **kw)
     results: list[dict[str, Any]] = result.to_json()["results"]
     return results
 
@@ -345,4 +345,4 @@ def test_forward_references_cycles_and_bad_conditions_are_refused(
     steps: list[dict[str, Any]], message: str
 ) -> None:
     with pytest.raises(ValidationError, match=message):
-        BatchRequest.model_validate({"steps": steps})
+        Batch.model_validate({"steps": steps})

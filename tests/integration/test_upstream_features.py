@@ -16,7 +16,7 @@ from iogate.errors import (
     UpstreamHTTPError,
 )
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, BearerAuth
-from iogate.http.batch import BatchProgress, BatchRequest
+from iogate.http.batch import BatchProgress, UpstreamBatchItem
 from iogate.http.factory import build_upstream
 from iogate.http.options import ConnectionOptions
 from iogate.http.response_cache import ResponseCache
@@ -106,9 +106,9 @@ async def test_batch_keeps_order_caps_concurrency_and_isolates_failures(
     upstream: UpstreamServer,
 ) -> None:
     progress: list[BatchProgress] = []
-    items = [BatchRequest(path=f"/slow/{i}?ms=30") for i in range(10)]
-    items[3] = BatchRequest(path="/status/404")
-    items[6] = BatchRequest(path="../escape")
+    items = [UpstreamBatchItem(path=f"/slow/{i}?ms=30") for i in range(10)]
+    items[3] = UpstreamBatchItem(path="/status/404")
+    items[6] = UpstreamBatchItem(path="../escape")
     async with Upstream("b", base_url=upstream.base_url) as api:
         results = await api.batch(items, max_concurrent=3, on_progress=progress.append)
     assert len(results) == 10
@@ -206,7 +206,7 @@ async def test_config_concurrency_cap_and_limits(upstream: UpstreamServer) -> No
     assert "sk-CFG" not in repr(cfg)
     async with api:
         results = await api.batch(
-            [BatchRequest(path=f"/slow/{i}?ms=30") for i in range(6)], max_concurrent=6
+            [UpstreamBatchItem(path=f"/slow/{i}?ms=30") for i in range(6)], max_concurrent=6
         )
     assert all(not isinstance(r, Exception) and r.ok for r in results)
     assert upstream.app[INFLIGHT][0] == 2  # the bulkhead, not the batch, capped it

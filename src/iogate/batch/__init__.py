@@ -1,7 +1,7 @@
 """Mixed batches: ordered steps on databases, upstreams and the cache, with
 step dataflow (``$ref``), conditions, transaction groups and one deadline.
 
->>> request = BatchRequest.model_validate({"steps": [...]})   # doctest: +SKIP
+>>> request = Batch.model_validate({"steps": [...]})   # doctest: +SKIP
 >>> result = await run_batch(gateway, request)                 # doctest: +SKIP
 >>> result.to_json()["results"][0]["ok"]                       # doctest: +SKIP
 
@@ -10,11 +10,11 @@ See :mod:`iogate.batch.model` for the wire format and
 """
 
 from iogate.batch.engine import run_batch
-from iogate.batch.model import MAX_STEPS, BatchRequest, CacheStep, DatabaseStep, UpstreamStep
+from iogate.batch.model import MAX_STEPS, Batch, CacheStep, DatabaseStep, UpstreamStep
 from iogate.batch.result import BatchResult, StepResult
 
 __all__ = [
-    "BatchRequest",
+    "Batch",
     "BatchResult",
     "CacheStep",
     "DatabaseStep",

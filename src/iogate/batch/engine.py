@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from iogate.batch.access import sql_access
 from iogate.batch.model import (
-    BatchRequest,
+    Batch,
     CacheStep,
     DatabaseStep,
     UpstreamStep,
@@ -68,7 +68,7 @@ class _DependencyFailed(Exception):
 
 async def run_batch(
     gateway: Gateway,
-    request: BatchRequest,
+    request: Batch,
     *,
     principal: Principal | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -98,7 +98,7 @@ class _Run:
     def __init__(
         self,
         gateway: Gateway,
-        request: BatchRequest,
+        request: Batch,
         principal: Principal,
         progress: Callable[[int, int], None] | None,
     ) -> None:

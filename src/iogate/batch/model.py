@@ -1,4 +1,4 @@
-"""The wire format of a mixed batch: :class:`BatchRequest` and its steps.
+"""The wire format of a mixed batch: :class:`Batch` and its steps.
 
 A batch is an ordered list of steps, each of one ``kind``::
 
@@ -44,7 +44,7 @@ from iogate.http.headers import check_header
 
 __all__ = [
     "check_literal_headers",
-    "BatchRequest",
+    "Batch",
     "CacheStep",
     "DatabaseStep",
     "MAX_STEPS",
@@ -117,7 +117,7 @@ class CacheStep(_StepBase):
 Step = Annotated[DatabaseStep | UpstreamStep | CacheStep, Field(discriminator="kind")]
 
 
-class BatchRequest(_In):
+class Batch(_In):
     """``POST /v1/batch``: ordered steps of kind database, upstream or cache."""
 
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
@@ -130,7 +130,7 @@ class BatchRequest(_In):
     )
 
     @model_validator(mode="after")
-    def _check_graph(self) -> BatchRequest:
+    def _check_graph(self) -> Batch:
         first_of_group: dict[str, int] = {}
         database_of_group: dict[str, str] = {}
         for index, step in enumerate(self.steps):
@@ -254,7 +254,7 @@ def dependencies(step: DatabaseStep | UpstreamStep | CacheStep) -> set[int]:
     return deps
 
 
-def check_literal_headers(request: BatchRequest) -> None:
+def check_literal_headers(request: Batch) -> None:
     """Check every upstream step's headers that are known before the batch runs
     (:func:`iogate.http.headers.check_header`): names always, values that are
     strings rather than a ``$ref`` (those are checked when the step runs).

@@ -11,7 +11,7 @@ config), ``providers``.
 """
 
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, Auth, BearerAuth
-from iogate.http.batch import BatchProgress, BatchRequest
+from iogate.http.batch import BatchProgress, UpstreamBatchItem
 from iogate.http.files import Download
 from iogate.http.headers import caller_headers, check_header
 from iogate.http.limits import LimitsSnapshot, UpstreamLimits
@@ -43,7 +43,7 @@ __all__ = [
     "ApiKeyQuery",
     "Auth",
     "BatchProgress",
-    "BatchRequest",
+    "UpstreamBatchItem",
     "BearerAuth",
     "Completion",
     "CompletionChunk",

@@ -1,4 +1,4 @@
-"""Many requests to one upstream with a concurrency cap: :func:`run_batch`.
+"""Many requests to one upstream with a concurrency cap: :func:`run_upstream_batch`.
 
 Results come back in input order, each a :class:`~iogate.http.response.Response`
 or the exception that call raised — one failure never fails the rest (only
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
     from iogate.http.response import Response
     from iogate.http.upstream import Upstream
 
-__all__ = ["BatchProgress", "BatchRequest", "run_batch"]
+__all__ = ["BatchProgress", "UpstreamBatchItem", "run_upstream_batch"]
 
 _UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BatchRequest:
+class UpstreamBatchItem:
     """One item of a batch: the arguments of :meth:`Upstream.request`."""
 
     method: str = "GET"
@@ -51,9 +51,9 @@ class BatchProgress:
     ok: bool
 
 
-async def run_batch(
+async def run_upstream_batch(
     upstream: Upstream,
-    requests: Sequence[BatchRequest],
+    requests: Sequence[UpstreamBatchItem],
     *,
     max_concurrent: int,
     on_progress: Callable[[BatchProgress], object] | None = None,

@@ -47,7 +47,7 @@ from yarl import URL
 
 from iogate.errors import InvalidInputError, RateLimitedError
 from iogate.http.auth import Auth
-from iogate.http.batch import BatchProgress, BatchRequest, run_batch
+from iogate.http.batch import BatchProgress, UpstreamBatchItem, run_upstream_batch
 from iogate.http.files import Download, download, upload
 from iogate.http.headers import caller_headers, check_header, check_header_value
 from iogate.http.idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
@@ -605,15 +605,15 @@ class Upstream(AsyncResource):
 
     async def batch(
         self,
-        requests: Sequence[BatchRequest],
+        requests: Sequence[UpstreamBatchItem],
         *,
         max_concurrent: int = 8,
         on_progress: Callable[[BatchProgress], object] | None = None,
     ) -> list[Response | Exception]:
         """Send ``requests`` with at most ``max_concurrent`` in flight; results in input
         order, each a :class:`Response` or the error of that item
-        (:func:`iogate.http.batch.run_batch`)."""
-        return await run_batch(
+        (:func:`iogate.http.batch.run_upstream_batch`)."""
+        return await run_upstream_batch(
             self, requests, max_concurrent=max_concurrent, on_progress=on_progress
         )
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ApiExecuteRequest",
-    "BatchRequest",
-    "BatchResponse",
+    "StatementBatch",
+    "StatementBatchResponse",
     "BatchStatement",
     "CircuitBreakerOut",
     "CircuitBreakersResponse",
@@ -168,7 +168,7 @@ class BatchStatement(_In):
     params: JsonParams = None
 
 
-class BatchRequest(_In):
+class StatementBatch(_In):
     """Statements run in order; all-or-nothing when ``transaction`` is true."""
 
     statements: list[BatchStatement] = Field(min_length=1, max_length=MAX_BATCH_STATEMENTS)
@@ -179,7 +179,7 @@ class BatchRequest(_In):
     )
 
 
-class BatchResponse(BaseModel):
+class StatementBatchResponse(BaseModel):
     """One entry per statement: a result (as ``/query``'s) or, when not
     transactional, an ``error`` problem object."""
 

@@ -17,13 +17,13 @@ from iogate.tasks.manager import TaskContext
 from iogate.wire.principal import Principal
 
 if TYPE_CHECKING:
-    from iogate.batch import BatchRequest
+    from iogate.batch import Batch
     from iogate.gateway import Gateway
 
 __all__ = ["batch_definition", "batch_runner", "principal_from_json", "required_scopes"]
 
 
-def required_scopes(request: BatchRequest) -> list[tuple[str, ...]]:
+def required_scopes(request: Batch) -> list[tuple[str, ...]]:
     """For each step, the scopes of which the caller needs at least one
     (database: ``db:<name>:read`` or ``db:<name>:write``; upstream:
     ``upstream:<name>``; cache: ``cache:read`` for get, else ``cache:write``)."""
@@ -40,7 +40,7 @@ def required_scopes(request: BatchRequest) -> list[tuple[str, ...]]:
     return needed
 
 
-def check_scopes(principal: Principal, request: BatchRequest) -> None:
+def check_scopes(principal: Principal, request: Batch) -> None:
     """Refuse a batch any of whose steps ``principal`` may not run.
 
     Raises:
@@ -51,7 +51,7 @@ def check_scopes(principal: Principal, request: BatchRequest) -> None:
             raise PermissionError(f"this key lacks the scope {options[0]!r}")
 
 
-def batch_definition(request: BatchRequest, principal: Principal) -> dict[str, Any]:
+def batch_definition(request: Batch, principal: Principal) -> dict[str, Any]:
     """The JSON definition stored for a batch task."""
     return {
         "request": request.model_dump(mode="json", by_alias=True, exclude_unset=True),
@@ -85,9 +85,9 @@ def batch_runner(gateway: Gateway) -> Callable[[Any, TaskContext], Awaitable[Any
     returns the ``POST /v1/batch`` response body."""
 
     async def run(definition: Any, ctx: TaskContext) -> Any:
-        from iogate.batch import BatchRequest, run_batch
+        from iogate.batch import Batch, run_batch
 
-        request = BatchRequest.model_validate(definition["request"])
+        request = Batch.model_validate(definition["request"])
         principal = principal_from_json(definition["principal"])
         ctx.progress(0, len(request.steps))
         result = await run_batch(gateway, request, principal=principal, progress=ctx.progress)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from iogate.batch import BatchRequest, run_batch
+from iogate.batch import Batch, run_batch
 from iogate.batch.model import MAX_STEPS, DatabaseStep, check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
@@ -100,7 +100,7 @@ class LegacyBatchRequest(BaseModel):
     timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
-async def _run(request: Request, body: BatchRequest) -> Response:
+async def _run(request: Request, body: Batch) -> Response:
     gateway = gateway_of(request)
     limit = gateway.config.server.max_batch_steps
     if len(body.steps) > limit:
@@ -123,7 +123,7 @@ async def _run(request: Request, body: BatchRequest) -> Response:
     summary="Run a mixed batch of database, upstream and cache steps",
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
-async def batch(body: BatchRequest, request: Request) -> Response:
+async def batch(body: Batch, request: Request) -> Response:
     """Run ordered steps under one deadline (``timeout`` seconds), at most
     ``max_concurrent`` at a time. A step waits only for the earlier steps it
     uses: ``{"$ref": "steps.<i>.<path>"}`` values in its data, and the steps
@@ -174,7 +174,7 @@ async def batch_execute(body: LegacyBatchRequest, request: Request) -> Response:
                 {"kind": "cache", "op": op.op, "key": op.key, "value": op.value, "ttl": op.ttl}
             )
     try:
-        translated = BatchRequest.model_validate(
+        translated = Batch.model_validate(
             {
                 "steps": steps,
                 "max_concurrent": body.max_concurrent,

@@ -35,8 +35,6 @@ from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_bo
 from iogate.server.limits import check_sql
 from iogate.server.problems import problem_for
 from iogate.server.schemas import (
-    BatchRequest,
-    BatchResponse,
     DescribeRequest,
     DescribeResponse,
     NamedQueryOut,
@@ -45,6 +43,8 @@ from iogate.server.schemas import (
     QueryResponse,
     RedisCommandRequest,
     RedisCommandResponse,
+    StatementBatch,
+    StatementBatchResponse,
     StreamRequest,
 )
 
@@ -162,11 +162,11 @@ serve_directly(router, "/v1/databases/{name}/query", "POST", _query_directly)
 
 @router.post(
     "/v1/databases/{name}/batch",
-    response_model=BatchResponse,
+    response_model=StatementBatchResponse,
     responses=_ERRORS,
     summary="Run several SQL statements, in one transaction by default",
 )
-async def batch(name: str, body: BatchRequest, request: Request) -> Response:
+async def batch(name: str, body: StatementBatch, request: Request) -> Response:
     """Run the statements in order. ``transaction: true`` (default): all or
     nothing; the first failure rolls every statement back and is the response's
     problem (its ``detail`` starts with ``statement <index>:``).

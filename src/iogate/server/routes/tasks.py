@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.responses import Response
 
-from iogate.batch import BatchRequest
+from iogate.batch import Batch
 from iogate.batch.model import check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import Principal, principal_of
@@ -47,7 +47,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class TaskSubmitRequest(BatchRequest):
+class TaskSubmitRequest(Batch):
     """``POST /v1/tasks``: a batch (see ``POST /v1/batch``) to run in the background."""
 
     name: str | None = Field(default=None, max_length=200, description="A label for listings.")
@@ -123,7 +123,7 @@ async def submit_task(body: TaskSubmitRequest, request: Request) -> Response:
                 f"a batch may hold at most {limit} steps, got {len(body.steps)}"
             )
         principal = principal_of(request)
-        batch = BatchRequest.model_validate(
+        batch = Batch.model_validate(
             body.model_dump(by_alias=True, exclude={"name", "idempotent"}, exclude_unset=True)
         )
         check_scopes(principal, batch)

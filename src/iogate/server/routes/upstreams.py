@@ -34,7 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from iogate.cache.through import cached_upstream_body
 from iogate.errors import InvalidInputError, IogateError
 from iogate.gateway import Gateway
-from iogate.http.batch import BatchRequest
+from iogate.http.batch import UpstreamBatchItem
 from iogate.http.headers import check_header
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.server.auth import authorize
@@ -147,7 +147,7 @@ async def batch(name: str, body: UpstreamBatchRequest, request: Request) -> Resp
         for key, value in (r.headers or {}).items():
             check_header(key, value)
     items = [
-        BatchRequest(
+        UpstreamBatchItem(
             method=r.method,
             path=r.path,
             params={k: _query_value(v) for k, v in r.params.items()} if r.params else None,
