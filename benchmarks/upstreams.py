@@ -11,7 +11,7 @@ fixed time; the figure is completed requests per second (body read whole).
                          ``aiohttp.raw`` is the run's noise floor)
 * ``httpx``              one ``AsyncClient`` (pool of 100), ``client.get``
 * ``iogate.upstream``    :class:`~iogate.http.upstream.Upstream` built as the gateway
-                         builds it (:func:`iogate.http.factory.build_upstream`): deadline,
+                         builds it (:func:`iogate.http._factory.build_upstream`): deadline,
                          retry + retry budget, circuit breaker, rate limiter (1e6/s, never
                          binding), metrics recorder, status judging, egress guard
 * ``iogate.upstream.bare`` the same Upstream without a pipeline (what the policies cost)
@@ -44,7 +44,7 @@ import httpx
 from tests.servers import free_port, wait_for_port
 
 from iogate.config import UpstreamConfig, default_policies
-from iogate.http.factory import build_upstream
+from iogate.http._factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.observability.metrics import Metrics
 from iogate.policies.config import RateLimitConfig

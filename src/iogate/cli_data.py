@@ -95,7 +95,7 @@ def query(
 
 
 async def _query(cfg: IogateConfig, name: str, sql: str, params: Any) -> dict[str, Any]:
-    from iogate.batch.access import sql_access
+    from iogate.batch._access import sql_access
     from iogate.wire.principal import ANONYMOUS
 
     async with Gateway(cfg) as gateway:

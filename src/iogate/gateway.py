@@ -28,14 +28,14 @@ from iogate.errors import (
     UnknownResourceError,
 )
 from iogate.files.store import FileStore
-from iogate.http.factory import build_upstream
+from iogate.http._factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.lifecycle import AsyncResource
 from iogate.observability.hub import Observability
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 from iogate.policies.runner import CallRunner
-from iogate.tasks.batch_jobs import batch_runner
+from iogate.tasks._batch_jobs import batch_runner
 from iogate.tasks.manager import TaskManager
 
 __all__ = ["Gateway"]

@@ -112,7 +112,7 @@ async def test_symlinks_inside_the_base_are_followed(store: FileStore, tmp_path:
 async def test_a_component_swapped_for_a_symlink_after_resolution_is_refused(
     store: FileStore, tmp_path: Path
 ) -> None:
-    from iogate.files.paths import open_parent, resolve_beneath, split_relative
+    from iogate.files._paths import open_parent, resolve_beneath, split_relative
 
     await store.write_text("dir/file", "x")
     base_real = os.path.realpath(tmp_path / "base")

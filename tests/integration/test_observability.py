@@ -368,7 +368,7 @@ async def test_library_users_get_the_same_typed_snapshot(sqlite_path: str) -> No
     config = parse_config({"databases": {"main": {"url": f"sqlite:///{sqlite_path}"}}}, environ={})
     async with Gateway(config) as gw:
         await gw.database("main").fetch("SELECT 1")
-        snap = gw.metrics.snapshot()
+        snap = gw.metrics.stats()
     main = snap.resource("main")
     assert main is not None
     assert main.kind == "sqlite"
@@ -400,7 +400,7 @@ async def test_llm_token_usage_is_counted_per_upstream_and_model() -> None:
             done = await provider.generate(req)
             async for _chunk in provider.stream(req):
                 pass
-            snap = gw.metrics.snapshot()
+            snap = gw.metrics.stats()
             text = render(gw.metrics).decode()
     assert done.usage is not None
     ai = snap.resource("ai")

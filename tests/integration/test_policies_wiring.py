@@ -36,7 +36,7 @@ async def test_a_dropped_connection_is_retried_for_get_but_never_for_a_keyless_p
         assert [s.path for s in upstream.seen].count("/api/flaky/p") == 1
         keyed = await api.post("/flaky/k?fail=1", json={}, headers={"Idempotency-Key": "abc"})
         assert keyed.json() == {"attempt": 2}
-        calls = {op.operation: op for op in gateway.metrics.snapshot().resources[0].operations}
+        calls = {op.operation: op for op in gateway.metrics.stats().resources[0].operations}
         assert calls["GET"].calls == 1  # one call, three attempts
         assert calls["POST"].outcomes == {"UpstreamConnectionError": 1, "ok": 1}
 

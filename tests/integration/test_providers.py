@@ -230,6 +230,6 @@ async def test_token_limit_settles_from_usage(llm: FakeLLM, clock: FakeClock) ->
     async with _upstream(llm.base_url + "/v1", clock, limits=limits) as api:
         await OpenAIProvider(api).generate(REQ)
         await _collect(OpenAIProvider(api).stream(REQ))
-    snap = limits.snapshot()
+    snap = limits.stats()
     assert snap.tokens_estimated == 2 * REQ.estimated_tokens()
     assert snap.tokens_used == 2 * 7

@@ -12,7 +12,7 @@ from iogate.errors import (
     UpstreamError,
     UpstreamHTTPError,
 )
-from iogate.http.factory import build_upstream
+from iogate.http._factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.policies.config import PoliciesConfig, RetryConfig
 from iogate.policies.timeout import deadline_scope

@@ -15,9 +15,9 @@ from iogate.errors import (
     UpstreamError,
     UpstreamHTTPError,
 )
+from iogate.http._factory import build_upstream
 from iogate.http.auth import ApiKeyHeader, ApiKeyQuery, BearerAuth
 from iogate.http.batch import BatchProgress, UpstreamBatchItem
-from iogate.http.factory import build_upstream
 from iogate.http.options import ConnectionOptions
 from iogate.http.response_cache import ResponseCache
 from iogate.http.sse import ServerSentEvent
@@ -211,4 +211,4 @@ async def test_config_concurrency_cap_and_limits(upstream: UpstreamServer) -> No
     assert all(not isinstance(r, Exception) and r.ok for r in results)
     assert upstream.app[INFLIGHT][0] == 2  # the bulkhead, not the batch, capped it
     assert upstream.seen[-1].query["key"] == "sk-CFG"
-    assert api.limits.snapshot().admitted == 6
+    assert api.limits.stats().admitted == 6

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import iogate
+from iogate.cache._xfetch import should_refresh_early
 from iogate.cache.memory import MemoryCache
 from iogate.cache.serialization import (
     CachedRow,
@@ -23,7 +24,6 @@ from iogate.cache.serialization import (
     encode_value,
 )
 from iogate.cache.tiered import TieredCache
-from iogate.cache.xfetch import should_refresh_early
 from iogate.databases.tables import extract_tables
 
 

@@ -13,7 +13,7 @@ async def test_per_second_window_spaces_calls() -> None:
     limits = UpstreamLimits(per_second=2, clock=clock)
     waits = [await limits.acquire() for _ in range(4)]
     assert waits == [0.0, 0.0, 0.5, 0.5]
-    assert limits.snapshot().delayed == 2
+    assert limits.stats().delayed == 2
 
 
 async def test_tightest_window_wins_and_too_long_waits_are_refused() -> None:
@@ -24,7 +24,7 @@ async def test_tightest_window_wins_and_too_long_waits_are_refused() -> None:
     with pytest.raises(RateLimitedError) as info:
         await limits.acquire()
     assert info.value.retry_after_s == pytest.approx(30.0)
-    assert limits.snapshot().rejected == 1
+    assert limits.stats().rejected == 1
 
 
 async def test_tokens_estimated_then_settled_from_usage() -> None:
@@ -35,7 +35,7 @@ async def test_tokens_estimated_then_settled_from_usage() -> None:
     assert await limits.acquire(tokens=500) == 0.0
     limits.settle(estimated=500, actual=700)  # used more: 200 in debt
     assert await limits.acquire(tokens=100) == pytest.approx(30.0)  # 300 short at 10/s
-    snap = limits.snapshot()
+    snap = limits.stats()
     assert (snap.tokens_estimated, snap.tokens_used) == (1100, 800)
 
 

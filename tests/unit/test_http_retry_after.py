@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 from multidict import CIMultiDict
 
-from iogate.http.retry_after import parse_duration, retry_after_s, should_retry
+from iogate.http._retry_after import parse_duration, retry_after_s, should_retry
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

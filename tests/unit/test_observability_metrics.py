@@ -106,7 +106,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
         with pytest.raises(CircuitOpenError):
             await pipeline.run(taking(clock, 0.0), operation="fetch")
 
-    snap = metrics.snapshot()
+    snap = metrics.stats()
     db = snap.resource("db")
     assert db is not None
     assert (db.kind, db.calls, db.errors, db.in_flight) == ("postgresql", 8, 5, 0)
@@ -148,7 +148,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
     # insights: success rate 3/8 < 95 % over the window (min 10 calls: not yet)
     assert snap.insights == ()
     metrics.insight_min_calls = 8
-    insights = metrics.snapshot().insights
+    insights = metrics.stats().insights
     assert [i.kind for i in insights] == ["slow", "unreliable"]  # p99 = the 1 s timeout
     assert insights[0].value == pytest.approx(timeout_s * 1000, rel=0.125)
     assert (insights[1].value, insights[1].threshold, insights[1].calls) == (0.375, 0.95, 8)
@@ -177,14 +177,14 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
 
     # six minutes later the windows are empty; since-start figures remain
     clock.advance(360.0)
-    later = metrics.snapshot().resource("db")
+    later = metrics.stats().resource("db")
     assert later is not None
     op = later.operation("fetch")
     assert op is not None
     assert (op.calls, op.last_minute.calls, op.last_5_minutes.calls) == (8, 0, 0)
     # the breaker waited 30 s: half-open, a trial call goes through
     assert await pipeline.run(taking(clock, 0.002), operation="fetch") == "ok"
-    later = metrics.snapshot().resource("db")
+    later = metrics.stats().resource("db")
     assert later is not None
     op = later.operation("fetch")
     assert op is not None
@@ -201,7 +201,7 @@ async def test_windows_slide_and_in_flight_counts_running_calls() -> None:
     for second in range(0, 300, 10):  # one call every 10 s for 5 minutes
         clock.advance(10.0 if second else 0.0)
         await pipeline.run(taking(clock, 0.001), operation="q")
-    op = metrics.snapshot().resource("r").operation("q")  # type: ignore[union-attr]
+    op = metrics.stats().resource("r").operation("q")  # type: ignore[union-attr]
     assert op is not None
     assert op.calls == 30
     assert 6 <= op.last_minute.calls <= 7  # the intervals overlapping the last 60 s
@@ -214,10 +214,10 @@ async def test_windows_slide_and_in_flight_counts_running_calls() -> None:
 
     task = asyncio.ensure_future(pipeline.run(held, operation="q"))
     await asyncio.sleep(0)
-    assert metrics.snapshot().resource("r").in_flight == 1  # type: ignore[union-attr]
+    assert metrics.stats().resource("r").in_flight == 1  # type: ignore[union-attr]
     release.set()
     assert await task == "done"
-    assert metrics.snapshot().resource("r").in_flight == 0  # type: ignore[union-attr]
+    assert metrics.stats().resource("r").in_flight == 0  # type: ignore[union-attr]
 
 
 def test_upstream_meter_and_token_families() -> None:
@@ -228,7 +228,7 @@ def test_upstream_meter_and_token_families() -> None:
     meter.tokens("gpt-x", 12, 30)
     meter.tokens("gpt-x", 8, None)
     metrics.attach("llm", kind="upstream", meter=meter)
-    r = metrics.snapshot().resource("llm")
+    r = metrics.stats().resource("llm")
     assert r is not None
     assert r.statuses == {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 1, "5xx": 2, "other": 1}
     assert [(t.model, t.input, t.output, t.calls) for t in r.tokens] == [("gpt-x", 20, 30, 2)]
@@ -298,15 +298,15 @@ def test_alerts_on_p99_fire_once_then_resolve_as_the_window_slides() -> None:
     alerts.subscribe(lambda e: seen.append((e.resource, e.condition, e.state)))
     for _ in range(10):
         metrics.record("pg", "fetch", "ok", 0.250)  # every call 250 ms: p99 > 100 ms
-    events = alerts.evaluate(metrics.snapshot())
+    events = alerts.evaluate(metrics.stats())
     assert [(e.condition, e.state, e.calls, e.at) for e, _ in events] == [
         ("p99", "firing", 10, 42.0)
     ]
     assert events[0][0].value == pytest.approx(0.25, rel=0.125)
-    assert alerts.evaluate(metrics.snapshot()) == []  # still firing: no repeat
+    assert alerts.evaluate(metrics.stats()) == []  # still firing: no repeat
     clock.advance(120.0)  # the slow calls leave the 1-minute window...
     for _ in range(10):
         metrics.record("pg", "fetch", "ok", 0.002)
-    alerts.evaluate(metrics.snapshot())
+    alerts.evaluate(metrics.stats())
     assert seen == [("pg", "p99", "firing"), ("pg", "p99", "resolved")]
     assert alerts.firing == frozenset()

@@ -2,7 +2,7 @@ import pytest
 from yarl import URL
 
 from iogate.errors import InvalidInputError
-from iogate.http.urls import MAX_PATH_LENGTH, resolve_under
+from iogate.http._urls import MAX_PATH_LENGTH, resolve_under
 
 BASE = URL("http://127.0.0.1:9000/api")
 

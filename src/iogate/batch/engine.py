@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from iogate.batch.access import sql_access
+from iogate.batch._access import sql_access
 from iogate.batch.model import (
     Batch,
     CacheStep,

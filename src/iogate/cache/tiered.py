@@ -6,13 +6,13 @@
 Reads look in L1, then L2 (an L2 hit is copied into L1), then call the
 loader; a loaded value is written to both tiers. Around the loader:
 
-- **single-flight** in the process (:mod:`iogate.cache.singleflight`): 1,000
+- **single-flight** in the process (:mod:`iogate.cache._singleflight`): 1,000
   concurrent misses on one key make one loader call;
 - a **Redis lease** across processes (:meth:`RedisTier.acquire_lease`): one
   process computes while the others poll L2 for its result, every
   ``lease_poll_s``, up to ``lease_wait_s``; then they compute themselves
   (a holder that dies only delays them by the wait, never blocks them);
-- **XFetch** early refresh (:mod:`iogate.cache.xfetch`): a hit may start a
+- **XFetch** early refresh (:mod:`iogate.cache._xfetch`): a hit may start a
   background refresh before expiry, with the paper's probability; the caller
   gets the current value at once;
 - **stale-while-revalidate**: up to ``stale_while_revalidate_s`` after expiry
@@ -47,13 +47,13 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from iogate.cache._singleflight import SingleFlight
+from iogate.cache._xfetch import XFETCH_HORIZON, should_refresh_early, should_refresh_early_at
 from iogate.cache.memory import MemoryCache
 from iogate.cache.redis import Invalidation, RedisTier, TierUnavailable
 from iogate.cache.serialization import Entry, decode_entry, encode_entry
-from iogate.cache.singleflight import SingleFlight
 from iogate.cache.stats import TieredCacheStats
 from iogate.cache.tags import TagIndex, validate_tags
-from iogate.cache.xfetch import XFETCH_HORIZON, should_refresh_early, should_refresh_early_at
 from iogate.lifecycle import AsyncResource
 from iogate.policies import Clock, SystemClock
 

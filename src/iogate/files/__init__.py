@@ -1,7 +1,7 @@
 """Sandboxed, non-blocking file operations: :class:`FileStore`.
 
 Every path is relative to the store's base directory and confined to it
-(see :mod:`iogate.files.paths`); writes are atomic; reads and writes stream
+(see :mod:`iogate.files._paths`); writes are atomic; reads and writes stream
 in chunks through worker threads so the event loop never blocks.
 """
 

@@ -6,7 +6,7 @@
 
 Every system call runs in a worker thread (:func:`anyio.to_thread.run_sync`),
 so the event loop never waits on the disk. Paths are confined to the base
-directory as described in :mod:`iogate.files.paths`.
+directory as described in :mod:`iogate.files._paths`.
 
 Writes are atomic (the pattern of ``atomicwrites`` / ``os.replace`` docs): the
 content goes to a hidden temporary file in the same directory, is flushed with
@@ -33,19 +33,19 @@ from typing import Literal, TypeVar
 import anyio
 from anyio import to_thread
 
-from iogate.files.errors import (
-    FileConflictError,
-    FileMissingError,
-    FileTooLargeError,
-    PathEscapeError,
-)
-from iogate.files.paths import (
+from iogate.files._paths import (
     DIR_FLAGS,
     name_error,
     open_dir,
     open_parent,
     resolve_beneath,
     split_relative,
+)
+from iogate.files.errors import (
+    FileConflictError,
+    FileMissingError,
+    FileTooLargeError,
+    PathEscapeError,
 )
 from iogate.lifecycle import AsyncResource
 
@@ -154,7 +154,7 @@ class FileStore(AsyncResource):
     async def _run(self, fn: Callable[[], T], path: str) -> T:
         """``fn()`` in a worker thread; an ``OSError`` only the name of ``path``
         can cause (``ENAMETOOLONG``...) becomes an :class:`UnsafePathError`
-        (:func:`~iogate.files.paths.name_error`)."""
+        (:func:`~iogate.files._paths.name_error`)."""
         try:
             return await to_thread.run_sync(fn)
         except OSError as exc:

@@ -157,7 +157,7 @@ class UpstreamLimits:
         if self._tokens is not None:
             self._tokens.level -= actual - estimated
 
-    def snapshot(self) -> LimitsSnapshot:
+    def stats(self) -> LimitsSnapshot:
         """Frozen counters."""
         return LimitsSnapshot(
             admitted=self.admitted,

@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from iogate.http._transport import read_bounded, translate_errors
 from iogate.http.response import Response
 from iogate.http.sse import ServerSentEvent, SSEDecoder
-from iogate.http.transport import read_bounded, translate_errors
 
 __all__ = ["StreamResponse"]
 

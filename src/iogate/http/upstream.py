@@ -4,7 +4,7 @@
   by :meth:`Upstream.open` and closed with it (aiohttp's documented usage: one
   session per application, not per request). Pool, keep-alive, DNS cache and
   TLS settings are :class:`~iogate.http.options.ConnectionOptions`.
-- Paths are resolved strictly under the base URL (:mod:`iogate.http.urls`);
+- Paths are resolved strictly under the base URL (:mod:`iogate.http._urls`);
   redirects are not followed, so a 3xx never carries a call to another host.
 - A caller's headers are validated (RFC 9110 tokens, no CR/LF/NUL or other
   control characters: :mod:`iogate.http.headers`) before any I/O; hop-by-hop
@@ -18,7 +18,7 @@
 - An attempt's total timeout is the configured one or the call's remaining
   deadline (:func:`iogate.policies.remaining`), whichever is shorter.
 
-Retries (the pipeline's, :mod:`iogate.http.retry_after` for the rules): a
+Retries (the pipeline's, :mod:`iogate.http._retry_after` for the rules): a
 call may be retried when its method is idempotent (RFC 9110 §9.2.2) or it
 carries an idempotency key — the caller's ``Idempotency-Key`` header, or one
 iogate generates (``idempotency_key=True``, or ``idempotency_keys=True`` on
@@ -46,21 +46,21 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from iogate.errors import InvalidInputError, RateLimitedError
+from iogate.http._idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
+from iogate.http._retry_after import retry_after_s, should_retry
+from iogate.http._transport import Transport
+from iogate.http._urls import resolve_under
 from iogate.http.auth import Auth
 from iogate.http.batch import BatchProgress, UpstreamBatchItem, run_upstream_batch
 from iogate.http.files import Download, download, upload
 from iogate.http.headers import caller_headers, check_header, check_header_value
-from iogate.http.idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
 from iogate.http.limits import UpstreamLimits
 from iogate.http.options import ConnectionOptions
 from iogate.http.redact import Redactor
 from iogate.http.response import Response
 from iogate.http.response_cache import ResponseCache, cache_directives, canonical_key
-from iogate.http.retry_after import retry_after_s, should_retry
 from iogate.http.status import UpstreamStatusError, status_error
 from iogate.http.streaming import StreamResponse
-from iogate.http.transport import Transport
-from iogate.http.urls import resolve_under
 from iogate.lifecycle import AsyncResource, ResourceState
 from iogate.observability.meters import UpstreamMeter
 from iogate.policies.runner import CallRunner
@@ -133,7 +133,7 @@ class Upstream(AsyncResource):
         runner: the resilience pipeline each call runs through.
         runner_timeout_s: the attempt timeout ``runner`` itself enforces, seconds
             (``None``: none). When it is no longer than ``timeout_s`` the
-            transport arms no timer of its own (:func:`~iogate.http.factory.build_upstream`
+            transport arms no timer of its own (:func:`~iogate.http._factory.build_upstream`
             makes the pipeline's attempt timeout the upstream's ``timeout``).
         allowed_methods: egress allowlist of HTTP methods (``None``: every supported one).
         allowed_paths: egress allowlist of path prefixes under the base URL, each
@@ -223,7 +223,7 @@ class Upstream(AsyncResource):
         self.limits = limits if limits is not None and limits.enabled else None
         self.cache = cache
         self.retry_hint = retry_hint
-        self.provider: Provider | None = None  # set by iogate.http.factory for LLM APIs
+        self.provider: Provider | None = None  # set by iogate.http._factory for LLM APIs
         self.meter = UpstreamMeter()  # status classes and tokens, read by the metrics
         self._runner = runner
         self._ctx = {verb: {"resource": name, "operation": verb} for verb in _METHODS}

@@ -158,7 +158,7 @@ class Observability:
     async def evaluate_alerts(self, upstream_of: Callable[[str], Upstream]) -> None:
         """Judge the rules once; POST each event of a rule with a webhook
         through ``upstream_of(rule's upstream)``."""
-        for event, rule in self.alerts.evaluate(self.metrics.snapshot()):
+        for event, rule in self.alerts.evaluate(self.metrics.stats()):
             if rule.webhook is None:
                 continue
             try:

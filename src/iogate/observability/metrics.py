@@ -18,7 +18,7 @@ retries, bulkhead, upstream status classes and tokens, cache figures) is
 *read* at snapshot time from the sources :meth:`Metrics.attach` registers:
 nothing is added to the hot path for them.
 
-``snapshot()`` returns frozen, typed statistics; ``/v1/stats`` and
+``stats()`` returns frozen, typed statistics; ``/v1/stats`` and
 ``/metrics`` render them.
 """
 
@@ -172,9 +172,9 @@ _EMPTY: Final = LatencySummary()
 
 @dataclass(frozen=True, slots=True)
 class WindowStats:
-    """Calls of one operation in a time window (``seconds`` long, ending now)."""
+    """Calls of one operation in a time window (``window_s`` seconds long, ending now)."""
 
-    seconds: float
+    window_s: float
     calls: int
     errors: int
     latency: LatencySummary
@@ -493,7 +493,7 @@ class Metrics:
                     cumulative, n, dsum = s.exported()
                     yield SeriesView(resource, operation, outcome, n, dsum, cumulative)
 
-    def snapshot(self) -> MetricsSnapshot:
+    def stats(self) -> MetricsSnapshot:
         """Frozen figures of every attached or called resource, sorted by name."""
         now = self._now()
         names = sorted(set(self._index) | set(self._sources))

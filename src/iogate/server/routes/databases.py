@@ -3,7 +3,7 @@ query (``/stream``, NDJSON), a statement's shape (``/describe``), named queries
 (``/queries/{qname}``) and Redis commands (``/command``).
 
 Every SQL route runs the statement as the caller (see
-:mod:`iogate.batch.access`): a key without ``db:<name>:write`` runs in the
+:mod:`iogate.batch._access`): a key without ``db:<name>:write`` runs in the
 engine's read-only mode, a key with a table allowlist is held to it by the
 engine, and results are capped at the database's ``max_rows`` /
 ``max_response_bytes`` (or the key's tighter caps) with ``truncated: true``.
@@ -22,8 +22,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from iogate.batch.access import SQLAccess, named_query_access, sql_access
-from iogate.cache.through import cached_query_body
+from iogate.batch._access import SQLAccess, named_query_access, sql_access
+from iogate.cache._through import cached_query_body
 from iogate.databases.base import Params, QueryResult
 from iogate.databases.guard import UNRESTRICTED, fit_body, result_body
 from iogate.databases.streaming import RowStream

@@ -7,7 +7,7 @@
 - ``DELETE``: a file or an empty directory (204).
 
 Scopes ``files:read`` / ``files:write``. Paths are confined to the base
-directory (:mod:`iogate.files.paths`): ``..``, absolute paths and NUL bytes
+directory (:mod:`iogate.files._paths`): ``..``, absolute paths and NUL bytes
 answer 400, a symlink out of the base 403 — the check runs on the decoded
 path, so ``%2e%2e`` is ``..``. Memory stays within a few chunks whatever
 the file's size: the body is read with ``request.stream()`` and the file

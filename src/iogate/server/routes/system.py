@@ -35,7 +35,7 @@ async def stats(request: Request) -> Response:
     Scope ``admin`` (it names every resource)."""
     authorize(request, "admin")
     gateway = gateway_of(request)
-    snapshot = gateway.metrics.snapshot()
+    snapshot = gateway.metrics.stats()
     kinds: dict[str, str] = {name: db.kind for name, db in gateway.databases.items()}
     kinds |= dict.fromkeys(gateway.upstreams, "upstream")
     resources: dict[str, Any] = {}

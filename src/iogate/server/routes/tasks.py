@@ -30,7 +30,7 @@ from iogate.errors import InvalidInputError
 from iogate.server.auth import Principal, principal_of
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.problems import ProblemType, problem_body, problem_response
-from iogate.tasks.batch_jobs import batch_definition, check_scopes
+from iogate.tasks._batch_jobs import batch_definition, check_scopes
 from iogate.tasks.manager import TaskManager
 from iogate.tasks.models import TaskNotFoundError, TaskRecord, TaskState
 

@@ -31,7 +31,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from iogate.cache.through import cached_upstream_body
+from iogate.cache._through import cached_upstream_body
 from iogate.errors import InvalidInputError, IogateError
 from iogate.gateway import Gateway
 from iogate.http.batch import UpstreamBatchItem

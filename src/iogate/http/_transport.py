@@ -132,7 +132,7 @@ class Transport:
         :class:`OperationTimeout`. Nothing is armed for it when something else
         ends it in time: the upstream's pipeline with an attempt timeout of at
         most ``timeout_s`` (``attempt_bounded``;
-        :func:`~iogate.http.factory.build_upstream` gives the pipeline the
+        :func:`~iogate.http._factory.build_upstream` gives the pipeline the
         upstream's ``timeout``), or the call's deadline (:func:`remaining`)
         ending first. Else the transport's own :class:`Timeout` runs it.
         """
