@@ -35,7 +35,7 @@ async def test_read_write_append_stat_list_copy_move_delete(store: FileStore) ->
     assert await store.append_text("notes/a.txt", " world") == 11
     assert await store.read_bytes("notes/a.txt") == b"hello world"
     info = await store.stat("notes/a.txt")
-    assert (info.path, info.kind, info.size) == ("notes/a.txt", "file", 11)
+    assert (info.path, info.kind, info.size_bytes) == ("notes/a.txt", "file", 11)
     assert await store.copy("notes/a.txt", "notes/b.txt") == 11
     await store.move("notes/b.txt", "archive/c.txt")
     assert [e.path for e in await store.list("notes")] == ["notes/a.txt"]
@@ -187,7 +187,7 @@ async def test_streamed_read_in_chunks(store: FileStore) -> None:
     data = os.urandom(10_000)
     await store.write_bytes("r", data)
     reader = await store.open_read("r")
-    assert reader.size == 10_000
+    assert reader.size_bytes == 10_000
     chunks = [c async for c in reader]
     assert [len(c) for c in chunks] == [4096, 4096, 1808]
     assert b"".join(chunks) == data

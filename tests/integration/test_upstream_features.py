@@ -178,7 +178,11 @@ async def test_download_is_atomic_with_digest_and_size_checks(
     dest = tmp_path / "out.bin"
     async with Upstream("f", base_url=upstream.base_url) as api:
         done = await api.download("/blob?kb=300", dest, sha256=hashlib.sha256(expected).hexdigest())
-        assert (done.size, done.path, dest.read_bytes() == expected) == (len(expected), dest, True)
+        assert (done.size_bytes, done.path, dest.read_bytes() == expected) == (
+            len(expected),
+            dest,
+            True,
+        )
         dest.write_bytes(b"old")
         with pytest.raises(UpstreamError, match="SHA-256"):
             await api.download("/blob?kb=300", dest, sha256="0" * 64)

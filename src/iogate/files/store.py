@@ -68,13 +68,13 @@ class FileInfo:
     Attributes:
         path: the path relative to the base directory (``"notes/today.txt"``).
         kind: ``file``, ``directory``, ``symlink`` (only in listings) or ``other``.
-        size: bytes (0 for a directory).
+        size_bytes: bytes (0 for a directory).
         modified: last modification, seconds since the Unix epoch.
     """
 
     path: str
     kind: FileKind
-    size: int
+    size_bytes: int
     modified: float
 
 
@@ -223,7 +223,7 @@ class FileStore(AsyncResource):
     # -- streaming -------------------------------------------------------------
 
     async def open_read(self, path: str, *, limit: bool = False) -> FileReader:
-        """Open a file for a streamed read: ``reader.size`` (bytes), then
+        """Open a file for a streamed read: ``reader.size_bytes``, then
         ``async for chunk in reader`` (chunks of ``chunk_bytes``); the
         descriptor is closed when the iteration ends or on ``aclose()``.
         ``limit=True`` refuses a file larger than ``max_file_bytes``."""
@@ -445,17 +445,17 @@ class FileStore(AsyncResource):
 
 class FileReader:
     """An open file read in chunks in worker threads (from :meth:`FileStore.open_read`);
-    yields at most ``size`` bytes.
+    yields at most ``size_bytes`` bytes.
 
     Attributes:
-        size: the file's size when it was opened (bytes).
+        size_bytes: the file's size when it was opened.
     """
 
-    def __init__(self, fd: int, size: int, chunk_bytes: int) -> None:
+    def __init__(self, fd: int, size_bytes: int, chunk_bytes: int) -> None:
         self._fd = fd
-        self.size = size
+        self.size_bytes = size_bytes
         self._chunk = chunk_bytes
-        self._left = size
+        self._left = size_bytes
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()

@@ -39,7 +39,7 @@ class Download:
     """A completed download: where, how many bytes, their SHA-256 (hex), attempts."""
 
     path: Path
-    size: int
+    size_bytes: int
     sha256: str
     attempts: int
 

@@ -93,7 +93,12 @@ def _store(request: Request, scope: str) -> FileStore:
 
 
 def _info(info: FileInfo) -> dict[str, Any]:
-    return {"path": info.path, "kind": info.kind, "size": info.size, "modified": info.modified}
+    return {
+        "path": info.path,
+        "kind": info.kind,
+        "size": info.size_bytes,
+        "modified": info.modified,
+    }
 
 
 @router.get("/v1/files/{path:path}", responses=_ERRORS, summary="Read a file (streamed)")
@@ -111,7 +116,7 @@ async def read_file(path: str, request: Request) -> Response:
     return StreamingResponse(
         reader,
         media_type=media_type,
-        headers={"content-length": str(reader.size)},
+        headers={"content-length": str(reader.size_bytes)},
         background=BackgroundTask(reader.aclose),  # also closed when the iteration ends
     )
 
