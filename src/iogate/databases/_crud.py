@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from iogate.errors import QueryError
 
 if TYPE_CHECKING:
-    from iogate.databases.guard import ResultLimits
-    from iogate.databases.results import Params, QueryResult
+    from iogate.databases.results import QueryResult
 
 __all__ = [
     "CrudMethods",
@@ -184,16 +183,7 @@ class CrudMethods:
 
     _schema: SchemaCache
 
-    if TYPE_CHECKING:
-
-        async def query(
-            self,
-            sql: str,
-            params: Params = None,
-            *,
-            idempotent: bool | None = None,
-            limits: ResultLimits | None = None,
-        ) -> QueryResult: ...
+    query: Callable[..., Awaitable[QueryResult]]  # SQLDatabase.query
 
     async def insert(
         self, table: str, data: Mapping[str, Any], *, returning: Returning = None
