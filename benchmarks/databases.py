@@ -118,7 +118,9 @@ async def _postgres(dsn: str, port: int, seconds: float, repeats: int) -> list[R
     )
     await setup.execute("ANALYZE bench")
     await setup.close()
-    config = parse_config({"databases": {"pg": {"url": dsn, "pool_size": 10}}}, environ={})
+    # the superuser login of the test cluster: accepted, as the raw driver runs as it too
+    pg_conf = {"url": dsn, "pool_size": 10, "allow_privileged_login": True}
+    config = parse_config({"databases": {"pg": pg_conf}}, environ={})
     rnd = random.Random(1).randrange
     sql_iogate = "SELECT v FROM bench WHERE id = :id"
     sql_raw = "SELECT v FROM bench WHERE id = $1"
@@ -147,7 +149,8 @@ async def _postgres(dsn: str, port: int, seconds: float, repeats: int) -> list[R
 async def _tpcb(dsn: str, port: int, seconds: float, repeats: int) -> list[Result]:
     _pgbench(port, "-i", "-s", "1", "-q")
     clients = 8
-    config = parse_config({"databases": {"pg": {"url": dsn, "pool_size": clients}}}, environ={})
+    pg_conf = {"url": dsn, "pool_size": clients, "allow_privileged_login": True}
+    config = parse_config({"databases": {"pg": pg_conf}}, environ={})
     rnd = random.Random(2).randint
 
     async def transaction(tx: Transaction) -> None:

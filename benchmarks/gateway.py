@@ -137,7 +137,7 @@ async def query(body: Query, request: Request) -> Response:
 async def _make_pg(dsn: str, read_role: str) -> None:
     import asyncpg
 
-    from iogate.databases.postgres_roles import roles_sql
+    from iogate.databases._postgres_roles import roles_sql
 
     conn = await asyncpg.connect(dsn)
     try:

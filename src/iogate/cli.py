@@ -330,7 +330,7 @@ def roles_sql_command(
     """Print the SQL that creates the database's read and write roles (and the
     keys' own roles) with their GRANTs, to run once as a superuser; then set
     ``read_role`` / ``write_role`` as its last lines say (README "PostgreSQL roles")."""
-    from iogate.databases.postgres_roles import roles_sql
+    from iogate.databases._postgres_roles import roles_sql
 
     cfg = cli_data.load_or_exit(config)
     db = cfg.databases.get(database)

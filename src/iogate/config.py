@@ -162,7 +162,7 @@ class DatabaseConfig(_Model):
       ``sqlite:///:memory:`` — sqlite3 on one thread per connection, WAL mode, one writer plus
       ``pool_size`` reader connections (default 2).
     - ``postgresql://user:password@host:port/dbname`` — asyncpg connections in
-      iogate's pool (:mod:`iogate.databases.postgres_pool`), ``pool_min_size`` ..
+      iogate's pool (:mod:`iogate.databases._postgres_pool`), ``pool_min_size`` ..
       ``pool_size`` of them.
     - ``redis://host:port/db`` (or ``rediss://``) — redis-py with hiredis, a
       pool of at most ``pool_size`` connections.
@@ -186,7 +186,7 @@ class DatabaseConfig(_Model):
             runs (absent: iogate's default allowlist, no administration commands).
         auto_pipeline: Redis: send the non-blocking commands that concurrent
             callers issue in one event-loop iteration as one pipeline (one
-            round trip; :mod:`iogate.databases.redis_pipelining`).
+            round trip; :mod:`iogate._redis.pipelining`).
         max_rows: SQL: the most rows one statement returns over HTTP or in a
             batch (the rest are dropped and ``truncated`` is set); a key's
             ``max_rows`` may lower it.

@@ -16,9 +16,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from iogate.databases._values import to_json_row
 from iogate.databases.postgres import PostgresDatabase
 from iogate.databases.transactions import Transaction
-from iogate.databases.values import to_json_row
 from iogate.errors import OperationTimeout, TransientDatabaseError
 from tests.integration.db_fixtures import retrying_pipeline
 from tests.servers import PostgresServer
@@ -136,7 +136,7 @@ async def test_streaming_a_million_rows_keeps_memory_bounded(pg: PostgresServer)
         gc.collect()
         baseline = peak = _rss_bytes()
         count = total = 0
-        async with db.stream(sql, {"n": 1_000_000}, chunk_size=5000) as rows:
+        async with db.stream(sql, {"n": 1_000_000}, chunk_rows=5000) as rows:
             async for row in rows:
                 count += 1
                 total += row[0]

@@ -162,11 +162,11 @@ async def test_stream_reads_in_chunks_and_gives_the_connection_back(sqldb: SQLDa
         "INSERT INTO accounts (id, owner, balance) VALUES (?, ?, ?)",
         [(i, f"o{i}", i) for i in range(1, 2501)],
     )
-    async with sqldb.stream("SELECT id, balance FROM accounts ORDER BY id", chunk_size=100) as rows:
+    async with sqldb.stream("SELECT id, balance FROM accounts ORDER BY id", chunk_rows=100) as rows:
         assert [c.name for c in rows.columns] == ["id", "balance"]
         total = sum([row[1] async for row in rows])
     assert total == sum(range(1, 2501))
-    async with sqldb.stream("SELECT id FROM accounts ORDER BY id", chunk_size=64) as rows:
+    async with sqldb.stream("SELECT id FROM accounts ORDER BY id", chunk_rows=64) as rows:
         sizes = [len(chunk) async for chunk in rows.chunks()]
     assert max(sizes) == 64
     assert sum(sizes) == 2500

@@ -30,7 +30,7 @@ import asyncpg
 import pytest
 
 from iogate.config import IogateConfig, parse_config
-from iogate.databases.postgres_roles import roles_sql
+from iogate.databases._postgres_roles import roles_sql
 from iogate.gateway import Gateway
 from iogate.server.keys import hash_key, new_key
 from tests.conftest import serve_app

@@ -12,7 +12,7 @@ from functools import partial
 import asyncpg
 import pytest
 
-from iogate.databases.postgres_pool import PoolClosed, PostgresPool
+from iogate.databases._postgres_pool import PoolClosed, PostgresPool
 from iogate.policies import FakeClock
 from tests.servers import PostgresServer
 from tests.waiting import until

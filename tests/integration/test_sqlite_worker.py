@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from iogate.databases.sqlite_worker import ConnectionWorker
+from iogate.databases._sqlite_worker import ConnectionWorker
 
 SLOW = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000)"

@@ -24,7 +24,7 @@ from iogate.cache.serialization import (
     encode_value,
 )
 from iogate.cache.tiered import TieredCache
-from iogate.databases.tables import extract_tables
+from iogate.databases._tables import extract_tables
 
 
 class Wall:

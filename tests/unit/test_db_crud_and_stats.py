@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iogate.databases.crud import (
+from iogate.databases._crud import (
     build_delete,
     build_insert,
     build_update,

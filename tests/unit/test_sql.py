@@ -1,6 +1,6 @@
 import pytest
 
-from iogate.databases.sql import compile_postgres, first_keyword, is_read_statement
+from iogate.databases._sql import compile_postgres, first_keyword, is_read_statement
 from iogate.errors import QueryError
 
 

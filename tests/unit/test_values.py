@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import orjson
 
-from iogate.databases.values import MAX_SAFE_INTEGER, to_json_row, to_json_value
+from iogate.databases._values import MAX_SAFE_INTEGER, to_json_row, to_json_value
 
 
 def test_encoding_table() -> None:
@@ -56,7 +56,7 @@ def test_safe_integer_boundary_stays_a_number() -> None:
 
 
 def test_json_parameters_are_decoded_by_postgres_type() -> None:
-    from iogate.databases.values import from_json_value
+    from iogate.databases._values import from_json_value
 
     assert from_json_value("2026-01-02T03:04:05Z", "timestamptz") == dt.datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC
@@ -77,7 +77,7 @@ def test_json_parameters_are_decoded_by_postgres_type() -> None:
 def test_undecodable_parameter_names_the_type_not_the_value() -> None:
     import pytest
 
-    from iogate.databases.values import from_json_value
+    from iogate.databases._values import from_json_value
 
     with pytest.raises(ValueError, match="timestamptz") as info:
         from_json_value("secret-not-a-date", "timestamptz")

@@ -14,12 +14,11 @@ Concurrent misses of one key make one load (the cache's single-flight).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from iogate.cache.serialization import encode_value
-from iogate.databases.sql import is_read_statement
+from iogate._cache_keys import digest
+from iogate.databases._sql import is_read_statement
 from iogate.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -77,11 +76,9 @@ async def cached_upstream_body(
             raise _NotCacheable(body)
         return body
 
-    digest = hashlib.sha256(encode_value(request_key, sort_keys=True)).hexdigest()
+    key = f"http:{name}:{digest(request_key)}"
     try:
-        body = await cache.get_or_load(
-            f"http:{name}:{digest}", load_2xx, ttl_s=ttl_s, tags=[f"upstream:{name}"]
-        )
+        body = await cache.get_or_load(key, load_2xx, ttl_s=ttl_s, tags=[f"upstream:{name}"])
     except _NotCacheable as answer:
         return answer.body
     return dict(body)

@@ -27,12 +27,11 @@ The wrapper has ``.key_for(*args, **kwargs)`` (the key a call uses) and
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from iogate.cache.serialization import encode_value
+from iogate._cache_keys import digest
 from iogate.cache.tiered import TieredCache
 
 __all__ = ["CachedFunction", "cached"]
@@ -97,10 +96,10 @@ class CachedFunction(Generic[P, R]):
         if self._key is not None:
             return self._key(*args, **kwargs)
         try:
-            digest = hashlib.sha256(encode_value(arguments, sort_keys=True)).hexdigest()
+            hashed = digest(arguments)
         except TypeError as exc:
             raise TypeError(f"@cached {self._name}: cannot build a key: {exc}") from None
-        return f"fn:{self._name}:{digest}"
+        return f"fn:{self._name}:{hashed}"
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         arguments = self._bound(args, kwargs)

@@ -53,15 +53,12 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from iogate._redis import AutoPipeline, RedisTransport, redis_client
 from iogate.cache.stats import RedisTierStats
-from iogate.databases.redis_pipelining import AutoPipeline
 from iogate.errors import BulkheadFullError, OperationError
 from iogate.policies import CircuitBreaker, Clock, SystemClock
-from iogate.policies.bulkhead import Bulkhead
 
 __all__ = ["Invalidation", "RedisTier", "TierUnavailable"]
 
@@ -159,15 +156,16 @@ class RedisTier:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        self._max_connections = max_connections
-        # Calls in flight, FIFO beyond max_connections, each waiting up to
-        # timeout_s (a Bulkhead rather than asyncio.Semaphore, whose Python-level
-        # locked()/acquire()/release() cost ~2 % of an L2 hit).
-        self._gate = Bulkhead(
-            max_concurrent=max_connections,
-            max_queued=1_000_000,
-            max_wait=timeout_s,
+        # At most `max_connections` calls at a time (the slots taken in _run and
+        # by the auto-pipeline's sends), FIFO beyond, each waiting up to timeout_s
+        # for a slot: the pool never needs more.
+        self._transport = RedisTransport(
+            url,
             name=f"cache:{namespace}",
+            max_connections=max_connections,
+            connect_timeout_s=timeout_s,
+            socket_timeout_s=timeout_s,
+            slot_wait_s=timeout_s,
         )
         self._url = url
         self.namespace = namespace
@@ -212,29 +210,15 @@ class RedisTier:
         tier starts degraded (calls fail over to L1) and the subscriber keeps
         reconnecting in the background. Never raises for an unreachable Redis.
         """
-        retry = RedisRetry(NoBackoff(), 0)  # the pipeline decides; no hidden retries
-        common: dict[str, Any] = {"socket_connect_timeout": self._timeout_s, "retry": retry}
-        # At most `max_connections` calls at a time (the gate in _run and in the
-        # auto-pipeline's sends; a burst waits up to timeout_s for a slot): the
-        # pool never needs more.
-        # A gate of our own rather than redis-py's BlockingConnectionPool, whose
-        # Condition cost a fifth of the L2-hit throughput when measured.
-        self._client = aioredis.Redis.from_url(
-            self._url,
-            max_connections=self._max_connections,
-            socket_timeout=self._timeout_s,
-            **common,
-        )
+        self._client = self._transport.open()
+        self._auto = self._transport.auto
         # The subscriber waits for messages indefinitely (no socket timeout); a
         # dead connection is found by redis-py's periodic PING and TCP keepalive.
-        self._sub_client = aioredis.Redis.from_url(
-            self._url, socket_timeout=None, health_check_interval=5, socket_keepalive=True, **common
-        )
-        self._auto = AutoPipeline(
-            self._client,
-            loop=asyncio.get_running_loop(),
-            take_slot=self._take_slot,
-            give_slot=self._gate.release,
+        self._sub_client = redis_client(
+            self._url,
+            connect_timeout_s=self._timeout_s,
+            health_check_interval_s=5,
+            keepalive=True,
         )
         self._on_message = on_message
         self._on_resubscribe = on_resubscribe
@@ -245,19 +229,19 @@ class RedisTier:
 
     async def close(self) -> None:
         """Stop the subscriber and close the connections."""
-        auto, self._auto = self._auto, None
-        if auto is not None:
-            await auto.aclose()
+        self._auto = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._transport.aclose()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        for client in (self._client, self._sub_client):
-            if client is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await client.aclose(close_connection_pool=True)
-        self._client = self._sub_client = None
+        client, self._sub_client = self._sub_client, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose(close_connection_pool=True)
+        self._client = None
 
     async def _listen(self) -> None:
         delay = 0.05
@@ -303,35 +287,27 @@ class RedisTier:
         client = self._client
         if client is None:
             raise TierUnavailable("the Redis tier is not open")
-        await self._take_slot(operation)
+        transport = self._transport
+        try:
+            await transport.take_slot()  # FIFO, up to timeout_s
+        except BulkheadFullError as exc:
+            self.errors += 1
+            raise TierUnavailable(f"Redis tier {operation}: no connection free") from exc
         try:
             return await self.breaker.run(lambda: fn(client))
         except (OperationError, RedisError, OSError) as exc:
             self.errors += 1
             raise TierUnavailable(f"Redis tier {operation}: {type(exc).__name__}") from exc
         finally:
-            self._gate.release()
-
-    async def _take_slot(self, operation: str = "get") -> None:
-        """Take a connection slot, queueing (FIFO) up to ``timeout_s`` for one.
-
-        Raises:
-            TierUnavailable: no slot came free in time.
-        """
-        if self._gate.try_enter():
-            return
-        try:
-            await self._gate.enter()
-        except BulkheadFullError as exc:
-            self.errors += 1
-            raise TierUnavailable(f"Redis tier {operation}: no connection free") from exc
+            transport.give_slot()
 
     async def get(self, key: str) -> bytes | None:
         """The stored bytes of ``key``, or ``None``.
 
         The ``GET`` is auto-pipelined with the other gets issued meanwhile
-        (:class:`~iogate.databases.redis_pipelining.AutoPipeline`, whose
-        pipelines take the tier's connection slots), through the tier's breaker.
+        (:class:`~iogate._redis.pipelining.AutoPipeline`, whose pipelines take
+        the tier's connection slots), through the tier's breaker; no slot free
+        within ``timeout_s`` fails it like an error of Redis.
 
         Raises:
             TierUnavailable: Redis did not answer (or the breaker is open).

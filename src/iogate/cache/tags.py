@@ -1,16 +1,9 @@
 """Tags: names that group cache entries for invalidation, and L1's tag index.
 
-Tag names iogate itself uses for database query results
-(:meth:`~iogate.databases.base.SQLDatabase.fetch` with ``cache_ttl``):
-
-- :func:`database_tag` ``db:<name>`` — every cached query of one database;
-- :func:`table_tag` ``table:<name>:<table>`` — queries that read ``table``;
-- :func:`unknown_tables_tag` ``db:<name>:?`` — queries whose tables could not be
-  determined: every write to the database invalidates them.
-
-A write invalidates the tags of the tables it writes plus the "unknown" tag,
-or, when the tables it writes cannot be determined, the whole database tag.
-How tables are found is described in :mod:`iogate.databases.tables`.
+Tag names iogate itself uses for database query results (``db:<name>``,
+``table:<name>:<table>``, ``db:<name>:?``) are made by :func:`database_tag`,
+:func:`table_tag` and :func:`unknown_tables_tag`, which live below both the
+cache and the databases (:mod:`iogate._cache_keys`) and are re-exported here.
 
 :class:`TagIndex` maps each tag to the L1 keys carrying it, so an
 invalidation touches only those keys (O(keys tagged)). Redis keeps the same
@@ -21,24 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
+from iogate._cache_keys import database_tag, table_tag, unknown_tables_tag
+
 __all__ = ["TagIndex", "database_tag", "table_tag", "unknown_tables_tag", "validate_tags"]
 
 MAX_TAG_CHARS = 256
-
-
-def database_tag(database: str) -> str:
-    """The tag of every cached query of ``database``."""
-    return f"db:{database}"
-
-
-def unknown_tables_tag(database: str) -> str:
-    """The tag of cached queries of ``database`` whose tables are unknown."""
-    return f"db:{database}:?"
-
-
-def table_tag(database: str, table: str) -> str:
-    """The tag of cached queries of ``database`` reading ``table`` (case-folded)."""
-    return f"table:{database}:{table.lower()}"
 
 
 def validate_tags(tags: Iterable[str]) -> tuple[str, ...]:

@@ -1,4 +1,11 @@
-"""The interface every database backend speaks, and its result types.
+"""The interface every database backend speaks.
+
+:class:`Database` (any database: lifecycle, ``ping``, ``stats``) and
+:class:`SQLDatabase` (the public SQL methods, and the private hooks a backend
+implements). The result types live in :mod:`iogate.databases.results` (and are
+re-exported here); the read-through cache and the invalidation after writes in
+:mod:`iogate.databases._cache_through`; ``insert``/``update``/``delete``/``upsert``
+in :mod:`iogate.databases._crud`.
 
 A backend implements the private ``_fetch``/``_execute``/``_query`` hooks; the
 public methods here run each call through the resource's :class:`CallRunner`
@@ -11,50 +18,39 @@ Use ``async with backend:`` or ``await backend.open()`` / ``await backend.close(
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Coroutine,
-    Hashable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from iogate.cache.serialization import encode_value
-from iogate.cache.tags import database_tag, table_tag, unknown_tables_tag
-from iogate.databases import crud
-from iogate.databases.sql import is_read_statement
+from iogate.databases._cache_through import CacheThrough, Recording, ResultCache
+from iogate.databases._crud import CrudMethods, SchemaCache
+from iogate.databases._sql import is_read_statement
+from iogate.databases.results import (
+    Column,
+    Description,
+    ExecuteResult,
+    Parameter,
+    Params,
+    QueryResult,
+    Row,
+    Statement,
+)
 from iogate.databases.stats import PoolStats
-from iogate.databases.streaming import MAX_CHUNK_SIZE, RowStream, StreamSource
-from iogate.databases.tables import StatementTables, extract_tables
+from iogate.databases.streaming import MAX_CHUNK_ROWS, RowStream, StreamSource
 from iogate.databases.transactions import (
     ISOLATION_LEVELS,
     Transaction,
     TransactionScope,
     TxConnection,
 )
-from iogate.errors import (
-    IntegrityError,
-    OperationError,
-    QueryError,
-    ReadOnlyViolation,
-    TransientDatabaseError,
-)
+from iogate.errors import OperationError, TransientDatabaseError
 from iogate.lifecycle import AsyncResource, ResourceState
 from iogate.policies.runner import CallRunner
 
 if TYPE_CHECKING:
-    from iogate.cache.tiered import TieredCache
     from iogate.databases.guard import ResultLimits, SQLGuard
 
-_TABLES_CACHED = 1024  # statements whose tables are remembered, per database
 _OPEN = ResourceState.OPEN
 
 __all__ = [
@@ -66,102 +62,13 @@ __all__ = [
     "Parameter",
     "Params",
     "QueryResult",
+    "ResultCache",
     "Row",
     "SQLDatabase",
     "Statement",
 ]
 
 T = TypeVar("T")
-
-Params = Sequence[Any] | Mapping[str, Any] | None
-"""Statement parameters: a sequence for positional placeholders (``?``, or ``$1``
-on PostgreSQL), a mapping for named ones (``:name``), or ``None``. Values are
-always bound by the driver, never formatted into the SQL text."""
-
-
-Statement = str | tuple[str, Params]
-"""One statement of a batch: the SQL alone, or ``(sql, params)``."""
-
-
-class Row(Protocol):
-    """A result row: indexable by position and by column name.
-
-    ``sqlite3.Row`` and ``asyncpg.Record`` both satisfy it.
-    """
-
-    def __getitem__(self, key: Any, /) -> Any: ...
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[Any]: ...
-    def keys(self) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """A result column: its name and the type the engine declares, if any
-    (SQLite: the declared column type, or ``None`` for expressions; PostgreSQL:
-    the type name, e.g. ``int4``)."""
-
-    name: str
-    type: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExecuteResult:
-    """What a statement that returns no rows did.
-
-    Attributes:
-        rows_affected: rows inserted, updated or deleted (0 for DDL).
-        last_insert_id: SQLite's rowid of the last insert; ``None`` on
-            PostgreSQL (use ``RETURNING``).
-    """
-
-    rows_affected: int
-    last_insert_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    """The whole outcome of one statement of any kind.
-
-    Attributes:
-        columns: the result columns; empty for a statement that returns no rows.
-        rows: the rows, as tuples in column order.
-        rows_affected: rows changed by an INSERT/UPDATE/DELETE, else 0.
-        last_insert_id: as :attr:`ExecuteResult.last_insert_id`.
-        truncated: the statement was read under
-            :class:`~iogate.databases.guard.ResultLimits` and produced more
-            rows than ``max_rows`` (only ``max_rows`` are here) or more JSON
-            than ``max_bytes`` (the reading stopped past the cap; the rows past
-            it are cut when the result is rendered).
-    """
-
-    columns: tuple[Column, ...]
-    rows: list[tuple[Any, ...]]
-    rows_affected: int = 0
-    last_insert_id: int | None = None
-    truncated: bool = False
-
-    @property
-    def row_count(self) -> int:
-        """Rows returned for a query, rows affected for any other statement."""
-        return len(self.rows) if self.columns else self.rows_affected
-
-
-@dataclass(frozen=True, slots=True)
-class Parameter:
-    """A statement parameter: ``name`` for ``:name`` placeholders (else
-    ``None``), and the type the engine infers (PostgreSQL), if any."""
-
-    name: str | None
-    type: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Description:
-    """What a statement takes and returns, learnt without running it."""
-
-    columns: tuple[Column, ...]
-    parameters: tuple[Parameter, ...]
 
 
 class Database(AsyncResource):
@@ -227,7 +134,7 @@ class Database(AsyncResource):
     async def _ping(self) -> None: ...
 
 
-class SQLDatabase(Database):
+class SQLDatabase(CrudMethods, CacheThrough, Database):
     """A SQL database (SQLite or PostgreSQL).
 
     Every method takes the statement and its :data:`Params`. ``idempotent``
@@ -245,22 +152,23 @@ class SQLDatabase(Database):
     Args:
         name: resource name.
         runner: the resilience pipeline each call runs through.
-        cache: where ``fetch(..., cache_ttl_s=)`` keeps results (the Gateway's
+        cache: where ``fetch(..., cache_ttl_s=)`` keeps results: any
+            :class:`ResultCache` (the Gateway passes its
             :class:`~iogate.cache.tiered.TieredCache`); without one, ``cache_ttl_s``
             is refused. With one, cached results are tagged with the tables they
             read, and every write made through this object (``execute``,
             ``execute_many``, a writing ``query``/``fetch``, the CRUD helpers,
             ``batch``, a committed ``transaction``) invalidates the tags of the
-            tables it wrote before it returns (:mod:`iogate.databases.tables`).
+            tables it wrote before it returns (:mod:`iogate.databases._tables`).
     """
 
     def __init__(
-        self, name: str, *, runner: CallRunner | None = None, cache: TieredCache | None = None
+        self, name: str, *, runner: CallRunner | None = None, cache: ResultCache | None = None
     ) -> None:
         super().__init__(name, runner=runner)
         self._cache = cache
-        self._schema = crud.SchemaCache(self._introspect, resource=name)
-        self._tables: dict[str, StatementTables] = {}
+        self._schema = SchemaCache(self._introspect, resource=name)
+        self._tables = {}
 
     async def fetch(
         self,
@@ -274,12 +182,13 @@ class SQLDatabase(Database):
         """Run a query and return all its rows.
 
         With ``cache_ttl_s`` (seconds, > 0) the rows are read through the cache
-        (:meth:`TieredCache.get_or_load`: single-flight, tiers, stale windows):
-        a hit returns the cached list (shared: do not mutate it; rows read back
-        from Redis are :class:`~iogate.cache.serialization.CachedRow`), a miss
-        runs the query and keeps the rows for ``cache_ttl_s`` seconds under
-        ``cache_key`` (default: a hash of database name, SQL and parameters),
-        tagged with the tables the query reads (:meth:`cache_tags`).
+        (:meth:`ResultCache.get_or_load`; the TieredCache's is single-flight,
+        with tiers and stale windows): a hit returns the cached list (shared:
+        do not mutate it; rows read back from Redis are
+        :class:`~iogate.cache.serialization.CachedRow`), a miss runs the query
+        and keeps the rows for ``cache_ttl_s`` seconds under ``cache_key``
+        (default: a hash of database name, SQL and parameters), tagged with the
+        tables the query reads (:meth:`cache_tags`).
 
         Raises:
             ValueError: ``cache_ttl_s`` without a cache, not positive, or on a
@@ -290,91 +199,8 @@ class SQLDatabase(Database):
             read = is_read_statement(sql)
             call = self._call(fn, "fetch", idempotent=read if idempotent is None else idempotent)
             return await (call if read else self._written(call, [(sql, params)]))
-        cache = self._cache
-        if cache is None or cache_ttl_s <= 0:
-            raise ValueError("cache_ttl_s needs a cache (Gateway) and a positive number of seconds")
-        if not is_read_statement(sql):
-            raise ValueError("cache_ttl_s applies to reads (SELECT, VALUES, SHOW, TABLE) only")
-        key = cache_key if cache_key is not None else self.cache_key(sql, params)
-        tags = await self.cache_tags(sql, params)
-
-        async def load() -> list[Row]:
-            return await self.fetch(sql, params, idempotent=idempotent)
-
-        return await cache.get_or_load(key, load, ttl_s=cache_ttl_s, tags=tags)
-
-    def cache_key(self, sql: str, params: Params = None) -> str:
-        """The default cache key of a query: ``sql:<database>:<sha256>`` of the
-        SQL and its parameters (stable across processes)."""
-        digest = hashlib.sha256(self.name.encode() + b"\0" + sql.encode() + b"\0")
-        try:
-            digest.update(encode_value(params, sort_keys=True))
-        except TypeError:
-            digest.update(repr(_freeze(params)).encode())
-        return f"sql:{self.name}:{digest.hexdigest()}"
-
-    async def cache_tags(self, sql: str, params: Params = None) -> tuple[str, ...]:
-        """The tags of a cached result of ``sql``: the database's tag, and each
-        table it reads (or, when those are uncertain, the database's
-        "unknown tables" tag, which every write invalidates)."""
-
-        tables = await self.statement_tables(sql, params)
-        tags = [database_tag(self.name), *(table_tag(self.name, t) for t in tables.reads)]
-        if not tables.certain:
-            tags.append(unknown_tables_tag(self.name))
-        return tuple(tags)
-
-    async def statement_tables(self, sql: str, params: Params = None) -> StatementTables:
-        """The tables ``sql`` reads and writes (:mod:`iogate.databases.tables`),
-        remembered per SQL text; forgotten whenever an uncertain statement (DDL)
-        is seen."""
-        known = self._tables.get(sql)
-        if known is not None:
-            return known
-        tables = await self._statement_tables(sql, params)
-        if not tables.certain:
-            self._tables.clear()  # DDL may have changed what views and triggers touch
-        elif len(self._tables) >= _TABLES_CACHED:
-            self._tables.clear()
-        self._tables[sql] = tables
-        return tables
-
-    async def _statement_tables(self, sql: str, params: Params) -> StatementTables:
-        """The engine's answer; by default a conservative text extraction."""
-        return extract_tables(sql)
-
-    async def _invalidate_writes(self, statements: Iterable[tuple[str, Params]]) -> None:
-        """Invalidate the cached queries the statements' writes may have changed."""
-        cache = self._cache
-        if cache is None:
-            return
-
-        tags: set[str] = set()
-        for sql, params in statements:
-            tables = await self.statement_tables(sql, params)
-            if not tables.certain:
-                tags = {database_tag(self.name)}
-                break
-            tags.update(table_tag(self.name, t) for t in tables.writes)
-        if tags and database_tag(self.name) not in tags:
-            tags.add(unknown_tables_tag(self.name))
-        if tags:
-            await cache.invalidate_tags(tags)
-
-    async def _written(self, call: Awaitable[T], statements: Sequence[tuple[str, Params]]) -> T:
-        """Await a write, then invalidate what it changed — also when it failed in a
-        way that leaves its effect unknown (timeout, lost connection)."""
-        if self._cache is None:
-            return await call
-        try:
-            result = await call
-        except (QueryError, IntegrityError, ReadOnlyViolation):
-            raise  # refused by the engine: nothing was written
-        except BaseException:
-            await self._invalidate_writes(statements)
-            raise
-        await self._invalidate_writes(statements)
-        return result
+        load = partial(self.fetch, sql, params, idempotent=idempotent)
+        return await self._read_through(sql, params, load, ttl_s=cache_ttl_s, key=cache_key)
 
     def fetch_one(
         self, sql: str, params: Params = None, *, idempotent: bool | None = None
@@ -484,7 +310,7 @@ class SQLDatabase(Database):
         sql: str,
         params: Params = None,
         *,
-        chunk_size: int = 1000,
+        chunk_rows: int = 1000,
         guard: SQLGuard | None = None,
     ) -> RowStream:
         """Stream a query's rows with bounded memory (see :mod:`iogate.databases.streaming`)::
@@ -493,18 +319,18 @@ class SQLDatabase(Database):
                 async for row in rows: ...
 
         Args:
-            chunk_size: rows per round trip (1..100000); at most one chunk is held.
+            chunk_rows: rows per round trip (1..100000); at most one chunk is held.
             guard: a restricted caller's :class:`~iogate.databases.guard.SQLGuard`,
                 enforced by the engine as in :meth:`query_guarded`.
 
         Raises (on entering the block): the errors of :meth:`query`.
         """
-        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be within 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
+        if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
+            raise ValueError(f"chunk_rows must be within 1..{MAX_CHUNK_ROWS}, got {chunk_rows}")
         self._require_open()
         if guard is not None and guard.unrestricted:
             guard = None
-        return RowStream(self._stream(sql, params, chunk_size, guard))
+        return RowStream(self._stream(sql, params, chunk_rows, guard))
 
     def transaction(
         self,
@@ -546,13 +372,13 @@ class SQLDatabase(Database):
         read_only = read_only or (guard is not None and guard.read_only)
         holder: list[Callable[[bool], Awaitable[None]]] = []
 
-        recorder: list[_Recording] = []
+        recorder: list[Recording] = []
 
         async def begin() -> Transaction:
             conn, finish = await self._begin(level, read_only, guard)
             holder.append(finish)
             if self._cache is not None and not read_only:
-                recorder.append(_Recording(conn))
+                recorder.append(Recording(conn))
                 conn = recorder[0]
             return Transaction(conn, read_only=read_only)
 
@@ -658,54 +484,6 @@ class SQLDatabase(Database):
 
         return await self._call(run_all, "batch", idempotent=False)
 
-    async def insert(
-        self, table: str, data: Mapping[str, Any], *, returning: crud.Returning = None
-    ) -> QueryResult:
-        """``INSERT`` one row; ``returning`` columns come back in ``rows``.
-
-        The table and columns are checked against the live schema and quoted;
-        values are bound. Raises QueryError for an unknown table or column.
-        """
-        await self._schema.check(table, [*data, *crud.returning_names(returning)])
-        sql, args = crud.build_insert(table, data, returning)
-        return await self.query(sql, args, idempotent=False)
-
-    async def update(
-        self,
-        table: str,
-        data: Mapping[str, Any],
-        *,
-        where: Mapping[str, Any],
-        returning: crud.Returning = None,
-    ) -> QueryResult:
-        """``UPDATE`` the rows whose columns equal ``where`` (ANDed; ``None`` is
-        ``IS NULL``; must not be empty). ``row_count`` is rows updated."""
-        await self._schema.check(table, [*data, *where, *crud.returning_names(returning)])
-        sql, args = crud.build_update(table, data, where, returning)
-        return await self.query(sql, args, idempotent=False)
-
-    async def delete(
-        self, table: str, *, where: Mapping[str, Any], returning: crud.Returning = None
-    ) -> QueryResult:
-        """``DELETE`` the rows whose columns equal ``where`` (must not be empty)."""
-        await self._schema.check(table, [*where, *crud.returning_names(returning)])
-        sql, args = crud.build_delete(table, where, returning)
-        return await self.query(sql, args, idempotent=False)
-
-    async def upsert(
-        self,
-        table: str,
-        data: Mapping[str, Any],
-        *,
-        key: Sequence[str],
-        returning: crud.Returning = None,
-    ) -> QueryResult:
-        """Insert a row, or update the row with the same ``key`` columns
-        (``ON CONFLICT (key) DO UPDATE``; ``key`` must name a unique constraint)."""
-        await self._schema.check(table, [*data, *crud.returning_names(returning)])
-        sql, args = crud.build_upsert(table, data, key, returning)
-        return await self.query(sql, args, idempotent=False)
-
     # The three hot-path hooks may be plain functions returning an awaitable
     # (PostgreSQL's are: one coroutine frame less per call) or coroutines.
 
@@ -728,7 +506,7 @@ class SQLDatabase(Database):
 
     @abstractmethod
     def _stream(
-        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+        self, sql: str, params: Params, chunk_rows: int, guard: SQLGuard | None
     ) -> StreamSource: ...
 
     @abstractmethod
@@ -752,62 +530,11 @@ class SQLDatabase(Database):
         """The column names of ``table``; ``()`` when there is no such table."""
 
 
-class _Recording:
-    """A transaction's connection that notes the statements that may write
-    (the query cache is invalidated for them once the transaction commits)."""
-
-    __slots__ = ("_conn", "written")
-
-    def __init__(self, conn: TxConnection) -> None:
-        self._conn = conn
-        self.written: list[tuple[str, Params]] = []
-
-    def _note(self, sql: str, params: Params) -> None:
-        if not is_read_statement(sql):
-            self.written.append((sql, params))
-
-    async def fetch(self, sql: str, params: Params) -> list[Row]:
-        self._note(sql, params)
-        return await self._conn.fetch(sql, params)
-
-    async def fetch_one(self, sql: str, params: Params) -> Row | None:
-        self._note(sql, params)
-        return await self._conn.fetch_one(sql, params)
-
-    async def execute(self, sql: str, params: Params) -> ExecuteResult:
-        self._note(sql, params)
-        return await self._conn.execute(sql, params)
-
-    async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
-        rows = list(params)
-        self._note(sql, rows[0] if rows else None)
-        return await self._conn.execute_many(sql, rows)
-
-    async def query(
-        self, sql: str, params: Params, limits: ResultLimits | None = None
-    ) -> QueryResult:
-        self._note(sql, params)
-        return await self._conn.query(sql, params, limits)
-
-    async def command(self, sql: str) -> None:
-        await self._conn.command(sql)
-
-
 def _statement(statement: Statement) -> tuple[str, Params]:
     if isinstance(statement, str):
         return statement, None
     sql, params = statement
     return sql, params
-
-
-def _freeze(value: Any) -> Hashable:
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, Hashable):
-        return value
-    return repr(value)
 
 
 def _idem(sql: str, idempotent: bool | None) -> bool:

@@ -44,8 +44,8 @@ from typing import Any, Final
 
 import orjson
 
-from iogate.databases.base import QueryResult
-from iogate.databases.values import to_json_row
+from iogate.databases._values import to_json_row
+from iogate.databases.results import QueryResult
 
 __all__ = [
     "READ_CHUNK_ROWS",
@@ -133,7 +133,7 @@ class BoundedRead:
     chunk shorter than asked means the result ended; a first chunk that ends
     the result is never measured (a point select pays one comparison). The
     read stops at ``max_rows + 1`` rows, or once the JSON of the rows read
-    (:func:`~iogate.databases.values.to_json_row`, measured exactly as
+    (:func:`~iogate.databases._values.to_json_row`, measured exactly as
     :func:`result_body` measures it) passes ``max_bytes``; :meth:`finish`
     then drops the extra row. Rows past the byte cap are cut by
     :func:`result_body` / :func:`fit_body`, which find the same total.

@@ -1,8 +1,8 @@
 """PostgreSQL backend on asyncpg connections in iogate's own pool.
 
 - ``:name`` and ``?`` placeholders are rewritten to ``$n``
-  (:func:`~iogate.databases.sql.compile_postgres`); values are bound by asyncpg.
-- Connections live in a :class:`~iogate.databases.postgres_pool.PostgresPool`
+  (:func:`~iogate.databases._sql.compile_postgres`); values are bound by asyncpg.
+- Connections live in a :class:`~iogate.databases._postgres_pool.PostgresPool`
   (LIFO, FIFO waiters, reset on release as asyncpg's own pool does, with a
   third of its client CPU per call); ``fetch``/``fetch_one``/``execute`` use
   asyncpg's per-connection prepared-statement cache.
@@ -76,13 +76,22 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import asyncpg
 import orjson
 
-from iogate.databases.base import (
-    CallRunner,
+from iogate.databases._crud import quote_ident
+from iogate.databases._postgres_pool import PostgresPool
+from iogate.databases._sql import (
+    compile_postgres,
+    parameter_names,
+    postgres_text,
+)
+from iogate.databases._values import from_json_value
+from iogate.databases.base import CallRunner, ResultCache, SQLDatabase
+from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard, table_allowed
+from iogate.databases.results import (
     Column,
     Description,
     ExecuteResult,
@@ -90,20 +99,10 @@ from iogate.databases.base import (
     Params,
     QueryResult,
     Row,
-    SQLDatabase,
-)
-from iogate.databases.crud import quote_ident
-from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard, table_allowed
-from iogate.databases.postgres_pool import PostgresPool
-from iogate.databases.sql import (
-    compile_postgres,
-    parameter_names,
-    postgres_text,
 )
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
 from iogate.databases.transactions import TxConnection
-from iogate.databases.values import from_json_value
 from iogate.errors import (
     ConfigError,
     DatabaseError,
@@ -119,9 +118,6 @@ from iogate.errors import (
     TableNotAllowed,
     TransientDatabaseError,
 )
-
-if TYPE_CHECKING:
-    from iogate.cache.tiered import TieredCache
 
 __all__ = ["LoginInspection", "PostgresDatabase", "RoleLogin", "translate_postgres_error"]
 
@@ -287,7 +283,7 @@ class PostgresDatabase(SQLDatabase):
         privileged_login: Literal["refuse", "warn", "ignore"] = "ignore",
         login_callers: str = "callers without a role",
         runner: CallRunner | None = None,
-        cache: TieredCache | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         super().__init__(name, runner=runner, cache=cache)
         if not 1 <= max_size <= 1024:
@@ -686,7 +682,7 @@ class PostgresDatabase(SQLDatabase):
         return QueryResult(columns, rows, _rows_affected(status), truncated=truncated)
 
     async def _stream(
-        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+        self, sql: str, params: Params, chunk_rows: int, guard: SQLGuard | None
     ) -> StreamSource:
         text, args = compile_postgres(sql, params)
         pool = self._pool_for(guard)
@@ -701,7 +697,7 @@ class PostgresDatabase(SQLDatabase):
                 stmt = await self._guard("stream", conn.prepare(text), conn)
                 yield tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
                 cursor = await self._guard("stream", stmt.cursor(*args), conn)
-                while rows := await self._guard("stream", cursor.fetch(chunk_size), conn):
+                while rows := await self._guard("stream", cursor.fetch(chunk_rows), conn):
                     yield rows
             finally:
                 if not conn.is_closed():

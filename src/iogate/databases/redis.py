@@ -5,14 +5,15 @@
   ``mget``, ``mset``) and ``pipeline`` sends many commands in one round trip
   (``MULTI``/``EXEC`` with ``transaction=True``;
   redis.io/docs/latest/develop/interact/transactions).
-- Auto-pipelining (:mod:`iogate.databases.redis_pipelining`, on by default):
+- Auto-pipelining (:mod:`iogate._redis.pipelining`, on by default):
   the commands of the default allowlist that concurrent callers issue in one
   event-loop iteration travel in one pipeline, one round trip for all of
   them, as ioredis and node-redis do; other commands go on their own.
 - At most ``max_connections`` connections are in use (a lone command or a
   pipeline each): callers beyond wait on a semaphore (bounded, metered by
   :meth:`RedisDatabase.stats`) instead of redis-py's "Too many connections"
-  error.
+  error. Client, slots and auto-pipeline are the Redis transport the cache's
+  Redis tier uses too (:mod:`iogate._redis.transport`).
 - Retries: only commands whose repetition leaves the same state (reads, SET,
   DEL, EXPIRE...); INCR, LPUSH and the like never.
 - The gateway runs only commands of an allowlist (:data:`DEFAULT_ALLOWED_COMMANDS`,
@@ -22,19 +23,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import NoBackoff
 
+from iogate._redis import AutoPipeline, RedisTransport
 from iogate.databases.base import CallRunner, Database
-from iogate.databases.redis_pipelining import AutoPipeline
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.errors import (
     DatabaseError,
@@ -46,12 +43,9 @@ from iogate.errors import (
     ReadOnlyViolation,
     TransientDatabaseError,
 )
-from iogate.policies.bulkhead import Bulkhead
 
 __all__ = ["DEFAULT_ALLOWED_COMMANDS", "RedisDatabase", "translate_redis_error"]
 
-_MAX_QUEUED = 1_000_000
-"""Callers that may queue for a command slot (in practice: unbounded)."""
 _MAX_SLOT_WAIT_S = 3600.0
 """Longest wait for a command slot when the call has no deadline, seconds."""
 
@@ -212,59 +206,44 @@ class RedisDatabase(Database):
         auto_pipeline: bool = True,
     ) -> None:
         super().__init__(name, runner=runner)
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        self._url = url
-        self._max_connections = max_connections
-        self._connect_timeout_s = connect_timeout_s
+        self._meter = PoolMeter()
+        # Commands in flight: callers beyond max_connections queue in arrival
+        # order; the call's deadline (or an hour) bounds the wait.
+        self._transport = RedisTransport(
+            url,
+            name=name,
+            max_connections=max_connections,
+            connect_timeout_s=connect_timeout_s,
+            slot_wait_s=_MAX_SLOT_WAIT_S,
+            auto_pipeline=auto_pipeline,
+            meter=self._meter,
+        )
         self._client: aioredis.Redis | None = None
-        self.auto_pipeline = auto_pipeline
         self._auto: AutoPipeline | None = None
         self.allowed_commands = (
             DEFAULT_ALLOWED_COMMANDS
             if allowed_commands is None
             else frozenset(c.upper() for c in allowed_commands)
         )
-        # Commands in flight: redis-py's pool opens a connection per command
-        # otherwise. Callers beyond max_connections queue in arrival order; the
-        # call's deadline (or an hour) bounds the wait.
-        self._gate = Bulkhead(
-            max_concurrent=max_connections,
-            max_queued=_MAX_QUEUED,
-            max_wait=_MAX_SLOT_WAIT_S,
-            name=name,
-        )
-        self._meter = PoolMeter()
+
+    @property
+    def auto_pipeline(self) -> bool:
+        """Whether concurrent callers' commands share pipelines (see the module)."""
+        return self._transport.auto_pipeline
 
     async def _open(self) -> None:
-        self._client = aioredis.Redis.from_url(
-            self._url,
-            max_connections=self._max_connections,
-            socket_connect_timeout=self._connect_timeout_s,
-            # The pipeline decides what is retried (never INCR and the like):
-            # no retries hidden inside redis-py, whatever its version's default.
-            retry=RedisRetry(NoBackoff(), 0),
-        )
+        transport = self._transport
+        client = transport.open()
         try:
-            await self._client.ping()
+            await client.ping()
         except redis_errors.RedisError as exc:
             await self._close()
             raise translate_redis_error(exc, resource=self.name, operation="open") from exc
-        if self.auto_pipeline:
-            self._auto = AutoPipeline(
-                self._client,
-                loop=asyncio.get_running_loop(),
-                take_slot=self._take_slot,
-                give_slot=self._give_slot,
-            )
+        self._client, self._auto = client, transport.auto
 
     async def _close(self) -> None:
-        auto, self._auto = self._auto, None
-        if auto is not None:
-            await auto.aclose()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        self._client = self._auto = None
+        await self._transport.aclose()
 
     async def _ping(self) -> None:
         await self._command("PING")
@@ -363,7 +342,8 @@ class RedisDatabase(Database):
 
     async def _pipeline(self, cmds: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
         client = self._need_client()
-        await self._take_slot()
+        transport = self._transport
+        await transport.take_slot()
         try:
             pipe = client.pipeline(transaction=transaction)
             for cmd in cmds:
@@ -372,7 +352,7 @@ class RedisDatabase(Database):
         except redis_errors.RedisError as exc:
             raise translate_redis_error(exc, resource=self.name, operation="pipeline") from exc
         finally:
-            self._give_slot()
+            transport.give_slot()
         return [
             translate_redis_error(r, resource=self.name, operation=str(c[0]))
             if isinstance(r, redis_errors.RedisError)
@@ -390,32 +370,15 @@ class RedisDatabase(Database):
                 return await auto.execute((name, *args))
             except redis_errors.RedisError as exc:
                 raise translate_redis_error(exc, resource=self.name, operation=name) from exc
-        await self._take_slot()
+        transport = self._transport
+        await transport.take_slot()
         try:
             run: Callable[..., Awaitable[Any]] = client.execute_command
             return await run(name, *args)
         except redis_errors.RedisError as exc:
             raise translate_redis_error(exc, resource=self.name, operation=name) from exc
         finally:
-            self._give_slot()
-
-    async def _take_slot(self) -> None:
-        meter = self._meter
-        if self._gate.try_enter():
-            meter.took()
-            return
-        meter.acquiring()
-        started = time.perf_counter()
-        try:
-            await self._gate.enter()
-        except BaseException:
-            meter.abandoned()
-            raise
-        meter.acquired(time.perf_counter() - started)
-
-    def _give_slot(self) -> None:
-        self._meter.released()
-        self._gate.release()
+            transport.give_slot()
 
     def _need_client(self) -> aioredis.Redis:
         if self._client is None:
@@ -425,12 +388,8 @@ class RedisDatabase(Database):
     def stats(self) -> PoolStats:
         """Pool statistics: ``size`` is redis-py's open connections, ``in_use``
         the commands in flight."""
-        pool = self._client.connection_pool if self._client is not None else None
-        size = 0
-        if pool is not None:
-            size = len(pool._available_connections) + len(pool._in_use_connections)
-        size = max(size, self._meter.in_use)
-        return self._meter.snapshot(size=size, max_size=self._max_connections)
+        size = max(self._transport.open_connections(), self._meter.in_use)
+        return self._meter.snapshot(size=size, max_size=self._transport.max_connections)
 
 
 def translate_redis_error(

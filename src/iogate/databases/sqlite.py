@@ -2,12 +2,12 @@
 
 - The database runs in WAL mode (``PRAGMA journal_mode=WAL``), so readers
   never block the writer nor the writer the readers (sqlite.org/wal.html).
-- Each connection owns one thread (:class:`~iogate.databases.sqlite_worker.
+- Each connection owns one thread (:class:`~iogate.databases._sqlite_worker.
   ConnectionWorker`); every statement makes one trip to that thread (execute,
   fetch and cursor close happen there together). Readers hand their results
   back to the event loop in batches, which is what makes the reader pool
   faster than a raw aiosqlite connection (see that module).
-- Reads (:func:`~iogate.databases.sql.is_read_statement`) go to a reader
+- Reads (:func:`~iogate.databases._sql.is_read_statement`) go to a reader
   connection in ``PRAGMA query_only`` mode; everything else to the writer, in
   autocommit mode (each statement is its own transaction). If the engine
   refuses a routed read because it writes (``SQLITE_READONLY``), the statement
@@ -43,10 +43,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
-from iogate.databases.base import (
-    CallRunner,
+from iogate.databases._sql import is_read_statement
+from iogate.databases._sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
+from iogate.databases._sqlite_worker import ConnectionWorker
+from iogate.databases._tables import StatementTables, sqlite_tables
+from iogate.databases.base import CallRunner, ResultCache, SQLDatabase
+from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard
+from iogate.databases.results import (
     Column,
     Description,
     ExecuteResult,
@@ -54,15 +59,9 @@ from iogate.databases.base import (
     Params,
     QueryResult,
     Row,
-    SQLDatabase,
 )
-from iogate.databases.guard import BoundedRead, ResultLimits, SQLGuard
-from iogate.databases.sql import is_read_statement
-from iogate.databases.sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
-from iogate.databases.sqlite_worker import ConnectionWorker
 from iogate.databases.stats import PoolMeter, PoolStats
 from iogate.databases.streaming import StreamSource
-from iogate.databases.tables import StatementTables, sqlite_tables
 from iogate.databases.transactions import TxConnection
 from iogate.errors import (
     DatabaseError,
@@ -75,9 +74,6 @@ from iogate.errors import (
     TableNotAllowed,
     TransientDatabaseError,
 )
-
-if TYPE_CHECKING:
-    from iogate.cache.tiered import TieredCache
 
 __all__ = ["SQLiteDatabase", "translate_sqlite_error"]
 
@@ -115,7 +111,7 @@ class SQLiteDatabase(SQLDatabase):
         readers: int = 2,
         busy_timeout_s: float = 5.0,
         runner: CallRunner | None = None,
-        cache: TieredCache | None = None,
+        cache: ResultCache | None = None,
     ) -> None:
         super().__init__(name, runner=runner, cache=cache)
         if not 0 <= readers <= 1024:
@@ -359,7 +355,7 @@ class SQLiteDatabase(SQLDatabase):
             raise
 
     async def _stream(
-        self, sql: str, params: Params, chunk_size: int, guard: SQLGuard | None
+        self, sql: str, params: Params, chunk_rows: int, guard: SQLGuard | None
     ) -> StreamSource:
         # A restricted caller: read-only on a lent reader (its authorizer), a
         # table allowlist under the guard's authorizer, restored at the end.
@@ -380,7 +376,7 @@ class SQLiteDatabase(SQLDatabase):
             cursor = await self._run_fn(conn, "stream", _open_cursor, sql, _bind(params))
             description = cursor.description or ()
             yield tuple(Column(d[0]) for d in description)
-            while rows := await self._run_fn(conn, "stream", _fetch_many, cursor, chunk_size):
+            while rows := await self._run_fn(conn, "stream", _fetch_many, cursor, chunk_rows):
                 yield rows
         finally:
             try:

@@ -1,13 +1,13 @@
 """Streaming a large result with bounded memory.
 
-``async with db.stream(sql, params, chunk_size=1000) as rows:`` opens the
+``async with db.stream(sql, params, chunk_rows=1000) as rows:`` opens the
 statement (a connection is held until the block ends), learns its columns,
-and ``async for row in rows`` then reads ``chunk_size`` rows at a time:
+and ``async for row in rows`` then reads ``chunk_rows`` rows at a time:
 
 - PostgreSQL: a server-side cursor (``DECLARE ... CURSOR`` inside a read
-  transaction, asyncpg's ``Connection.cursor(prefetch=chunk_size)``), so the
+  transaction, asyncpg's ``Connection.cursor(prefetch=chunk_rows)``), so the
   server sends one chunk per round trip;
-- SQLite: ``cursor.fetchmany(chunk_size)`` on a reader connection, one trip
+- SQLite: ``cursor.fetchmany(chunk_rows)`` on a reader connection, one trip
   to the connection's thread per chunk.
 
 At most one chunk is in memory at a time, whatever the result's size.
@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iogate.databases.base import Column, Row
+    from iogate.databases.results import Column, Row
 
-__all__ = ["MAX_CHUNK_SIZE", "RowStream", "StreamSource"]
+__all__ = ["MAX_CHUNK_ROWS", "RowStream", "StreamSource"]
 
-MAX_CHUNK_SIZE = 100_000
+MAX_CHUNK_ROWS = 100_000
 
 StreamSource = AsyncGenerator["tuple[Column, ...] | Sequence[Row]", None]
 """What a backend's ``_stream`` yields: first the columns, then chunks of rows

@@ -22,8 +22,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from iogate.databases.base import ExecuteResult, Params, QueryResult, Row
     from iogate.databases.guard import ResultLimits
+    from iogate.databases.results import ExecuteResult, Params, QueryResult, Row
 
 __all__ = ["ISOLATION_LEVELS", "Transaction", "TransactionScope", "TxConnection"]
 

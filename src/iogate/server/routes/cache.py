@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
 
-from iogate.databases.values import to_json_value
+from iogate.databases._values import to_json_value
 from iogate.errors import InvalidInputError, UnknownResourceError
 from iogate.server.auth import authorize
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response

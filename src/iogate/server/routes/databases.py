@@ -24,10 +24,10 @@ from starlette.responses import Response, StreamingResponse
 
 from iogate.batch._access import SQLAccess, named_query_access, sql_access
 from iogate.cache._through import cached_query_body
+from iogate.databases._values import to_json_row
 from iogate.databases.base import Params, QueryResult
 from iogate.databases.guard import UNRESTRICTED, fit_body, result_body
 from iogate.databases.streaming import RowStream
-from iogate.databases.values import to_json_row
 from iogate.errors import IogateError, OperationError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
@@ -211,7 +211,7 @@ async def stream(name: str, body: StreamRequest, request: Request) -> Response:
     database = gateway.database(name)
     access = sql_access(principal_of(request), name, gateway.config.databases.get(name))
     check_sql(request, body.sql, body.params)
-    rows = database.stream(body.sql, body.params, chunk_size=body.chunk_size, guard=access.guard)
+    rows = database.stream(body.sql, body.params, chunk_rows=body.chunk_size, guard=access.guard)
     await rows.__aenter__()  # statement errors become a problem response
     max_rows = min(body.max_rows, access.limits.max_rows)
     return StreamingResponse(_ndjson(rows, max_rows), media_type=NDJSON)

@@ -1,5 +1,6 @@
 """CRUD helpers: INSERT / UPDATE / DELETE / upsert built from a table name and
-a mapping, with ``RETURNING``.
+a mapping, with ``RETURNING``; :class:`CrudMethods` gives them to
+:class:`~iogate.databases.base.SQLDatabase` (``db.insert(...)`` and so on).
 
 Identifiers are never trusted: the table and every column are checked
 against the live schema (SQLite's ``pragma_table_info``, PostgreSQL's
@@ -15,11 +16,15 @@ picked up.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from iogate.errors import QueryError
 
+if TYPE_CHECKING:
+    from iogate.databases.results import QueryResult
+
 __all__ = [
+    "CrudMethods",
     "Returning",
     "SchemaCache",
     "build_delete",
@@ -169,3 +174,61 @@ def build_upsert(
     else:
         action = "DO NOTHING"
     return f"{sql} ON CONFLICT ({target}) {action}{_returning(returning)}", args
+
+
+class CrudMethods:
+    """``insert``/``update``/``delete``/``upsert`` of a SQL database (a base of
+    :class:`~iogate.databases.base.SQLDatabase`, which sets ``_schema`` and
+    provides ``query``)."""
+
+    _schema: SchemaCache
+
+    query: Callable[..., Awaitable[QueryResult]]  # SQLDatabase.query
+
+    async def insert(
+        self, table: str, data: Mapping[str, Any], *, returning: Returning = None
+    ) -> QueryResult:
+        """``INSERT`` one row; ``returning`` columns come back in ``rows``.
+
+        The table and columns are checked against the live schema and quoted;
+        values are bound. Raises QueryError for an unknown table or column.
+        """
+        await self._schema.check(table, [*data, *returning_names(returning)])
+        sql, args = build_insert(table, data, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def update(
+        self,
+        table: str,
+        data: Mapping[str, Any],
+        *,
+        where: Mapping[str, Any],
+        returning: Returning = None,
+    ) -> QueryResult:
+        """``UPDATE`` the rows whose columns equal ``where`` (ANDed; ``None`` is
+        ``IS NULL``; must not be empty). ``row_count`` is rows updated."""
+        await self._schema.check(table, [*data, *where, *returning_names(returning)])
+        sql, args = build_update(table, data, where, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def delete(
+        self, table: str, *, where: Mapping[str, Any], returning: Returning = None
+    ) -> QueryResult:
+        """``DELETE`` the rows whose columns equal ``where`` (must not be empty)."""
+        await self._schema.check(table, [*where, *returning_names(returning)])
+        sql, args = build_delete(table, where, returning)
+        return await self.query(sql, args, idempotent=False)
+
+    async def upsert(
+        self,
+        table: str,
+        data: Mapping[str, Any],
+        *,
+        key: Sequence[str],
+        returning: Returning = None,
+    ) -> QueryResult:
+        """Insert a row, or update the row with the same ``key`` columns
+        (``ON CONFLICT (key) DO UPDATE``; ``key`` must name a unique constraint)."""
+        await self._schema.check(table, [*data, *returning_names(returning)])
+        sql, args = build_upsert(table, data, key, returning)
+        return await self.query(sql, args, idempotent=False)
