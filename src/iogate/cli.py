@@ -100,7 +100,7 @@ def serve(
     """
     import uvicorn
 
-    from iogate.observability.logging import configure_logging
+    from iogate.observability._logging import configure_logging
     from iogate.server.app import create_app
 
     cfg = cli_data.load_or_exit(config)

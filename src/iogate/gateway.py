@@ -31,7 +31,7 @@ from iogate.files.store import FileStore
 from iogate.http._factory import build_upstream
 from iogate.http.upstream import Upstream
 from iogate.lifecycle import AsyncResource
-from iogate.observability.hub import Observability
+from iogate.observability._hub import Observability
 from iogate.observability.metrics import Metrics
 from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 from iogate.policies.runner import CallRunner
@@ -57,7 +57,7 @@ class Gateway(AsyncResource):
             the gateway).
         clock: time source of every policy (tests pass a ``FakeClock``).
         tracer_provider: an OpenTelemetry ``TracerProvider`` for the calls' spans
-            (default: the global one; see :mod:`iogate.observability.tracing`).
+            (default: the global one; see :mod:`iogate.observability._tracing`).
 
     Each resource's calls run through its own :class:`~iogate.policies.Pipeline`,
     built from its ``policies`` table (or :func:`~iogate.config.default_policies`)

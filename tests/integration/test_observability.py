@@ -22,8 +22,8 @@ from iogate.config import parse_config
 from iogate.errors import QueryError
 from iogate.gateway import Gateway
 from iogate.http.providers import GenerateRequest
-from iogate.observability.alerts import AlertEvent
-from iogate.observability.logging import JsonFormatter, RequestIdFilter
+from iogate.observability._alerts import AlertEvent
+from iogate.observability._logging import JsonFormatter, RequestIdFilter
 from iogate.observability.prometheus import render
 from iogate.server.keys import hash_key, new_key
 from tests.conftest import GatewayClient, serve_app

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from iogate.observability.logging import REQUEST_ID, JsonFormatter, RequestIdFilter
+from iogate.observability._logging import REQUEST_ID, JsonFormatter, RequestIdFilter
 
 
 def _record(msg: str, *args: object, **extra: object) -> logging.LogRecord:

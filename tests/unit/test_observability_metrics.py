@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from iogate.errors import CircuitOpenError, OperationTimeout, TransientDatabaseError
-from iogate.observability.histogram import (
+from iogate.observability._histogram import (
     BUCKETS,
     EDGES,
     MAX_S,
@@ -21,10 +21,10 @@ from iogate.observability.histogram import (
     percentile,
     upper_bound,
 )
-from iogate.observability.meters import UpstreamMeter
+from iogate.observability._meters import UpstreamMeter
+from iogate.observability._statements import fingerprint
 from iogate.observability.metrics import Metrics
 from iogate.observability.prometheus import EXPORT_BOUNDS, render
-from iogate.observability.statements import fingerprint
 from iogate.policies import CircuitBreaker, CircuitState, FakeClock, Pipeline, Timeout
 
 
@@ -286,7 +286,7 @@ def test_fingerprint_strips_literals_and_placeholders(sql: str, expected: str) -
 
 
 def test_alerts_on_p99_fire_once_then_resolve_as_the_window_slides() -> None:
-    from iogate.observability.alerts import Alerts
+    from iogate.observability._alerts import Alerts
     from iogate.observability.config import AlertRuleConfig
 
     clock = FakeClock(start=0.0)

@@ -62,7 +62,7 @@ from iogate.http.response_cache import ResponseCache, cache_directives, canonica
 from iogate.http.status import UpstreamStatusError, status_error
 from iogate.http.streaming import StreamResponse
 from iogate.lifecycle import AsyncResource, ResourceState
-from iogate.observability.meters import UpstreamMeter
+from iogate.observability._meters import UpstreamMeter
 from iogate.policies.runner import CallRunner
 
 if TYPE_CHECKING:

@@ -2,10 +2,38 @@
 
 :class:`Metrics` (latency histograms per resource, operation and outcome,
 since start and over the last minute and five minutes) and its typed
-:class:`MetricsSnapshot`; Prometheus export, health, tracing, logging and
-alerts live in the modules beside it.
+statistics (:meth:`Metrics.stats` returns a :class:`MetricsSnapshot`), the
+``[observability]`` configuration models, the alert events and an upstream's
+token usage. Prometheus export, health, tracing, logging and the alert engine
+are implementation modules (``_name.py``) that the gateway wires.
 """
 
-from iogate.observability.metrics import Metrics, MetricsSnapshot
+from iogate.observability._alerts import AlertEvent
+from iogate.observability._meters import TokenUsage
+from iogate.observability.config import AlertRuleConfig, ObservabilityConfig, WebhookConfig
+from iogate.observability.metrics import (
+    Insight,
+    LatencySummary,
+    Metrics,
+    MetricsSnapshot,
+    OperationStats,
+    ResourceStats,
+    SlowOperation,
+    WindowStats,
+)
 
-__all__ = ["Metrics", "MetricsSnapshot"]
+__all__ = [
+    "AlertEvent",
+    "AlertRuleConfig",
+    "Insight",
+    "LatencySummary",
+    "Metrics",
+    "MetricsSnapshot",
+    "ObservabilityConfig",
+    "OperationStats",
+    "ResourceStats",
+    "SlowOperation",
+    "TokenUsage",
+    "WebhookConfig",
+    "WindowStats",
+]

@@ -7,7 +7,7 @@ three dict lookups, a clock read, one ``bisect`` and a few additions — no lock
 path, about 0.5 µs (``python -m benchmarks --only metrics``).
 
 Each series keeps, since start, a log-linear latency histogram
-(:mod:`iogate.observability.histogram`), the count, sum and exact maximum;
+(:mod:`iogate.observability._histogram`), the count, sum and exact maximum;
 and a ring of :data:`SLOTS` per-interval histograms of :data:`SLOT_S` seconds
 each, from which the "last minute" and "last five minutes" windows are
 merged at snapshot time (a window covers the intervals overlapping it, so
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from operator import add as _add
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from iogate.observability.histogram import (
+from iogate.observability._histogram import (
     BUCKETS,
     EDGES,
     EXPORT_BUCKETS,
@@ -42,11 +42,11 @@ from iogate.observability.histogram import (
     percentile,
     upper_bound,
 )
-from iogate.observability.statements import statement_of
+from iogate.observability._statements import statement_of
 
 if TYPE_CHECKING:
     from iogate.databases.stats import PoolStats
-    from iogate.observability.meters import TokenUsage, UpstreamMeter
+    from iogate.observability._meters import TokenUsage, UpstreamMeter
     from iogate.policies.events import PolicyEvent
     from iogate.policies.pipeline import Pipeline, PipelineSnapshot
 

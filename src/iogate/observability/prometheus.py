@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from iogate.observability.histogram import EXPORT_BUCKETS, lower_bound
+from iogate.observability._histogram import EXPORT_BUCKETS, lower_bound
 from iogate.observability.metrics import Metrics, ResourceStats
 
 __all__ = [

@@ -3,7 +3,7 @@
 A database, an upstream and the cache's Redis tier take a runner when they are
 built and hand it every call as a zero-argument coroutine function. The
 resilience :class:`~iogate.policies.Pipeline` is one; the tracing layer's
-:class:`~iogate.observability.tracing.TracedRunner` wraps one in a span. The
+:class:`~iogate.observability._tracing.TracedRunner` wraps one in a span. The
 gateway builds each resource's runner before the resource (``gateway.py``);
 nothing swaps it afterwards.
 """

@@ -9,7 +9,7 @@ processes differ) and an 8-digit counter (no system call per request; an id
 names a request, it is not a secret) — then:
 
 - sets ``request.state.request_id`` (``scope["state"]``),
-- sets :data:`iogate.observability.logging.REQUEST_ID` for the request's
+- sets :data:`iogate.observability._logging.REQUEST_ID` for the request's
   context, so every log line written while serving it carries the id,
 - adds ``X-Request-ID`` to the response headers.
 
@@ -35,7 +35,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iogate.observability.logging import REQUEST_ID
+from iogate.observability._logging import REQUEST_ID
 from iogate.server.problems import INVALID_URL, problem_body, problem_response
 
 __all__ = ["HEADER", "RequestIdMiddleware"]

@@ -14,7 +14,7 @@
 
 What iogate logs never holds a secret or a SQL parameter: errors are logged
 by class and problem type, slow calls by statement fingerprint
-(:mod:`iogate.observability.statements`).
+(:mod:`iogate.observability._statements`).
 """
 
 from __future__ import annotations

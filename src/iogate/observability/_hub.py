@@ -30,12 +30,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from iogate.observability.alerts import Alerts
+from iogate.observability._alerts import Alerts
+from iogate.observability._health import Readiness, check_readiness
+from iogate.observability._logging import silence_parameter_loggers
+from iogate.observability._tracing import Tracing
 from iogate.observability.config import ObservabilityConfig
-from iogate.observability.health import Readiness, check_readiness
-from iogate.observability.logging import silence_parameter_loggers
 from iogate.observability.metrics import Metrics
-from iogate.observability.tracing import Tracing
 from iogate.policies.events import EventListener, PolicyEvent
 
 if TYPE_CHECKING:
