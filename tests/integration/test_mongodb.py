@@ -98,7 +98,10 @@ async def test_crud_and_aggregation_round_trip(mongo: MongoServer) -> None:
         assert await db.count_documents("users", {"age": {"$lt": 3}}) == 3
         groups = await db.aggregate(
             "users",
-            [{"$match": {"age": {"$gte": 0}}}, {"$group": {"_id": None, "total": {"$sum": "$age"}}}],
+            [
+                {"$match": {"age": {"$gte": 0}}},
+                {"$group": {"_id": None, "total": {"$sum": "$age"}}},
+            ],
         )
         assert groups == [{"_id": None, "total": 10}]
         updated = await db.update_one("users", {"id": "u1"}, {"$set": {"age": 10}})

@@ -231,7 +231,7 @@ def _keys(value: Any, depth: int = 0) -> Iterator[str]:
         for key, item in value.items():
             yield str(key)
             yield from _keys(item, depth + 1)
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for item in value:
             yield from _keys(item, depth + 1)
 
