@@ -17,8 +17,8 @@ import shutil
 import signal
 import socket
 import ssl
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator

@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient, InsertOne
 
 from iogate.config import parse_config
 from iogate.databases._mongo_json import from_ejson, to_ejson
-from iogate.databases.mongodb import MongoDatabase, collection_tag
+from iogate.databases.mongodb import collection_tag
 from iogate.errors import (
     CircuitOpenError,
     IntegrityError,
@@ -60,7 +60,8 @@ def test_extended_json_round_trips_every_type_both_forms() -> None:
     assert relaxed["when"] == {"$date": "2024-01-02T03:04:05.678Z"}
     assert relaxed["early"] == {"$date": {"$numberLong": str(-14182980000)}}
     assert relaxed["price"] == {"$numberDecimal": "1.10"}
-    assert relaxed["big"] == 2**40 and relaxed["small"] == 7
+    assert relaxed["big"] == 2**40
+    assert relaxed["small"] == 7
     assert relaxed["inf"] == {"$numberDouble": "Infinity"}
     assert relaxed["raw"] == {"$binary": {"base64": "AAE=", "subType": "00"}}
     assert relaxed["re"] == {"$regularExpression": {"pattern": "^a", "options": "i"}}
@@ -90,7 +91,9 @@ async def test_crud_and_aggregation_round_trip(mongo: MongoServer) -> None:
         await db["users"].insert_many([{"id": f"u{i}", "age": i} for i in range(5)])
         found = await db["users"].find_one({"id": "user_123"})
         assert found is not None
-        assert found["_id"] == doc["_id"] and found["when"] == when and found["b"] == b"xy"
+        assert found["_id"] == doc["_id"]
+        assert found["when"] == when
+        assert found["b"] == b"xy"
         assert found["n"] == 2**40
         assert await db.find_one("users", {"_id": doc["_id"]}) == found
         page = await db.find("users", {"age": {"$gte": 1}}, sort=[("age", -1)], skip=1, limit=2)
@@ -115,11 +118,14 @@ async def test_crud_and_aggregation_round_trip(mongo: MongoServer) -> None:
         streamed = [d["id"] async for d in db.stream("users", {}, sort=[("id", 1)], batch_size=1)]
         assert streamed == ["u1", "u3", "user_123"]
         capped = await db.find_documents("users", {}, max_rows=2, max_bytes=10**6)
-        assert len(capped.documents) == 2 and capped.truncated
+        assert len(capped.documents) == 2
+        assert capped.truncated
         tight = await db.find_documents("users", {}, max_rows=100, max_bytes=1)
-        assert len(tight.documents) == 1 and tight.truncated
+        assert len(tight.documents) == 1
+        assert tight.truncated
         stats = gw.metrics.stats().resource("docs")
-        assert stats is not None and stats.operation("users.find_one") is not None
+        assert stats is not None
+        assert stats.operation("users.find_one") is not None
 
 
 async def test_errors_are_classified(mongo: MongoServer) -> None:
@@ -166,10 +172,14 @@ async def test_transaction_commits_or_aborts_as_a_whole(mongo: MongoServer) -> N
             await tx.insert_one("orders", {"_id": "o1", "sku": "sku"})
             await tx.update_one("stock", {"_id": "sku"}, {"$inc": {"n": -1}})
         assert await db.find_one("stock", {"_id": "sku"}) == {"_id": "sku", "n": 4}
-        with pytest.raises(RuntimeError):
+
+        async def give_up() -> None:
             async with db.transaction() as tx:
                 await tx.insert_one("orders", {"_id": "o2"})
                 raise RuntimeError("the caller gives up")
+
+        with pytest.raises(RuntimeError):
+            await give_up()
         assert await db.find_one("orders", {"_id": "o2"}) is None
         assert await db.count_documents("orders") == 1
 
@@ -190,7 +200,9 @@ async def test_a_thousand_concurrent_find_one_use_at_most_ten_connections(
         # Connections stay pooled: what opened during the load is still open now.
         assert 2 <= db.peak_connections <= 10
         assert after - before <= 10 - 1  # one pool connection was open before
-        assert stats.max_size == 10 and stats.size <= 10 and stats.in_use == 0
+        assert stats.max_size == 10
+        assert stats.size <= 10
+        assert stats.in_use == 0
         assert stats.acquired_total >= 1000
     await raw.close()
 

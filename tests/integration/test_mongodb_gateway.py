@@ -63,7 +63,9 @@ async def test_extended_json_travels_both_ways(client: KeyedClient, mongo: Mongo
     status, body = await client.post(
         f"{P}/find", {"collection": "users", "filter": {"_id": {"$oid": oid}}}, "reader"
     )
-    assert status == 200 and body["count"] == 1 and body["truncated"] is False
+    assert status == 200
+    assert body["count"] == 1
+    assert body["truncated"] is False
     found = body["documents"][0]
     assert found["_id"] == {"$oid": oid}
     assert found["joined"] == {"$date": "2024-01-02T03:04:05.678Z"}
@@ -122,7 +124,8 @@ async def test_a_read_key_cannot_write_over_http_or_in_a_batch(client: KeyedClie
     step = body["results"][0]
     assert (status, step["ok"], step["problem"]["status"]) == (200, False, 403)
     status, body = await client.post("/v1/batch", batch, "owner")
-    assert status == 200 and body["results"][0]["ok"] is True
+    assert status == 200
+    assert body["results"][0]["ok"] is True
     status, body = await client.post(f"{P}/count", {"collection": "users"}, "reader")
     assert body["count"] == 1  # only the owner's insert happened
     # A batch read step can use a $ref to an earlier step.
@@ -133,7 +136,8 @@ async def test_a_read_key_cannot_write_over_http_or_in_a_batch(client: KeyedClie
          "body": {"collection": "users", "filter": {"_id": {"$ref": "steps.0.documents.0._id"}}}},
     ]}  # fmt: skip
     status, body = await client.post("/v1/batch", batch, "reader")
-    assert status == 200 and body["results"][1]["value"] == {"count": 1}
+    assert status == 200
+    assert body["results"][1]["value"] == {"count": 1}
 
 
 async def test_javascript_operators_are_refused_before_any_io(client: KeyedClient) -> None:
