@@ -105,7 +105,6 @@ MAX_NAMED_COLLECTIONS: Final = 256
 """Collections named in metrics and spans; the rest share ``*``."""
 _BATCH_CAP: Final = 1000  # documents per round trip when a result is capped
 _RAW: Final = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
-_UNKNOWN_OUTCOME = (TransientDatabaseError, OperationTimeout, DatabaseError)
 
 # Server error codes (github.com/mongodb/mongo src/mongo/base/error_codes.yml).
 _DUPLICATE_KEY = frozenset({11000, 11001, 12582})
