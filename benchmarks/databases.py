@@ -21,6 +21,13 @@ runs on every CPU.
   of concurrent callers (one round trip per loop iteration), and the
   ``iogate (no auto-pipelining)`` row is the same resource with
   ``auto_pipeline = false`` (a round trip per GET, as redis-py does).
+* MongoDB ``find_one`` by ``_id`` (random ids of 1,000 documents):
+  ``Gateway(...).mongo("docs").find_one`` with the default database pipeline
+  vs ``collection.find_one`` of a raw ``pymongo.AsyncMongoClient``, both
+  with a pool of 10. The server is the test fixture's: ``mongod`` when on
+  PATH, else nx-27017 (MongoDB's wire protocol in pure Python over SQLite,
+  ~0.7 ms per ``find_one`` on its own: the server bounds both subjects); the
+  row's subject names say which.
 * pgbench's TPC-B-like transaction (``pgbench -i`` schema, scale 1, 8
   clients): iogate's ``async with db.transaction()`` running the five
   statements vs ``pgbench -c 8 -j 2`` itself (C, simple protocol).
@@ -58,7 +65,14 @@ BASELINE = "raw driver"
 
 CALLERS = 32
 ROWS = 10_000
-TARGETS = {"postgres point select": 0.9, "sqlite point select": 1.0, "redis GET": 0.9}
+MONGO = "mongodb find_one by _id, 32 callers"
+TARGETS = {
+    "postgres point select": 0.9,
+    "sqlite point select": 1.0,
+    "redis GET": 0.9,
+    MONGO: 0.9,
+}
+MONGO_DOCS = 1_000
 
 Call = Callable[[], Awaitable[object]]
 
@@ -248,9 +262,36 @@ async def _redis(url: str, seconds: float, repeats: int) -> list[Result]:
     return [Result(s, "redis GET", v, "q/s") for s, v in best.items()]
 
 
+async def _mongo(url: str, server: str, seconds: float, repeats: int) -> list[Result]:
+    from pymongo import AsyncMongoClient
+
+    config = parse_config({"databases": {"docs": {"url": url, "pool_size": 10}}}, environ={})
+    rnd = random.Random(5).randrange
+    raw: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url, maxPoolSize=10)
+    try:
+        users = raw.get_default_database().users
+        await users.delete_many({})
+        await users.insert_many([{"_id": i, "v": f"value {i}"} for i in range(MONGO_DOCS)])
+        async with Gateway(config) as gateway:
+            db = gateway.mongo("docs")
+            best = await compare(
+                {
+                    "raw driver": lambda: users.find_one({"_id": rnd(MONGO_DOCS)}),
+                    "iogate": lambda: db.find_one("users", {"_id": rnd(MONGO_DOCS)}),
+                },
+                callers=CALLERS,
+                seconds=seconds,
+                repeats=repeats,
+            )
+    finally:
+        await raw.close()
+    print(f"  ({MONGO}: server {server})")
+    return [Result(s, MONGO, v, "q/s") for s, v in best.items()]
+
+
 async def run(*, quick: bool = False) -> list[Result]:
     """Start PostgreSQL and Redis on free ports, measure, stop them."""
-    from tests.servers import postgres_server, redis_server
+    from tests.servers import mongo_server, postgres_server, redis_server
 
     seconds, repeats = (0.3, 1) if quick else (1.5, 5)
     results: list[Result] = []
@@ -261,6 +302,8 @@ async def run(*, quick: bool = False) -> list[Result]:
     with servers_apart(postgres_server()) as pg, servers_apart(redis_server()) as rs:
         results += await _postgres(pg.dsn, pg.port, seconds, repeats)
         results += await _redis(rs.url, seconds, repeats)
+    with servers_apart(mongo_server()) as mongo:
+        results += await _mongo(mongo.url("bench"), mongo.kind, seconds, repeats)
     return results
 
 

@@ -13,8 +13,10 @@ import pytest
 from iogate.config import IogateConfig, parse_config
 from iogate.server.app import create_app
 from tests.servers import (
+    MongoServer,
     PostgresServer,
     RedisServer,
+    mongo_server,
     postgres_server,
     redis_server,
     serve_asgi,
@@ -31,6 +33,13 @@ def pg() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
     with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongo() -> Iterator[MongoServer]:
+    """A MongoDB wire-protocol server (mongod if on PATH, else nx-27017)."""
+    with mongo_server() as server:
         yield server
 
 

@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -295,3 +296,95 @@ async def serve_asgi(app: FastAPI | ASGIApp) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@dataclass
+class MongoServer:
+    """A MongoDB wire-protocol server on a temporary directory: a real ``mongod``
+    (a one-member replica set, so sessions and transactions work) when one is
+    on PATH, else nx-27017 (PyPI; MongoDB's wire protocol over SQLite).
+    :meth:`stop` / :meth:`start` keep the data directory: what was
+    acknowledged survives a restart."""
+
+    kind: str  # "mongod" or "nx-27017"
+    port: int
+    datadir: Path
+    argv: list[str]
+    process: subprocess.Popen[bytes]
+
+    def url(self, database: str) -> str:
+        """A connection string for ``database`` on this server."""
+        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+
+    def stop(self) -> None:
+        """Stop the server (an outage; :meth:`start` brings it back)."""
+        stop(self.process)
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop` (same data, same port)."""
+        self.process = _start_mongo(self.argv, self.port, self.datadir)
+        if self.kind == "mongod":
+            _await_primary(self.port)
+
+
+def _start_mongo(argv: list[str], port: int, datadir: Path) -> subprocess.Popen[bytes]:
+    log = open(datadir / "server.log", "ab")  # noqa: SIM115 (the child keeps its copy)
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=datadir)
+    log.close()
+    wait_for_port(port, proc, argv[0])
+    return proc
+
+
+def _await_primary(port: int) -> None:
+    """Initiate the one-member replica set (once) and wait until it is primary:
+    mongod elects itself a few hundred milliseconds after start; polled every
+    50 ms, bounded by READY_TIMEOUT_S."""
+    from pymongo import MongoClient
+    from pymongo.errors import OperationFailure
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=5000
+    )
+    try:
+        with contextlib.suppress(OperationFailure):  # already initiated (a restart)
+            client.admin.command(
+                "replSetInitiate",
+                {"_id": "rs0", "members": [{"_id": 0, "host": f"127.0.0.1:{port}"}]},
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if client.admin.command("hello").get("isWritablePrimary"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"mongod on port {port} did not become primary in time")
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def mongo_server() -> Iterator[MongoServer]:
+    """A temporary MongoDB server (see :class:`MongoServer`) for the block."""
+    datadir = Path(tempfile.mkdtemp(prefix="iogate-mongo-"))
+    port = free_port()
+    mongod = shutil.which("mongod")
+    if mongod:
+        kind = "mongod"
+        argv = [mongod, "--port", str(port), "--bind_ip", "127.0.0.1", "--dbpath", str(datadir),
+                "--replSet", "rs0", "--quiet", "--nounixsocket"]  # fmt: skip
+    else:
+        kind = "nx-27017"
+        script = Path(sys.executable).parent / "nx-27017"
+        if not script.exists():
+            raise RuntimeError("nx-27017 is not installed: run `make test` (the dev extra)")
+        argv = [str(script), "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(datadir / "data"), "--log-file", str(datadir / "nx.log"),
+                "--pid-file", str(datadir / "nx.pid")]  # fmt: skip
+    proc = _start_mongo(argv, port, datadir)
+    server = MongoServer(kind, port, datadir, argv, proc)
+    try:
+        if kind == "mongod":
+            _await_primary(port)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(datadir, ignore_errors=True)

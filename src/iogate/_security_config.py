@@ -9,6 +9,7 @@ the SHA-256 hex digest of the key (``iogate keys create`` prints both)::
     expires = 2027-01-01T00:00:00Z     # optional, a TOML offset date-time
     revoked = false                     # true: refused (401) without deleting the entry
     tables = ["users", "orders"]        # optional: the only tables its SQL may name
+    collections = ["users"]             # optional: the only MongoDB collections it may name
     max_rows = 10000                    # optional: rows per statement
     max_bytes = 10485760                # optional: bytes per response
     rate_limit = 50.0                   # optional: requests per second (token bucket)
@@ -83,6 +84,8 @@ class KeyConfig(_Model):
         expires: when the key stops working (a timezone-aware date-time); absent: never.
         revoked: refuse the key (401) while keeping its entry for the record.
         tables: the only tables this key's SQL may name; absent: any table.
+        collections: the only MongoDB collections this key may name (its
+            requests' own and those its pipelines reach); absent: any.
         max_rows: the most rows one statement returns to this key (rows).
         max_bytes: the most bytes one response carries to this key (bytes).
         rate_limit: requests per second this key may make (a token bucket,
@@ -99,6 +102,7 @@ class KeyConfig(_Model):
     expires: datetime | None = None
     revoked: bool = False
     tables: list[str] | None = None
+    collections: list[str] | None = None
     max_rows: int | None = Field(default=None, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
     rate_limit: float | None = Field(default=None, gt=0)

@@ -105,7 +105,7 @@ _NAME_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 ResourceName = Annotated[str, Field(pattern=_NAME_RE)]
 
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-DatabaseKind = Literal["sqlite", "postgresql", "redis"]
+DatabaseKind = Literal["sqlite", "postgresql", "redis", "mongodb"]
 _DB_SCHEMES: dict[str, DatabaseKind] = {
     "sqlite": "sqlite",
     "postgresql": "postgresql",
@@ -113,6 +113,8 @@ _DB_SCHEMES: dict[str, DatabaseKind] = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "mongodb": "mongodb",
+    "mongodb+srv": "mongodb",
 }
 
 
@@ -166,6 +168,9 @@ class DatabaseConfig(_Model):
       ``pool_size`` of them.
     - ``redis://host:port/db`` (or ``rediss://``) — redis-py with hiredis, a
       pool of at most ``pool_size`` connections.
+    - ``mongodb://user:password@host:port/dbname`` (or ``mongodb+srv://``) —
+      pymongo's ``AsyncMongoClient`` and its pool (``pool_min_size`` ..
+      ``pool_size`` connections; :mod:`iogate.databases.mongodb`).
 
     Attributes:
         url: the database URL (may hold ``${ENV}`` secrets; never logged).
@@ -180,7 +185,8 @@ class DatabaseConfig(_Model):
         statement_timeout: PostgreSQL ``statement_timeout`` of every connection,
             seconds (server-side; absent: the server's setting).
         max_queries: PostgreSQL: statements after which a connection is replaced.
-        max_idle_lifetime: PostgreSQL: seconds before an idle connection is closed (0: never).
+        max_idle_lifetime: PostgreSQL, MongoDB: seconds before an idle connection is
+            closed (0: never).
         statement_cache_size: PostgreSQL: prepared statements cached per connection.
         allowed_commands: Redis: the commands ``POST /v1/databases/<name>/command``
             runs (absent: iogate's default allowlist, no administration commands).
@@ -193,6 +199,12 @@ class DatabaseConfig(_Model):
         max_response_bytes: SQL: the most bytes of JSON the rows of one
             result may take (rows past it are dropped, ``truncated`` is set).
         queries: SQL: named queries (:class:`NamedQueryConfig`).
+        database: MongoDB: the database's name (absent: the URL's path).
+        wait_queue_timeout: MongoDB: longest wait for a pool connection,
+            seconds (``waitQueueTimeoutMS``; absent: the call's deadline).
+        retry_writes: MongoDB: the driver's retryable writes (``retryWrites``:
+            a single-document write re-sent once, exactly once, on a replica
+            set or sharded cluster).
         read_role: PostgreSQL: the role read-scoped callers run as (on
             connections that log in as it; README "PostgreSQL roles").
         write_role: PostgreSQL: the role write-scoped callers (and the
@@ -224,6 +236,20 @@ class DatabaseConfig(_Model):
     write_role: str | None = None
     role_passwords: dict[str, SecretStr] = Field(default_factory=dict)
     allow_privileged_login: bool = False
+    database: str | None = Field(default=None, min_length=1, max_length=63)
+    wait_queue_timeout: float | None = Field(default=None, gt=0)
+    retry_writes: bool = True
+
+    @model_validator(mode="after")
+    def _mongodb_database(self) -> DatabaseConfig:
+        mongo_only = self.database is not None or self.wait_queue_timeout is not None
+        if self.kind != "mongodb":
+            if mongo_only:
+                raise ValueError("database and wait_queue_timeout are MongoDB options")
+            return self
+        if self.database is None and not urlsplit(self.url).path.strip("/"):
+            raise ValueError("a MongoDB URL names its database in its path (or set database)")
+        return self
 
     @field_validator("read_role", "write_role")
     @classmethod

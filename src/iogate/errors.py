@@ -11,7 +11,8 @@ backend and chained (``raise ... from exc``), so the original is always on
     ├── UnknownResourceError            no database / upstream of that name (also LookupError)
     ├── InvalidInputError               a call's arguments are refused before any I/O
     │   │                               (a path leaving the upstream's base URL...; also ValueError)
-    │   └── InvalidHeaderError          a caller's header name or value is not valid HTTP
+    │   ├── InvalidHeaderError          a caller's header name or value is not valid HTTP
+    │   └── RefusedOperatorError        a MongoDB operator the gateway never runs ($where...)
     └── OperationError                  resource, operation, attempts, elapsed_s
         ├── OperationTimeout            deadline or attempt timeout (also TimeoutError)
         ├── CircuitOpenError            retry_after_s
@@ -26,6 +27,7 @@ backend and chained (``raise ... from exc``), so the original is always on
         │   ├── PermissionDenied        the caller's database role lacks a privilege (42501)
         │   ├── DatabaseLoginError      the database refused iogate's login (28000, 28P01)
         │   └── TableNotAllowed         a table outside the caller's allowlist
+    │       └── CollectionNotAllowed    a MongoDB collection outside the caller's allowlist
         └── UpstreamError               status, body excerpt
             ├── UpstreamConnectionError could not connect / connection dropped
             └── UpstreamHTTPError       the upstream answered with an error status
@@ -42,6 +44,7 @@ from typing import TypedDict, Unpack
 __all__ = [
     "BulkheadFullError",
     "CircuitOpenError",
+    "CollectionNotAllowed",
     "ConfigError",
     "DatabaseError",
     "DatabaseLoginError",
@@ -57,6 +60,7 @@ __all__ = [
     "QueryError",
     "RateLimitedError",
     "ReadOnlyViolation",
+    "RefusedOperatorError",
     "TableNotAllowed",
     "TransientDatabaseError",
     "UnknownResourceError",
@@ -126,6 +130,18 @@ class InvalidHeaderError(InvalidInputError):
     def __init__(self, message: str, *, header: str | None = None) -> None:
         super().__init__(message)
         self.header = header
+
+
+class RefusedOperatorError(InvalidInputError):
+    """A MongoDB request holds an operator or stage the gateway never runs for
+    this caller (server-side JavaScript: ``$where``, ``$function``,
+    ``$accumulator``; ``$out``/``$merge`` without the write scope...),
+    refused before any I/O. ``operator`` names it. The gateway answers 400
+    ``refused-operator``."""
+
+    def __init__(self, message: str, *, operator: str) -> None:
+        super().__init__(message)
+        self.operator = operator
 
 
 class OperationError(IogateError):
@@ -281,6 +297,12 @@ class DatabaseLoginError(DatabaseError):
 class TableNotAllowed(DatabaseError):
     """The statement touches a table outside the caller's allowlist (refused
     by the engine before it ran: SQLite's authorizer, PostgreSQL's plan)."""
+
+
+class CollectionNotAllowed(TableNotAllowed):
+    """The MongoDB request names a collection (its own, or one a ``$lookup``,
+    ``$unionWith``, ``$out`` or ``$merge`` stage reaches) outside the caller's
+    ``collections`` allowlist; refused before any I/O."""
 
 
 class UpstreamError(OperationError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from iogate.cache.config import build_cache
 from iogate.cache.tiered import TieredCache
@@ -37,6 +37,9 @@ from iogate.policies import Clock, Pipeline, PoliciesConfig, build_pipeline
 from iogate.policies.runner import CallRunner
 from iogate.tasks._batch_jobs import batch_runner
 from iogate.tasks.manager import TaskManager
+
+if TYPE_CHECKING:
+    from iogate.databases.mongodb import MongoDatabase
 
 __all__ = ["Gateway"]
 
@@ -175,6 +178,22 @@ class Gateway(AsyncResource):
                 runner=runner,
                 cache=self.cache,
             )
+        if cfg.kind == "mongodb":
+            from iogate.databases.mongodb import MongoDatabase  # pymongo only when configured
+
+            return MongoDatabase(
+                name,
+                url=cfg.url,
+                database=cfg.database,
+                max_pool_size=cfg.pool_size or 10,
+                min_pool_size=min(cfg.pool_min_size, cfg.pool_size or 10),
+                max_idle_time_s=cfg.max_idle_lifetime,
+                wait_queue_timeout_s=cfg.wait_queue_timeout,
+                connect_timeout_s=cfg.connect_timeout,
+                retry_writes=cfg.retry_writes,
+                runner=runner,
+                cache=self.cache,
+            )
         return RedisDatabase(
             name,
             url=cfg.url,
@@ -257,7 +276,7 @@ class Gateway(AsyncResource):
         db_cfg = self.config.databases.get(name)
         if not cfg.enabled:
             return None
-        if db_cfg is None or db_cfg.kind == "redis":
+        if db_cfg is None or db_cfg.kind not in ("sqlite", "postgresql"):
             if cfg.database is None:
                 return None  # no SQL database "main": tasks are off
             raise ConfigError("no SQL database of that name is configured", key="tasks.database")
@@ -317,6 +336,17 @@ class Gateway(AsyncResource):
         if not isinstance(db, RedisDatabase):
             raise UnknownResourceError("Redis database", name)
         return db
+
+    def mongo(self, name: str) -> MongoDatabase:
+        """The MongoDB database named ``name`` (:class:`~iogate.databases.mongodb.MongoDatabase`).
+
+        Raises:
+            UnknownResourceError: no MongoDB database of that name is configured.
+        """
+        db = self._databases.get(name)
+        if db is None or db.kind != "mongodb":
+            raise UnknownResourceError("MongoDB database", name)
+        return db  # type: ignore[return-value]
 
     def upstream(self, name: str) -> Upstream:
         """The upstream API named ``name``.

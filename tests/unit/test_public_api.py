@@ -84,6 +84,8 @@ def test_the_error_tree_is_at_the_root_and_every_leaf_in_iogate_errors() -> None
         "InvalidHeaderError",
         "DatabaseLoginError",
         "PrivilegedLoginError",
+        "RefusedOperatorError",
+        "CollectionNotAllowed",
     }
     for name in at_root:
         assert getattr(iogate, name) is errors[name]

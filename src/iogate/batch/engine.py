@@ -29,11 +29,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from iogate.batch._access import sql_access
+from iogate.batch._mongo import run_mongo
 from iogate.batch.model import (
     Batch,
     CacheStep,
     DatabaseStep,
+    MongoStep,
     UpstreamStep,
     dependencies,
     parse_ref,
@@ -45,6 +49,7 @@ from iogate.errors import InvalidInputError, IogateError, OperationTimeout
 from iogate.gateway import Gateway
 from iogate.policies import deadline_scope
 from iogate.wire.cache_keys import API_PREFIX
+from iogate.wire.mongo import OPERATIONS
 from iogate.wire.principal import ANONYMOUS, Principal
 from iogate.wire.problems import problem_for
 from iogate.wire.upstream_answers import render_answer
@@ -282,6 +287,8 @@ class _Run:
                     return await self._database(step, tx, started)
                 if isinstance(step, UpstreamStep):
                     return await self._upstream(step, started)
+                if isinstance(step, MongoStep):
+                    return await self._mongo(step, started)
                 return await self._cache(step, started)
         except (IogateError, PermissionError, _DependencyFailed) as exc:
             return self._error(index, exc, (time.perf_counter() - started) * 1000)
@@ -325,6 +332,17 @@ class _Run:
                 step.sql, params, guard=access.guard, limits=access.limits
             )
         value = result_body(result, access.limits)
+        return StepResult(ok=True, value=value, duration_ms=_ms(started))
+
+    async def _mongo(self, step: MongoStep, started: float) -> StepResult:
+        body = self._resolve(step.body)
+        try:
+            op = OPERATIONS[step.op].model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidInputError(f"body.{where}: {first['msg']}") from None
+        value = await run_mongo(self.gateway, step.database, op, self.principal)  # type: ignore[arg-type]
         return StepResult(ok=True, value=value, duration_ms=_ms(started))
 
     async def _upstream(self, step: UpstreamStep, started: float) -> StepResult:

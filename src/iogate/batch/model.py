@@ -1,4 +1,5 @@
-"""The wire format of a mixed batch: :class:`Batch` and its steps.
+"""The wire format of a mixed batch: :class:`Batch` and its steps (kinds
+``database``, ``upstream``, ``cache`` and ``mongodb``).
 
 A batch is an ordered list of steps, each of one ``kind``::
 
@@ -19,6 +20,10 @@ A batch is an ordered list of steps, each of one ``kind``::
   ``{"status": {"step": i, "in": [404]}}`` (or ``"min"``/``"max"``),
   ``{"not": c}``, ``{"and": [c, ...]}``, ``{"or": [c, ...]}``. A step whose
   condition is false is skipped.
+- A ``mongodb`` step (:class:`MongoStep`) carries the body of one MongoDB
+  route (``{"kind": "mongodb", "database": "docs", "op": "find", "body":
+  {"collection": "users", "filter": {"_id": "u1"}}}``); its scopes and
+  refusals are the route's.
 - Database steps with the same ``transaction`` name run in order in one
   transaction on their database: all commit or none.
 
@@ -48,6 +53,7 @@ __all__ = [
     "CacheStep",
     "DatabaseStep",
     "MAX_STEPS",
+    "MongoStep",
     "Step",
     "UpstreamStep",
     "iter_refs",
@@ -114,7 +120,21 @@ class CacheStep(_StepBase):
     ttl: float | None = Field(default=None, gt=0, description="Seconds a set value is kept.")
 
 
-Step = Annotated[DatabaseStep | UpstreamStep | CacheStep, Field(discriminator="kind")]
+class MongoStep(_StepBase):
+    """One MongoDB request on a named MongoDB database: ``op`` is the route's
+    last segment (``find``, ``aggregate``, ``count``, ``insert``, ``update``,
+    ``delete``) and ``body`` that route's JSON body (``$ref`` allowed in it)."""
+
+    kind: Literal["mongodb"]
+    database: str = Field(examples=["docs"])
+    op: Literal["find", "aggregate", "count", "insert", "update", "delete"]
+    body: dict[str, Any] = Field(
+        examples=[{"collection": "users", "filter": {"_id": "user_123"}}],
+        description="The body of POST /v1/databases/{database}/{op}.",
+    )
+
+
+Step = Annotated[DatabaseStep | UpstreamStep | CacheStep | MongoStep, Field(discriminator="kind")]
 
 
 class Batch(_In):
@@ -186,10 +206,12 @@ def iter_refs(value: Any) -> Iterator[str]:
             yield from iter_refs(item)
 
 
-def step_data(step: DatabaseStep | UpstreamStep | CacheStep) -> dict[str, Any]:
+def step_data(step: DatabaseStep | UpstreamStep | CacheStep | MongoStep) -> dict[str, Any]:
     """The fields of ``step`` that may hold references, by name."""
     if isinstance(step, DatabaseStep):
         return {"params": step.params}
+    if isinstance(step, MongoStep):
+        return {"body": step.body}
     if isinstance(step, UpstreamStep):
         return {
             "path": step.path,
@@ -242,7 +264,7 @@ def condition_steps(cond: Any) -> Iterator[int]:
         raise ValueError(f"unknown condition {op!r} (use ok, error, status, not, and, or)")
 
 
-def dependencies(step: DatabaseStep | UpstreamStep | CacheStep) -> set[int]:
+def dependencies(step: DatabaseStep | UpstreamStep | CacheStep | MongoStep) -> set[int]:
     """The earlier steps ``step`` reads (references) or tests (condition).
 
     Raises:

@@ -31,6 +31,7 @@ from iogate.server.routes import (
     databases,
     files,
     legacy,
+    mongo,
     observability,
     system,
     tasks,
@@ -119,6 +120,7 @@ def create_app(
     # which cost ~10 % of a point select's request time (issue 2 closing note).
     for module in (
         databases,
+        mongo,
         upstreams,
         system,
         legacy,

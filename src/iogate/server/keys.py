@@ -134,6 +134,9 @@ class KeyStore:
                     max_rows=cfg.max_rows,
                     max_bytes=cfg.max_bytes,
                     roles=tuple(sorted(cfg.roles.items())),
+                    collections=(
+                        frozenset(cfg.collections) if cfg.collections is not None else None
+                    ),
                 ),
                 digest=cfg.sha256,
                 expires_at=cfg.expires.timestamp() if cfg.expires is not None else None,

@@ -27,7 +27,7 @@ def required_scopes(request: Batch) -> list[tuple[str, ...]]:
     """For each step, the scopes of which the caller needs at least one
     (database: ``db:<name>:read`` or ``db:<name>:write``; upstream:
     ``upstream:<name>``; cache: ``cache:read`` for get, else ``cache:write``)."""
-    from iogate.batch.model import CacheStep, DatabaseStep, UpstreamStep
+    from iogate.batch.model import CacheStep, DatabaseStep, MongoStep, UpstreamStep
 
     needed: list[tuple[str, ...]] = []
     for step in request.steps:
@@ -35,6 +35,10 @@ def required_scopes(request: Batch) -> list[tuple[str, ...]]:
             needed.append((f"db:{step.database}:read", f"db:{step.database}:write"))
         elif isinstance(step, UpstreamStep):
             needed.append((f"upstream:{step.upstream}",))
+        elif isinstance(step, MongoStep):
+            write = step.op in ("insert", "update", "delete")
+            db = step.database
+            needed.append((f"db:{db}:write",) if write else (f"db:{db}:read", f"db:{db}:write"))
         elif isinstance(step, CacheStep):
             needed.append(("cache:read",) if step.op == "get" else ("cache:write",))
     return needed
@@ -62,6 +66,9 @@ def batch_definition(request: Batch, principal: Principal) -> dict[str, Any]:
             "max_rows": principal.max_rows,
             "max_bytes": principal.max_bytes,
             "roles": dict(principal.roles),
+            "collections": (
+                None if principal.collections is None else sorted(principal.collections)
+            ),
         },
     }
 
@@ -76,6 +83,7 @@ def principal_from_json(data: dict[str, Any]) -> Principal:
         max_rows=data.get("max_rows"),
         max_bytes=data.get("max_bytes"),
         roles=tuple(sorted(dict(data.get("roles") or {}).items())),
+        collections=None if data.get("collections") is None else frozenset(data["collections"]),
     )
 
 

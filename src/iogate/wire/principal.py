@@ -29,6 +29,7 @@ class Principal:
         tables: the tables this key may name in SQL; ``None`` means any table.
         max_rows: the most rows one statement may return to this key (rows).
         max_bytes: the most bytes one response may carry to this key (bytes).
+        collections: the MongoDB collections this key may name; ``None`` means any.
         roles: ``(database, role)`` pairs: the PostgreSQL role this key runs
             as on that database (``[keys.<name>] roles``); others use the
             database's ``read_role`` / ``write_role``.
@@ -40,6 +41,7 @@ class Principal:
     max_rows: int | None = None
     max_bytes: int | None = None
     roles: tuple[tuple[str, str], ...] = ()
+    collections: frozenset[str] | None = None
 
     def role_for(self, database: str) -> str | None:
         """The key's own role on ``database``, or ``None``."""

@@ -56,6 +56,7 @@ class ProblemType:
 # Most specific first: the first class an error is an instance of wins.
 _BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
     (errors.UnknownResourceError, ProblemType(404, "unknown-resource", "Unknown resource")),
+    (errors.RefusedOperatorError, ProblemType(400, "refused-operator", "Operator refused")),
     (errors.InvalidInputError, ProblemType(400, "invalid-input", "Invalid input")),
     (errors.ConfigError, ProblemType(500, "config-error", "Configuration error")),
     (errors.OperationTimeout, ProblemType(504, "timeout", "Operation timed out")),
@@ -65,6 +66,10 @@ _BY_CLASS: tuple[tuple[type[BaseException], ProblemType], ...] = (
     (errors.QueryError, ProblemType(400, "bad-query", "Invalid SQL or parameters")),
     (errors.IntegrityError, ProblemType(409, "integrity-violation", "Constraint violated")),
     (errors.ReadOnlyViolation, ProblemType(403, "read-only", "Write refused in read-only mode")),
+    (
+        errors.CollectionNotAllowed,
+        ProblemType(403, "collection-not-allowed", "Collection not allowed"),
+    ),
     (errors.TableNotAllowed, ProblemType(403, "table-not-allowed", "Table not allowed")),
     (
         errors.PermissionDenied,
@@ -103,6 +108,7 @@ _CONTEXT_ATTRS = (
     "position",
     "status",
     "step",
+    "operator",
 )
 UNAUTHORIZED = ProblemType(401, "unauthorized", "Authentication required")
 FORBIDDEN = ProblemType(403, "forbidden", "Forbidden")
