@@ -338,7 +338,9 @@ def gateway_router(
         TypeError: (per request) ``auth`` returned something other than a Principal.
     """
 
-    async def bind(request: Request, principal: Annotated[Principal, Depends(auth)]) -> None:
+    # the dependency in the default: a closure's name cannot be resolved from a
+    # string annotation (this module uses postponed annotations)
+    async def bind(request: Request, principal: Principal = Depends(auth)) -> None:  # noqa: B008
         if not isinstance(principal, Principal):
             raise TypeError(f"the auth dependency returned {type(principal).__name__}")
         state = request.scope.setdefault("state", {})
