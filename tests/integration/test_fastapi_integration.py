@@ -181,5 +181,5 @@ async def test_lifespan_from_a_path_and_a_bad_config(tmp_path: Path) -> None:
     assert not hasattr(app.state, "gateway")
     assert gw.state.name == "CLOSED"
     toml.write_text("[databases.main]\nurl = 'ftp://nope'\n")
-    with pytest.raises(iogate.ConfigError, match="databases.main.url"):
+    with pytest.raises(iogate.ConfigError, match=r"databases\.main\.url"):
         iogate_fastapi.lifespan(toml)
