@@ -45,7 +45,6 @@ async def _smoke(base: str) -> None:
 async def main(host: str, port: int, smoke: bool) -> None:
     primary, secondary = FakeLLM("openai-fake"), FakeLLM("anthropic-fake")
     async with primary.serve() as openai_url, secondary.serve() as anthropic_url:
-        os.makedirs("var", exist_ok=True)
         config = captions_config(
             database_url=os.environ.get("DATABASE_URL", "sqlite:///var/captions.db"),
             openai_url=openai_url + "/v1",
@@ -81,6 +80,7 @@ if __name__ == "__main__":
     parser.add_argument("--smoke", action="store_true", help="send a few requests, then exit")
     args = parser.parse_args()
     try:
+        os.makedirs("var", exist_ok=True)
         asyncio.run(main(args.host, args.port, args.smoke))
     except KeyboardInterrupt:
         sys.exit(0)
