@@ -52,7 +52,9 @@ async def main(host: str, port: int, smoke: bool) -> None:
             huggingface_url=openai_url,
         )
         server = uvicorn.Server(
-            uvicorn.Config(create_app(config), host=host, port=port, log_level="warning")
+            uvicorn.Config(
+                create_app(config, freeze_heap=True), host=host, port=port, log_level="warning"
+            )
         )
         task = asyncio.create_task(server.serve())
         while not server.started:

@@ -23,6 +23,7 @@ Routes (every caller names itself in ``X-User-Id``):
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 import uuid
@@ -370,8 +371,9 @@ def _answer(provider: str, completion: Completion) -> dict[str, Any]:
     }
 
 
-def service(request: Request) -> CaptionService:
-    """The app's :class:`CaptionService` (a FastAPI dependency)."""
+async def service(request: Request) -> CaptionService:
+    """The app's :class:`CaptionService` (a FastAPI dependency; ``async``: a
+    plain ``def`` dependency would run in a worker thread)."""
     found: CaptionService = request.app.state.captions
     return found
 
@@ -380,10 +382,15 @@ Service = Annotated[CaptionService, Depends(service)]
 
 
 def create_app(
-    config: IogateConfig | Mapping[str, Any], settings: CaptionSettings | None = None
+    config: IogateConfig | Mapping[str, Any],
+    settings: CaptionSettings | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The captions app over the gateway of ``config`` (needs the upstreams
-    named by ``settings`` with a ``provider``, and its SQL database)."""
+    named by ``settings`` with a ``provider``, and its SQL database);
+    ``freeze_heap`` as :func:`iogate.fastapi.open_gateway` (on in a deployment,
+    off in tests that start many apps)."""
     settings = settings or CaptionSettings()
     source = config if isinstance(config, IogateConfig) else dict(config)
 
@@ -394,13 +401,13 @@ def create_app(
             for statement in SCHEMA:
                 await db.execute(statement)
             app.state.captions = CaptionService(gateway, settings)
+            if freeze_heap:  # after start-up: see iogate.fastapi.open_gateway
+                gc.collect()
+                gc.freeze()
             yield
 
     app = FastAPI(title="captions", lifespan=lifespan)
     iogate_fastapi.install_problem_handlers(app)
-    app.include_router(
-        iogate_fastapi.gateway_router(auth=iogate_fastapi.api_key_principal), prefix="/gateway"
-    )
 
     @app.post("/captions")
     async def caption(body: CaptionIn, user: UserId, svc: Service) -> dict[str, Any]:
@@ -442,14 +449,14 @@ def create_app(
     async def batch(body: BatchIn, user: UserId, svc: Service, request: Request) -> dict[str, Any]:
         """Queue the items as one background task; poll ``GET /captions/batch/{id}``."""
         await svc.admit(user)
-        tasks = iogate_fastapi.tasks(request)
+        tasks = await iogate_fastapi.tasks(request)
         handle = await tasks.submit(lambda ctx: svc.run_batch(body, ctx), name=f"captions:{user}")
         return {"id": handle.id, "status": "queued", "items": len(body.items)}
 
     @app.get("/captions/batch/{task_id}")
     async def batch_status(task_id: str, request: Request) -> dict[str, Any]:
         """The batch's status, progress and (once finished) results."""
-        record = await iogate_fastapi.tasks(request).get(task_id)
+        record = await (await iogate_fastapi.tasks(request)).get(task_id)
         return record.to_json()
 
     @app.post("/save-profile")
@@ -477,4 +484,8 @@ def create_app(
         states, failovers, insights, slow operations and the cache."""
         return svc.stats()
 
+    # last: routes match in order, so the service's own routes are found first
+    app.include_router(
+        iogate_fastapi.gateway_router(auth=iogate_fastapi.api_key_principal), prefix="/gateway"
+    )
     return app

@@ -329,8 +329,9 @@ class VideoService:
         return {"asset": resp.json()["data"], "size_bytes": size, "attempts": resp.attempts}
 
 
-def service(request: Request) -> VideoService:
-    """The app's :class:`VideoService` (a FastAPI dependency)."""
+async def service(request: Request) -> VideoService:
+    """The app's :class:`VideoService` (a FastAPI dependency; ``async``: a
+    plain ``def`` dependency would run in a worker thread)."""
     found: VideoService = request.app.state.videos
     return found
 

@@ -25,7 +25,7 @@ PRINCIPALS = {
 }
 
 
-def user_auth(x_token: Annotated[str | None, Header()] = None) -> Principal:
+async def user_auth(x_token: Annotated[str | None, Header()] = None) -> Principal:
     principal = PRINCIPALS.get(x_token or "")
     if principal is None:
         raise HTTPException(401, "who are you?")
