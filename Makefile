@@ -9,7 +9,7 @@ PORT   ?= 8080
 ONLY   ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint bench install clean
+.PHONY: serve test lint bench install clean example-captions example-video
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,10 +47,17 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
-## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway).
+## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway|examples).
 bench: $(VENV)/.installed-bench .venv-datasette/.installed
 	scripts/install-services.sh bench
 	$(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))
+
+## The examples, each against its bundled fake provider on loopback (offline).
+example-captions: $(VENV)/.installed
+	$(BIN)/python -m examples.captions_api
+
+example-video: $(VENV)/.installed
+	$(BIN)/python -m examples.video_jobs
 
 clean:
 	rm -rf $(VENV) .venv-datasette var .mypy_cache .ruff_cache .pytest_cache

@@ -481,14 +481,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> IogateConfig:
     return parse_config(data, environ=os.environ)
 
 
-def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str]) -> IogateConfig:
+def parse_config(
+    data: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> IogateConfig:
     """Validate an already-parsed TOML document, interpolating ``${ENV}`` from ``environ``.
+
+    Args:
+        data: the document (a dict, as ``tomllib`` returns it).
+        environ: where ``${NAME}`` is looked up (default ``os.environ``).
 
     Raises:
         ConfigError: as :func:`load_config`.
     """
     found: list[tuple[tuple[str, ...], str]] = []
-    expanded = _interpolate(data, environ, (), found)
+    expanded = _interpolate(data, os.environ if environ is None else environ, (), found)
     try:
         config = IogateConfig.model_validate(expanded)
     except ValidationError as exc:

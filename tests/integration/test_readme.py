@@ -80,6 +80,8 @@ EXPECTED_OUTPUT = [
     "ok 3\n[0, 1, 4, 9, 16]",
     "True",
     "[70, 2]\n['ada', 'bob']\nTrue",
+    "200 {'notes': 1}\n404 application/problem+json urn:iogate:problem:unknown-resource\n"
+    "401 who are you?\n200 function 1",
     "[True, True, True, False] True\n[['a@b.c']] 1",
     "True True False\nunknown",
     "hello, world\n[('archive/old.txt', 12)]\n12\nUnsafePathError\nUnsafePathError\nTrue",

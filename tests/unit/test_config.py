@@ -61,6 +61,15 @@ def test_env_default_and_escape() -> None:
     assert parse_config(data, environ={}).upstreams["u"].headers["t"] == "${LITERAL}"
 
 
+def test_parse_config_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOGATE_TEST_TOKEN", "tok-42")
+    data = {"upstreams": {"u": {"base_url": "http://h/", "headers": {"t": "${IOGATE_TEST_TOKEN}"}}}}
+    assert parse_config(data).upstreams["u"].headers["t"] == "tok-42"
+    monkeypatch.delenv("IOGATE_TEST_TOKEN")
+    with pytest.raises(ConfigError, match="IOGATE_TEST_TOKEN"):
+        parse_config(data)
+
+
 @pytest.mark.parametrize(
     ("data", "key", "words"),
     [

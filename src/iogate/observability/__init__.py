@@ -6,10 +6,13 @@ statistics (:meth:`Metrics.stats` returns a :class:`MetricsSnapshot`), the
 ``[observability]`` configuration models, the alert events and an upstream's
 token usage. Prometheus export, health, tracing, logging and the alert engine
 are implementation modules (``_name.py``) that the gateway wires.
+:func:`monitored` records a user's own coroutine into the same metrics
+(``@iogate.observability.monitored``).
 """
 
 from iogate.observability._alerts import AlertEvent
 from iogate.observability._meters import TokenUsage
+from iogate.observability._monitored import monitored
 from iogate.observability.config import AlertRuleConfig, ObservabilityConfig, WebhookConfig
 from iogate.observability.metrics import (
     Insight,
@@ -36,4 +39,5 @@ __all__ = [
     "TokenUsage",
     "WebhookConfig",
     "WindowStats",
+    "monitored",
 ]

@@ -38,6 +38,8 @@ async def stats(request: Request) -> Response:
     snapshot = gateway.metrics.stats()
     kinds: dict[str, str] = {name: db.kind for name, db in gateway.databases.items()}
     kinds |= dict.fromkeys(gateway.upstreams, "upstream")
+    # what else was recorded: user coroutines (@iogate.observability.monitored)
+    kinds |= {r.resource: "function" for r in snapshot.resources if r.resource not in kinds}
     resources: dict[str, Any] = {}
     for name, kind in sorted(kinds.items()):
         figures = snapshot.resource(name)

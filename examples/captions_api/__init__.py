@@ -1,0 +1,1 @@
+"""The Instagram-captions service on iogate + FastAPI (see README.md)."""

@@ -1,0 +1,1 @@
+"""Video jobs (the HeyGen flow) on iogate + FastAPI (see README.md)."""
