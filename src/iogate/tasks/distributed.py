@@ -30,7 +30,7 @@ by creation time for :meth:`SaqTaskManager.list`.
 Delivery (README "Deployment"): a submit is acknowledged once its job is in
 Redis. A job is taken by one worker at a time; if that worker's process dies
 (SIGKILL, OOM, lost host) the sweep re-queues it after at most
-``heartbeat_timeout_s + sweep_interval_s`` seconds plus the 5 s SAQ gives the
+``heartbeat_timeout_s + sweep_interval_s`` seconds plus the 2 s given to the
 presumed-dead worker to acknowledge an abort. An ``idempotent`` task then runs
 again (at least once; at most ``max_attempts`` starts); any other task runs
 again only if its work had not begun, else it ends ``interrupted`` (at most once).
@@ -90,6 +90,9 @@ _CANCEL_WAIT_S = 5.0
 """How long :meth:`SaqTaskManager.cancel` waits for the running worker to stop
 the task (SAQ checks for aborts every second) before recording it cancelled."""
 _DEQUEUE_WAIT_S = 1.0
+_ABORT_WAIT_S = 2.0
+"""How long a sweep waits for the worker of a task it takes for dead to stop it
+(a live worker checks for aborts every second) before re-queuing it."""
 
 
 class _SweptQueue(RedisQueue):
@@ -104,9 +107,10 @@ class _SweptQueue(RedisQueue):
       it meanwhile (result lost, run again); here a finished job stays finished.
     """
 
-    def __init__(self, redis: Any, *, name: str, grace_s: float) -> None:
+    def __init__(self, redis: Any, *, name: str, grace_s: float, abort_wait_s: float) -> None:
         super().__init__(redis, name=name)
         self.grace_s = grace_s
+        self.abort_wait_s = abort_wait_s
         self._unmarked: dict[str, float] = {}  # job id -> when first seen taken, unmarked
         self._lock_script: Any = None
 
@@ -150,7 +154,7 @@ class _SweptQueue(RedisQueue):
             swept.append(job_id)
             await self.abort(job, error=self.swept_error_message)
             with contextlib.suppress(TimeoutError):  # the worker is gone, as presumed
-                await job.refresh(abort)
+                await job.refresh(min(abort, self.abort_wait_s))
             if job.status in (Status.COMPLETE, Status.FAILED):
                 continue  # it finished after all
             if job.retryable:
@@ -474,7 +478,10 @@ class SaqTaskManager(AsyncResource):
             retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.05), 6),
         )
         worker_queue = _SweptQueue(
-            worker_client, name=self.queue_name, grace_s=float(self.heartbeat_timeout_s)
+            worker_client,
+            name=self.queue_name,
+            grace_s=float(self.heartbeat_timeout_s),
+            abort_wait_s=_ABORT_WAIT_S,
         )
         await worker_queue.connect()
         self._worker = _Worker(
