@@ -299,3 +299,41 @@ async def test_iogate_worker_runs_what_serve_with_workers_submits(
     finally:
         stop(worker, signal.SIGKILL)
         await asyncio.to_thread(stop, serve, signal.SIGTERM)
+
+
+@pytest.mark.timeout(60)
+async def test_redis_down_is_a_503_on_the_task_routes_and_they_recover(tmp_path: Path) -> None:
+    from iogate.config import parse_config
+    from tests.conftest import serve_app
+    from tests.servers import redis_server
+
+    with redis_server() as own:  # stopped and started here: not the shared server
+        config = parse_config(
+            {
+                "databases": {"main": {"url": f"sqlite:///{tmp_path / 'main.db'}"}},
+                "tasks": {"backend": "saq", "url": own.url, "redis_timeout_s": 1.0},
+            },
+            environ={},
+        )
+        sql = {"steps": [{"kind": "database", "database": "main", "sql": "SELECT 1"}]}
+        async with serve_app(config) as client:
+            status, _, answer = await client.post("/v1/tasks", sql)
+            assert status == 202, answer
+            await asyncio.to_thread(own.stop)
+            status, _, problem = await client.get("/v1/tasks")
+            assert status == 503, problem
+            assert problem["type"] == "urn:iogate:problem:database-unavailable"  # type: ignore[index]
+            status, _, _ = await client.post("/v1/tasks", sql)
+            assert status == 503
+            status, _, _ = await client.get("/v1/stats")
+            assert status == 200  # the rest of the gateway is unaffected
+            await asyncio.to_thread(own.start)  # empty: a Redis without persistence
+            status, _, answer = await client.post("/v1/tasks", sql)
+            assert status == 202, answer
+            task_id = answer["id"]  # type: ignore[index]
+
+            async def succeeded() -> bool:
+                task = (await client.get(f"/v1/tasks/{task_id}"))[2]
+                return bool(task["status"] == "succeeded")  # type: ignore[index]
+
+            await until(succeeded, timeout_s=15, what="the queue works again")
