@@ -1,5 +1,5 @@
-"""The ``iogate`` command: ``serve``, ``check``, ``init``, ``keys create``, ``query``,
-``batch``, ``roles sql``.
+"""The ``iogate`` command: ``serve``, ``worker``, ``check``, ``init``, ``keys create``,
+``query``, ``batch``, ``roles sql``.
 
 Exit codes: 0 success, 1 a resource failed its check (or ``serve`` could not
 open one), 2 invalid configuration or usage (a privileged PostgreSQL login
@@ -206,6 +206,66 @@ def _report_startup_failures(app: Any) -> list[BaseException]:
 
     router.lifespan = lifespan
     return failures
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, max=1024, help="Tasks run at once (default [tasks] max_concurrency)."),
+    ] = None,
+) -> None:
+    """Run background tasks of a distributed ``[tasks]`` backend, without HTTP.
+
+    Takes tasks from the queue that every ``iogate serve`` of the deployment
+    submits to (``[tasks] consume = false`` there leaves all the running to
+    workers). On SIGTERM/SIGINT running tasks get ``[tasks] drain_timeout``
+    seconds, then go back to the queue. Exits 2 with the embedded backend,
+    whose tasks run inside ``iogate serve``.
+    """
+    from iogate.observability._logging import configure_logging
+
+    cfg = cli_data.load_or_exit(config)
+    configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
+    if cfg.tasks.backend == "embedded" or not cfg.tasks.enabled:
+        typer.echo(
+            'iogate: worker needs a distributed [tasks] backend (backend = "saq"); '
+            "embedded tasks run inside iogate serve",
+            err=True,
+        )
+        raise typer.Exit(2)
+    update: dict[str, Any] = {"consume": True}
+    if concurrency is not None:
+        update["max_concurrency"] = concurrency
+    cfg = cfg.model_copy(update={"tasks": cfg.tasks.model_copy(update=update)})
+    try:
+        asyncio.run(_work(cfg))
+    except ConfigError as exc:
+        typer.echo(f"iogate: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except IogateError as exc:
+        typer.echo(f"iogate: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _work(cfg: IogateConfig) -> None:
+    """Open the gateway (its resources run the tasks' steps) and its task
+    consumers; return on SIGTERM or SIGINT, closing it."""
+    import signal
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    async with Gateway(cfg) as gateway:
+        typer.echo(
+            f"iogate {__version__}: worker on task queue {cfg.tasks.queue!r}, "
+            f"{cfg.tasks.max_concurrency} at once",
+            err=True,
+        )
+        assert gateway.tasks is not None
+        await stopping.wait()
 
 
 @app.command()

@@ -44,7 +44,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.exceptions import HTTPException
@@ -70,6 +70,9 @@ from iogate.server.routes import tasks as _tasks
 from iogate.server.routes import upstreams as _upstreams
 from iogate.tasks import TaskManager
 from iogate.wire.principal import Principal
+
+if TYPE_CHECKING:
+    from iogate.tasks.distributed import SaqTaskManager
 
 __all__ = [
     "CacheDep",
@@ -233,8 +236,9 @@ async def files(request: Request) -> FileStore:
     return store
 
 
-async def tasks(request: Request) -> TaskManager:
-    """The Gateway's background tasks (``Depends(iogate.fastapi.tasks)``).
+async def tasks(request: Request) -> TaskManager | SaqTaskManager:
+    """The Gateway's background tasks (``Depends(iogate.fastapi.tasks)``): the
+    embedded :class:`TaskManager`, or the SAQ-backed manager with ``backend = "saq"``.
 
     Raises:
         UnknownResourceError: tasks are off (no SQL database for them; 404).

@@ -40,6 +40,7 @@ from iogate.tasks.manager import TaskManager
 
 if TYPE_CHECKING:
     from iogate.databases.mongodb import MongoDatabase
+    from iogate.tasks.distributed import SaqTaskManager
 
 __all__ = ["Gateway"]
 
@@ -111,8 +112,9 @@ class Gateway(AsyncResource):
                 files.base_dir, max_file_bytes=files.max_file_bytes, chunk_bytes=files.chunk_bytes
             )
         self._task_database: SQLDatabase | None = None
-        self.tasks: TaskManager | None = self._build_tasks()
-        """Background tasks (``[tasks]``; ``None`` without an SQL database for them)."""
+        self.tasks: TaskManager | SaqTaskManager | None = self._build_tasks()
+        """Background tasks (``[tasks]``): the embedded store, or the SAQ queue of
+        ``backend = "saq"``; ``None`` when off or without an SQL database for them."""
         for name, db in self._databases.items():
             self.observability.attach(
                 name, kind=db.kind, pipeline=self._pipelines[name], pool=db.stats
@@ -267,11 +269,13 @@ class Gateway(AsyncResource):
         self._pipelines[name] = pipeline
         return upstream
 
-    def _build_tasks(self) -> TaskManager | None:
+    def _build_tasks(self) -> TaskManager | SaqTaskManager | None:
         """The task manager, on its own connections to the task database: its
         bookkeeping is not counted in the database's metrics nor subject to its
         breaker and rate limit (a user's ``/v1/stats`` shows only their calls)."""
         cfg = self.config.tasks
+        if cfg.enabled and cfg.backend == "saq":
+            return self._build_queue_tasks()
         name = cfg.database if cfg.database is not None else "main"
         db_cfg = self.config.databases.get(name)
         if not cfg.enabled:
@@ -289,6 +293,48 @@ class Gateway(AsyncResource):
             max_queued=cfg.max_queued,
             drain_timeout_s=cfg.drain_timeout,
             max_result_bytes=cfg.max_result_bytes,
+        )
+        manager.register("batch", batch_runner(self))
+        return manager
+
+    def _build_queue_tasks(self) -> SaqTaskManager:
+        """``[tasks] backend = "saq"``: the queue's Redis is ``url``, else the URL
+        of the Redis database ``database``, else ``[cache] redis_url``."""
+        cfg = self.config.tasks
+        url = cfg.url
+        if url is None and cfg.database is not None:
+            db_cfg = self.config.databases.get(cfg.database)
+            if db_cfg is None or db_cfg.kind != "redis":
+                raise ConfigError(
+                    "no Redis database of that name is configured", key="tasks.database"
+                )
+            url = db_cfg.url
+        url = url or self.config.cache.redis_url
+        if url is None:
+            raise ConfigError(
+                'backend = "saq" needs a Redis: set url, a Redis database, or [cache] redis_url',
+                key="tasks.url",
+            )
+        try:
+            from iogate.tasks.distributed import SaqTaskManager
+        except ImportError as exc:  # the optional dependency
+            raise ConfigError(
+                f"backend = \"saq\" needs the cluster extra: pip install 'iogate[cluster]' ({exc})",
+                key="tasks.backend",
+            ) from None
+        manager = SaqTaskManager(
+            url,
+            queue=cfg.queue,
+            consume=cfg.consume,
+            max_concurrency=cfg.max_concurrency,
+            max_queued=cfg.max_queued,
+            drain_timeout_s=cfg.drain_timeout,
+            max_result_bytes=cfg.max_result_bytes,
+            max_attempts=cfg.max_attempts,
+            heartbeat_timeout_s=cfg.heartbeat_timeout_s,
+            sweep_interval_s=cfg.sweep_interval_s,
+            retention_s=cfg.retention_s,
+            redis_timeout_s=cfg.redis_timeout_s,
         )
         manager.register("batch", batch_runner(self))
         return manager

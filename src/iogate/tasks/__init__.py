@@ -4,6 +4,10 @@ Tasks run with bounded concurrency; their state (queued / running /
 succeeded / failed / cancelled / interrupted), progress, result or problem
 are stored in an SQL database through iogate's own API. See
 :mod:`iogate.tasks.manager` for the restart and shutdown rules.
+
+:mod:`iogate.tasks.distributed` (``SaqTaskManager``, not imported here: it needs
+the ``cluster`` extra) runs the same API on the SAQ queue in Redis, shared by
+every gateway process (``[tasks] backend = "saq"``).
 """
 
 from iogate.tasks.config import TasksConfig

@@ -64,17 +64,24 @@ TaskWork = Coroutine[Any, Any, Any] | Callable[["TaskContext"], Awaitable[Any]]
 
 
 class TaskContext:
-    """Given to a task's function: its id and a progress reporter."""
+    """Given to a task's function: its id and a progress reporter.
 
-    __slots__ = ("_job", "id")
+    Args:
+        task_id: the task's id.
+        report: called with ``(done, total)`` by :meth:`progress` (the manager
+            running the task keeps or stores it).
+    """
 
-    def __init__(self, job: _Job) -> None:
-        self._job = job
-        self.id = job.record.id
+    __slots__ = ("_report", "id")
+
+    def __init__(self, task_id: str, report: Callable[[int, int | None], None]) -> None:
+        self._report = report
+        self.id = task_id
 
     def progress(self, done: int, total: int | None = None) -> None:
-        """Report ``done`` steps of ``total`` (kept in memory, stored at the end)."""
-        self._job.record = replace(self._job.record, done=done, total=total)
+        """Report ``done`` steps of ``total`` (kept in memory; the embedded store
+        writes it at the end, a distributed backend with each heartbeat)."""
+        self._report(done, total)
 
 
 @dataclass(eq=False)
@@ -86,6 +93,9 @@ class _Job:
     coro: Coroutine[Any, Any, Any] | None = None  # a submitted coroutine, closed if never run
     begun: bool = False  # _drive entered its try block (a cancel is then handled there)
     outcome: list[Any] = field(default_factory=list)  # [value] or [exception]
+
+    def report(self, done: int, total: int | None) -> None:
+        self.record = replace(self.record, done=done, total=total)
 
 
 class TaskHandle:
@@ -407,7 +417,7 @@ class TaskManager(AsyncResource):
                     attempts=job.record.attempts + 1,
                 )
                 await self.store.update(job.record)
-                value = await job.work(TaskContext(job))
+                value = await job.work(TaskContext(job.record.id, job.report))
             job.outcome[:] = [value]
             job.record = self._succeeded(job.record, value)
         except asyncio.CancelledError:

@@ -13,12 +13,14 @@ A caller sees only the tasks it submitted (by key name); ``admin`` sees all,
 also library tasks. Status and results are stored in the ``[tasks]``
 database and survive a restart; tasks running when the process died are
 ``interrupted``, or re-run under the same id when submitted ``idempotent``.
+With ``[tasks] backend = "saq"`` they live in the Redis queue that every
+gateway process shares: any process answers for any task (README "Deployment").
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from pydantic import Field
@@ -33,6 +35,9 @@ from iogate.server.problems import ProblemType, problem_body, problem_response
 from iogate.tasks._batch_jobs import batch_definition, check_scopes
 from iogate.tasks.manager import TaskManager
 from iogate.tasks.models import TaskNotFoundError, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from iogate.tasks.distributed import SaqTaskManager
 
 __all__ = ["TaskSubmitRequest", "router"]
 
@@ -77,7 +82,7 @@ def _json(payload: Any, status: int = 200) -> Response:
         return Response(text, status_code=status, media_type="application/json")
 
 
-def _manager(request: Request) -> TaskManager:
+def _manager(request: Request) -> TaskManager | SaqTaskManager:
     manager = gateway_of(request).tasks
     if manager is None:
         raise _Refused(_NOT_CONFIGURED, "this gateway has no SQL database for tasks")
@@ -91,7 +96,7 @@ def _visible(record: TaskRecord, principal: Principal) -> bool:
     return bool(owner.get("name") == principal.name)
 
 
-async def _owned(request: Request, task_id: str) -> tuple[TaskManager, TaskRecord]:
+async def _owned(request: Request, task_id: str) -> tuple[TaskManager | SaqTaskManager, TaskRecord]:
     manager = _manager(request)
     record = await manager.get(task_id)
     if not _visible(record, principal_of(request)):
