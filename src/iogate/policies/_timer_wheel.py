@@ -35,11 +35,11 @@ def cancelled_by_timer(task: asyncio.Task[Any], baseline: int, exc: BaseExceptio
     """Whether ``exc``, raised in ``task`` after its timer's slot fired, is that timer's doing.
 
     ``baseline`` is ``task.cancelling()`` when the timer was armed. The test of
-    ``asyncio.timeout``: the cancellation is ours when uncancelling it brings the
-    count back to the baseline (nobody else cancelled too) and ``exc`` is the
-    ``CancelledError`` it raised. Call it once, only when the slot fired.
+    ``asyncio.timeout``: the cancellation is ours when, once uncancelled (by
+    :meth:`TimerWheel.remove`), the count is back at the baseline (nobody else
+    cancelled too) and ``exc`` is the ``CancelledError`` it raised.
     """
-    return task.uncancel() <= baseline and isinstance(exc, asyncio.CancelledError)
+    return task.cancelling() <= baseline and isinstance(exc, asyncio.CancelledError)
 
 
 class TimerWheel:
@@ -48,7 +48,8 @@ class TimerWheel:
     ``add(at, task)`` registers ``task`` to be cancelled once the clock passes
     ``at``, rounded *up* to ``granularity``, and returns the slot's bucket;
     ``remove(bucket, task)`` unregisters it and tells whether the slot expired
-    (and so cancelled ``task``; ``FIRED in bucket`` tells the same). Every call
+    (and so cancelled ``task``, a cancellation it then withdraws with
+    ``task.uncancel()``; ``FIRED in bucket`` tells the same). Every call
     expiring in one slot shares one timer, so a registration costs a dict
     update, not a timer.
 
@@ -147,14 +148,22 @@ class TimerWheel:
 
     @staticmethod
     def remove(bucket: _Bucket, task: asyncio.Task[Any]) -> bool:
-        """Undo one :meth:`add` of ``task`` to ``bucket``; return whether the slot fired
-        (then ``task`` was cancelled by the wheel: see :func:`cancelled_by_timer`)."""
+        """Undo one :meth:`add` of ``task`` to ``bucket``; return whether the slot fired.
+
+        If it fired, the wheel cancelled ``task``: the cancellation request is
+        withdrawn (``task.uncancel()``), so a call that swallowed it leaks nothing;
+        a ``CancelledError`` already raised still propagates, and
+        :func:`cancelled_by_timer` tells whether it was the wheel's.
+        """
         n = bucket[task]
         if n == 1:
             del bucket[task]
         else:
             bucket[task] = n - 1
-        return FIRED in bucket
+        if FIRED in bucket:
+            task.uncancel()
+            return True
+        return False
 
     def _fire(self, key: int) -> None:
         bucket = self._buckets.pop(key, None)

@@ -158,8 +158,7 @@ class Timeout:
                 elapsed = self._clock.monotonic() - start
                 raise self.expired(operation=operation, attempts=1, elapsed=elapsed) from None
             raise
-        if TimerWheel.remove(bucket, task):
-            task.uncancel()  # fn swallowed our cancellation: do not leak it
+        TimerWheel.remove(bucket, task)  # if fn swallowed our cancellation, it is withdrawn
         return result
 
     def snapshot(self) -> TimeoutSnapshot:

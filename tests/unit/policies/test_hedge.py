@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iogate.errors import UpstreamConnectionError
+from iogate.errors import OperationTimeout, UpstreamConnectionError
 from iogate.policies import (
     FakeClock,
     Hedge,
@@ -159,3 +159,20 @@ def test_bounds() -> None:
         Hedge(max_hedges=0)
     with pytest.raises(ValueError, match="window"):
         Hedge(min_samples=10, window=5)
+
+
+async def test_the_deadline_cuts_a_hedged_call_and_every_attempt(clock: FakeClock) -> None:
+    # No attempt timeout: the pipeline times the hedged attempt on its deadline's wheel.
+    hedge = Hedge(delay=1.0, max_hedges=1, clock=clock)
+    p = Pipeline(resource="api", hedge=hedge, deadline=5.0, clock=clock)
+    replica = Replica(clock, [100.0, 100.0])
+    task = asyncio.create_task(p.run(replica, operation="GET"))
+    await settle()
+    await advance(clock, 5.1, steps=51)
+    with pytest.raises(OperationTimeout, match="deadline of 5s") as info:
+        await task
+    assert info.value.elapsed_s == pytest.approx(5.0, abs=0.1)
+    assert replica.started == 2
+    assert sorted(replica.cancelled) == [0, 1]
+    assert p.snapshot().deadline_timeouts == 1
+    assert clock.pending == 0

@@ -398,6 +398,28 @@ async def test_deadline_caps_the_attempt_timeout_and_skips_hopeless_backoff(
     assert "deadline" in str(info.value)
 
 
+async def test_a_call_that_swallows_the_deadline_leaks_no_cancellation(clock: FakeClock) -> None:
+    p = Pipeline(resource="db", deadline=2.0, clock=clock)
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "kept going"
+        return "woken"
+
+    async def caller() -> tuple[str, int]:
+        result = await p.run(stubborn, operation="f")
+        me = asyncio.current_task()
+        assert me is not None
+        return result, me.cancelling()
+
+    task = asyncio.create_task(caller())
+    await settle()
+    await advance(clock, 2.1, steps=3)
+    assert await task == ("kept going", 0)
+
+
 async def test_deadline_travels_to_the_call(clock: FakeClock) -> None:
     p = Pipeline(resource="db", deadline=8.0, clock=clock)
     seen: list[float | None] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -184,3 +185,27 @@ def test_bounds() -> None:
         deadline_scope(-1)
     with pytest.raises(ValueError, match="granularity"):
         TimerWheel(granularity=0, clock=FakeClock())
+
+
+async def test_timer_wheel_remove_withdraws_the_cancellation_of_a_fired_slot(
+    clock: FakeClock,
+) -> None:
+    wheel = TimerWheel(granularity=1.0, clock=clock)
+    seen: list[tuple[bool, int]] = []
+
+    async def armed(at: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        bucket = wheel.add(at, task)
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed, as a careless call would
+            await clock.sleep(10.0)
+        seen.append((TimerWheel.remove(bucket, task), task.cancelling()))
+
+    quiet = asyncio.create_task(armed(50.0))
+    fired = asyncio.create_task(armed(2.0))
+    await settle()
+    await advance(clock, 2.0)  # the slot of 2.0 fires: the wheel cancels `fired`
+    await advance(clock, 10.0)
+    await asyncio.gather(quiet, fired)
+    # The fired slot's cancellation is withdrawn (count back to 0); the other never fired.
+    assert sorted(seen) == [(False, 0), (True, 0)]
