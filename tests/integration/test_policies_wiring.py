@@ -65,7 +65,7 @@ async def test_default_policies_apply_when_the_config_names_none(sqlite_path: st
     config = parse_config({"databases": {"main": {"url": f"sqlite:///{sqlite_path}"}}}, environ={})
     async with Gateway(config) as gateway:
         assert await gateway.database("main").fetch_val("SELECT 1") == 1
-        snap = gateway.pipeline("main").snapshot()
+        snap = gateway.pipeline("main").stats()
         assert snap.circuit_breaker is not None
         assert snap.circuit_breaker.state is CircuitState.CLOSED
         assert snap.retry is not None

@@ -166,7 +166,7 @@ class RedisTier:
         self._gate = Bulkhead(
             max_concurrent=max_connections,
             max_queued=1_000_000,
-            max_wait=timeout_s,
+            max_wait_s=timeout_s,
             name=f"cache:{namespace}",
         )
         self._url = url
@@ -181,7 +181,7 @@ class RedisTier:
             window_size=10,
             minimum_calls=5,
             permitted_calls_in_half_open=1,
-            wait_in_open=5.0,
+            wait_in_open_s=5.0,
             clock=self._clock,
         )
         self._client: aioredis.Redis | None = None

@@ -231,7 +231,7 @@ class RedisDatabase(Database):
         self._gate = Bulkhead(
             max_concurrent=max_connections,
             max_queued=_MAX_QUEUED,
-            max_wait=_MAX_SLOT_WAIT_S,
+            max_wait_s=_MAX_SLOT_WAIT_S,
             name=name,
         )
         self._meter = PoolMeter()

@@ -13,7 +13,10 @@ Durations are float seconds; ratios are in [0, 1]. Example::
     bulkhead = { max_concurrent = 64, max_queued = 1000, max_wait = 1.0 }
     hedge = { delay = 0.05, max_hedges = 1 }
 
-Every model forbids unknown keys and is frozen. :func:`build_pipeline` turns a
+Every model forbids unknown keys and is frozen. The keys keep their documented
+names (``timeout``, ``max_wait``, ``ttl``...); each model's ``to_policy()`` passes
+them to the policy's Python parameters, whose names carry the unit
+(``timeout_s``, ``max_wait_s``, ``ttl_s``...). :func:`build_pipeline` turns a
 :class:`PoliciesConfig` into a :class:`~iogate.policies.Pipeline`, with one
 :class:`~iogate.policies.RetryBudget` shared by the retry and the hedge.
 """
@@ -77,9 +80,9 @@ class RetryConfig(BaseModel):
         return Backoff(
             kind=BackoffKind(self.backoff),
             jitter=Jitter(self.jitter),
-            initial=self.initial,
+            initial_s=self.initial,
             multiplier=self.multiplier,
-            max_delay=self.max_delay,
+            max_delay_s=self.max_delay,
         )
 
     def to_policy(
@@ -96,7 +99,7 @@ class RetryConfig(BaseModel):
             retry_on=retry_on,
             max_attempts=self.max_attempts,
             backoff=self.to_backoff(),
-            max_retry_after=self.max_retry_after,
+            max_retry_after_s=self.max_retry_after,
             budget=budget,
             name=name,
             clock=clock,
@@ -116,7 +119,7 @@ class RetryBudgetConfig(BaseModel):
 
     def to_policy(self, *, clock: Clock) -> RetryBudget:
         """The :class:`~iogate.policies.RetryBudget` this describes."""
-        return RetryBudget(ratio=self.ratio, min_per_s=self.min_per_s, ttl=self.ttl, clock=clock)
+        return RetryBudget(ratio=self.ratio, min_per_s=self.min_per_s, ttl_s=self.ttl, clock=clock)
 
 
 class CircuitBreakerConfig(BaseModel):
@@ -155,14 +158,14 @@ class CircuitBreakerConfig(BaseModel):
             name=name,
             failure_rate_threshold=self.failure_rate,
             slow_call_rate_threshold=self.slow_call_rate,
-            slow_call_duration=self.slow_call_duration,
+            slow_call_duration_s=self.slow_call_duration,
             window_type=WindowType(self.window_type),
             window_size=self.window,
             minimum_calls=self.minimum_calls,
             permitted_calls_in_half_open=self.half_open_calls,
-            wait_in_open=self.wait_in_open,
+            wait_in_open_s=self.wait_in_open,
             wait_multiplier=self.wait_multiplier,
-            max_wait_in_open=self.max_wait_in_open,
+            max_wait_in_open_s=self.max_wait_in_open,
             record_on=record_on,
             clock=clock,
             on_event=on_event,
@@ -181,7 +184,7 @@ class RateLimitConfig(BaseModel):
     def to_policy(self, *, name: str, clock: Clock) -> RateLimiter:
         """The in-process :class:`~iogate.policies.RateLimiter` this describes."""
         return RateLimiter(
-            rate=self.rate, burst=self.burst, max_wait=self.max_wait, name=name, clock=clock
+            rate=self.rate, burst=self.burst, max_wait_s=self.max_wait, name=name, clock=clock
         )
 
 
@@ -199,7 +202,7 @@ class BulkheadConfig(BaseModel):
         return Bulkhead(
             max_concurrent=self.max_concurrent,
             max_queued=self.max_queued,
-            max_wait=self.max_wait,
+            max_wait_s=self.max_wait,
             name=name,
             clock=clock,
         )
@@ -219,7 +222,7 @@ class HedgeConfig(BaseModel):
         """The :class:`~iogate.policies.Hedge` this describes (a percentile over the
         last ``max(1000, min_samples)`` latencies), drawing on ``budget``."""
         return Hedge(
-            delay=self.delay,
+            delay_s=self.delay,
             percentile=self.percentile,
             max_hedges=self.max_hedges,
             min_samples=self.min_samples,
@@ -302,7 +305,7 @@ def build_pipeline(
         rate_limiter=c.rate_limit.to_policy(name=resource, clock=clock) if c.rate_limit else None,
         bulkhead=c.bulkhead.to_policy(name=resource, clock=clock) if c.bulkhead else None,
         timeout=Timeout(c.timeout, name=resource, clock=clock) if c.timeout else None,
-        deadline=c.deadline,
+        deadline_s=c.deadline,
         hedge=c.hedge.to_policy(budget=budget, name=resource, clock=clock) if c.hedge else None,
         recorder=recorder,
         clock=clock,

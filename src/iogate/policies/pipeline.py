@@ -115,17 +115,18 @@ class Pipeline:
 
     Args:
         resource: the resource's name; put on errors and records.
-        retry, circuit_breaker, rate_limiter, bulkhead, hedge, fallback: the policies
-            (each optional).
-        timeout: the attempt timeout, a :class:`Timeout` or seconds.
-        deadline: the overall deadline of a call, seconds (> 0).
+        retry, circuit_breaker, rate_limiter, bulkhead, timeout, hedge, fallback: the
+            policies (each optional); ``timeout`` is the attempt timeout.
+        timeout_s: the attempt timeout in seconds, for ``timeout=Timeout(timeout_s)``.
+        deadline_s: the overall deadline of a call, seconds (> 0).
         recorder: receives one :class:`CallRecorder` record per call.
         on_event: listener for the deadline's :class:`~iogate.policies.TimeoutFired`
             (each policy has its own ``on_event``).
         clock: time source for the deadline and durations.
 
     Raises:
-        ValueError: ``deadline`` is not positive.
+        ValueError: ``deadline_s`` is not positive, or both ``timeout`` and
+            ``timeout_s`` are given.
     """
 
     __slots__ = (
@@ -146,7 +147,7 @@ class Pipeline:
         "budget",
         "bulkhead",
         "circuit_breaker",
-        "deadline",
+        "deadline_s",
         "fallback",
         "hedge",
         "on_event",
@@ -165,27 +166,30 @@ class Pipeline:
         circuit_breaker: CircuitBreaker | None = None,
         rate_limiter: RateLimiter | None = None,
         bulkhead: Bulkhead | None = None,
-        timeout: Timeout | float | None = None,
-        deadline: float | None = None,
+        timeout: Timeout | None = None,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
         hedge: Hedge | None = None,
         fallback: Fallback | None = None,
         recorder: CallRecorder | None = None,
         on_event: EventListener | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if deadline is not None and not deadline > 0:
-            raise ValueError(f"deadline must be > 0, got {deadline!r}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s!r}")
+        if timeout is not None and timeout_s is not None:
+            raise ValueError("give timeout or timeout_s, not both")
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
-        if timeout is not None and not isinstance(timeout, Timeout):
-            timeout = Timeout(timeout, name=resource, clock=self._clock)
+        if timeout_s is not None:
+            timeout = Timeout(timeout_s, name=resource, clock=self._clock)
         self.resource = resource
         self.retry = retry
         self.circuit_breaker = circuit_breaker
         self.rate_limiter = rate_limiter
         self.bulkhead = bulkhead
         self.timeout = timeout
-        self.deadline = float(deadline) if deadline is not None else None
+        self.deadline_s = float(deadline_s) if deadline_s is not None else None
         self.hedge = hedge
         self.fallback = fallback
         self.recorder = recorder
@@ -199,7 +203,7 @@ class Pipeline:
         # Hedged attempts run their timeout inside Hedge.run (Timeout.run): the
         # pipeline arms the attempt timer itself only without a hedge.
         self._tmo_wheel = timeout.wheel if timeout is not None and hedge is None else None
-        self._tmo_s = timeout.seconds if timeout is not None and hedge is None else math.inf
+        self._tmo_s = timeout.timeout_s if timeout is not None and hedge is None else math.inf
         self.on_event = on_event
         # Without an attempt timer of its own, the pipeline times each attempt (a
         # hedged one included: its tasks are children of this one) on a wheel of its
@@ -207,12 +211,12 @@ class Pipeline:
         # Waits outside the attempt are bounded by the deadline already (limiter,
         # bulkhead, backoff), so they need no timer.
         self._dl_wheel = (
-            TimerWheel(granularity=TimerWheel.granularity_for(self.deadline), clock=self._clock)
-            if self.deadline is not None and self._tmo_wheel is None
+            TimerWheel(granularity_s=TimerWheel.granularity_for(self.deadline_s), clock=self._clock)
+            if self.deadline_s is not None and self._tmo_wheel is None
             else None
         )
         self._bare = not any(
-            (retry, circuit_breaker, rate_limiter, bulkhead, timeout, deadline, hedge, fallback)
+            (retry, circuit_breaker, rate_limiter, bulkhead, timeout, deadline_s, hedge, fallback)
         )
         self._ok = 0
         self._failed = 0
@@ -273,7 +277,7 @@ class Pipeline:
             # -- deadline: the caller's, or ours if tighter (then timed on our wheel) ----------
             outer = DEADLINE.get()
             deadline_at = None if outer is None else start + (outer[0] - outer[1]())
-            dl = self.deadline
+            dl = self.deadline_s
             if dl is not None and (deadline_at is None or start + dl < deadline_at):
                 deadline_at = start + dl
                 token = DEADLINE.set((deadline_at, now))
@@ -294,7 +298,7 @@ class Pipeline:
                 # -- enter the policies (breaker, rate limiter, bulkhead), then the attempt ----
                 if cb is not None and (permit := cb.closed_permit) < 0:
                     permit = cb.permit(t0)
-                if rl is not None and (wait := rl_take(t0, rl.max_wait, deadline_at)) != 0.0:
+                if rl is not None and (wait := rl_take(t0, rl.max_wait_s, deadline_at)) != 0.0:
                     t0 = await self._wait_token(rl, wait, t0, cb, permit)
                 if bh is not None and not bh.try_enter():
                     t0 = await self._wait_slot(bh, cb, permit, rl)
@@ -422,7 +426,7 @@ class Pipeline:
                     cb.on_error(permit, dl_error, t1 - t0, t1)
                 raise dl_error from None
             assert self.timeout is not None
-            err = self.timeout.expired(operation=operation, attempts=attempt, elapsed=t1 - start)
+            err = self.timeout.expired(operation=operation, attempts=attempt, elapsed_s=t1 - start)
         if cb is not None:
             cb.on_error(permit, err, t1 - t0, t1)
         if last_exc is not None and err.__context__ is None and err is not last_exc:
@@ -431,7 +435,7 @@ class Pipeline:
             delay = retry.next_delay(
                 err,
                 attempt=attempt,
-                previous_delay=prev_delay,
+                previous_delay_s=prev_delay,
                 now=t1,
                 deadline_at=deadline_at,
                 operation=operation,
@@ -460,7 +464,7 @@ class Pipeline:
         return retry.next_delay(
             None,
             attempt=attempt,
-            previous_delay=prev_delay,
+            previous_delay_s=prev_delay,
             now=t1,
             deadline_at=deadline_at,
             operation=operation,
@@ -486,26 +490,25 @@ class Pipeline:
         self.recorder.record(self.resource, operation, "ok", self._now() - start, fn)
         return result
 
-    def _deadline_error(self, operation: str, attempts: int, elapsed: float) -> OperationTimeout:
+    def _deadline_error(self, operation: str, attempts: int, elapsed_s: float) -> OperationTimeout:
         """Count a deadline timeout, emit :class:`TimeoutFired`, return the error."""
         self._deadline_timeouts += 1
+        dl = self.deadline_s
         if self.on_event is not None:
             self.on_event(
                 TimeoutFired(
                     policy=self.resource,
                     at=self._now(),
                     kind="deadline",
-                    seconds=self.deadline if self.deadline is not None else elapsed,
+                    timeout_s=dl if dl is not None else elapsed_s,
                 )
             )
         return OperationTimeout(
-            f"deadline of {self.deadline:g}s exceeded"
-            if self.deadline is not None
-            else "deadline exceeded",
+            f"deadline of {dl:g}s exceeded" if dl is not None else "deadline exceeded",
             resource=self.resource,
             operation=operation,
             attempts=max(attempts, 1),
-            elapsed_s=elapsed,
+            elapsed_s=elapsed_s,
         )
 
     async def _fail(
@@ -539,28 +542,28 @@ class Pipeline:
             return await fb.recover(err, now=self._now())
         raise err
 
-    def snapshot(self) -> PipelineSnapshot:
+    def stats(self) -> PipelineSnapshot:
         """Frozen counters of the pipeline and every policy."""
         return PipelineSnapshot(
             resource=self.resource,
             ok=self._ok,
             failed=self._failed,
-            deadline_s=self.deadline,
+            deadline_s=self.deadline_s,
             deadline_timeouts=self._deadline_timeouts,
-            retry=self.retry.snapshot() if self.retry else None,
-            retry_budget=self.budget.snapshot() if self.budget else None,
-            circuit_breaker=self.circuit_breaker.snapshot() if self.circuit_breaker else None,
-            rate_limiter=self.rate_limiter.snapshot() if self.rate_limiter else None,
-            bulkhead=self.bulkhead.snapshot() if self.bulkhead else None,
-            timeout=self.timeout.snapshot() if self.timeout else None,
-            hedge=self.hedge.snapshot() if self.hedge else None,
-            fallback=self.fallback.snapshot() if self.fallback else None,
+            retry=self.retry.stats() if self.retry else None,
+            retry_budget=self.budget.stats() if self.budget else None,
+            circuit_breaker=self.circuit_breaker.stats() if self.circuit_breaker else None,
+            rate_limiter=self.rate_limiter.stats() if self.rate_limiter else None,
+            bulkhead=self.bulkhead.stats() if self.bulkhead else None,
+            timeout=self.timeout.stats() if self.timeout else None,
+            hedge=self.hedge.stats() if self.hedge else None,
+            fallback=self.fallback.stats() if self.fallback else None,
         )
 
     def __repr__(self) -> str:
         parts = [f"resource={self.resource!r}"]
-        if self.deadline is not None:
-            parts.append(f"deadline={self.deadline:g}")
+        if self.deadline_s is not None:
+            parts.append(f"deadline_s={self.deadline_s:g}")
         for name in ("retry", "circuit_breaker", "rate_limiter", "bulkhead", "hedge", "timeout"):
             policy = getattr(self, name)
             if policy is not None:

@@ -48,7 +48,7 @@ async def test_timeout_really_cancels_the_attempt(clock: FakeClock) -> None:
     assert (err.resource, err.operation) == ("api", "GET")
     assert err.elapsed_s == pytest.approx(1.0, abs=0.02)
     assert isinstance(events[0], TimeoutFired)
-    assert tmo.snapshot().timeouts == 1
+    assert tmo.stats().timeouts == 1
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
@@ -78,7 +78,7 @@ async def test_outside_cancellation_is_not_a_timeout(clock: FakeClock) -> None:
 
 
 async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
-    wheel = TimerWheel(granularity=0.01, clock=clock)
+    wheel = TimerWheel(granularity_s=0.01, clock=clock)
 
     async def sleeper() -> None:
         await clock.sleep(100)
@@ -94,7 +94,7 @@ async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
 
 
 async def test_timer_wheel_arms_one_timer_for_all_its_slots(clock: FakeClock) -> None:
-    wheel = TimerWheel(granularity=1.0, clock=clock)
+    wheel = TimerWheel(granularity_s=1.0, clock=clock)
 
     async def sleeper() -> None:
         await clock.sleep(100)
@@ -179,18 +179,18 @@ async def test_timeout_or_default(clock: FakeClock) -> None:
 
 
 def test_bounds() -> None:
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ValueError, match="timeout_s"):
         Timeout(0)
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ValueError, match="deadline_s"):
         deadline_scope(-1)
-    with pytest.raises(ValueError, match="granularity"):
-        TimerWheel(granularity=0, clock=FakeClock())
+    with pytest.raises(ValueError, match="granularity_s"):
+        TimerWheel(granularity_s=0, clock=FakeClock())
 
 
 async def test_timer_wheel_remove_withdraws_the_cancellation_of_a_fired_slot(
     clock: FakeClock,
 ) -> None:
-    wheel = TimerWheel(granularity=1.0, clock=clock)
+    wheel = TimerWheel(granularity_s=1.0, clock=clock)
     seen: list[tuple[bool, int]] = []
 
     async def armed(at: float) -> None:
