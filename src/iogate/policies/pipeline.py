@@ -23,10 +23,15 @@ Why this order:
 * **attempt timeout** innermost: it bounds each attempt, hedged ones included.
 
 Performance: the policies are not nested coroutines. :meth:`Pipeline.run` is a
-single coroutine that calls each policy's synchronous fast path (a breaker
-permit, a token, a slot) and awaits only when a policy must wait. Deadlines and
-attempt timeouts share coarse timers (:class:`~iogate.policies.TimerWheel`), so
-no ``asyncio.timeout`` is armed per call.
+single coroutine, one loop turn per attempt: it calls each policy's synchronous
+fast path (``CircuitBreaker.permit`` / ``on_success``, ``RateLimiter.take``,
+``Bulkhead.try_enter`` / ``release``, ``RetryBudget.deposit``), awaits the
+attempt in its own frame, and awaits a policy only when it must wait. Each
+attempt is timed on a coarse, shared timer (:class:`~iogate.policies.TimerWheel`),
+so no ``asyncio.timeout`` is armed per call: the attempt timeout's, capped at the
+deadline, or without one the deadline's own wheel, armed at the deadline. Waits
+between attempts need no timer: the limiter's and the bulkhead's are bounded by
+the deadline, and a backoff that would overrun it is not taken.
 """
 
 from __future__ import annotations
