@@ -7,7 +7,7 @@ backend passes on as its statement timeout instead of arming one more timer. A
 nested scope only arms a timer when it is tighter than the one it is nested in.
 
 :class:`deadline_scope` sets one around a block; :class:`~iogate.policies.Pipeline`
-sets one around a call whose policies have a ``deadline``.
+sets one around a call whose policies have a ``deadline_s``.
 """
 
 from __future__ import annotations

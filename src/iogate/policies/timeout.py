@@ -4,7 +4,7 @@ A :class:`Timeout` bounds one attempt. A timed-out attempt is really cancelled
 (``task.cancel()``), and :class:`~iogate.errors.OperationTimeout` (a
 ``TimeoutError``) is raised in its place. Its timer is a slot of a shared
 :class:`~iogate.policies.TimerWheel` (:mod:`._timer_wheel`), so it may fire up
-to ``precision`` seconds late, never early.
+to ``precision_s`` seconds late, never early.
 
 The rest of the timeout machinery lives in its own modules and is re-exported
 here, so ``from iogate.policies.timeout import ...`` keeps working: the deadline
