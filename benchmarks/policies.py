@@ -54,16 +54,16 @@ def _pipeline(*, timeout: float | None) -> Pipeline:
         retry=Retry(
             retry_on=(TransientDatabaseError, ConnectionError),
             max_attempts=3,
-            backoff=Backoff.exponential(initial=0.05, max_delay=2.0),
+            backoff=Backoff.exponential(initial_s=0.05, max_delay_s=2.0),
             budget=budget,
         ),
         circuit_breaker=CircuitBreaker(
-            failure_rate_threshold=0.5, minimum_calls=20, window_size=100, wait_in_open=5.0
+            failure_rate_threshold=0.5, minimum_calls=20, window_size=100, wait_in_open_s=5.0
         ),
         rate_limiter=RateLimiter(rate=1e9, burst=1e9),
-        bulkhead=Bulkhead(max_concurrent=64, max_queued=1000, max_wait=1.0),
-        deadline=30.0,
-        timeout=timeout,
+        bulkhead=Bulkhead(max_concurrent=64, max_queued=1000, max_wait_s=1.0),
+        deadline_s=30.0,
+        timeout_s=timeout,
     )
 
 

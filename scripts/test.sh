@@ -9,7 +9,8 @@ scripts/install-services.sh
 echo "== ruff" >&2
 $BIN/ruff check
 $BIN/ruff format --check
-echo "== mypy --strict" >&2
+echo "== mypy --strict (src, examples)" >&2
 $BIN/mypy
+$BIN/mypy --strict examples
 echo "== pytest" >&2
 $BIN/pytest "$@"

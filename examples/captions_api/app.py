@@ -185,7 +185,7 @@ class CaptionService:
             limiter = RateLimiter(
                 rate=self.settings.user_rate_per_s,
                 burst=self.settings.user_burst,
-                max_wait=0.0,
+                max_wait_s=0.0,
                 name=f"user:{user}",
             )
             self._limiters[user] = limiter

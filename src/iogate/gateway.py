@@ -340,7 +340,7 @@ class Gateway(AsyncResource):
         return manager
 
     def pipeline(self, name: str) -> Pipeline:
-        """The resilience pipeline of the resource ``name`` (for ``snapshot()``, or
+        """The resilience pipeline of the resource ``name`` (for ``stats()``, or
         to force its circuit breaker open / reset it).
 
         Raises:

@@ -29,7 +29,7 @@ def retrying_pipeline(name: str, *, deadline: float | None = None) -> Pipeline:
     return Pipeline(
         resource=name,
         retry=Retry(retry_on=(TransientDatabaseError,), max_attempts=3),
-        deadline=deadline,
+        deadline_s=deadline,
     )
 
 

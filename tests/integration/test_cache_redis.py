@@ -147,7 +147,7 @@ async def test_redis_outage_degrades_to_l1_and_the_tier_recovers(
     own_redis: RedisServer,
 ) -> None:
     breaker = CircuitBreaker(
-        name="cache", window_size=4, minimum_calls=2, wait_in_open=0.2, failure_rate_threshold=0.5
+        name="cache", window_size=4, minimum_calls=2, wait_in_open_s=0.2, failure_rate_threshold=0.5
     )
     loads = 0
 

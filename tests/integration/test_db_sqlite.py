@@ -56,7 +56,7 @@ async def test_fifty_concurrent_writers_never_see_database_is_locked(tmp_path: P
 
 async def test_a_statement_past_its_deadline_is_interrupted(tmp_path: Path) -> None:
     db = SQLiteDatabase(
-        "s", path=str(tmp_path / "s.db"), readers=1, runner=Pipeline(resource="s", deadline=0.2)
+        "s", path=str(tmp_path / "s.db"), readers=1, runner=Pipeline(resource="s", deadline_s=0.2)
     )
     async with db:
         started = time.monotonic()

@@ -65,7 +65,7 @@ async def test_default_policies_apply_when_the_config_names_none(sqlite_path: st
     config = parse_config({"databases": {"main": {"url": f"sqlite:///{sqlite_path}"}}}, environ={})
     async with Gateway(config) as gateway:
         assert await gateway.database("main").fetch_val("SELECT 1") == 1
-        snap = gateway.pipeline("main").snapshot()
+        snap = gateway.pipeline("main").stats()
         assert snap.circuit_breaker is not None
         assert snap.circuit_breaker.state is CircuitState.CLOSED
         assert snap.retry is not None
@@ -102,3 +102,40 @@ async def test_stats_count_every_trip_of_the_breaker(upstream: UpstreamServer) -
     assert cb["state"] == "closed"
     assert cb["transitions"] == {"closed->open": 1, "half_open->closed": 1, "open->half_open": 1}
     assert cb["trips"] == 1
+
+
+async def test_policy_figures_keep_their_json_keys(upstream: UpstreamServer) -> None:
+    """Issue 17 renamed the policies' Python names (``stats()``, ``..._s``); the HTTP
+    API keeps its keys: /v1/stats and /v1/circuit-breakers map them explicitly."""
+    policies = {
+        "retry": FAST_RETRY,
+        "circuit_breaker": {"minimum_calls": 5, "window": 10},
+        "rate_limit": {"rate": 1000.0},
+        "bulkhead": {"max_concurrent": 4},
+        "timeout": 5.0,
+        "deadline": 10.0,
+    }
+    async with serve_app(_config(upstream.base_url, policies)) as client:
+        status, _, _ = await client.post("/v1/upstreams/api/request", {"path": "/echo"})
+        assert status == 200
+        _, _, stats = await client.get("/v1/stats")
+        _, _, breakers = await client.get("/v1/circuit-breakers")
+    api = stats["resources"]["api"]  # type: ignore[index]
+    assert {"retries", "retry_budget_refusals", "circuit_breaker", "rate_limiter"} <= set(api)
+    assert set(api["circuit_breaker"]) == {"state", "trips", "not_permitted", "transitions"}
+    assert api["rate_limiter"] == {"waited": 0, "rejected": 0}
+    assert (api["retries"], api["retry_budget_refusals"]) == (0, 0)
+    (breaker,) = breakers["circuit_breakers"]  # type: ignore[index]
+    assert set(breaker) == {
+        "name",
+        "state",
+        "failure_rate",
+        "slow_call_rate",
+        "buffered_calls",
+        "failed_calls",
+        "successful_calls",
+        "not_permitted_calls",
+        "trips",
+        "retry_after_s",
+    }
+    assert (breaker["name"], breaker["state"], breaker["successful_calls"]) == ("api", "closed", 1)

@@ -112,7 +112,7 @@ async def test_the_deadline_remainder_cancels_a_statement_on_the_server(pg: Post
     from iogate.errors import OperationTimeout
     from iogate.policies import Pipeline
 
-    pipeline = Pipeline(resource="pg", deadline=0.3)
+    pipeline = Pipeline(resource="pg", deadline_s=0.3)
     async with PostgresDatabase("pg", dsn=pg.dsn, runner=pipeline) as database:
         with pytest.raises(OperationTimeout):
             await database.fetch("SELECT pg_sleep(5)")

@@ -44,7 +44,7 @@ def _upstream(base: str, clock: FakeClock, **kw: object) -> Upstream:
         retry_on=UPSTREAM_RETRY_ON,
         max_attempts=4,
         backoff=Backoff(
-            kind=BackoffKind.EXPONENTIAL, jitter=Jitter.NONE, initial=0.5, max_delay=8.0
+            kind=BackoffKind.EXPONENTIAL, jitter=Jitter.NONE, initial_s=0.5, max_delay_s=8.0
         ),
         clock=clock,
     )
@@ -92,7 +92,7 @@ async def test_openai_429_retry_after_ms_reuses_the_idempotency_key(
     async with _upstream(llm.base_url + "/v1", clock, idempotency_keys=True) as api:
         done = await OpenAIProvider(api).generate(REQ)
     assert done.text == "echo: the quick"
-    assert clock.sleeps == [1.2, 1.0]  # server's delay, then backoff for attempt 2
+    assert clock.sleeps_s == [1.2, 1.0]  # server's delay, then backoff for attempt 2
     keys = [s.headers["idempotency-key"] for s in llm.seen]
     assert len(keys) == 3
     assert len(set(keys)) == 1
@@ -140,7 +140,7 @@ async def test_anthropic_headers_529_and_named_events(llm: FakeLLM, clock: FakeC
         "end_turn",
         Usage(2, 3),
     )
-    assert clock.sleeps == [0.5]  # the 529 was retried after the backoff
+    assert clock.sleeps_s == [0.5]  # the 529 was retried after the backoff
     first = llm.seen[0]
     assert first.headers["x-api-key"] == "sk-A"
     assert first.headers["anthropic-version"] == "2023-06-01"
@@ -191,7 +191,7 @@ async def test_hf_inference_api_503_loading_waits_estimated_time(
             GenerateRequest(prompt="a b", model="org/model-x", max_tokens=5, temperature=0.7)
         )
     assert done.text == "echo: a b"
-    assert clock.sleeps == [7.5]
+    assert clock.sleeps_s == [7.5]
     assert llm.seen[-1].body["parameters"]["return_full_text"] is False
 
 
@@ -222,7 +222,7 @@ async def test_always_slow_first_byte_raises_timeout(llm: FakeLLM, clock: FakeCl
         with pytest.raises(OperationTimeout) as info:
             await HuggingFaceProvider(api).generate(REQ)
     assert info.value.attempts == 4
-    assert clock.sleeps == [0.5, 1.0, 2.0]
+    assert clock.sleeps_s == [0.5, 1.0, 2.0]
 
 
 async def test_token_limit_settles_from_usage(llm: FakeLLM, clock: FakeClock) -> None:

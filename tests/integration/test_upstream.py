@@ -137,7 +137,7 @@ async def test_a_hanging_attempt_is_retried_after_its_timeout(upstream: Upstream
     config = UpstreamConfig(base_url=upstream.base_url, timeout=0.3, policies=policies)
     api, pipeline = build_upstream("retrying", config)
     assert pipeline.timeout is not None
-    assert pipeline.timeout.seconds == 0.3  # the upstream's timeout bounds each attempt
+    assert pipeline.timeout.timeout_s == 0.3  # the upstream's timeout bounds each attempt
     async with api:
         resp = await api.get("/hang-once/a")
     assert resp.json() == {"attempt": 2}

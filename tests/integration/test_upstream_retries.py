@@ -24,7 +24,7 @@ def _pipeline(
         retry_on=UPSTREAM_RETRY_ON,
         max_attempts=attempts,
         backoff=Backoff(
-            kind=BackoffKind.EXPONENTIAL, jitter=Jitter.NONE, initial=0.5, max_delay=8.0
+            kind=BackoffKind.EXPONENTIAL, jitter=Jitter.NONE, initial_s=0.5, max_delay_s=8.0
         ),
         clock=clock,
     )
@@ -51,7 +51,7 @@ async def test_5xx_then_success_is_retried_with_backoff(
 ) -> None:
     resp = await api.get("/seq/a", params={"codes": "503,500,200"})
     assert (resp.status, resp.attempts) == (200, 3)
-    assert clock.sleeps == [0.5, 1.0]
+    assert clock.sleeps_s == [0.5, 1.0]
     assert len(_hits(upstream, "a")) == 3
 
 
@@ -73,15 +73,15 @@ async def test_client_errors_are_not_retried(
 async def test_retry_after_ms_sets_the_delay(api: Upstream, clock: FakeClock) -> None:
     resp = await api.get("/seq/ms", params={"codes": "429,200", "h": "retry-after-ms:250"})
     assert resp.status == 200
-    assert clock.sleeps == [0.25]
+    assert clock.sleeps_s == [0.25]
 
 
 async def test_retry_after_seconds_and_http_date(api: Upstream, clock: FakeClock) -> None:
     await api.get("/seq/sec", params={"codes": "503,200", "h": "Retry-After:3"})
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     await api.get("/seq/date", params={"codes": "503,200", "h": f"Retry-After:{when}"})
-    assert clock.sleeps[0] == 3.0
-    assert 18.0 <= clock.sleeps[1] <= 20.0
+    assert clock.sleeps_s[0] == 3.0
+    assert 18.0 <= clock.sleeps_s[1] <= 20.0
 
 
 async def test_openai_reset_header_on_429(api: Upstream, clock: FakeClock) -> None:
@@ -93,10 +93,10 @@ async def test_openai_reset_header_on_429(api: Upstream, clock: FakeClock) -> No
     ]
     resp = await api.get("/seq/reset", params=dict(params[:1]), headers={})
     assert resp.status == 200  # sanity: plain 429 then 200, backoff used
-    assert clock.sleeps == [0.5]
+    assert clock.sleeps_s == [0.5]
     url = "/seq/reset2?" + "&".join(f"{k}={v}" for k, v in params)
     await api.get(url)
-    assert clock.sleeps[-1] == 1.5  # the exhausted limit's reset, not the longest
+    assert clock.sleeps_s[-1] == 1.5  # the exhausted limit's reset, not the longest
 
 
 async def test_retry_after_beyond_the_cap_raises_rate_limited(
@@ -119,7 +119,7 @@ async def test_exhausted_retries_return_the_last_response(api: Upstream, clock: 
     resp = await api.get("/seq/down", params={"codes": "503"})
     assert (resp.status, resp.attempts) == (503, 3)
     assert resp.json() == {"attempt": 3, "status": 503}
-    assert clock.sleeps == [0.5, 1.0]
+    assert clock.sleeps_s == [0.5, 1.0]
 
 
 async def test_keyless_post_is_never_retried(api: Upstream, upstream: UpstreamServer) -> None:
@@ -178,7 +178,7 @@ async def test_breaker_counts_5xx_but_not_4xx(upstream: UpstreamServer, clock: F
         failure_rate_threshold=0.5,
         window_size=10,
         minimum_calls=4,
-        wait_in_open=30.0,
+        wait_in_open_s=30.0,
         record_on=UPSTREAM_RECORD_ON,
         clock=clock,
     )

@@ -78,7 +78,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
         failure_rate_threshold=0.5,
         window_size=6,
         minimum_calls=6,
-        wait_in_open=30.0,
+        wait_in_open_s=30.0,
         record_on=(TransientDatabaseError, OperationTimeout),
         clock=clock,
     )

@@ -170,7 +170,10 @@ class RedisTransport:
         self.auto_pipeline = auto_pipeline
         self._meter: SlotMeter = meter if meter is not None else _Uncounted()
         self._gate = Bulkhead(
-            max_concurrent=max_connections, max_queued=_MAX_QUEUED, max_wait=slot_wait_s, name=name
+            max_concurrent=max_connections,
+            max_queued=_MAX_QUEUED,
+            max_wait_s=slot_wait_s,
+            name=name,
         )
         self.client: aioredis.Redis | None = None
         self.auto: AutoPipeline | None = None

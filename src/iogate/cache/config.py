@@ -66,7 +66,7 @@ def build_cache(config: CacheConfig, *, clock: Clock | None = None) -> TieredCac
             window_size=10,
             minimum_calls=5,
             permitted_calls_in_half_open=1,
-            wait_in_open=config.redis_breaker_wait,
+            wait_in_open_s=config.redis_breaker_wait,
             clock=clock,
         )
         tier = RedisTier(

@@ -179,7 +179,7 @@ class RedisTier:
             window_size=10,
             minimum_calls=5,
             permitted_calls_in_half_open=1,
-            wait_in_open=5.0,
+            wait_in_open_s=5.0,
             clock=self._clock,
         )
         self._client: aioredis.Redis | None = None

@@ -426,7 +426,7 @@ class SQLDatabase(CrudMethods, CacheThrough, Database):
         retry = Retry(
             retry_on=(TransientDatabaseError,),
             max_attempts=retries + 1,
-            backoff=Backoff.exponential(initial=0.01, max_delay=0.5),
+            backoff=Backoff.exponential(initial_s=0.01, max_delay_s=0.5),
         )
         return await Pipeline(resource=self.name, retry=retry).run(attempt, operation="transaction")
 

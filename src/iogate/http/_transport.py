@@ -139,7 +139,7 @@ class Transport:
         if self._attempt_bounded:
             return self._fetch(method, url, headers, body, ctx, attempts, check)
         left = remaining()
-        if left is not None and left <= self._attempt.seconds:
+        if left is not None and left <= self._attempt.timeout_s:
             return self._fetch(method, url, headers, body, ctx, attempts, check)
         attempt = partial(self._fetch, method, url, headers, body, ctx, attempts, check)
         return self._attempt.run(attempt, operation=method)

@@ -524,7 +524,7 @@ class Metrics:
         in_flight = 0
         policies = None
         if pipeline is not None:
-            policies = pipeline.snapshot()
+            policies = pipeline.stats()
             in_flight = max(0, pipeline.started - pipeline.ok - pipeline.failed)
         meter = source.meter if source else None
         return ResourceStats(

@@ -153,9 +153,21 @@ def histogram_text(metrics: Metrics, labels: LabelCache | None = None) -> str:
 
 
 def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]:
+    """Every per-resource family: calls in flight, then the pool's, the policies'
+    and the upstream's (in that order)."""
     in_flight = GaugeMetricFamily(
         "iogate_operations_in_flight", "Calls running now", labels=("resource",)
     )
+    for r in resources:
+        in_flight.add_metric([r.resource], r.in_flight)
+    yield in_flight
+    yield from _pool_families(resources)
+    yield from _policy_families(resources)
+    yield from _upstream_families(resources)
+
+
+def _pool_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]:
+    """The connection pool of each resource that has one."""
     pool = GaugeMetricFamily(
         "iogate_pool_connections",
         "Open connections of the pool by state (in_use, idle)",
@@ -175,6 +187,20 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
         "99th percentile of the wait for a connection (last 1024)",
         labels=("resource",),
     )
+    for r in resources:
+        name = r.resource
+        if r.pool is not None:
+            pool.add_metric([name, "in_use"], r.pool.in_use)
+            pool.add_metric([name, "idle"], r.pool.idle)
+            pool_max.add_metric([name], r.pool.max_size)
+            waiting.add_metric([name], r.pool.waiting)
+            acquired.add_metric([name], r.pool.acquired_total)
+            wait_p99.add_metric([name], r.pool.acquire_wait_p99_s)
+    yield from (pool, pool_max, waiting, acquired, wait_p99)
+
+
+def _policy_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]:
+    """The resilience policies' figures: breaker, rate limiter, bulkhead, retries."""
     breaker = GaugeMetricFamily(
         "iogate_circuit_breaker_state",
         "1 for the breaker's current state",
@@ -203,26 +229,8 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
     refusals = CounterMetricFamily(
         "iogate_retry_budget_refusals", "Retries the retry budget refused", labels=("resource",)
     )
-    statuses = CounterMetricFamily(
-        "iogate_upstream_responses",
-        "Upstream answers by status class, every attempt",
-        labels=("resource", "status_class"),
-    )
-    tokens = CounterMetricFamily(
-        "iogate_llm_tokens",
-        "LLM tokens used, from the answers' usage",
-        labels=("resource", "model", "direction"),
-    )
     for r in resources:
         name = r.resource
-        in_flight.add_metric([name], r.in_flight)
-        if r.pool is not None:
-            pool.add_metric([name, "in_use"], r.pool.in_use)
-            pool.add_metric([name, "idle"], r.pool.idle)
-            pool_max.add_metric([name], r.pool.max_size)
-            waiting.add_metric([name], r.pool.waiting)
-            acquired.add_metric([name], r.pool.acquired_total)
-            wait_p99.add_metric([name], r.pool.acquire_wait_p99_s)
         p = r.policies
         if p is not None:
             if p.circuit_breaker is not None:
@@ -242,18 +250,7 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
                 refusals.add_metric([name], p.retry_budget.rejections)
         for (src, dst), n in sorted(r.transitions.items()):
             transitions.add_metric([name, src, dst], n)
-        for cls, n in r.statuses.items():
-            statuses.add_metric([name, cls], n)
-        for t in r.tokens:
-            tokens.add_metric([name, t.model, "input"], t.input)
-            tokens.add_metric([name, t.model, "output"], t.output)
     yield from (
-        in_flight,
-        pool,
-        pool_max,
-        waiting,
-        acquired,
-        wait_p99,
         breaker,
         transitions,
         not_permitted,
@@ -262,9 +259,29 @@ def _resource_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
         bulkhead_rejections,
         retries,
         refusals,
-        statuses,
-        tokens,
     )
+
+
+def _upstream_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]:
+    """An upstream's answers by status class, and an LLM upstream's tokens."""
+    statuses = CounterMetricFamily(
+        "iogate_upstream_responses",
+        "Upstream answers by status class, every attempt",
+        labels=("resource", "status_class"),
+    )
+    tokens = CounterMetricFamily(
+        "iogate_llm_tokens",
+        "LLM tokens used, from the answers' usage",
+        labels=("resource", "model", "direction"),
+    )
+    for r in resources:
+        name = r.resource
+        for cls, n in r.statuses.items():
+            statuses.add_metric([name, cls], n)
+        for t in r.tokens:
+            tokens.add_metric([name, t.model, "input"], t.input)
+            tokens.add_metric([name, t.model, "output"], t.output)
+    yield from (statuses, tokens)
 
 
 def render(metrics: Metrics, *, labels: LabelCache | None = None) -> bytes:

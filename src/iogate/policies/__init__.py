@@ -6,7 +6,8 @@ bucket, FIFO waiting), ``Bulkhead``, ``Timeout`` and deadlines (a context
 variable read with :func:`remaining`), ``Hedge``, ``Fallback``, composed by
 ``Pipeline`` in one documented order. Every policy takes ``clock=`` (use
 :class:`FakeClock` in tests), emits typed events to ``on_event=`` and reports
-frozen counters through ``snapshot()``.
+frozen counters through ``stats()`` (the one statistics verb of iogate). Every
+duration parameter and attribute is float seconds and ends in ``_s``.
 """
 
 from .backoff import Backoff, BackoffKind, Jitter

@@ -4,7 +4,7 @@
 reference machine). A :class:`TimerWheel` instead rounds expiry times *up* to a
 granularity (1 % of the duration, at most 10 ms) and lets every call expiring
 in the same slot share one timer, as Netty's ``HashedWheelTimer`` and the Linux
-kernel's timer wheel do. A timer therefore fires between 0 and ``granularity``
+kernel's timer wheel do. A timer therefore fires between 0 and ``granularity_s``
 seconds late, never early.
 
 Used by :class:`~iogate.policies.Timeout` (the attempt timeout) and by the
@@ -35,20 +35,21 @@ def cancelled_by_timer(task: asyncio.Task[Any], baseline: int, exc: BaseExceptio
     """Whether ``exc``, raised in ``task`` after its timer's slot fired, is that timer's doing.
 
     ``baseline`` is ``task.cancelling()`` when the timer was armed. The test of
-    ``asyncio.timeout``: the cancellation is ours when uncancelling it brings the
-    count back to the baseline (nobody else cancelled too) and ``exc`` is the
-    ``CancelledError`` it raised. Call it once, only when the slot fired.
+    ``asyncio.timeout``: the cancellation is ours when, once uncancelled (by
+    :meth:`TimerWheel.remove`), the count is back at the baseline (nobody else
+    cancelled too) and ``exc`` is the ``CancelledError`` it raised.
     """
-    return task.uncancel() <= baseline and isinstance(exc, asyncio.CancelledError)
+    return task.cancelling() <= baseline and isinstance(exc, asyncio.CancelledError)
 
 
 class TimerWheel:
     """Shared, coarse timers that cancel tasks at (slightly after) an expiry time.
 
     ``add(at, task)`` registers ``task`` to be cancelled once the clock passes
-    ``at``, rounded *up* to ``granularity``, and returns the slot's bucket;
+    ``at``, rounded *up* to ``granularity_s``, and returns the slot's bucket;
     ``remove(bucket, task)`` unregisters it and tells whether the slot expired
-    (and so cancelled ``task``; ``FIRED in bucket`` tells the same). Every call
+    (and so cancelled ``task``, a cancellation it then withdraws with
+    ``task.uncancel()``; ``FIRED in bucket`` tells the same). Every call
     expiring in one slot shares one timer, so a registration costs a dict
     update, not a timer.
 
@@ -60,20 +61,20 @@ class TimerWheel:
     pop then pays for: ~10 % of a Redis GET.
 
     Args:
-        granularity: slot width in seconds (> 0).
+        granularity_s: slot width in seconds (> 0).
         clock: time source; its ``call_later`` is used when present.
 
     Raises:
-        ValueError: ``granularity`` is not positive.
+        ValueError: ``granularity_s`` is not positive.
     """
 
     __slots__ = ("_armed", "_buckets", "_clock", "_g", "_handle", "_inv", "_keys", "_loop", "_now")
 
-    def __init__(self, *, granularity: float, clock: Clock) -> None:
-        if not granularity > 0:
-            raise ValueError(f"granularity must be > 0, got {granularity!r}")
-        self._g = granularity
-        self._inv = 1.0 / granularity
+    def __init__(self, *, granularity_s: float, clock: Clock) -> None:
+        if not granularity_s > 0:
+            raise ValueError(f"granularity_s must be > 0, got {granularity_s!r}")
+        self._g = granularity_s
+        self._inv = 1.0 / granularity_s
         self._clock = clock
         self._now = clock.monotonic
         self._buckets: dict[int, _Bucket] = {}
@@ -83,14 +84,15 @@ class TimerWheel:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def granularity(self) -> float:
+    def granularity_s(self) -> float:
         """The slot width, seconds."""
         return self._g
 
     @staticmethod
-    def granularity_for(seconds: float) -> float:
-        """The default slot width for a duration: 1 % of it, between 0.1 ms and 10 ms."""
-        return min(0.01, max(seconds / 100.0, 0.0001))
+    def granularity_for(duration_s: float) -> float:
+        """The default slot width (seconds) for a duration of ``duration_s`` seconds:
+        1 % of it, between 0.1 ms and 10 ms."""
+        return min(0.01, max(duration_s / 100.0, 0.0001))
 
     def add(self, at: float, task: asyncio.Task[Any]) -> _Bucket:
         """Cancel ``task`` once the clock passes ``at`` (clock seconds, rounded up to the
@@ -147,14 +149,22 @@ class TimerWheel:
 
     @staticmethod
     def remove(bucket: _Bucket, task: asyncio.Task[Any]) -> bool:
-        """Undo one :meth:`add` of ``task`` to ``bucket``; return whether the slot fired
-        (then ``task`` was cancelled by the wheel: see :func:`cancelled_by_timer`)."""
+        """Undo one :meth:`add` of ``task`` to ``bucket``; return whether the slot fired.
+
+        If it fired, the wheel cancelled ``task``: the cancellation request is
+        withdrawn (``task.uncancel()``), so a call that swallowed it leaks nothing;
+        a ``CancelledError`` already raised still propagates, and
+        :func:`cancelled_by_timer` tells whether it was the wheel's.
+        """
         n = bucket[task]
         if n == 1:
             del bucket[task]
         else:
             bucket[task] = n - 1
-        return FIRED in bucket
+        if FIRED in bucket:
+            task.uncancel()
+            return True
+        return False
 
     def _fire(self, key: int) -> None:
         bucket = self._buckets.pop(key, None)
@@ -168,4 +178,6 @@ class TimerWheel:
         return sum(len(b) - (FIRED in b) for b in self._buckets.values())
 
     def __repr__(self) -> str:
-        return f"TimerWheel(granularity={self._g}, slots={len(self._buckets)}, entries={len(self)})"
+        return (
+            f"TimerWheel(granularity_s={self._g}, slots={len(self._buckets)}, entries={len(self)})"
+        )

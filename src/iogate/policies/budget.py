@@ -2,17 +2,17 @@
 
 The design of Finagle's ``RetryBudget`` (Twitter, 2016) and tower's ``TpsBudget``,
 which gRPC's retry throttling (proposal A6) pursues with a token bucket: every
-call *deposits*; every retry or hedge *withdraws*; deposits expire after ``ttl``
+call *deposits*; every retry or hedge *withdraws*; deposits expire after ``ttl_s``
 seconds. A withdrawal succeeds while::
 
-    min_per_s * ttl + ratio * deposits(last ttl) - withdrawals(last ttl) >= 1
+    min_per_s * ttl_s + ratio * deposits(last ttl_s) - withdrawals(last ttl_s) >= 1
 
 so a dependency that fails every call can be retried at most ``ratio`` times per
 call (plus the small floor), never ``max_attempts - 1`` times: no retry storm.
 One budget is shared by every :class:`~iogate.policies.Retry` and
 :class:`~iogate.policies.Hedge` of a resource.
 
-The window is kept in ``slots`` buckets of ``ttl / slots`` seconds, so
+The window is kept in ``slots`` buckets of ``ttl_s / slots`` seconds, so
 ``deposit`` and ``try_withdraw`` are O(1) amortised and allocate nothing.
 """
 
@@ -31,7 +31,7 @@ class RetryBudgetSnapshot:
 
     ratio: float
     min_per_s: float
-    ttl: float
+    ttl_s: float
     deposits_in_window: int
     withdrawals_in_window: int
     balance: float
@@ -45,7 +45,7 @@ class RetryBudget:
     Args:
         ratio: retries allowed per call in the window (0.2 = one retry per five calls; 0..1000).
         min_per_s: retries per second always allowed, whatever the traffic (>= 0).
-        ttl: seconds a deposit counts for (1..60, as in Finagle).
+        ttl_s: seconds a deposit counts for (1..60, as in Finagle).
         slots: number of buckets the window is kept in (1..1000).
         clock: time source.
 
@@ -70,7 +70,7 @@ class RetryBudget:
         "_withdrawals",
         "min_per_s",
         "ratio",
-        "ttl",
+        "ttl_s",
     )
 
     def __init__(
@@ -78,7 +78,7 @@ class RetryBudget:
         *,
         ratio: float = 0.2,
         min_per_s: float = 10.0,
-        ttl: float = 10.0,
+        ttl_s: float = 10.0,
         slots: int = 10,
         clock: Clock | None = None,
     ) -> None:
@@ -86,17 +86,17 @@ class RetryBudget:
             raise ValueError(f"ratio must be in [0, 1000], got {ratio!r}")
         if min_per_s < 0:
             raise ValueError(f"min_per_s must be >= 0, got {min_per_s!r}")
-        if not 1 <= ttl <= 60:
-            raise ValueError(f"ttl must be in [1, 60] seconds, got {ttl!r}")
+        if not 1 <= ttl_s <= 60:
+            raise ValueError(f"ttl_s must be in [1, 60] seconds, got {ttl_s!r}")
         if not 1 <= slots <= 1000:
             raise ValueError(f"slots must be in [1, 1000], got {slots!r}")
         self.ratio = ratio
         self.min_per_s = min_per_s
-        self.ttl = ttl
+        self.ttl_s = ttl_s
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
-        self._reserve = min_per_s * ttl
-        self._slot_width = ttl / slots
+        self._reserve = min_per_s * ttl_s
+        self._slot_width = ttl_s / slots
         self._deps = [0] * slots  # closed slots, ring
         self._wds = [0] * slots
         self._head = 0
@@ -165,13 +165,13 @@ class RetryBudget:
         self._rejections += 1
         return False
 
-    def snapshot(self) -> RetryBudgetSnapshot:
+    def stats(self) -> RetryBudgetSnapshot:
         """Frozen counters of the current window."""
         bal = self.balance()
         return RetryBudgetSnapshot(
             ratio=self.ratio,
             min_per_s=self.min_per_s,
-            ttl=self.ttl,
+            ttl_s=self.ttl_s,
             deposits_in_window=self._dep_sum + self._cur_dep,
             withdrawals_in_window=self._wd_sum + self._cur_wd,
             balance=bal,
@@ -181,6 +181,6 @@ class RetryBudget:
 
     def __repr__(self) -> str:
         return (
-            f"RetryBudget(ratio={self.ratio}, min_per_s={self.min_per_s}, ttl={self.ttl}, "
+            f"RetryBudget(ratio={self.ratio}, min_per_s={self.min_per_s}, ttl_s={self.ttl_s}, "
             f"balance={self.balance():.1f})"
         )

@@ -3,7 +3,7 @@
 resilience4j's ``SemaphoreBulkhead`` plus a queue bound (as Polly's
 ``BulkheadPolicy(maxParallelization, maxQueuingActions)``): at most
 ``max_concurrent`` calls run; up to ``max_queued`` more wait, in arrival order,
-at most ``max_wait`` seconds (or the caller's remaining deadline, if shorter).
+at most ``max_wait_s`` seconds (or the caller's remaining deadline, if shorter).
 Anything beyond fails at once with :class:`~iogate.errors.BulkheadFullError`.
 
 A freed slot is handed directly to the first waiter, so a newcomer can never
@@ -62,7 +62,7 @@ class Bulkhead:
     Args:
         max_concurrent: calls running at once (>= 1).
         max_queued: calls allowed to wait for a slot (>= 0).
-        max_wait: longest a call waits in the queue, seconds (>= 0).
+        max_wait_s: longest a call waits in the queue, seconds (>= 0).
         name: name used in events and errors.
         on_event: listener for :class:`BulkheadRejected`.
         clock: time source.
@@ -80,7 +80,7 @@ class Bulkhead:
         "_waiters",
         "max_concurrent",
         "max_queued",
-        "max_wait",
+        "max_wait_s",
         "name",
         "on_event",
     )
@@ -90,7 +90,7 @@ class Bulkhead:
         *,
         max_concurrent: int,
         max_queued: int = 0,
-        max_wait: float = 1.0,
+        max_wait_s: float = 1.0,
         name: str = "",
         on_event: EventListener | None = None,
         clock: Clock | None = None,
@@ -99,11 +99,11 @@ class Bulkhead:
             raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
         if max_queued < 0:
             raise ValueError(f"max_queued must be >= 0, got {max_queued!r}")
-        if max_wait < 0:
-            raise ValueError(f"max_wait must be >= 0, got {max_wait!r}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
-        self.max_wait = float(max_wait)
+        self.max_wait_s = float(max_wait_s)
         self.name = name
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
@@ -165,7 +165,7 @@ class Bulkhead:
                     queued=len(self._waiters),
                 )
             )
-        what = "queue full" if reason == "full" else f"no slot within {self.max_wait:g}s"
+        what = "queue full" if reason == "full" else f"no slot within {self.max_wait_s:g}s"
         return BulkheadFullError(
             f"bulkhead of {self.max_concurrent} calls: {what}", resource=self.name or None
         )
@@ -175,13 +175,13 @@ class Bulkhead:
 
         Raises:
             BulkheadFullError: the queue is full, or no slot came within
-                ``max_wait`` (or the remaining deadline).
+                ``max_wait_s`` (or the remaining deadline).
         """
         if self.try_enter():
             return
         if len(self._waiters) >= self.max_queued:
             raise self._full("full")
-        limit = self.max_wait
+        limit = self.max_wait_s
         left = remaining()
         if left is not None and left < limit:
             limit = left
@@ -232,7 +232,7 @@ class Bulkhead:
         finally:
             self.release()
 
-    def snapshot(self) -> BulkheadSnapshot:
+    def stats(self) -> BulkheadSnapshot:
         """Frozen counters."""
         return BulkheadSnapshot(
             name=self.name,

@@ -6,8 +6,8 @@ The state machine and options of resilience4j's ``CircuitBreaker``:
   or the calls of the last N seconds). Once the window holds ``minimum_calls``
   and the failure rate or the slow-call rate reaches its threshold, it opens.
 * ``OPEN``: every call fails at once with :class:`~iogate.errors.CircuitOpenError`
-  (carrying ``retry_after_s``) for ``wait_in_open`` seconds — growing by
-  ``wait_multiplier`` on each consecutive trip, up to ``max_wait_in_open``.
+  (carrying ``retry_after_s``) for ``wait_in_open_s`` seconds — growing by
+  ``wait_multiplier`` on each consecutive trip, up to ``max_wait_in_open_s``.
   Then the next call moves it to ``HALF_OPEN``.
 * ``HALF_OPEN``: exactly ``permitted_calls_in_half_open`` trial calls are let
   through, every other call is rejected at once; when the trials have completed
@@ -191,15 +191,15 @@ class CircuitBreaker:
         name: name used in events and errors (usually the resource).
         failure_rate_threshold: open at this failure ratio, in (0, 1].
         slow_call_rate_threshold: open at this slow-call ratio, in (0, 1].
-        slow_call_duration: a call taking at least this many seconds is slow (> 0).
+        slow_call_duration_s: a call taking at least this many seconds is slow (> 0).
         window_type: :class:`WindowType` ``COUNT`` or ``TIME``.
         window_size: calls (``COUNT``) or seconds (``TIME``) in the window (>= 1).
         minimum_calls: calls in the window before rates are judged (>= 1).
         permitted_calls_in_half_open: trial calls in ``HALF_OPEN`` (>= 1).
-        wait_in_open: seconds to stay ``OPEN`` after the first trip (> 0).
+        wait_in_open_s: seconds to stay ``OPEN`` after the first trip (> 0).
         wait_multiplier: growth of the wait on each consecutive trip (>= 1).
-        max_wait_in_open: cap on the grown wait, seconds (default ``wait_in_open``
-            when the multiplier is 1, else 10x ``wait_in_open``).
+        max_wait_in_open_s: cap on the grown wait, seconds (default ``wait_in_open_s``
+            when the multiplier is 1, else 10x ``wait_in_open_s``).
         record_on: errors that count as failures.
         ignore_on: errors that count as neither failure nor success.
         on_event: listener for :class:`CircuitStateChanged` and :class:`CallNotPermitted`.
@@ -216,6 +216,7 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_consecutive",
+        "_count_window",
         "_epoch",
         "_failed_calls",
         "_half_issued",
@@ -239,9 +240,9 @@ class CircuitBreaker:
         "on_event",
         "permitted_calls_in_half_open",
         "record_on",
-        "slow_call_duration",
+        "slow_call_duration_s",
         "slow_call_rate_threshold",
-        "wait_in_open",
+        "wait_in_open_s",
         "wait_multiplier",
         "window_size",
         "window_type",
@@ -253,14 +254,14 @@ class CircuitBreaker:
         name: str = "",
         failure_rate_threshold: float = 0.5,
         slow_call_rate_threshold: float = 1.0,
-        slow_call_duration: float = 60.0,
+        slow_call_duration_s: float = 60.0,
         window_type: WindowType = WindowType.COUNT,
         window_size: int = 100,
         minimum_calls: int = 100,
         permitted_calls_in_half_open: int = 10,
-        wait_in_open: float = 60.0,
+        wait_in_open_s: float = 60.0,
         wait_multiplier: float = 1.0,
-        max_wait_in_open: float | None = None,
+        max_wait_in_open_s: float | None = None,
         record_on: tuple[type[BaseException], ...] = (Exception,),
         ignore_on: tuple[type[BaseException], ...] = (),
         on_event: EventListener | None = None,
@@ -274,8 +275,8 @@ class CircuitBreaker:
             raise ValueError(
                 f"slow_call_rate_threshold must be in (0, 1], got {slow_call_rate_threshold!r}"
             )
-        if not slow_call_duration > 0:
-            raise ValueError(f"slow_call_duration must be > 0, got {slow_call_duration!r}")
+        if not slow_call_duration_s > 0:
+            raise ValueError(f"slow_call_duration_s must be > 0, got {slow_call_duration_s!r}")
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size!r}")
         if minimum_calls < 1:
@@ -284,31 +285,33 @@ class CircuitBreaker:
             raise ValueError(
                 f"permitted_calls_in_half_open must be >= 1, got {permitted_calls_in_half_open!r}"
             )
-        if not wait_in_open > 0:
-            raise ValueError(f"wait_in_open must be > 0, got {wait_in_open!r}")
+        if not wait_in_open_s > 0:
+            raise ValueError(f"wait_in_open_s must be > 0, got {wait_in_open_s!r}")
         if wait_multiplier < 1:
             raise ValueError(f"wait_multiplier must be >= 1, got {wait_multiplier!r}")
-        if max_wait_in_open is None:
-            max_wait_in_open = wait_in_open if wait_multiplier == 1 else 10 * wait_in_open
-        if max_wait_in_open < wait_in_open:
-            raise ValueError(f"max_wait_in_open must be >= wait_in_open, got {max_wait_in_open!r}")
+        if max_wait_in_open_s is None:
+            max_wait_in_open_s = wait_in_open_s if wait_multiplier == 1 else 10 * wait_in_open_s
+        if max_wait_in_open_s < wait_in_open_s:
+            raise ValueError(
+                f"max_wait_in_open_s must be >= wait_in_open_s, got {max_wait_in_open_s!r}"
+            )
         self.name = name
         self.failure_rate_threshold = failure_rate_threshold
         self.slow_call_rate_threshold = slow_call_rate_threshold
-        self.slow_call_duration = slow_call_duration
+        self.slow_call_duration_s = slow_call_duration_s
         self.window_type = window_type
         self.window_size = window_size
         self.minimum_calls = minimum_calls
         self.permitted_calls_in_half_open = permitted_calls_in_half_open
-        self.wait_in_open = wait_in_open
+        self.wait_in_open_s = wait_in_open_s
         self.wait_multiplier = wait_multiplier
-        self._max_wait = max_wait_in_open
+        self._max_wait = max_wait_in_open_s
         self.record_on = record_on
         self.ignore_on = ignore_on
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
-        self._slow_s = slow_call_duration
+        self._slow_s = slow_call_duration_s
         self._state = CircuitState.CLOSED
         self._epoch = 0
         self.closed_permit = 0
@@ -322,6 +325,10 @@ class CircuitBreaker:
         self._ignored_calls = 0
         self._not_permitted_calls = 0
         self._window: _CountWindow | _TimeWindow = self._closed_window()
+        # The window when it is a count window (on_success's fast path), else None.
+        self._count_window: _CountWindow | None = None
+        if type(self._window) is _CountWindow:
+            self._count_window = self._window
         self._min_calls = self._closed_min_calls()
 
     # -- windows -------------------------------------------------------------------------
@@ -360,7 +367,7 @@ class CircuitBreaker:
 
     @property
     def slow_calls(self) -> int:
-        """Recorded calls at least ``slow_call_duration`` long, since creation."""
+        """Recorded calls at least ``slow_call_duration_s`` long, since creation."""
         return self._slow_calls
 
     @property
@@ -382,15 +389,16 @@ class CircuitBreaker:
         if new is CircuitState.CLOSED:
             self._consecutive = 0
             self._window = self._closed_window()
+            self._count_window = self._window if type(self._window) is _CountWindow else None
             self._min_calls = self._closed_min_calls()
         elif new is CircuitState.HALF_OPEN:
             n = self.permitted_calls_in_half_open
-            self._window = _CountWindow(n)
+            self._window = self._count_window = _CountWindow(n)
             self._min_calls = n
         elif new is CircuitState.OPEN:
             self._trips += 1
             self._consecutive += 1
-            wait = self.wait_in_open * self.wait_multiplier ** (self._consecutive - 1)
+            wait = self.wait_in_open_s * self.wait_multiplier ** (self._consecutive - 1)
             self._open_until = now + min(wait, self._max_wait)
         if self.on_event is not None and old is not new:
             self.on_event(
@@ -463,18 +471,18 @@ class CircuitBreaker:
         if permit == self._epoch and self._state is CircuitState.HALF_OPEN:
             self._half_issued -= 1
 
-    def on_success(self, permit: int, duration: float, now: float) -> None:
-        """Record a successful call of ``duration`` seconds, finished at ``now``.
+    def on_success(self, permit: int, duration_s: float, now: float) -> None:
+        """Record a successful call of ``duration_s`` seconds, finished at clock time ``now``.
 
         Synchronous; a fast call in ``CLOSED`` costs two additions.
         """
-        if permit == self.closed_permit and duration < self._slow_s:  # CLOSED, this epoch
+        if permit == self.closed_permit and duration_s < self._slow_s:  # CLOSED, this epoch
             self._successful_calls += 1
-            window = self._window
-            if type(window) is _CountWindow:
-                window.total += 1  # _CountWindow.record(now, 0, 0), inlined
+            count = self._count_window
+            if count is not None:
+                count.total += 1  # _CountWindow.record(now, 0, 0), inlined
             else:
-                window.record(now, 0, 0)
+                self._window.record(now, 0, 0)
             return
         if permit != self._epoch:
             return
@@ -485,18 +493,18 @@ class CircuitBreaker:
             return
         else:
             self._successful_calls += 1
-        slow = 1 if duration >= self._slow_s else 0
+        slow = 1 if duration_s >= self._slow_s else 0
         self._slow_calls += slow
         self._window.record(now, 0, slow)
         self._judge(now)
 
-    def on_error(self, permit: int, exc: BaseException, duration: float, now: float) -> None:
+    def on_error(self, permit: int, exc: BaseException, duration_s: float, now: float) -> None:
         """Classify ``exc`` (ignored / failure / success) and record it.
 
         Args:
             permit: what :meth:`permit` returned for this call.
             exc: the call's error.
-            duration: the call's duration, seconds.
+            duration_s: the call's duration, seconds.
             now: the clock reading at its end, seconds.
         """
         if isinstance(exc, self.ignore_on) or not isinstance(exc, Exception):
@@ -504,14 +512,14 @@ class CircuitBreaker:
             self.release(permit)
             return
         if not isinstance(exc, self.record_on):
-            self.on_success(permit, duration, now)
+            self.on_success(permit, duration_s, now)
             return
         if permit != self._epoch:
             return
         if self._state is not CircuitState.CLOSED and self._state is not CircuitState.HALF_OPEN:
             return
         self._failed_calls += 1
-        slow = 1 if duration >= self._slow_s else 0
+        slow = 1 if duration_s >= self._slow_s else 0
         self._slow_calls += slow
         self._window.record(now, 1, slow)
         self._judge(now)
@@ -551,7 +559,7 @@ class CircuitBreaker:
         self.on_success(permit, end - now, end)
         return result
 
-    def snapshot(self) -> CircuitBreakerSnapshot:
+    def stats(self) -> CircuitBreakerSnapshot:
         """Frozen statistics of the breaker and its current window."""
         w = self._window
         judged = w.calls >= self._min_calls and w.calls > 0

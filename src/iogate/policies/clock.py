@@ -5,9 +5,10 @@ time moves only when the test calls :meth:`FakeClock.advance`, so backoff,
 sliding windows and breaker recovery are tested instantly and deterministically
 (the approach of aiolimiter's tests and Trio's ``MockClock``).
 
-Besides the two methods of the :class:`Clock` protocol, both clocks offer
-``call_later(delay, callback)`` (see :class:`SchedulingClock`), which the
-timeout machinery uses to cancel an attempt without a helper task.
+Durations are float seconds, named ``..._s``. Besides the two methods of the
+:class:`Clock` protocol, both clocks offer ``call_later(delay_s, callback)`` (see
+:class:`SchedulingClock`), which the timeout machinery uses to cancel an attempt
+without a helper task.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class Clock(Protocol):
         """Seconds on a monotonic clock (only differences are meaningful)."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
-        """Suspend the calling task for ``seconds`` (clamped at 0)."""
+    async def sleep(self, delay_s: float) -> None:
+        """Suspend the calling task for ``delay_s`` seconds (clamped at 0)."""
         ...
 
 
@@ -45,24 +46,24 @@ class Cancellable(Protocol):
 class SchedulingClock(Clock, Protocol):
     """A :class:`Clock` that can also run a callback after a delay."""
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
-        """Run ``callback()`` once, ``delay`` seconds from now; return a handle to cancel it."""
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Cancellable:
+        """Run ``callback()`` once, ``delay_s`` seconds from now; return a handle to cancel it."""
         ...
 
 
-def schedule(clock: Clock, delay: float, callback: Callable[[], object]) -> Cancellable:
-    """Run ``callback()`` once, ``delay`` seconds from now on ``clock``.
+def schedule(clock: Clock, delay_s: float, callback: Callable[[], object]) -> Cancellable:
+    """Run ``callback()`` once, ``delay_s`` seconds from now on ``clock``.
 
     Uses ``clock.call_later`` when the clock has one (:class:`SchedulingClock`),
     else a helper task sleeping on the clock. Returns a handle to cancel it.
     """
     call_later = getattr(clock, "call_later", None)
     if call_later is not None:
-        handle: Cancellable = call_later(delay, callback)
+        handle: Cancellable = call_later(delay_s, callback)
         return handle
 
     async def sleeper() -> None:
-        await clock.sleep(delay)
+        await clock.sleep(delay_s)
         callback()
 
     return asyncio.ensure_future(sleeper())
@@ -80,13 +81,13 @@ class SystemClock:
 
     monotonic = staticmethod(time.monotonic)
 
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep(max(seconds, 0))``."""
-        await asyncio.sleep(max(seconds, 0.0))
+    async def sleep(self, delay_s: float) -> None:
+        """``asyncio.sleep(max(delay_s, 0))``."""
+        await asyncio.sleep(max(delay_s, 0.0))
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Cancellable:
         """``loop.call_later`` on the running loop."""
-        return asyncio.get_running_loop().call_later(max(delay, 0.0), callback)
+        return asyncio.get_running_loop().call_later(max(delay_s, 0.0), callback)
 
     def __repr__(self) -> str:
         return "SystemClock()"
@@ -108,12 +109,12 @@ class FakeClock:
     """A clock for tests: time stands still until :meth:`advance` moves it.
 
     ``sleep(s)`` suspends the task until the clock has been advanced to at
-    least ``now + s``; ``call_later`` callbacks run synchronously inside
+    least ``now + s`` seconds; ``call_later`` callbacks run synchronously inside
     :meth:`advance`, in time order. Nothing ever really sleeps.
 
     With ``auto_advance=True`` a ``sleep(s)`` moves the time itself by ``s``
     (firing the timers due meanwhile) and returns after one loop turn: for a
-    test that asserts the delays a retry loop chose (:attr:`sleeps`) without
+    test that asserts the delays a retry loop chose (:attr:`sleeps_s`) without
     driving the clock by hand.
 
     Args:
@@ -121,39 +122,39 @@ class FakeClock:
         auto_advance: each ``sleep`` advances the clock by its own duration.
 
     Attributes:
-        sleeps: every ``sleep`` asked for, in seconds (rounded to the microsecond).
+        sleeps_s: every ``sleep`` asked for, in seconds (rounded to the microsecond).
     """
 
-    __slots__ = ("_auto", "_now", "_seq", "_timers", "sleeps")
+    __slots__ = ("_auto", "_now", "_seq", "_timers", "sleeps_s")
 
     def __init__(self, start: float = 0.0, *, auto_advance: bool = False) -> None:
         self._now = float(start)
         self._seq = itertools.count()
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._auto = auto_advance
-        self.sleeps: list[float] = []
+        self.sleeps_s: list[float] = []
 
     def monotonic(self) -> float:
         """The fake time, in seconds."""
         return self._now
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> _FakeTimer:
-        """Run ``callback()`` when the clock is advanced past ``now + delay``."""
-        timer = _FakeTimer(self._now + max(delay, 0.0), callback)
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> _FakeTimer:
+        """Run ``callback()`` when the clock is advanced past ``now + delay_s``."""
+        timer = _FakeTimer(self._now + max(delay_s, 0.0), callback)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
-    async def sleep(self, seconds: float) -> None:
-        """Suspend until the clock is advanced to ``now + seconds``.
+    async def sleep(self, delay_s: float) -> None:
+        """Suspend until the clock is advanced to ``now + delay_s``.
 
         A zero or negative sleep yields to the loop once, like ``asyncio.sleep(0)``.
         """
-        self.sleeps.append(round(seconds, 6))
+        self.sleeps_s.append(round(delay_s, 6))
         if self._auto:
-            self.advance(max(seconds, 0.0))
+            self.advance(max(delay_s, 0.0))
             await asyncio.sleep(0)
             return
-        if seconds <= 0:
+        if delay_s <= 0:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -162,24 +163,24 @@ class FakeClock:
             if not fut.done():
                 fut.set_result(None)
 
-        timer = self.call_later(seconds, wake)
+        timer = self.call_later(delay_s, wake)
         try:
             await fut
         finally:
             timer.cancel()
 
-    def advance(self, seconds: float) -> None:
-        """Move the time forward by ``seconds`` and fire every timer now due, in order.
+    def advance(self, delta_s: float) -> None:
+        """Move the time forward by ``delta_s`` seconds and fire every timer now due, in order.
 
         Woken tasks run when the caller next yields to the loop
         (``await asyncio.sleep(0)``).
 
         Raises:
-            ValueError: ``seconds`` is negative.
+            ValueError: ``delta_s`` is negative.
         """
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
-        target = self._now + seconds
+        if delta_s < 0:
+            raise ValueError(f"delta_s must be >= 0, got {delta_s!r}")
+        target = self._now + delta_s
         timers = self._timers
         while timers and timers[0][0] <= target:
             when, _, timer = heapq.heappop(timers)

@@ -13,7 +13,10 @@ Durations are float seconds; ratios are in [0, 1]. Example::
     bulkhead = { max_concurrent = 64, max_queued = 1000, max_wait = 1.0 }
     hedge = { delay = 0.05, max_hedges = 1 }
 
-Every model forbids unknown keys and is frozen. :func:`build_pipeline` turns a
+Every model forbids unknown keys and is frozen. The keys keep their documented
+names (``timeout``, ``max_wait``, ``ttl``...); each model's ``to_policy()`` passes
+them to the policy's Python parameters, whose names carry the unit
+(``timeout_s``, ``max_wait_s``, ``ttl_s``...). :func:`build_pipeline` turns a
 :class:`PoliciesConfig` into a :class:`~iogate.policies.Pipeline`, with one
 :class:`~iogate.policies.RetryBudget` shared by the retry and the hedge.
 """
@@ -77,9 +80,30 @@ class RetryConfig(BaseModel):
         return Backoff(
             kind=BackoffKind(self.backoff),
             jitter=Jitter(self.jitter),
-            initial=self.initial,
+            initial_s=self.initial,
             multiplier=self.multiplier,
-            max_delay=self.max_delay,
+            max_delay_s=self.max_delay,
+        )
+
+    def to_policy(
+        self,
+        *,
+        retry_on: tuple[type[BaseException], ...],
+        budget: RetryBudget | None,
+        name: str,
+        clock: Clock,
+        on_event: EventListener | None,
+    ) -> Retry:
+        """The :class:`~iogate.policies.Retry` this describes, for the errors ``retry_on``."""
+        return Retry(
+            retry_on=retry_on,
+            max_attempts=self.max_attempts,
+            backoff=self.to_backoff(),
+            max_retry_after_s=self.max_retry_after,
+            budget=budget,
+            name=name,
+            clock=clock,
+            on_event=on_event,
         )
 
 
@@ -92,6 +116,10 @@ class RetryBudgetConfig(BaseModel):
     ratio: float = Field(0.2, ge=0, le=1000)
     min_per_s: float = Field(10.0, ge=0)
     ttl: float = Field(10.0, ge=1, le=60)
+
+    def to_policy(self, *, clock: Clock) -> RetryBudget:
+        """The :class:`~iogate.policies.RetryBudget` this describes."""
+        return RetryBudget(ratio=self.ratio, min_per_s=self.min_per_s, ttl_s=self.ttl, clock=clock)
 
 
 class CircuitBreakerConfig(BaseModel):
@@ -116,6 +144,33 @@ class CircuitBreakerConfig(BaseModel):
             raise ValueError("max_wait_in_open must be >= wait_in_open")
         return self
 
+    def to_policy(
+        self,
+        *,
+        name: str,
+        record_on: tuple[type[BaseException], ...],
+        clock: Clock,
+        on_event: EventListener | None,
+    ) -> CircuitBreaker:
+        """The :class:`~iogate.policies.CircuitBreaker` this describes, counting
+        ``record_on`` errors as failures."""
+        return CircuitBreaker(
+            name=name,
+            failure_rate_threshold=self.failure_rate,
+            slow_call_rate_threshold=self.slow_call_rate,
+            slow_call_duration_s=self.slow_call_duration,
+            window_type=WindowType(self.window_type),
+            window_size=self.window,
+            minimum_calls=self.minimum_calls,
+            permitted_calls_in_half_open=self.half_open_calls,
+            wait_in_open_s=self.wait_in_open,
+            wait_multiplier=self.wait_multiplier,
+            max_wait_in_open_s=self.max_wait_in_open,
+            record_on=record_on,
+            clock=clock,
+            on_event=on_event,
+        )
+
 
 class RateLimitConfig(BaseModel):
     """``rate_limit = {...}``: see :class:`~iogate.policies.RateLimiter`."""
@@ -125,6 +180,12 @@ class RateLimitConfig(BaseModel):
     rate: float = Field(gt=0)
     burst: float | None = Field(None, ge=1)
     max_wait: float = Field(1.0, ge=0)
+
+    def to_policy(self, *, name: str, clock: Clock) -> RateLimiter:
+        """The in-process :class:`~iogate.policies.RateLimiter` this describes."""
+        return RateLimiter(
+            rate=self.rate, burst=self.burst, max_wait_s=self.max_wait, name=name, clock=clock
+        )
 
 
 class BulkheadConfig(BaseModel):
@@ -136,6 +197,16 @@ class BulkheadConfig(BaseModel):
     max_queued: int = Field(0, ge=0)
     max_wait: float = Field(1.0, ge=0)
 
+    def to_policy(self, *, name: str, clock: Clock) -> Bulkhead:
+        """The :class:`~iogate.policies.Bulkhead` this describes."""
+        return Bulkhead(
+            max_concurrent=self.max_concurrent,
+            max_queued=self.max_queued,
+            max_wait_s=self.max_wait,
+            name=name,
+            clock=clock,
+        )
+
 
 class HedgeConfig(BaseModel):
     """``hedge = {...}``: see :class:`~iogate.policies.Hedge`."""
@@ -146,6 +217,20 @@ class HedgeConfig(BaseModel):
     percentile: float | None = Field(None, gt=0, lt=1)
     max_hedges: int = Field(1, ge=1, le=10)
     min_samples: int = Field(100, ge=1)
+
+    def to_policy(self, *, budget: RetryBudget | None, name: str, clock: Clock) -> Hedge:
+        """The :class:`~iogate.policies.Hedge` this describes (a percentile over the
+        last ``max(1000, min_samples)`` latencies), drawing on ``budget``."""
+        return Hedge(
+            delay_s=self.delay,
+            percentile=self.percentile,
+            max_hedges=self.max_hedges,
+            min_samples=self.min_samples,
+            window=max(1000, self.min_samples),
+            budget=budget,
+            name=name,
+            clock=clock,
+        )
 
 
 class PoliciesConfig(BaseModel):
@@ -197,81 +282,31 @@ def build_pipeline(
     clock = clock if clock is not None else SystemClock()
     if not config.enabled:
         return Pipeline(resource=resource, recorder=recorder, clock=clock)
+    c = config
     budget = None
-    b = config.retry_budget
-    if b.enabled and (config.retry is not None or config.hedge is not None):
-        budget = RetryBudget(ratio=b.ratio, min_per_s=b.min_per_s, ttl=b.ttl, clock=clock)
-    retry = None
-    if config.retry is not None:
-        r = config.retry
-        retry = Retry(
-            retry_on=retry_on,
-            max_attempts=r.max_attempts,
-            backoff=r.to_backoff(),
-            max_retry_after=r.max_retry_after,
-            budget=budget,
-            name=resource,
-            clock=clock,
-            on_event=listener,
+    if c.retry_budget.enabled and (c.retry is not None or c.hedge is not None):
+        budget = c.retry_budget.to_policy(clock=clock)
+    retry = breaker = None
+    if c.retry is not None:
+        retry = c.retry.to_policy(
+            retry_on=retry_on, budget=budget, name=resource, clock=clock, on_event=listener
         )
-    breaker = None
-    if config.circuit_breaker is not None:
-        c = config.circuit_breaker
-        breaker = CircuitBreaker(
+    if c.circuit_breaker is not None:
+        breaker = c.circuit_breaker.to_policy(
             name=resource,
-            failure_rate_threshold=c.failure_rate,
-            slow_call_rate_threshold=c.slow_call_rate,
-            slow_call_duration=c.slow_call_duration,
-            window_type=WindowType(c.window_type),
-            window_size=c.window,
-            minimum_calls=c.minimum_calls,
-            permitted_calls_in_half_open=c.half_open_calls,
-            wait_in_open=c.wait_in_open,
-            wait_multiplier=c.wait_multiplier,
-            max_wait_in_open=c.max_wait_in_open,
             record_on=record_on if record_on is not None else (*retry_on, OperationTimeout),
             clock=clock,
             on_event=listener,
         )
-    limiter = None
-    if config.rate_limit is not None:
-        lim = config.rate_limit
-        limiter = RateLimiter(
-            rate=lim.rate, burst=lim.burst, max_wait=lim.max_wait, name=resource, clock=clock
-        )
-    bulkhead = None
-    if config.bulkhead is not None:
-        bh = config.bulkhead
-        bulkhead = Bulkhead(
-            max_concurrent=bh.max_concurrent,
-            max_queued=bh.max_queued,
-            max_wait=bh.max_wait,
-            name=resource,
-            clock=clock,
-        )
-    hedge = None
-    if config.hedge is not None:
-        h = config.hedge
-        hedge = Hedge(
-            delay=h.delay,
-            percentile=h.percentile,
-            max_hedges=h.max_hedges,
-            min_samples=h.min_samples,
-            window=max(1000, h.min_samples),
-            budget=budget,
-            name=resource,
-            clock=clock,
-        )
-    timeout = Timeout(config.timeout, name=resource, clock=clock) if config.timeout else None
     return Pipeline(
         resource=resource,
         retry=retry,
         circuit_breaker=breaker,
-        rate_limiter=limiter,
-        bulkhead=bulkhead,
-        timeout=timeout,
-        deadline=config.deadline,
-        hedge=hedge,
+        rate_limiter=c.rate_limit.to_policy(name=resource, clock=clock) if c.rate_limit else None,
+        bulkhead=c.bulkhead.to_policy(name=resource, clock=clock) if c.bulkhead else None,
+        timeout=Timeout(c.timeout, name=resource, clock=clock) if c.timeout else None,
+        deadline_s=c.deadline,
+        hedge=c.hedge.to_policy(budget=budget, name=resource, clock=clock) if c.hedge else None,
         recorder=recorder,
         clock=clock,
     )

@@ -7,7 +7,7 @@ backend passes on as its statement timeout instead of arming one more timer. A
 nested scope only arms a timer when it is tighter than the one it is nested in.
 
 :class:`deadline_scope` sets one around a block; :class:`~iogate.policies.Pipeline`
-sets one around a call whose policies have a ``deadline``.
+sets one around a call whose policies have a ``deadline_s``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def remaining() -> float | None:
 
 
 class deadline_scope:
-    """``async with deadline_scope(seconds):`` — a deadline for the enclosed block.
+    """``async with deadline_scope(deadline_s):`` — a deadline for the enclosed block.
 
     Sets the deadline context read by :func:`remaining`. If an enclosing
     deadline is already tighter, this scope changes nothing and arms nothing.
@@ -53,12 +53,12 @@ class deadline_scope:
     :class:`~iogate.errors.OperationTimeout` is raised from the ``async with``.
 
     Args:
-        seconds: the deadline, seconds from entering the block (>= 0).
+        deadline_s: the deadline, seconds from entering the block (>= 0).
         clock: time source (default: the real clock).
         resource, operation: context put on the ``OperationTimeout``.
 
     Raises:
-        ValueError: ``seconds`` is negative.
+        ValueError: ``deadline_s`` is negative.
     """
 
     __slots__ = (
@@ -69,22 +69,22 @@ class deadline_scope:
         "_start",
         "_task",
         "_token",
+        "deadline_s",
         "operation",
         "resource",
-        "seconds",
     )
 
     def __init__(
         self,
-        seconds: float,
+        deadline_s: float,
         *,
         clock: Clock | None = None,
         resource: str | None = None,
         operation: str | None = None,
     ) -> None:
-        if seconds < 0:
-            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
-        self.seconds = float(seconds)
+        if deadline_s < 0:
+            raise ValueError(f"deadline_s must be >= 0, got {deadline_s!r}")
+        self.deadline_s = float(deadline_s)
         self.resource = resource
         self.operation = operation
         self._clock = clock if clock is not None else SystemClock()
@@ -103,15 +103,15 @@ class deadline_scope:
     async def __aenter__(self) -> deadline_scope:
         now = self._clock.monotonic()
         self._start = now
-        at = now + self.seconds
+        at = now + self.deadline_s
         outer = DEADLINE.get()
-        if outer is not None and outer[0] - outer[1]() <= self.seconds:
+        if outer is not None and outer[0] - outer[1]() <= self.deadline_s:
             return self  # the enclosing deadline is tighter: nothing to do
         self._token = DEADLINE.set((at, self._clock.monotonic))
         task = current_task()
         self._task = task
         self._baseline = task.cancelling()
-        self._handle = schedule(self._clock, self.seconds, self._fire)
+        self._handle = schedule(self._clock, self.deadline_s, self._fire)
         return self
 
     async def __aexit__(
@@ -133,7 +133,7 @@ class deadline_scope:
             and exc_type is asyncio.CancelledError
         ):
             raise OperationTimeout(
-                f"deadline of {self.seconds:g}s exceeded",
+                f"deadline of {self.deadline_s:g}s exceeded",
                 resource=self.resource,
                 operation=self.operation,
                 elapsed_s=self._clock.monotonic() - self._start,
@@ -146,4 +146,4 @@ class deadline_scope:
 
     def __repr__(self) -> str:
         armed = self._token is not None
-        return f"deadline_scope({self.seconds:g}, armed={armed}, expired={self._fired})"
+        return f"deadline_scope({self.deadline_s:g}, armed={armed}, expired={self._fired})"

@@ -52,7 +52,7 @@ class Fallback:
         ValueError: neither or both of ``value`` and ``handler`` given, or ``on`` empty.
     """
 
-    __slots__ = ("handler", "name", "on", "on_event", "used", "value")
+    __slots__ = ("_used", "handler", "name", "on", "on_event", "value")
 
     def __init__(
         self,
@@ -73,7 +73,12 @@ class Fallback:
         self.handler = handler
         self.name = name
         self.on_event = on_event
-        self.used = 0
+        self._used = 0
+
+    @property
+    def used(self) -> int:
+        """Failures the fallback answered for, since creation."""
+        return self._used
 
     def handles(self, exc: BaseException) -> bool:
         """Whether ``exc`` falls back."""
@@ -81,7 +86,7 @@ class Fallback:
 
     async def recover(self, exc: BaseException, *, now: float = 0.0) -> Any:
         """The fallback answer for ``exc`` (call only when :meth:`handles` is true)."""
-        self.used += 1
+        self._used += 1
         if self.on_event is not None:
             self.on_event(FallbackUsed(policy=self.name, at=now, error=type(exc).__name__))
         if self.handler is None:
@@ -100,10 +105,10 @@ class Fallback:
                 raise
             return await self.recover(exc)
 
-    def snapshot(self) -> FallbackSnapshot:
+    def stats(self) -> FallbackSnapshot:
         """Frozen counters."""
-        return FallbackSnapshot(used=self.used)
+        return FallbackSnapshot(used=self._used)
 
     def __repr__(self) -> str:
         names = ", ".join(t.__name__ for t in self.on)
-        return f"Fallback(on=({names}), used={self.used})"
+        return f"Fallback(on=({names}), used={self._used})"

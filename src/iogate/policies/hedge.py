@@ -6,7 +6,7 @@ percentile of latency; use whichever answers first and cancel the rest. It
 cuts tail latency for a few percent of extra load. Polly v8's hedging strategy
 and Envoy's ``hedge_policy`` are the same idea.
 
-* After ``delay`` seconds — fixed, or the ``percentile`` of recent successful
+* After ``delay_s`` seconds — fixed, or the ``percentile`` of recent successful
   latencies once ``min_samples`` are known — up to ``max_hedges`` extra attempts
   start, one per delay.
 * The first success wins; every other attempt is cancelled and awaited.
@@ -57,13 +57,13 @@ class Hedge:
     """Start extra attempts of a slow call (see the module docstring).
 
     Args:
-        delay: seconds before each extra attempt (> 0); with ``percentile``, the
+        delay_s: seconds before each extra attempt (> 0); with ``percentile``, the
             delay used until ``min_samples`` latencies are known.
         percentile: use this quantile of recent latencies as the delay, in (0, 1)
             (0.95 is the paper's example), or ``None`` for the fixed delay.
         max_hedges: extra attempts at most (>= 1).
         min_samples: latencies needed before ``percentile`` is used (>= 1).
-        window: latencies kept for the percentile (>= ``min_samples``).
+        window: how many latencies are kept for the percentile (>= ``min_samples``).
         budget: the resource's retry budget; each extra attempt withdraws one.
         name: name used in events.
         on_event: listener for :class:`HedgeStarted`.
@@ -74,18 +74,18 @@ class Hedge:
     """
 
     __slots__ = (
+        "_budget_rejections",
+        "_calls",
         "_clock",
         "_delay_cache",
+        "_hedge_wins",
+        "_hedges",
         "_now",
         "_pos",
         "_samples",
         "_since_sort",
         "budget",
-        "budget_rejections",
-        "calls",
-        "delay",
-        "hedge_wins",
-        "hedges",
+        "delay_s",
         "max_hedges",
         "min_samples",
         "name",
@@ -97,7 +97,7 @@ class Hedge:
     def __init__(
         self,
         *,
-        delay: float = 0.05,
+        delay_s: float = 0.05,
         percentile: float | None = None,
         max_hedges: int = 1,
         min_samples: int = 100,
@@ -107,8 +107,8 @@ class Hedge:
         on_event: EventListener | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not delay > 0:
-            raise ValueError(f"delay must be > 0, got {delay!r}")
+        if not delay_s > 0:
+            raise ValueError(f"delay_s must be > 0, got {delay_s!r}")
         if percentile is not None and not 0 < percentile < 1:
             raise ValueError(f"percentile must be in (0, 1), got {percentile!r}")
         if max_hedges < 1:
@@ -117,7 +117,7 @@ class Hedge:
             raise ValueError(f"min_samples must be >= 1, got {min_samples!r}")
         if window < min_samples:
             raise ValueError(f"window must be >= min_samples, got {window!r}")
-        self.delay = float(delay)
+        self.delay_s = float(delay_s)
         self.percentile = percentile
         self.max_hedges = max_hedges
         self.min_samples = min_samples
@@ -130,21 +130,41 @@ class Hedge:
         self._samples: list[float] = []
         self._pos = 0
         self._since_sort = 0
-        self._delay_cache = self.delay
-        self.calls = 0
-        self.hedges = 0
-        self.hedge_wins = 0
-        self.budget_rejections = 0
+        self._delay_cache = self.delay_s
+        self._calls = 0
+        self._hedges = 0
+        self._hedge_wins = 0
+        self._budget_rejections = 0
 
-    def observe(self, latency: float) -> None:
+    @property
+    def calls(self) -> int:
+        """Calls run through :meth:`run`, since creation."""
+        return self._calls
+
+    @property
+    def hedges(self) -> int:
+        """Extra attempts started, since creation."""
+        return self._hedges
+
+    @property
+    def hedge_wins(self) -> int:
+        """Calls answered by an extra attempt, since creation."""
+        return self._hedge_wins
+
+    @property
+    def budget_rejections(self) -> int:
+        """Extra attempts the retry budget refused, since creation."""
+        return self._budget_rejections
+
+    def observe(self, latency_s: float) -> None:
         """Add a successful attempt's latency (seconds) to the percentile window."""
         if self.percentile is None:
             return
         samples = self._samples
         if len(samples) < self.window:
-            samples.append(latency)
+            samples.append(latency_s)
         else:
-            samples[self._pos] = latency
+            samples[self._pos] = latency_s
             self._pos = (self._pos + 1) % self.window
         self._since_sort += 1
         # Re-sort at most every 1/16 of the window: O(log n) amortised per sample.
@@ -164,7 +184,7 @@ class Hedge:
         Raises:
             BaseException: the error of the last attempt, when every attempt failed.
         """
-        self.calls += 1
+        self._calls += 1
         loop = asyncio.get_running_loop()
         now = self._now
         delay = self._delay_cache
@@ -194,17 +214,17 @@ class Hedge:
                     exc = task.exception()
                     if exc is None:
                         if number:
-                            self.hedge_wins += 1
+                            self._hedge_wins += 1
                         self.observe(now() - start)
                         return task.result()
                     error = exc
                 if tick is not None and tick in done and running:
                     if self.budget is not None and not self.budget.try_withdraw(now()):
-                        self.budget_rejections += 1
+                        self._budget_rejections += 1
                         can_hedge = False
                         continue
                     started += 1
-                    self.hedges += 1
+                    self._hedges += 1
                     running[loop.create_task(_call(fn))] = started
                     if self.on_event is not None:
                         self.on_event(
@@ -221,20 +241,20 @@ class Hedge:
                     if not task.cancelled():
                         task.exception()  # retrieved: no "never retrieved" warning
 
-    def snapshot(self) -> HedgeSnapshot:
+    def stats(self) -> HedgeSnapshot:
         """Frozen counters."""
         return HedgeSnapshot(
-            calls=self.calls,
-            hedges=self.hedges,
-            hedge_wins=self.hedge_wins,
-            budget_rejections=self.budget_rejections,
+            calls=self._calls,
+            hedges=self._hedges,
+            hedge_wins=self._hedge_wins,
+            budget_rejections=self._budget_rejections,
             delay_s=self._delay_cache,
         )
 
     def __repr__(self) -> str:
         return (
-            f"Hedge(delay={self._delay_cache:g}, max_hedges={self.max_hedges}, "
-            f"hedges={self.hedges}, wins={self.hedge_wins})"
+            f"Hedge(delay_s={self._delay_cache:g}, max_hedges={self.max_hedges}, "
+            f"hedges={self._hedges}, wins={self._hedge_wins})"
         )
 
 

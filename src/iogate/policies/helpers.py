@@ -45,8 +45,9 @@ def resilient(
     retry_on: tuple[type[BaseException], ...] | None = None,
     max_attempts: int = 3,
     backoff: Backoff | None = None,
-    timeout: Timeout | float | None = None,
-    deadline: float | None = None,
+    timeout_s: float | None = None,
+    timeout: Timeout | None = None,
+    deadline_s: float | None = None,
     circuit_breaker: CircuitBreaker | None = None,
     rate_limiter: RateLimiter | None = None,
     bulkhead: Bulkhead | None = None,
@@ -58,8 +59,9 @@ def resilient(
 
     Either pass a ready ``pipeline`` (to share policies between functions), or
     the policies to build one: ``retry_on`` (with ``max_attempts`` and
-    ``backoff``) enables retries; ``timeout`` is per attempt and ``deadline``
-    per call, in seconds. The pipeline is on the wrapper as ``.pipeline``.
+    ``backoff``) enables retries; ``timeout_s`` (or a :class:`Timeout` as
+    ``timeout``) is per attempt and ``deadline_s`` per call, in seconds. The
+    pipeline is on the wrapper as ``.pipeline``.
 
     Args:
         resource: the pipeline's name; default the function's ``__qualname__``.
@@ -67,14 +69,24 @@ def resilient(
         idempotent: ``False`` never retries nor hedges.
 
     Raises:
-        ValueError: ``pipeline`` given together with policies.
+        ValueError: ``pipeline`` given together with policies, or both ``timeout``
+            and ``timeout_s``.
 
     Example::
 
-        @iogate.resilient(retry_on=(ConnectionError,), timeout=2.0, deadline=10.0)
+        @iogate.resilient(retry_on=(ConnectionError,), timeout_s=2.0, deadline_s=10.0)
         async def fetch_price(symbol: str) -> float: ...
     """
-    building = (retry_on, timeout, deadline, circuit_breaker, rate_limiter, bulkhead, hedge)
+    building = (
+        retry_on,
+        timeout,
+        timeout_s,
+        deadline_s,
+        circuit_breaker,
+        rate_limiter,
+        bulkhead,
+        hedge,
+    )
     if pipeline is not None and (any(p is not None for p in building) or fallback is not None):
         raise ValueError("give either pipeline or policies, not both")
 
@@ -100,7 +112,8 @@ def resilient(
                 rate_limiter=rate_limiter,
                 bulkhead=bulkhead,
                 timeout=timeout,
-                deadline=deadline,
+                timeout_s=timeout_s,
+                deadline_s=deadline_s,
                 hedge=hedge,
                 fallback=fallback,
                 clock=clock,
@@ -216,14 +229,15 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 async def timeout_or_default(
-    aw: Awaitable[T], seconds: float, *, default: D | None = None, clock: Clock | None = None
+    aw: Awaitable[T], timeout_s: float, *, default: D | None = None, clock: Clock | None = None
 ) -> T | D | None:
-    """``await aw``, or ``default`` if it takes longer than ``seconds`` (it is then cancelled).
+    """``await aw``, or ``default`` if it takes longer than ``timeout_s`` seconds (it is then
+    cancelled).
 
     Only this helper's own timeout turns into ``default``: an
     ``OperationTimeout`` from inside ``aw``, or from an enclosing deadline, propagates.
     """
-    scope = deadline_scope(seconds, clock=clock)
+    scope = deadline_scope(timeout_s, clock=clock)
     try:
         async with scope:
             return await aw

@@ -23,16 +23,23 @@ Why this order:
 * **attempt timeout** innermost: it bounds each attempt, hedged ones included.
 
 Performance: the policies are not nested coroutines. :meth:`Pipeline.run` is a
-single coroutine that calls each policy's synchronous fast path (a breaker
-permit, a token, a slot) and awaits only when a policy must wait. Deadlines and
-attempt timeouts share coarse timers (:class:`~iogate.policies.TimerWheel`), so
-no ``asyncio.timeout`` is armed per call.
+single coroutine, one loop turn per attempt: it calls each policy's synchronous
+fast path (``CircuitBreaker.permit`` / ``on_success``, ``RateLimiter.take``,
+``Bulkhead.try_enter`` / ``release``, ``RetryBudget.deposit``), awaits the
+attempt in its own frame, and awaits a policy only when it must wait. Each
+attempt is timed on a coarse, shared timer (:class:`~iogate.policies.TimerWheel`),
+so no ``asyncio.timeout`` is armed per call: the attempt timeout's, capped at the
+deadline, or without one the deadline's own wheel, armed at the deadline. Waits
+between attempts need no timer: the limiter's and the bulkhead's are bounded by
+the deadline, and a backoff that would overrun it is not taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -56,8 +63,13 @@ __all__ = ["CallRecorder", "Pipeline", "PipelineSnapshot"]
 
 T = TypeVar("T")
 
-_CancelledError = asyncio.CancelledError
-_remove = TimerWheel.remove
+# TimerWheel.remove; ``Any`` for the task: run() calls it only once the task is known.
+_remove: Callable[[dict[Any, int], Any], bool] = TimerWheel.remove
+
+
+def _no_take(now: float, max_wait: float, deadline_at: float | None) -> float:
+    """The rate limiter's ``take`` of a pipeline without one (never called)."""
+    raise AssertionError("no rate limiter")
 
 
 def _task() -> asyncio.Task[Any]:
@@ -108,17 +120,18 @@ class Pipeline:
 
     Args:
         resource: the resource's name; put on errors and records.
-        retry, circuit_breaker, rate_limiter, bulkhead, hedge, fallback: the policies
-            (each optional).
-        timeout: the attempt timeout, a :class:`Timeout` or seconds.
-        deadline: the overall deadline of a call, seconds (> 0).
+        retry, circuit_breaker, rate_limiter, bulkhead, timeout, hedge, fallback: the
+            policies (each optional); ``timeout`` is the attempt timeout.
+        timeout_s: the attempt timeout in seconds, for ``timeout=Timeout(timeout_s)``.
+        deadline_s: the overall deadline of a call, seconds (> 0).
         recorder: receives one :class:`CallRecorder` record per call.
         on_event: listener for the deadline's :class:`~iogate.policies.TimeoutFired`
             (each policy has its own ``on_event``).
         clock: time source for the deadline and durations.
 
     Raises:
-        ValueError: ``deadline`` is not positive.
+        ValueError: ``deadline_s`` is not positive, or both ``timeout`` and
+            ``timeout_s`` are given.
     """
 
     __slots__ = (
@@ -132,14 +145,14 @@ class Pipeline:
         "_now",
         "_ok",
         "_rl",
-        "_rl_reserve",
+        "_rl_take",
         "_started",
         "_tmo_s",
         "_tmo_wheel",
         "budget",
         "bulkhead",
         "circuit_breaker",
-        "deadline",
+        "deadline_s",
         "fallback",
         "hedge",
         "on_event",
@@ -158,27 +171,30 @@ class Pipeline:
         circuit_breaker: CircuitBreaker | None = None,
         rate_limiter: RateLimiter | None = None,
         bulkhead: Bulkhead | None = None,
-        timeout: Timeout | float | None = None,
-        deadline: float | None = None,
+        timeout: Timeout | None = None,
+        timeout_s: float | None = None,
+        deadline_s: float | None = None,
         hedge: Hedge | None = None,
         fallback: Fallback | None = None,
         recorder: CallRecorder | None = None,
         on_event: EventListener | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if deadline is not None and not deadline > 0:
-            raise ValueError(f"deadline must be > 0, got {deadline!r}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {deadline_s!r}")
+        if timeout is not None and timeout_s is not None:
+            raise ValueError("give timeout or timeout_s, not both")
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
-        if timeout is not None and not isinstance(timeout, Timeout):
-            timeout = Timeout(timeout, name=resource, clock=self._clock)
+        if timeout_s is not None:
+            timeout = Timeout(timeout_s, name=resource, clock=self._clock)
         self.resource = resource
         self.retry = retry
         self.circuit_breaker = circuit_breaker
         self.rate_limiter = rate_limiter
         self.bulkhead = bulkhead
         self.timeout = timeout
-        self.deadline = float(deadline) if deadline is not None else None
+        self.deadline_s = float(deadline_s) if deadline_s is not None else None
         self.hedge = hedge
         self.fallback = fallback
         self.recorder = recorder
@@ -187,23 +203,25 @@ class Pipeline:
         )
         self._cb = circuit_breaker
         self._rl = rate_limiter
-        self._rl_reserve = rate_limiter.bucket_reserve if rate_limiter is not None else None
+        self._rl_take = rate_limiter.take if rate_limiter is not None else _no_take
         self._bh = bulkhead
-        self._tmo_s = timeout.seconds if timeout is not None else 0.0
         # Hedged attempts run their timeout inside Hedge.run (Timeout.run): the
         # pipeline arms the attempt timer itself only without a hedge.
         self._tmo_wheel = timeout.wheel if timeout is not None and hedge is None else None
+        self._tmo_s = timeout.timeout_s if timeout is not None and hedge is None else math.inf
         self.on_event = on_event
-        # The deadline needs its own timer only when no attempt timer enforces it
-        # (the attempt timer is capped at the deadline; hedged attempts run in
-        # child tasks, so the parent keeps its own deadline timer then).
+        # Without an attempt timer of its own, the pipeline times each attempt (a
+        # hedged one included: its tasks are children of this one) on a wheel of its
+        # deadline, armed at the deadline; the attempt timer is capped at it anyway.
+        # Waits outside the attempt are bounded by the deadline already (limiter,
+        # bulkhead, backoff), so they need no timer.
         self._dl_wheel = (
-            TimerWheel(granularity=TimerWheel.granularity_for(self.deadline), clock=self._clock)
-            if self.deadline is not None and self._tmo_wheel is None
+            TimerWheel(granularity_s=TimerWheel.granularity_for(self.deadline_s), clock=self._clock)
+            if self.deadline_s is not None and self._tmo_wheel is None
             else None
         )
         self._bare = not any(
-            (retry, circuit_breaker, rate_limiter, bulkhead, timeout, deadline, hedge, fallback)
+            (retry, circuit_breaker, rate_limiter, bulkhead, timeout, deadline_s, hedge, fallback)
         )
         self._ok = 0
         self._failed = 0
@@ -238,173 +256,113 @@ class Pipeline:
     async def run(
         self, fn: Callable[[], Awaitable[T]], /, *, operation: str, idempotent: bool = True
     ) -> T:
-        """Run ``fn()`` through every policy and return its result.
-
-        The retry loop: per attempt, enter the policies (breaker permit, token,
-        slot: each policy's synchronous fast path, awaiting only when a policy
-        must wait: :meth:`_wait_token`, :meth:`_wait_slot`), run the attempt
-        (under the attempt timer), judge its outcome (:meth:`_on_error` on
-        failure), back off. The attempt is awaited in this frame.
+        """Run ``fn()`` through every policy and return its result (see the module docstring).
 
         Args:
             fn: a zero-argument callable returning a fresh awaitable per attempt.
             operation: what is called (``"fetch"``, ``"GET"``): for errors and records.
-            idempotent: ``False`` for calls that must not run twice (a lone write,
-                a POST without an idempotency key): never retried, never hedged;
-                breaker, limiter, bulkhead and timeouts still apply.
+            idempotent: ``False`` for a call that must not run twice (a lone write, a
+                POST without an idempotency key): never retried nor hedged.
 
         Raises:
             CircuitOpenError, RateLimitedError, BulkheadFullError, OperationTimeout:
                 a policy refused or cut the call.
             RuntimeError: a timeout or deadline applies and this is not run in a task.
-            Exception: ``fn``'s own error, unchanged except that an
-                :class:`~iogate.errors.OperationError` gets ``resource``,
-                ``operation``, ``attempts`` and ``elapsed_s`` filled in.
+            Exception: ``fn``'s own error; an :class:`~iogate.errors.OperationError`
+                gets ``resource``, ``operation``, ``attempts`` and ``elapsed_s`` filled in.
         """
         if self._bare:
-            if self.recorder is None:
-                return await fn()
-            return await self._run_recorded(fn, operation)
+            return await (fn() if self.recorder is None else self._run_recorded(fn, operation))
         self._started += 1
         now = self._now
         t0 = start = now()
-        token = task = dl_bucket = last_exc = None
-        baseline = attempt = 0
-        dl_error: OperationTimeout | None = None
+        token = task = last_exc = None
+        attempt, wheel = 0, self._tmo_wheel
         try:
-            # -- deadline: the caller's, or ours if tighter -----------------------------------
+            # -- deadline: the caller's, or ours if tighter (then timed on our wheel) ----------
             outer = DEADLINE.get()
             deadline_at = None if outer is None else start + (outer[0] - outer[1]())
-            dl = self.deadline
+            dl = self.deadline_s
             if dl is not None and (deadline_at is None or start + dl < deadline_at):
                 deadline_at = start + dl
                 token = DEADLINE.set((deadline_at, now))
-                wheel = self._dl_wheel
-                if wheel is not None:
-                    task = TASK_OF_LOOP(LOOP_OF_THREAD.get(get_ident())) or _task()
-                    baseline = task.cancelling()
-                    dl_bucket = wheel.add(deadline_at, task)
+                if wheel is None:
+                    wheel = self._dl_wheel
             if idempotent:
                 retry, hedge, budget = self.retry, self.hedge, self.budget
                 if budget is not None:
                     budget.deposit(start)
             else:
                 retry = hedge = None
-            cb = self._cb
-            rl = self._rl
-            rl_reserve = self._rl_reserve
-            bh = self._bh
-            tmo_wheel = self._tmo_wheel
-            prev_delay = 0.0
-            permit = 0
+            call = fn if hedge is None else partial(hedge.run, self._attempt_fn(fn, operation))
+            cb, rl, bh = self._cb, self._rl, self._bh
+            rl_take, tmo_s = self._rl_take, self._tmo_s
+            prev_delay, permit = 0.0, 0
             while True:
                 attempt += 1
-                if attempt > 1:
-                    t0 = now()
-                    if deadline_at is not None and t0 >= deadline_at:
-                        dl_error = self._deadline_error(operation, attempt - 1, t0 - start)
-                        raise dl_error  # noqa: TRY301
-                # -- enter the policies: breaker → rate limiter → bulkhead -----------------
-                if cb is not None:
-                    permit = cb.closed_permit
-                    if permit < 0:
-                        permit = cb.permit(t0)
-                if rl is not None:
-                    if rl_reserve is not None:  # rl.try_acquire, one call fewer
-                        limit = rl.max_wait
-                        if deadline_at is not None and deadline_at - t0 < limit:
-                            limit = deadline_at - t0
-                        wait = rl_reserve(t0, limit)
-                    else:
-                        wait = rl.try_acquire(t0, deadline_at)
-                    if wait != 0.0:
-                        t0 = await self._wait_token(rl, wait, t0, cb, permit)
+                # -- enter the policies (breaker, rate limiter, bulkhead), then the attempt ----
+                if cb is not None and (permit := cb.closed_permit) < 0:
+                    permit = cb.permit(t0)
+                if rl is not None and (wait := rl_take(t0, rl.max_wait_s, deadline_at)) != 0.0:
+                    t0 = await self._wait_token(rl, wait, t0, cb, permit)
                 if bh is not None and not bh.try_enter():
                     t0 = await self._wait_slot(bh, cb, permit, rl)
-                # -- the attempt: hedge → attempt timeout → call ---------------------------
-                a_bucket = None
-                a_base = 0
-                delay = 0.0
+                a_bucket, a_base = None, 0
                 try:
-                    if hedge is not None:
-                        result = await hedge.run(self._attempt_fn(fn, operation))
-                    elif tmo_wheel is not None:
-                        if task is None:
-                            task = TASK_OF_LOOP(LOOP_OF_THREAD.get(get_ident())) or _task()
-                        a_base = task.cancelling()
-                        at = t0 + self._tmo_s
-                        a_bucket = tmo_wheel.add(
-                            at if deadline_at is None or at < deadline_at else deadline_at, task
-                        )
-                        try:
-                            result = await fn()
-                        finally:
-                            fired = _remove(a_bucket, task)
-                        if fired:
-                            task.uncancel()  # fn swallowed the cancellation
-                    else:
-                        result = await fn()
-                # -- its outcome -----------------------------------------------------------
-                except BaseException as exc:
-                    t1 = now()
-                    if bh is not None:
-                        bh.release()
-                    if dl_bucket is not None and FIRED in dl_bucket:
-                        # The deadline's timer cut the attempt: not retried, a timeout.
-                        dl_error = self._deadline_error(operation, attempt, t1 - start)
-                        if cb is not None:
-                            cb.on_error(permit, dl_error, t1 - t0, t1)
-                        raise
-                    delay, last_exc = self._on_error(
-                        exc, last_exc, a_bucket, a_base, task, attempt, permit,
-                        start, t0, t1, deadline_at, prev_delay, retry, operation,
-                    )  # fmt: skip
+                    try:
+                        if wheel is not None:  # the attempt timer, capped at the deadline
+                            task = task or TASK_OF_LOOP(LOOP_OF_THREAD.get(get_ident())) or _task()
+                            a_base = task.cancelling()
+                            at = t0 + tmo_s
+                            if deadline_at is not None and deadline_at < at:
+                                at = deadline_at
+                            a_bucket = wheel.add(at, task)
+                        result = await call()
+                    finally:
+                        t1 = now()
+                        if a_bucket is not None:
+                            _remove(a_bucket, task)  # uncancels task if the slot fired
+                        if bh is not None:
+                            bh.release()
+                except BaseException as exc:  # noqa: BLE001 - _on_error re-raises it or retries
+                    delay, last_exc = self._on_error(exc, last_exc, a_bucket, a_base, task,
+                        attempt, permit, start, t0, t1, deadline_at, prev_delay, retry,
+                        operation)  # fmt: skip
                 else:
-                    t1 = now()
-                    if bh is not None:
-                        bh.release()
                     if cb is not None:
                         cb.on_success(permit, t1 - t0, t1)
-                    if (
-                        retry is None
-                        or retry.retry_if_result is None
-                        or not retry.retry_if_result(result)
-                    ):
+                    if retry is None or retry.retry_if_result is None:
                         break
-                    delay = retry.next_delay(
-                        None,
-                        attempt=attempt,
-                        previous_delay=prev_delay,
-                        now=t1,
-                        deadline_at=deadline_at,
-                        operation=operation,
-                    )
+                    delay = self._result_delay(retry, result, attempt, prev_delay, t1,
+                        deadline_at, operation)  # fmt: skip
                     if delay < 0.0:
                         break
-                # -- backoff ---------------------------------------------------------------
                 prev_delay = delay
-                if delay > 0.0:
-                    await self._clock.sleep(delay)
+                t0 = await self._backoff(delay, attempt, start, deadline_at, operation)
         except BaseException as exc:  # noqa: BLE001 - re-raised by _fail unless a fallback answers
-            err = exc
-            if dl_bucket is not None:
-                assert task is not None
-                if _remove(dl_bucket, task) and cancelled_by_timer(task, baseline, exc):
-                    err = dl_error or self._deadline_error(operation, attempt, now() - start)
-            if token is not None:
-                DEADLINE.reset(token)
-            answer: T = await self._fail(err, operation, attempt, start, exc, fn)
+            answer: T = await self._fail(exc, operation, attempt, start, fn, token)
             return answer
-        if dl_bucket is not None:
-            assert task is not None
-            if _remove(dl_bucket, task):
-                task.uncancel()
         if token is not None:
             DEADLINE.reset(token)
         self._ok += 1
         if self.recorder is not None:
             self.recorder.record(self.resource, operation, "ok", t1 - start, fn)
         return result
+
+    async def _backoff(
+        self, delay: float, attempt: int, start: float, deadline_at: float | None, operation: str
+    ) -> float:
+        """Sleep ``delay`` seconds after attempt ``attempt``; return the clock reading.
+
+        Raises:
+            OperationTimeout: the deadline has passed: no next attempt.
+        """
+        if delay > 0.0:
+            await self._clock.sleep(delay)
+        t0 = self._now()
+        if deadline_at is not None and t0 >= deadline_at:
+            raise self._deadline_error(operation, attempt, t0 - start)
+        return t0
 
     async def _wait_token(
         self, rl: RateLimiter, wait: float, t0: float, cb: CircuitBreaker | None, permit: int
@@ -454,25 +412,26 @@ class Pipeline:
         retry: Retry | None,
         operation: str,
     ) -> tuple[float, BaseException]:
-        """Judge attempt ``attempt``'s error ``exc``: an attempt timeout becomes
-        ``OperationTimeout`` (the deadline's, if it has passed), the breaker records
-        it, the retry policy decides. Returns ``(delay, error)`` to back off and
-        retry; raises the error otherwise."""
+        """Judge attempt ``attempt``'s error ``exc``: a cancellation by the attempt's
+        timer becomes ``OperationTimeout`` (the deadline's when the timer was the
+        deadline's or the deadline has passed), the breaker records it, the retry
+        policy decides. Returns ``(delay, error)`` to back off and retry; raises the
+        error otherwise."""
         err: BaseException = exc
-        ours = False  # did our attempt timer cancel it?
+        ours = False  # did the attempt's timer cancel it?
         if a_bucket is not None and FIRED in a_bucket:
             assert task is not None
             ours = cancelled_by_timer(task, a_base, exc)
         cb = self._cb
         if ours:
-            if deadline_at is not None and t1 >= deadline_at:
-                # The attempt timer was the deadline's: not retried, a timeout.
+            if self._tmo_wheel is None or (deadline_at is not None and t1 >= deadline_at):
+                # The deadline cut the attempt: not retried, a timeout.
                 dl_error = self._deadline_error(operation, attempt, t1 - start)
                 if cb is not None:
                     cb.on_error(permit, dl_error, t1 - t0, t1)
                 raise dl_error from None
             assert self.timeout is not None
-            err = self.timeout.expired(operation=operation, attempts=attempt, elapsed=t1 - start)
+            err = self.timeout.expired(operation=operation, attempts=attempt, elapsed_s=t1 - start)
         if cb is not None:
             cb.on_error(permit, err, t1 - t0, t1)
         if last_exc is not None and err.__context__ is None and err is not last_exc:
@@ -481,7 +440,7 @@ class Pipeline:
             delay = retry.next_delay(
                 err,
                 attempt=attempt,
-                previous_delay=prev_delay,
+                previous_delay_s=prev_delay,
                 now=t1,
                 deadline_at=deadline_at,
                 operation=operation,
@@ -491,6 +450,30 @@ class Pipeline:
         if err is exc:
             raise exc
         raise err from None
+
+    def _result_delay(
+        self,
+        retry: Retry,
+        result: object,
+        attempt: int,
+        prev_delay: float,
+        t1: float,
+        deadline_at: float | None,
+        operation: str,
+    ) -> float:
+        """Seconds to back off before retrying a successful attempt whose ``result``
+        matches ``retry_if_result``, or a negative number to return it."""
+        assert retry.retry_if_result is not None
+        if not retry.retry_if_result(result):
+            return -1.0
+        return retry.next_delay(
+            None,
+            attempt=attempt,
+            previous_delay_s=prev_delay,
+            now=t1,
+            deadline_at=deadline_at,
+            operation=operation,
+        )
 
     def _attempt_fn(
         self, fn: Callable[[], Awaitable[T]], operation: str
@@ -505,33 +488,32 @@ class Pipeline:
         try:
             result = await fn()
         except BaseException as exc:  # noqa: BLE001 - re-raised by _fail unless a fallback answers
-            answer: T = await self._fail(exc, operation, 1, start, exc, fn)
+            answer: T = await self._fail(exc, operation, 1, start, fn, None)
             return answer
         self._ok += 1
         assert self.recorder is not None
         self.recorder.record(self.resource, operation, "ok", self._now() - start, fn)
         return result
 
-    def _deadline_error(self, operation: str, attempts: int, elapsed: float) -> OperationTimeout:
+    def _deadline_error(self, operation: str, attempts: int, elapsed_s: float) -> OperationTimeout:
         """Count a deadline timeout, emit :class:`TimeoutFired`, return the error."""
         self._deadline_timeouts += 1
+        dl = self.deadline_s
         if self.on_event is not None:
             self.on_event(
                 TimeoutFired(
                     policy=self.resource,
                     at=self._now(),
                     kind="deadline",
-                    seconds=self.deadline if self.deadline is not None else elapsed,
+                    timeout_s=dl if dl is not None else elapsed_s,
                 )
             )
         return OperationTimeout(
-            f"deadline of {self.deadline:g}s exceeded"
-            if self.deadline is not None
-            else "deadline exceeded",
+            f"deadline of {dl:g}s exceeded" if dl is not None else "deadline exceeded",
             resource=self.resource,
             operation=operation,
             attempts=max(attempts, 1),
-            elapsed_s=elapsed,
+            elapsed_s=elapsed_s,
         )
 
     async def _fail(
@@ -540,10 +522,13 @@ class Pipeline:
         operation: str,
         attempts: int,
         start: float,
-        original: BaseException,
         fn: object,
+        token: Token[tuple[float, Callable[[], float]] | None] | None,
     ) -> Any:
-        """Complete and record the final error ``err``; answer with the fallback or raise."""
+        """Leave the deadline this call set (``token``), then complete and record the
+        final error ``err``; answer with the fallback or raise ``err``."""
+        if token is not None:
+            DEADLINE.reset(token)  # the fallback runs outside the call's deadline
         elapsed = self._now() - start
         if isinstance(err, OperationError):
             if err.resource is None:
@@ -560,32 +545,30 @@ class Pipeline:
         fb = self.fallback
         if fb is not None and fb.handles(err):
             return await fb.recover(err, now=self._now())
-        if err is original:
-            raise err
-        raise err from original if not isinstance(original, _CancelledError) else None
+        raise err
 
-    def snapshot(self) -> PipelineSnapshot:
+    def stats(self) -> PipelineSnapshot:
         """Frozen counters of the pipeline and every policy."""
         return PipelineSnapshot(
             resource=self.resource,
             ok=self._ok,
             failed=self._failed,
-            deadline_s=self.deadline,
+            deadline_s=self.deadline_s,
             deadline_timeouts=self._deadline_timeouts,
-            retry=self.retry.snapshot() if self.retry else None,
-            retry_budget=self.budget.snapshot() if self.budget else None,
-            circuit_breaker=self.circuit_breaker.snapshot() if self.circuit_breaker else None,
-            rate_limiter=self.rate_limiter.snapshot() if self.rate_limiter else None,
-            bulkhead=self.bulkhead.snapshot() if self.bulkhead else None,
-            timeout=self.timeout.snapshot() if self.timeout else None,
-            hedge=self.hedge.snapshot() if self.hedge else None,
-            fallback=self.fallback.snapshot() if self.fallback else None,
+            retry=self.retry.stats() if self.retry else None,
+            retry_budget=self.budget.stats() if self.budget else None,
+            circuit_breaker=self.circuit_breaker.stats() if self.circuit_breaker else None,
+            rate_limiter=self.rate_limiter.stats() if self.rate_limiter else None,
+            bulkhead=self.bulkhead.stats() if self.bulkhead else None,
+            timeout=self.timeout.stats() if self.timeout else None,
+            hedge=self.hedge.stats() if self.hedge else None,
+            fallback=self.fallback.stats() if self.fallback else None,
         )
 
     def __repr__(self) -> str:
         parts = [f"resource={self.resource!r}"]
-        if self.deadline is not None:
-            parts.append(f"deadline={self.deadline:g}")
+        if self.deadline_s is not None:
+            parts.append(f"deadline_s={self.deadline_s:g}")
         for name in ("retry", "circuit_breaker", "rate_limiter", "bulkhead", "hedge", "timeout"):
             policy = getattr(self, name)
             if policy is not None:

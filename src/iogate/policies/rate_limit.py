@@ -5,7 +5,7 @@ second; each call takes one. When the bucket is empty a call *reserves* the
 next token (the bucket goes into debt, as in Go's ``x/time/rate`` and the GCRA
 used by Redis-based limiters), so waiters are served strictly first come,
 first served and no lock or queue is needed. A call whose wait would exceed
-``max_wait`` — or the caller's remaining deadline — takes nothing and fails at
+``max_wait_s`` — or the caller's remaining deadline — takes nothing and fails at
 once with :class:`~iogate.errors.RateLimitedError` carrying ``retry_after_s``.
 A waiter that is cancelled gives its reserved token back, and only that.
 
@@ -43,14 +43,14 @@ T = TypeVar("T")
 class RateLimitBackend(Protocol):
     """Where the bucket's state lives.
 
-    ``reserve(now, max_wait)`` takes one token at clock time ``now`` and returns
+    ``reserve(now, max_wait_s)`` takes one token at clock time ``now`` and returns
     the seconds to wait before using it (``0.0``: use it now); when the wait
-    would exceed ``max_wait`` it takes nothing and returns ``-retry_after``
+    would exceed ``max_wait_s`` seconds it takes nothing and returns ``-retry_after``
     (a negative number). ``refund(now)`` gives one reserved token back.
     ``available(now)`` is the number of tokens in the bucket (negative in debt).
     """
 
-    def reserve(self, now: float, max_wait: float) -> float: ...
+    def reserve(self, now: float, max_wait_s: float) -> float: ...
 
     def refund(self, now: float) -> None: ...
 
@@ -90,12 +90,17 @@ class TokenBucket:
         tokens = self._tokens + (now - self._last) * self.rate
         return tokens if tokens < self.burst else self.burst
 
-    def reserve(self, now: float, max_wait: float) -> float:
-        """See :class:`RateLimitBackend`; synchronous, O(1), allocates nothing.
+    def reserve(self, now: float, max_wait_s: float) -> float:
+        """See :class:`RateLimitBackend`: :meth:`try_take` without a deadline."""
+        return self.try_take(now, max_wait_s, None)
+
+    def try_take(self, now: float, max_wait_s: float, deadline_at: float | None) -> float:
+        """Take one token, or reserve the next one; synchronous, O(1), allocates nothing.
 
         Args:
             now: the clock reading, seconds (never earlier than the previous call's).
-            max_wait: the longest wait to reserve, seconds.
+            max_wait_s: the longest wait to reserve, seconds.
+            deadline_at: a clock time (seconds) the wait must not pass, or ``None``.
 
         Returns:
             ``0.0`` (a token was there and is taken), the seconds to wait for the
@@ -111,7 +116,7 @@ class TokenBucket:
             return 0.0
         wait = (1.0 - tokens) / self.rate
         self._tokens = tokens
-        if wait > max_wait:
+        if wait > max_wait_s or (deadline_at is not None and wait > deadline_at - now):
             return -wait
         self._tokens = tokens - 1.0
         self._reserved += 1
@@ -156,19 +161,12 @@ class RateLimiter:
     Args:
         rate: calls per second (> 0).
         burst: calls allowed at once after idleness (>= 1); default ``max(1, ceil(rate))``.
-        max_wait: longest a call waits for a token, seconds (>= 0); 0 fails at once.
+        max_wait_s: longest a call waits for a token, seconds (>= 0); 0 fails at once.
             The caller's remaining deadline, if shorter, is used instead.
         name: name used in events and errors.
         backend: where the bucket lives; default an in-process :class:`TokenBucket`.
         on_event: listener for :class:`RateLimitRejected`.
         clock: time source.
-
-    Attributes:
-        bucket_reserve: read-only: the in-process bucket's :meth:`TokenBucket.reserve`
-            when no ``backend`` was given, else ``None``. A hot path may call
-            ``bucket_reserve(now, limit)``, ``limit`` being ``max_wait`` capped at the
-            time left before its deadline, in place of :meth:`try_acquire` (the
-            same effect, one call fewer: the bucket counts the admissions).
 
     Raises:
         ValueError: a bound above is violated.
@@ -182,12 +180,11 @@ class RateLimiter:
         "_now",
         "_own",
         "_rejected",
-        "_reserve",
+        "_take",
         "_waited",
         "_waiting",
-        "bucket_reserve",
         "burst",
-        "max_wait",
+        "max_wait_s",
         "name",
         "on_event",
         "rate",
@@ -198,7 +195,7 @@ class RateLimiter:
         *,
         rate: float,
         burst: float | None = None,
-        max_wait: float = 1.0,
+        max_wait_s: float = 1.0,
         name: str = "",
         backend: RateLimitBackend | None = None,
         on_event: EventListener | None = None,
@@ -210,11 +207,11 @@ class RateLimiter:
             burst = max(1, math.ceil(rate))
         if burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst!r}")
-        if max_wait < 0:
-            raise ValueError(f"max_wait must be >= 0, got {max_wait!r}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self.rate = float(rate)
         self.burst = float(burst)
-        self.max_wait = float(max_wait)
+        self.max_wait_s = float(max_wait_s)
         self.name = name
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
@@ -225,8 +222,7 @@ class RateLimiter:
         if backend is None:
             backend = self._own = TokenBucket(rate=self.rate, burst=self.burst, now=self._now())
         self._backend: RateLimitBackend = backend
-        self._reserve = backend.reserve
-        self.bucket_reserve = self._own.reserve if self._own is not None else None
+        self._take = self._own.try_take if self._own is not None else self._backend_take
         self._admitted = 0
         self._waited = 0
         self._rejected = 0
@@ -267,7 +263,7 @@ class RateLimiter:
         """Take or reserve one token at clock time ``now``; never waits.
 
         The synchronous fast path of :meth:`acquire`. The wait allowed is
-        ``max_wait``, or the time left before ``deadline_at`` (clock seconds) if
+        ``max_wait_s``, or the time left before ``deadline_at`` (clock seconds) if
         shorter.
 
         Returns:
@@ -276,11 +272,23 @@ class RateLimiter:
             negative number: refused, nothing taken — raise :meth:`reject` with
             its negation.
         """
-        limit = self.max_wait
-        if deadline_at is not None and deadline_at - now < limit:
-            limit = deadline_at - now
-        wait = self._reserve(now, limit)
-        if wait >= 0.0 and self._own is None:
+        return self._take(now, self.max_wait_s, deadline_at)
+
+    @property
+    def take(self) -> Callable[[float, float, float | None], float]:
+        """``take(now, max_wait_s, deadline_at)``: :meth:`try_acquire` with the longest
+        wait passed in, in one call, for a hot path (the pipeline's).
+
+        It is the in-process bucket's :meth:`TokenBucket.try_take` when no
+        ``backend`` was given (the bucket counts the admissions), else the limiter's
+        own call to its backend."""
+        return self._take
+
+    def _backend_take(self, now: float, max_wait_s: float, deadline_at: float | None) -> float:
+        if deadline_at is not None and deadline_at - now < max_wait_s:
+            max_wait_s = deadline_at - now
+        wait = self._backend.reserve(now, max_wait_s)
+        if wait >= 0.0:
             self._admitted += 1
         return wait
 
@@ -290,31 +298,31 @@ class RateLimiter:
             self._admitted -= 1
         self._backend.refund(now)
 
-    def reject(self, retry_after: float, now: float) -> RateLimitedError:
+    def reject(self, retry_after_s: float, now: float) -> RateLimitedError:
         """Count a rejection, emit the event, and return the error to raise.
 
         Args:
-            retry_after: seconds until a token is expected.
+            retry_after_s: seconds until a token is expected.
             now: the clock reading, seconds.
         """
         self._rejected += 1
         if self.on_event is not None:
-            self.on_event(RateLimitRejected(policy=self.name, at=now, retry_after_s=retry_after))
+            self.on_event(RateLimitRejected(policy=self.name, at=now, retry_after_s=retry_after_s))
         return RateLimitedError(
             f"rate limit of {self.rate:g}/s exceeded",
             resource=self.name or None,
-            retry_after_s=retry_after,
+            retry_after_s=retry_after_s,
         )
 
-    async def wait(self, seconds: float) -> None:
-        """Sleep a reserved ``seconds``; if cancelled, refund the reserved token.
+    async def wait(self, delay_s: float) -> None:
+        """Sleep a reserved ``delay_s`` seconds; if cancelled, refund the reserved token.
 
         The call was counted as admitted by :meth:`try_acquire`; a cancelled
         wait un-counts it.
         """
         self._waiting += 1
         try:
-            await self._clock.sleep(seconds)
+            await self._clock.sleep(delay_s)
         except BaseException:
             self._cancelled += 1
             self.refund(self._now())
@@ -327,7 +335,7 @@ class RateLimiter:
         """Take one token, waiting in arrival order if needed.
 
         Raises:
-            RateLimitedError: no token within ``max_wait`` (or the deadline).
+            RateLimitedError: no token within ``max_wait_s`` (or the deadline).
         """
         now = self._now()
         left = remaining()
@@ -342,7 +350,7 @@ class RateLimiter:
         await self.acquire()
         return await fn()
 
-    def snapshot(self) -> RateLimiterSnapshot:
+    def stats(self) -> RateLimiterSnapshot:
         """Frozen counters."""
         return RateLimiterSnapshot(
             name=self.name,

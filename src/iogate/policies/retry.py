@@ -8,7 +8,7 @@ The options of tenacity / stamina / resilience4j ``Retry``, plus what they lack:
   decorrelated jitter; constant; linear).
 * A delay given by the server — an error's ``retry_after_s`` attribute, as set
   on :class:`~iogate.errors.RateLimitedError` from an HTTP ``Retry-After`` —
-  replaces the backoff; above ``max_retry_after`` (120 s, as openai-python)
+  replaces the backoff; above ``max_retry_after_s`` (120 s, as openai-python)
   retrying is pointless and the error is raised at once.
 * A :class:`~iogate.policies.RetryBudget` shared by the resource caps retries at
   a ratio of calls (Finagle / gRPC A6), so a dead dependency sees no retry storm.
@@ -55,7 +55,7 @@ class GiveUpReason(enum.Enum):
     DEADLINE = "deadline"
     """The delay would overrun the deadline."""
     RETRY_AFTER_TOO_LONG = "retry_after_too_long"
-    """The server asked for a delay above ``max_retry_after``."""
+    """The server asked for a delay above ``max_retry_after_s``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,7 +98,7 @@ class Retry:
         backoff: the delay schedule; default exponential, full jitter, 0.1 s .. 10 s.
         retry_if_result: a predicate on the result; ``True`` retries (the last
             result is returned when attempts run out).
-        max_retry_after: a server-given delay above this many seconds is not
+        max_retry_after_s: a server-given delay above this many seconds is not
             waited for: the error is raised (>= 0).
         budget: the resource's retry budget, or ``None`` for no budget.
         name: name used in events (usually the resource).
@@ -119,7 +119,7 @@ class Retry:
         "backoff",
         "budget",
         "max_attempts",
-        "max_retry_after",
+        "max_retry_after_s",
         "name",
         "on_event",
         "retry_if_result",
@@ -134,7 +134,7 @@ class Retry:
         max_attempts: int = 3,
         backoff: Backoff | None = None,
         retry_if_result: Callable[[Any], bool] | None = None,
-        max_retry_after: float = 120.0,
+        max_retry_after_s: float = 120.0,
         budget: RetryBudget | None = None,
         name: str = "",
         on_event: EventListener | None = None,
@@ -143,13 +143,13 @@ class Retry:
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
-        if max_retry_after < 0:
-            raise ValueError(f"max_retry_after must be >= 0, got {max_retry_after!r}")
+        if max_retry_after_s < 0:
+            raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s!r}")
         self.retry_on = retry_on
         self.max_attempts = max_attempts
         self.backoff = backoff if backoff is not None else Backoff()
         self.retry_if_result = retry_if_result
-        self.max_retry_after = max_retry_after
+        self.max_retry_after_s = max_retry_after_s
         self.budget = budget
         self.name = name
         self.on_event = on_event
@@ -197,7 +197,7 @@ class Retry:
         error: BaseException | None,
         *,
         attempt: int,
-        previous_delay: float,
+        previous_delay_s: float,
         now: float,
         deadline_at: float | None,
         operation: str | None = None,
@@ -208,7 +208,7 @@ class Retry:
             error: the failure of attempt ``attempt``, or ``None`` when the result
                 matched ``retry_if_result``.
             attempt: the attempt that just failed (1-based).
-            previous_delay: the delay before that attempt (0.0 after the first).
+            previous_delay_s: the delay before that attempt, seconds (0.0 after the first).
             now: the clock reading, seconds.
             deadline_at: the clock time of the deadline, if any.
             operation: for events.
@@ -224,13 +224,13 @@ class Retry:
             return self._give_up(GiveUpReason.EXHAUSTED, attempt, what, operation, now)
         server_delay = getattr(error, "retry_after_s", None) if error is not None else None
         if isinstance(server_delay, int | float):
-            if server_delay > self.max_retry_after:
+            if server_delay > self.max_retry_after_s:
                 return self._give_up(
                     GiveUpReason.RETRY_AFTER_TOO_LONG, attempt, what, operation, now
                 )
             delay = max(float(server_delay), 0.0)
         else:
-            delay = self.backoff.delay(attempt, previous_delay, self.rng)
+            delay = self.backoff.delay(attempt, previous_delay_s, self.rng)
         if deadline_at is not None and now + delay >= deadline_at:
             return self._give_up(GiveUpReason.DEADLINE, attempt, what, operation, now)
         if self.budget is not None and not self.budget.try_withdraw(now):
@@ -260,7 +260,7 @@ class Retry:
             self._pipeline = Pipeline(resource=self.name, retry=self, clock=self._clock)
         return await self._pipeline.run(fn, operation=operation, idempotent=idempotent)
 
-    def snapshot(self) -> RetrySnapshot:
+    def stats(self) -> RetrySnapshot:
         """Frozen counters."""
         return RetrySnapshot(
             max_attempts=self.max_attempts,

@@ -4,7 +4,7 @@ A :class:`Timeout` bounds one attempt. A timed-out attempt is really cancelled
 (``task.cancel()``), and :class:`~iogate.errors.OperationTimeout` (a
 ``TimeoutError``) is raised in its place. Its timer is a slot of a shared
 :class:`~iogate.policies.TimerWheel` (:mod:`._timer_wheel`), so it may fire up
-to ``precision`` seconds late, never early.
+to ``precision_s`` seconds late, never early.
 
 The rest of the timeout machinery lives in its own modules and is re-exported
 here, so ``from iogate.policies.timeout import ...`` keeps working: the deadline
@@ -47,61 +47,62 @@ T = TypeVar("T")
 class TimeoutFired(PolicyEvent):
     """A timeout or deadline expired and cancelled the call.
 
-    ``kind`` is ``"attempt"`` or ``"deadline"``; ``seconds`` the configured duration.
+    ``kind`` is ``"attempt"`` or ``"deadline"``; ``timeout_s`` the configured
+    duration, seconds.
     """
 
     kind: str
-    seconds: float
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeoutSnapshot:
-    """Counters of a :class:`Timeout`."""
+    """Counters of a :class:`Timeout` (``timeout_s``: its duration, seconds)."""
 
-    seconds: float
+    timeout_s: float
     timeouts: int
 
 
 class Timeout:
-    """Bound one attempt to ``seconds``; cancel it and raise ``OperationTimeout`` after.
+    """Bound one attempt to ``timeout_s`` seconds; cancel it and raise ``OperationTimeout`` after.
 
     The timer is shared through a :class:`TimerWheel`, so it may fire up to
-    ``precision`` seconds late. Usable alone through :meth:`run`; inside
+    ``precision_s`` seconds late. Usable alone through :meth:`run`; inside
     :class:`~iogate.policies.Pipeline` (the attempt timeout) the pipeline runs
     the same steps as :meth:`run` in its own frame: ``wheel.add`` before the
     attempt, ``TimerWheel.remove`` after, :func:`cancelled_by_timer` and
     :meth:`expired` when the slot fired.
 
     Args:
-        seconds: the attempt timeout, seconds (> 0).
+        timeout_s: the attempt timeout, seconds (> 0).
         name: name used in events and errors (usually the resource).
-        precision: timer granularity, seconds; default 1 % of ``seconds``, at most 10 ms.
+        precision_s: timer granularity, seconds; default 1 % of ``timeout_s``, at most 10 ms.
         on_event: listener for :class:`TimeoutFired`.
         clock: time source.
 
     Raises:
-        ValueError: ``seconds`` or ``precision`` is not positive.
+        ValueError: ``timeout_s`` or ``precision_s`` is not positive.
     """
 
-    __slots__ = ("_clock", "_timeouts", "_wheel", "name", "on_event", "seconds")
+    __slots__ = ("_clock", "_timeouts", "_wheel", "name", "on_event", "timeout_s")
 
     def __init__(
         self,
-        seconds: float,
+        timeout_s: float,
         *,
         name: str = "",
-        precision: float | None = None,
+        precision_s: float | None = None,
         on_event: EventListener | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {seconds!r}")
-        self.seconds = float(seconds)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
         self.name = name
         self.on_event = on_event
         self._clock = clock if clock is not None else SystemClock()
-        g = precision if precision is not None else TimerWheel.granularity_for(self.seconds)
-        self._wheel = TimerWheel(granularity=g, clock=self._clock)
+        g = precision_s if precision_s is not None else TimerWheel.granularity_for(self.timeout_s)
+        self._wheel = TimerWheel(granularity_s=g, clock=self._clock)
         self._timeouts = 0
 
     @property
@@ -114,13 +115,15 @@ class Timeout:
         """Attempts this timeout cut, since creation."""
         return self._timeouts
 
-    def expired(self, *, operation: str | None, attempts: int, elapsed: float) -> OperationTimeout:
+    def expired(
+        self, *, operation: str | None, attempts: int, elapsed_s: float
+    ) -> OperationTimeout:
         """Count one timed-out attempt, emit :class:`TimeoutFired`, return the error to raise.
 
         Args:
             operation: what was called, for the error.
             attempts: attempts made so far (this one included).
-            elapsed: seconds since the operation started.
+            elapsed_s: seconds since the operation started.
         """
         self._timeouts += 1
         if self.on_event is not None:
@@ -129,42 +132,41 @@ class Timeout:
                     policy=self.name,
                     at=self._clock.monotonic(),
                     kind="attempt",
-                    seconds=self.seconds,
+                    timeout_s=self.timeout_s,
                 )
             )
         return OperationTimeout(
-            f"attempt timed out after {self.seconds:g}s",
+            f"attempt timed out after {self.timeout_s:g}s",
             resource=self.name or None,
             operation=operation,
             attempts=attempts,
-            elapsed_s=elapsed,
+            elapsed_s=elapsed_s,
         )
 
     async def run(self, fn: Callable[[], Awaitable[T]], /, *, operation: str | None = None) -> T:
-        """Await ``fn()``; after ``seconds``, cancel it and raise ``OperationTimeout``.
+        """Await ``fn()``; after ``timeout_s`` seconds, cancel it and raise ``OperationTimeout``.
 
         Raises:
-            OperationTimeout: the attempt took longer than ``seconds``.
+            OperationTimeout: the attempt took longer than ``timeout_s``.
             RuntimeError: not called inside an asyncio task.
         """
         task = current_task_or_none() or current_task()
         start = self._clock.monotonic()
         baseline = task.cancelling()
-        bucket = self._wheel.add(start + self.seconds, task)
+        bucket = self._wheel.add(start + self.timeout_s, task)
         try:
             result = await fn()
         except BaseException as exc:
             if TimerWheel.remove(bucket, task) and cancelled_by_timer(task, baseline, exc):
                 elapsed = self._clock.monotonic() - start
-                raise self.expired(operation=operation, attempts=1, elapsed=elapsed) from None
+                raise self.expired(operation=operation, attempts=1, elapsed_s=elapsed) from None
             raise
-        if TimerWheel.remove(bucket, task):
-            task.uncancel()  # fn swallowed our cancellation: do not leak it
+        TimerWheel.remove(bucket, task)  # if fn swallowed our cancellation, it is withdrawn
         return result
 
-    def snapshot(self) -> TimeoutSnapshot:
+    def stats(self) -> TimeoutSnapshot:
         """Frozen counters."""
-        return TimeoutSnapshot(seconds=self.seconds, timeouts=self._timeouts)
+        return TimeoutSnapshot(timeout_s=self.timeout_s, timeouts=self._timeouts)
 
     def __repr__(self) -> str:
-        return f"Timeout({self.seconds:g}, name={self.name!r}, timeouts={self._timeouts})"
+        return f"Timeout({self.timeout_s:g}, name={self.name!r}, timeouts={self._timeouts})"

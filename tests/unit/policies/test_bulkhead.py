@@ -15,7 +15,7 @@ from .conftest import advance, settle
 async def test_bounds_concurrency_and_queue(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
     bh = Bulkhead(
-        max_concurrent=2, max_queued=1, max_wait=5, name="db", clock=clock, on_event=events.append
+        max_concurrent=2, max_queued=1, max_wait_s=5, name="db", clock=clock, on_event=events.append
     )
     gate = asyncio.Event()
     running = 0
@@ -40,11 +40,11 @@ async def test_bounds_concurrency_and_queue(clock: FakeClock) -> None:
     await asyncio.gather(*tasks)
     assert peak == 2
     assert (bh.active, bh.queued) == (0, 0)
-    assert bh.snapshot().admitted == 3
+    assert bh.stats().admitted == 3
 
 
 async def test_queue_wait_times_out(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=1, max_queued=5, max_wait=2.0, clock=clock)
+    bh = Bulkhead(max_concurrent=1, max_queued=5, max_wait_s=2.0, clock=clock)
     await bh.enter()
     waiter = asyncio.create_task(bh.enter())
     await settle()
@@ -52,13 +52,13 @@ async def test_queue_wait_times_out(clock: FakeClock) -> None:
     with pytest.raises(BulkheadFullError, match="no slot within 2s"):
         await waiter
     assert bh.queued == 0
-    assert bh.snapshot().timed_out == 1
+    assert bh.stats().timed_out == 1
     bh.release()
     assert bh.active == 0
 
 
 async def test_queue_wait_is_bounded_by_deadline(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=1, max_queued=5, max_wait=60.0, clock=clock)
+    bh = Bulkhead(max_concurrent=1, max_queued=5, max_wait_s=60.0, clock=clock)
     await bh.enter()
 
     async def wait_for_slot() -> None:
@@ -77,7 +77,7 @@ async def test_queue_wait_is_bounded_by_deadline(clock: FakeClock) -> None:
 
 
 async def test_slots_are_handed_over_in_fifo_order(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=1, max_queued=10, max_wait=60, clock=clock)
+    bh = Bulkhead(max_concurrent=1, max_queued=10, max_wait_s=60, clock=clock)
     await bh.enter()
     order: list[int] = []
 
@@ -96,7 +96,7 @@ async def test_slots_are_handed_over_in_fifo_order(clock: FakeClock) -> None:
 
 
 async def test_waiter_cancelled_after_hand_over_passes_the_slot_on(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=1, max_queued=10, max_wait=60, clock=clock)
+    bh = Bulkhead(max_concurrent=1, max_queued=10, max_wait_s=60, clock=clock)
     await bh.enter()
     first = asyncio.create_task(bh.enter())
     second = asyncio.create_task(bh.enter())
@@ -113,7 +113,7 @@ async def test_waiter_cancelled_after_hand_over_passes_the_slot_on(clock: FakeCl
 
 
 async def test_thousand_tasks_with_cancellations_leak_no_slots(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=10, max_queued=1000, max_wait=60, clock=clock)
+    bh = Bulkhead(max_concurrent=10, max_queued=1000, max_wait_s=60, clock=clock)
     gate = asyncio.Event()
     peak = 0
 
@@ -141,6 +141,6 @@ def test_bounds() -> None:
         Bulkhead(max_concurrent=0)
     with pytest.raises(ValueError, match="max_queued"):
         Bulkhead(max_concurrent=1, max_queued=-1)
-    with pytest.raises(ValueError, match="max_wait"):
-        Bulkhead(max_concurrent=1, max_wait=-1)
+    with pytest.raises(ValueError, match="max_wait_s"):
+        Bulkhead(max_concurrent=1, max_wait_s=-1)
     assert "active=0/3" in repr(Bulkhead(max_concurrent=3))

@@ -29,7 +29,7 @@ def make(clock: FakeClock, events: list[PolicyEvent] | None = None, **kw: object
         "window_size": 10,
         "minimum_calls": 4,
         "permitted_calls_in_half_open": 2,
-        "wait_in_open": 5.0,
+        "wait_in_open_s": 5.0,
         "clock": clock,
         "on_event": events.append if events is not None else None,
     }
@@ -53,7 +53,7 @@ def test_closed_judges_only_after_minimum_calls(clock: FakeClock) -> None:
     cb = make(clock)
     fail(cb, 3)
     assert cb.state is CircuitState.CLOSED  # 3 < minimum_calls
-    assert cb.snapshot().failure_rate is None
+    assert cb.stats().failure_rate is None
     fail(cb)
     assert cb.state is CircuitState.OPEN
 
@@ -63,7 +63,7 @@ def test_closed_stays_closed_below_failure_rate(clock: FakeClock) -> None:
     succeed(cb, 6)
     fail(cb, 4)  # 40 %
     assert cb.state is CircuitState.CLOSED
-    snap = cb.snapshot()
+    snap = cb.stats()
     assert snap.failure_rate == pytest.approx(0.4)
     assert (snap.successful_calls, snap.failed_calls) == (6, 4)
     fail(cb)  # window of 10: oldest success drops out -> 5/10
@@ -79,7 +79,7 @@ def test_open_rejects_at_once_with_retry_after(clock: FakeClock) -> None:
         cb.acquire(clock.monotonic())
     assert info.value.retry_after_s == pytest.approx(3.0)
     assert info.value.resource == "db"
-    assert cb.snapshot().not_permitted_calls == 1
+    assert cb.stats().not_permitted_calls == 1
     assert [type(e) for e in events] == [CircuitStateChanged, CallNotPermitted]
     changed = events[0]
     assert isinstance(changed, CircuitStateChanged)
@@ -107,19 +107,19 @@ def test_half_open_admits_exactly_the_permitted_calls_then_closes(clock: FakeClo
         (CircuitState.OPEN, CircuitState.HALF_OPEN),
         (CircuitState.HALF_OPEN, CircuitState.CLOSED),
     ]
-    assert cb.snapshot().buffered_calls == 0  # fresh window once closed
+    assert cb.stats().buffered_calls == 0  # fresh window once closed
 
 
 def test_half_open_failures_reopen_with_growing_wait(clock: FakeClock) -> None:
-    cb = make(clock, wait_multiplier=2.0, max_wait_in_open=12.0)
+    cb = make(clock, wait_multiplier=2.0, max_wait_in_open_s=12.0)
     fail(cb, 4)
-    assert cb.snapshot().retry_after_s == pytest.approx(5.0)
+    assert cb.stats().retry_after_s == pytest.approx(5.0)
     waits = []
     for _ in range(3):
-        clock.advance(cb.snapshot().retry_after_s or 0)
+        clock.advance(cb.stats().retry_after_s or 0)
         fail(cb, 2)  # both half-open trials fail
         assert cb.state is CircuitState.OPEN
-        waits.append(cb.snapshot().retry_after_s)
+        waits.append(cb.stats().retry_after_s)
     assert waits == pytest.approx([10.0, 12.0, 12.0])  # 5, 10, 20 capped at 12
     assert cb.trips == 4
     clock.advance(12.0)
@@ -128,7 +128,7 @@ def test_half_open_failures_reopen_with_growing_wait(clock: FakeClock) -> None:
     assert cb.trips == 4  # every opening counts (issue 16): closing does not reset it
     fail(cb, 4)
     assert cb.trips == 5
-    assert cb.snapshot().retry_after_s == pytest.approx(5.0)  # the grown wait starts over
+    assert cb.stats().retry_after_s == pytest.approx(5.0)  # the grown wait starts over
 
 
 def test_half_open_released_permit_can_be_reused(clock: FakeClock) -> None:
@@ -144,11 +144,11 @@ def test_half_open_released_permit_can_be_reused(clock: FakeClock) -> None:
 
 
 def test_slow_calls_open_the_breaker(clock: FakeClock) -> None:
-    cb = make(clock, slow_call_rate_threshold=0.5, slow_call_duration=1.0)
+    cb = make(clock, slow_call_rate_threshold=0.5, slow_call_duration_s=1.0)
     succeed(cb, 2, duration=0.1)
     succeed(cb, 2, duration=1.0)  # slow successes
     assert cb.state is CircuitState.OPEN
-    assert cb.snapshot().slow_calls == 2
+    assert cb.stats().slow_calls == 2
 
 
 def test_stale_outcomes_are_ignored_after_a_transition(clock: FakeClock) -> None:
@@ -158,9 +158,9 @@ def test_stale_outcomes_are_ignored_after_a_transition(clock: FakeClock) -> None
     clock.advance(5)
     trial = cb.acquire(clock.monotonic())
     cb.on_error(old, BOOM, 0.01, clock.monotonic())  # admitted while closed: discarded
-    assert cb.snapshot().buffered_calls == 0
+    assert cb.stats().buffered_calls == 0
     cb.on_success(trial, 0.01, clock.monotonic())
-    assert cb.snapshot().buffered_calls == 1
+    assert cb.stats().buffered_calls == 1
 
 
 def test_time_window_forgets_old_calls(clock: FakeClock) -> None:
@@ -169,7 +169,7 @@ def test_time_window_forgets_old_calls(clock: FakeClock) -> None:
     clock.advance(11)
     fail(cb, 1)
     assert cb.state is CircuitState.CLOSED  # the 3 old failures expired
-    assert cb.snapshot().buffered_calls == 1
+    assert cb.stats().buffered_calls == 1
     fail(cb, 3)
     assert cb.state is CircuitState.OPEN
 
@@ -180,7 +180,7 @@ def test_ignored_and_unrecorded_errors(clock: FakeClock) -> None:
         now = clock.monotonic()
         cb.on_error(cb.acquire(now), QueryError("bad sql"), 0.01, now)  # caller's mistake
         cb.on_error(cb.acquire(now), KeyError("x"), 0.01, now)
-    snap = cb.snapshot()
+    snap = cb.stats()
     assert cb.state is CircuitState.CLOSED
     assert (snap.successful_calls, snap.failed_calls, snap.ignored_calls) == (10, 0, 10)
 
@@ -196,7 +196,7 @@ def test_forced_open_disabled_and_reset(clock: FakeClock) -> None:
     cb.disable()
     fail(cb, 100)
     assert cb.state is CircuitState.DISABLED
-    assert cb.snapshot().failed_calls == 0  # disabled records nothing
+    assert cb.stats().failed_calls == 0  # disabled records nothing
     cb.reset()
     assert cb.state is CircuitState.CLOSED
     fail(cb, 4)
@@ -234,13 +234,13 @@ async def test_run_wraps_a_coroutine(clock: FakeClock) -> None:
     [
         ({"failure_rate_threshold": 0}, "failure_rate_threshold"),
         ({"slow_call_rate_threshold": 1.5}, "slow_call_rate_threshold"),
-        ({"slow_call_duration": 0}, "slow_call_duration"),
+        ({"slow_call_duration_s": 0}, "slow_call_duration_s"),
         ({"window_size": 0}, "window_size"),
         ({"minimum_calls": 0}, "minimum_calls"),
         ({"permitted_calls_in_half_open": 0}, "permitted_calls_in_half_open"),
-        ({"wait_in_open": 0}, "wait_in_open"),
+        ({"wait_in_open_s": 0}, "wait_in_open_s"),
         ({"wait_multiplier": 0.5}, "wait_multiplier"),
-        ({"wait_in_open": 5, "max_wait_in_open": 1}, "max_wait_in_open"),
+        ({"wait_in_open_s": 5, "max_wait_in_open_s": 1}, "max_wait_in_open_s"),
     ],
 )
 def test_breaker_bounds(kwargs: dict[str, float], bound: str) -> None:
@@ -272,7 +272,7 @@ def test_half_open_never_admits_more_than_permitted(
         window_size=4,
         minimum_calls=2,
         permitted_calls_in_half_open=permitted,
-        wait_in_open=3.0,
+        wait_in_open_s=3.0,
         clock=clock,
     )
     in_flight: list[tuple[int, CircuitState]] = []  # (permit, state when admitted)

@@ -56,7 +56,7 @@ def test_fake_clock_call_later_runs_in_time_order() -> None:
     handle.cancel()
     clock.advance(3)
     assert seen == [("one", 101.0), ("two", 102.0)]
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ValueError, match="delta_s"):
         clock.advance(-1)
 
 
@@ -69,7 +69,7 @@ async def test_auto_advancing_fake_clock_moves_by_each_sleep_and_records_it() ->
     await clock.sleep(0.75)  # passes the timer due at 1001.5: it fires at its own time
     assert (clock.monotonic(), fired) == (1001.75, [1001.5])
     await clock.sleep(0)
-    assert clock.sleeps == [1.0, 0.75, 0.0]
+    assert clock.sleeps_s == [1.0, 0.75, 0.0]
     assert clock.monotonic() == 1001.75
 
 
@@ -88,7 +88,7 @@ async def test_system_clock_is_monotonic_and_sleeps() -> None:
 
 
 def test_exponential_without_jitter_doubles_and_caps() -> None:
-    b = Backoff.exponential(initial=0.1, multiplier=2, max_delay=1.0, jitter=Jitter.NONE)
+    b = Backoff.exponential(initial_s=0.1, multiplier=2, max_delay_s=1.0, jitter=Jitter.NONE)
     rng = random.Random(0)
     assert [b.delay(n, 0.0, rng) for n in range(1, 7)] == pytest.approx(
         [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
@@ -100,15 +100,15 @@ def test_constant_and_linear() -> None:
     rng = random.Random(0)
     c = Backoff.constant(0.5)
     assert [c.delay(n, 0.0, rng) for n in (1, 2, 9)] == [0.5, 0.5, 0.5]
-    lin = Backoff.linear(initial=0.1, increment=0.2, max_delay=0.6)
+    lin = Backoff.linear(initial_s=0.1, increment_s=0.2, max_delay_s=0.6)
     assert [lin.delay(n, 0.0, rng) for n in range(1, 6)] == pytest.approx([0.1, 0.3, 0.5, 0.6, 0.6])
-    assert Backoff.linear(initial=0.1).base_delay(3) == pytest.approx(0.3)
+    assert Backoff.linear(initial_s=0.1).base_delay(3) == pytest.approx(0.3)
 
 
 def test_full_and_equal_jitter_stay_in_their_ranges() -> None:
     rng = random.Random(42)
-    full = Backoff.exponential(initial=1, multiplier=2, max_delay=100, jitter=Jitter.FULL)
-    equal = Backoff(kind=BackoffKind.EXPONENTIAL, jitter=Jitter.EQUAL, initial=1, max_delay=100)
+    full = Backoff.exponential(initial_s=1, multiplier=2, max_delay_s=100, jitter=Jitter.FULL)
+    equal = Backoff(kind=BackoffKind.EXPONENTIAL, jitter=Jitter.EQUAL, initial_s=1, max_delay_s=100)
     for n in range(1, 8):
         base = min(2 ** (n - 1), 100)
         fulls = [full.delay(n, 0, rng) for _ in range(200)]
@@ -123,7 +123,7 @@ def test_full_and_equal_jitter_stay_in_their_ranges() -> None:
 
 
 def test_decorrelated_jitter_grows_from_previous_and_caps() -> None:
-    b = Backoff(jitter=Jitter.DECORRELATED, initial=0.1, max_delay=5.0)
+    b = Backoff(jitter=Jitter.DECORRELATED, initial_s=0.1, max_delay_s=5.0)
     rng = random.Random(1)
     prev = 0.0
     for n in range(1, 50):
@@ -137,10 +137,10 @@ def test_decorrelated_jitter_grows_from_previous_and_caps() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "bound"),
     [
-        ({"initial": 0}, "initial"),
+        ({"initial_s": 0}, "initial_s"),
         ({"multiplier": 0.5}, "multiplier"),
-        ({"initial": 2, "max_delay": 1}, "max_delay"),
-        ({"kind": BackoffKind.LINEAR, "increment": -1}, "increment"),
+        ({"initial_s": 2, "max_delay_s": 1}, "max_delay_s"),
+        ({"kind": BackoffKind.LINEAR, "increment_s": -1}, "increment_s"),
     ],
 )
 def test_backoff_bounds(kwargs: dict[str, object], bound: str) -> None:
@@ -152,26 +152,26 @@ def test_backoff_bounds(kwargs: dict[str, object], bound: str) -> None:
 
 
 def test_budget_allows_min_per_s_reserve_without_traffic(clock: FakeClock) -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=1.0, ttl=10.0, clock=clock)
+    budget = RetryBudget(ratio=0.0, min_per_s=1.0, ttl_s=10.0, clock=clock)
     allowed = sum(budget.try_withdraw() for _ in range(50))
     assert allowed == 10  # min_per_s * ttl
     assert budget.rejections == 40
 
 
 def test_budget_allows_ratio_of_calls_and_exhausts(clock: FakeClock) -> None:
-    budget = RetryBudget(ratio=0.1, min_per_s=0.0, ttl=10.0, clock=clock)
+    budget = RetryBudget(ratio=0.1, min_per_s=0.0, ttl_s=10.0, clock=clock)
     for _ in range(100):
         budget.deposit()
     allowed = sum(budget.try_withdraw() for _ in range(100))
     assert allowed == 10
-    snap = budget.snapshot()
+    snap = budget.stats()
     assert snap.deposits_in_window == 100
     assert snap.withdrawals_in_window == 10
     assert snap.balance < 1
 
 
 def test_budget_deposits_and_withdrawals_expire_after_ttl(clock: FakeClock) -> None:
-    budget = RetryBudget(ratio=0.5, min_per_s=0.0, ttl=2.0, slots=4, clock=clock)
+    budget = RetryBudget(ratio=0.5, min_per_s=0.0, ttl_s=2.0, slots=4, clock=clock)
     for _ in range(10):
         budget.deposit()
     assert sum(budget.try_withdraw() for _ in range(10)) == 5
@@ -186,7 +186,7 @@ def test_budget_deposits_and_withdrawals_expire_after_ttl(clock: FakeClock) -> N
 
 @pytest.mark.parametrize(
     ("kwargs", "bound"),
-    [({"ratio": -1}, "ratio"), ({"min_per_s": -1}, "min_per_s"), ({"ttl": 0.5}, "ttl")],
+    [({"ratio": -1}, "ratio"), ({"min_per_s": -1}, "min_per_s"), ({"ttl_s": 0.5}, "ttl_s")],
 )
 def test_budget_bounds(kwargs: dict[str, float], bound: str) -> None:
     with pytest.raises(ValueError, match=bound):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iogate.errors import UpstreamConnectionError
+from iogate.errors import OperationTimeout, UpstreamConnectionError
 from iogate.policies import (
     FakeClock,
     Hedge,
@@ -45,7 +45,7 @@ class Replica:
 
 async def test_hedge_after_delay_first_success_wins_losers_cancelled(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
-    hedge = Hedge(delay=1.0, max_hedges=2, clock=clock, on_event=events.append)
+    hedge = Hedge(delay_s=1.0, max_hedges=2, clock=clock, on_event=events.append)
     replica = Replica(clock, [10.0, 0.5, 10.0])
     task = asyncio.create_task(hedge.run(replica))
     await settle()
@@ -58,13 +58,13 @@ async def test_hedge_after_delay_first_success_wins_losers_cancelled(clock: Fake
     assert await task == "attempt 1"
     assert replica.cancelled == [0]  # the slow primary was really cancelled
     assert [e.hedge for e in events if isinstance(e, HedgeStarted)] == [1]
-    snap = hedge.snapshot()
+    snap = hedge.stats()
     assert (snap.calls, snap.hedges, snap.hedge_wins) == (1, 1, 1)
     assert clock.pending == 0  # no timer or sleep left behind
 
 
 async def test_fast_primary_starts_no_hedge(clock: FakeClock) -> None:
-    hedge = Hedge(delay=1.0, clock=clock)
+    hedge = Hedge(delay_s=1.0, clock=clock)
     replica = Replica(clock, [0.2])
     task = asyncio.create_task(hedge.run(replica))
     await settle()
@@ -75,7 +75,7 @@ async def test_fast_primary_starts_no_hedge(clock: FakeClock) -> None:
 
 
 async def test_failed_primary_leaves_the_race_to_the_hedge(clock: FakeClock) -> None:
-    hedge = Hedge(delay=1.0, clock=clock)
+    hedge = Hedge(delay_s=1.0, clock=clock)
     replica = Replica(clock, [2.0, 3.0], fail={0})
     task = asyncio.create_task(hedge.run(replica))
     await settle()
@@ -87,7 +87,7 @@ async def test_failed_primary_leaves_the_race_to_the_hedge(clock: FakeClock) -> 
 
 
 async def test_all_attempts_failing_raise_the_last_error(clock: FakeClock) -> None:
-    hedge = Hedge(delay=1.0, clock=clock)
+    hedge = Hedge(delay_s=1.0, clock=clock)
     replica = Replica(clock, [2.0, 1.5], fail={0, 1})
     task = asyncio.create_task(hedge.run(replica))
     await settle()
@@ -97,20 +97,20 @@ async def test_all_attempts_failing_raise_the_last_error(clock: FakeClock) -> No
 
 
 async def test_hedges_draw_on_the_retry_budget(clock: FakeClock) -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=0.1, ttl=10.0, clock=clock)  # one withdrawal
-    hedge = Hedge(delay=1.0, max_hedges=3, budget=budget, clock=clock)
+    budget = RetryBudget(ratio=0.0, min_per_s=0.1, ttl_s=10.0, clock=clock)  # one withdrawal
+    hedge = Hedge(delay_s=1.0, max_hedges=3, budget=budget, clock=clock)
     replica = Replica(clock, [5.0, 5.0, 5.0, 5.0])
     task = asyncio.create_task(hedge.run(replica))
     await settle()
     await advance(clock, 5.0, steps=10)
     assert await task == "attempt 0"
     assert replica.started == 2  # one hedge; the budget refused the second
-    assert hedge.snapshot().budget_rejections == 1
+    assert hedge.stats().budget_rejections == 1
     assert replica.cancelled == [1]
 
 
 async def test_percentile_delay_follows_observed_latency(clock: FakeClock) -> None:
-    hedge = Hedge(delay=5.0, percentile=0.9, min_samples=10, window=20, clock=clock)
+    hedge = Hedge(delay_s=5.0, percentile=0.9, min_samples=10, window=20, clock=clock)
     assert hedge.current_delay() == 5.0
     for i in range(20):
         hedge.observe(0.01 * (i + 1))  # 10 .. 200 ms
@@ -118,9 +118,13 @@ async def test_percentile_delay_follows_observed_latency(clock: FakeClock) -> No
 
 
 async def test_pipeline_hedges_only_idempotent_calls(clock: FakeClock) -> None:
-    hedge = Hedge(delay=1.0, clock=clock)
+    hedge = Hedge(delay_s=1.0, clock=clock)
     p = Pipeline(
-        resource="api", hedge=hedge, timeout=Timeout(30.0, clock=clock), deadline=60.0, clock=clock
+        resource="api",
+        hedge=hedge,
+        timeout=Timeout(30.0, clock=clock),
+        deadline_s=60.0,
+        clock=clock,
     )
     replica = Replica(clock, [10.0, 0.5])
     task = asyncio.create_task(p.run(replica, operation="GET"))
@@ -137,7 +141,7 @@ async def test_pipeline_hedges_only_idempotent_calls(clock: FakeClock) -> None:
 
 
 async def test_cancelling_the_caller_cancels_every_attempt(clock: FakeClock) -> None:
-    hedge = Hedge(delay=1.0, max_hedges=2, clock=clock)
+    hedge = Hedge(delay_s=1.0, max_hedges=2, clock=clock)
     replica = Replica(clock, [10.0, 10.0, 10.0])
     task = asyncio.create_task(hedge.run(replica))
     await settle()
@@ -152,10 +156,27 @@ async def test_cancelling_the_caller_cancels_every_attempt(clock: FakeClock) -> 
 
 def test_bounds() -> None:
     with pytest.raises(ValueError, match="delay"):
-        Hedge(delay=0)
+        Hedge(delay_s=0)
     with pytest.raises(ValueError, match="percentile"):
         Hedge(percentile=1.0)
     with pytest.raises(ValueError, match="max_hedges"):
         Hedge(max_hedges=0)
     with pytest.raises(ValueError, match="window"):
         Hedge(min_samples=10, window=5)
+
+
+async def test_the_deadline_cuts_a_hedged_call_and_every_attempt(clock: FakeClock) -> None:
+    # No attempt timeout: the pipeline times the hedged attempt on its deadline's wheel.
+    hedge = Hedge(delay_s=1.0, max_hedges=1, clock=clock)
+    p = Pipeline(resource="api", hedge=hedge, deadline_s=5.0, clock=clock)
+    replica = Replica(clock, [100.0, 100.0])
+    task = asyncio.create_task(p.run(replica, operation="GET"))
+    await settle()
+    await advance(clock, 5.1, steps=51)
+    with pytest.raises(OperationTimeout, match="deadline of 5s") as info:
+        await task
+    assert info.value.elapsed_s == pytest.approx(5.0, abs=0.1)
+    assert replica.started == 2
+    assert sorted(replica.cancelled) == [0, 1]
+    assert p.stats().deadline_timeouts == 1
+    assert clock.pending == 0

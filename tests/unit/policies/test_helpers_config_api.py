@@ -53,7 +53,7 @@ async def test_resilient_retries_and_keeps_the_signature(clock: FakeClock) -> No
 
 
 async def test_resilient_shares_a_pipeline_and_errors_are_enriched(clock: FakeClock) -> None:
-    shared = Pipeline(resource="svc", deadline=1.0, clock=clock)
+    shared = Pipeline(resource="svc", deadline_s=1.0, clock=clock)
 
     @resilient(pipeline=shared, operation="slow_op")
     async def slow() -> None:
@@ -67,7 +67,7 @@ async def test_resilient_shares_a_pipeline_and_errors_are_enriched(clock: FakeCl
         await task
     assert (info.value.resource, info.value.operation) == ("svc", "slow_op")
     with pytest.raises(ValueError, match="either pipeline or policies"):
-        resilient(pipeline=shared, deadline=2.0)
+        resilient(pipeline=shared, deadline_s=2.0)
 
 
 # -- map_concurrent / batched --------------------------------------------------------------
@@ -145,13 +145,13 @@ def test_config_example_builds_the_whole_pipeline() -> None:
     cfg = PoliciesConfig.model_validate(raw)
     clock = FakeClock()
     p = build_pipeline("main", cfg, retry_on=(TransientDatabaseError,), clock=clock)
-    assert (p.resource, p.deadline) == ("main", 30.0)
+    assert (p.resource, p.deadline_s) == ("main", 30.0)
     assert p.timeout is not None
-    assert p.timeout.seconds == 10.0
+    assert p.timeout.timeout_s == 10.0
     assert p.retry is not None
     assert p.retry.max_attempts == 3
     assert p.retry.backoff == Backoff(
-        kind=BackoffKind.EXPONENTIAL, jitter=Jitter.FULL, initial=0.05, max_delay=2.0
+        kind=BackoffKind.EXPONENTIAL, jitter=Jitter.FULL, initial_s=0.05, max_delay_s=2.0
     )
     assert p.circuit_breaker is not None
     assert p.circuit_breaker.minimum_calls == 20
@@ -183,7 +183,7 @@ def test_config_rejects_unknown_keys_and_bad_bounds_and_is_frozen() -> None:
 async def test_disabled_config_builds_a_bare_pipeline() -> None:
     cfg = PoliciesConfig.model_validate({"enabled": False, "deadline": 1.0, "retry": {}})
     p = build_pipeline("x", cfg, retry_on=(Exception,))
-    assert p.deadline is None
+    assert p.deadline_s is None
     assert p.retry is None
     assert p._bare
 

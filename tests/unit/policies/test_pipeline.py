@@ -94,7 +94,7 @@ async def run_to_end(clock: FakeClock, coro: Awaitable[object], seconds: float =
 
 async def test_retries_then_succeeds_with_backoff_sequence(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
-    b = Backoff.exponential(initial=1.0, multiplier=2.0, max_delay=10.0, jitter=Jitter.NONE)
+    b = Backoff.exponential(initial_s=1.0, multiplier=2.0, max_delay_s=10.0, jitter=Jitter.NONE)
     p = Pipeline(resource="db", retry=retry(clock, events, backoff=b, max_attempts=4), clock=clock)
     fn = flaky(
         [TransientDatabaseError("a"), TransientDatabaseError("b"), TransientDatabaseError("c")]
@@ -180,7 +180,7 @@ async def test_retry_if_result(clock: FakeClock) -> None:
 
 async def test_budget_exhaustion_stops_the_retry_storm(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
-    budget = RetryBudget(ratio=0.1, min_per_s=0.0, ttl=10.0, clock=clock)
+    budget = RetryBudget(ratio=0.1, min_per_s=0.0, ttl_s=10.0, clock=clock)
     r = retry(clock, events, budget=budget, max_attempts=5, backoff=Backoff.constant(0.0))
     p = Pipeline(resource="db", retry=r, clock=clock)
     attempts = 0
@@ -195,7 +195,7 @@ async def test_budget_exhaustion_stops_the_retry_storm(clock: FakeClock) -> None
             await p.run(down, operation="fetch")
     # 100 calls; 10 % of them may be retried: 110 attempts, not 500.
     assert attempts == 110
-    assert p.snapshot().retry_budget is not None
+    assert p.stats().retry_budget is not None
     assert r.budget_rejections == 100  # every call ended on an overdrawn budget
     assert any(isinstance(e, RetryGaveUp) and e.reason is GiveUpReason.BUDGET for e in events)
 
@@ -220,7 +220,7 @@ async def test_circuit_open_and_bulkhead_full_are_never_retried(clock: FakeClock
 
 
 async def test_breaker_opens_inside_the_retry_loop(clock: FakeClock) -> None:
-    cb = CircuitBreaker(minimum_calls=2, window_size=2, wait_in_open=30, clock=clock)
+    cb = CircuitBreaker(minimum_calls=2, window_size=2, wait_in_open_s=30, clock=clock)
     r = retry(clock, max_attempts=5, backoff=Backoff.constant(0.0))
     p = Pipeline(resource="db", retry=r, circuit_breaker=cb, clock=clock)
     calls = 0
@@ -240,9 +240,13 @@ async def test_breaker_opens_inside_the_retry_loop(clock: FakeClock) -> None:
 
 async def test_limiter_rejection_releases_the_half_open_permit(clock: FakeClock) -> None:
     cb = CircuitBreaker(
-        minimum_calls=1, window_size=1, permitted_calls_in_half_open=1, wait_in_open=1, clock=clock
+        minimum_calls=1,
+        window_size=1,
+        permitted_calls_in_half_open=1,
+        wait_in_open_s=1,
+        clock=clock,
     )
-    rl = RateLimiter(rate=1.0, burst=1, max_wait=0.0, clock=clock)
+    rl = RateLimiter(rate=1.0, burst=1, max_wait_s=0.0, clock=clock)
     p = Pipeline(resource="db", circuit_breaker=cb, rate_limiter=rl, clock=clock)
     with pytest.raises(TransientDatabaseError):
         await p.run(flaky([TransientDatabaseError("x")]), operation="f")
@@ -260,7 +264,7 @@ async def test_limiter_rejection_releases_the_half_open_permit(clock: FakeClock)
 
 
 async def test_thousand_concurrent_calls_through_the_full_pipeline(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=50, max_queued=1000, max_wait=1000, clock=clock)
+    bh = Bulkhead(max_concurrent=50, max_queued=1000, max_wait_s=1000, clock=clock)
     rl = RateLimiter(rate=1e6, burst=1e6, clock=clock)
     cb = CircuitBreaker(clock=clock)
     p = Pipeline(
@@ -269,8 +273,8 @@ async def test_thousand_concurrent_calls_through_the_full_pipeline(clock: FakeCl
         circuit_breaker=cb,
         rate_limiter=rl,
         bulkhead=bh,
-        deadline=1000,
-        timeout=100,
+        deadline_s=1000,
+        timeout_s=100,
         clock=clock,
     )
     gate = asyncio.Event()
@@ -289,20 +293,20 @@ async def test_thousand_concurrent_calls_through_the_full_pipeline(clock: FakeCl
     assert results == list(range(1000))
     assert peak == 50
     assert (bh.active, bh.queued) == (0, 0)
-    assert p.snapshot().ok == 1000
+    assert p.stats().ok == 1000
 
 
 async def test_thousand_cancelled_calls_leak_nothing(clock: FakeClock) -> None:
-    bh = Bulkhead(max_concurrent=10, max_queued=1000, max_wait=1000, clock=clock)
-    rl = RateLimiter(rate=100.0, burst=100, max_wait=1000, clock=clock)
+    bh = Bulkhead(max_concurrent=10, max_queued=1000, max_wait_s=1000, clock=clock)
+    rl = RateLimiter(rate=100.0, burst=100, max_wait_s=1000, clock=clock)
     cb = CircuitBreaker(permitted_calls_in_half_open=3, clock=clock)
     p = Pipeline(
         resource="db",
         circuit_breaker=cb,
         rate_limiter=rl,
         bulkhead=bh,
-        deadline=500,
-        timeout=100,
+        deadline_s=500,
+        timeout_s=100,
         clock=clock,
     )
     tasks = [
@@ -317,7 +321,7 @@ async def test_thousand_cancelled_calls_leak_nothing(clock: FakeClock) -> None:
     assert (bh.active, bh.queued, rl.waiting) == (0, 0, 0)
     clock.advance(10.0)  # all 900 waiting reservations came back
     assert rl.backend.available(clock.monotonic()) == pytest.approx(100.0)
-    assert cb.snapshot().failed_calls == 0  # cancellation is not a failure
+    assert cb.stats().failed_calls == 0  # cancellation is not a failure
     assert p._dl_wheel is None or len(p._dl_wheel) == 0
     assert p.timeout is not None
     assert len(p.timeout.wheel) == 0
@@ -344,8 +348,8 @@ async def test_attempt_timeout_is_retried_and_cancels_each_attempt(clock: FakeCl
     p = Pipeline(resource="db", retry=retry(clock), timeout=Timeout(2.0, clock=clock), clock=clock)
     assert await run_to_end(clock, p.run(hang_twice, operation="fetch")) == "third time"
     assert (attempts, cancelled) == (3, 2)
-    assert p.snapshot().timeout is not None
-    assert p.snapshot().timeout.timeouts == 2  # type: ignore[union-attr]
+    assert p.stats().timeout is not None
+    assert p.stats().timeout.timeouts == 2  # type: ignore[union-attr]
 
 
 async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -> None:
@@ -354,7 +358,7 @@ async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -
     p = Pipeline(
         resource="db",
         retry=retry(clock, max_attempts=10),
-        deadline=5.0,
+        deadline_s=5.0,
         recorder=rec,
         on_event=events.append,
         clock=clock,
@@ -372,7 +376,7 @@ async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -
     assert "deadline of 5s" in str(info.value)
     assert info.value.elapsed_s == pytest.approx(5.0, abs=0.1)
     assert rec.records == [("db", "fetch", "OperationTimeout", pytest.approx(5.0, abs=0.1))]
-    assert p.snapshot().deadline_timeouts == 1
+    assert p.stats().deadline_timeouts == 1
     assert [(type(e), getattr(e, "kind", None)) for e in events] == [(TimeoutFired, "deadline")]
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
@@ -382,7 +386,7 @@ async def test_deadline_caps_the_attempt_timeout_and_skips_hopeless_backoff(
 ) -> None:
     events: list[PolicyEvent] = []
     r = retry(clock, events, max_attempts=10, backoff=Backoff.constant(3.0))
-    p = Pipeline(resource="db", retry=r, timeout=4.0, deadline=10.0, clock=clock)
+    p = Pipeline(resource="db", retry=r, timeout_s=4.0, deadline_s=10.0, clock=clock)
     attempts = 0
 
     async def hang() -> None:
@@ -398,8 +402,30 @@ async def test_deadline_caps_the_attempt_timeout_and_skips_hopeless_backoff(
     assert "deadline" in str(info.value)
 
 
+async def test_a_call_that_swallows_the_deadline_leaks_no_cancellation(clock: FakeClock) -> None:
+    p = Pipeline(resource="db", deadline_s=2.0, clock=clock)
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "kept going"
+        return "woken"
+
+    async def caller() -> tuple[str, int]:
+        result = await p.run(stubborn, operation="f")
+        me = asyncio.current_task()
+        assert me is not None
+        return result, me.cancelling()
+
+    task = asyncio.create_task(caller())
+    await settle()
+    await advance(clock, 2.1, steps=3)
+    assert await task == ("kept going", 0)
+
+
 async def test_deadline_travels_to_the_call(clock: FakeClock) -> None:
-    p = Pipeline(resource="db", deadline=8.0, clock=clock)
+    p = Pipeline(resource="db", deadline_s=8.0, clock=clock)
     seen: list[float | None] = []
 
     async def call() -> None:
@@ -414,7 +440,7 @@ async def test_deadline_travels_to_the_call(clock: FakeClock) -> None:
 async def test_retry_backoff_that_would_overrun_the_deadline_gives_up(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
     r = retry(clock, events, backoff=Backoff.constant(10.0))
-    p = Pipeline(resource="db", retry=r, deadline=5.0, clock=clock)
+    p = Pipeline(resource="db", retry=r, deadline_s=5.0, clock=clock)
     with pytest.raises(TransientDatabaseError):
         await p.run(flaky([TransientDatabaseError("x")]), operation="f")
     assert [e.reason for e in events if isinstance(e, RetryGaveUp)] == [GiveUpReason.DEADLINE]
@@ -474,7 +500,7 @@ async def test_empty_pipeline_is_a_plain_await() -> None:
     assert await p.run(call, operation="f") == 1
     with pytest.raises(KeyError):
         await p.run(flaky([KeyError("k")]), operation="f")  # not even counted
-    assert p.snapshot().failed == 0
+    assert p.stats().failed == 0
 
 
 async def test_snapshot_is_frozen_and_aggregates(clock: FakeClock) -> None:
@@ -484,12 +510,12 @@ async def test_snapshot_is_frozen_and_aggregates(clock: FakeClock) -> None:
         circuit_breaker=CircuitBreaker(clock=clock),
         rate_limiter=RateLimiter(rate=10, clock=clock),
         bulkhead=Bulkhead(max_concurrent=2, clock=clock),
-        timeout=1.0,
-        deadline=2.0,
+        timeout_s=1.0,
+        deadline_s=2.0,
         clock=clock,
     )
     await p.run(flaky([]), operation="f")
-    snap = p.snapshot()
+    snap = p.stats()
     assert snap.ok == 1
     assert snap.circuit_breaker is not None
     assert snap.circuit_breaker.successful_calls == 1
@@ -502,13 +528,13 @@ async def test_snapshot_is_frozen_and_aggregates(clock: FakeClock) -> None:
     with pytest.raises(FrozenInstanceError):
         snap.ok = 2  # type: ignore[misc]
     assert "resource='db'" in repr(p)
-    with pytest.raises(ValueError, match="deadline"):
-        Pipeline(resource="x", deadline=0)
+    with pytest.raises(ValueError, match="deadline_s"):
+        Pipeline(resource="x", deadline_s=0)
 
 
 async def test_retry_run_alone(clock: FakeClock) -> None:
     r = retry(clock, backoff=Backoff.constant(0.0), rng=random.Random(1))
     assert await r.run(flaky([TransientDatabaseError("x")])) == "ok"
-    assert r.snapshot().retries == 1
+    assert r.stats().retries == 1
     with pytest.raises(ValueError, match="max_attempts"):
         Retry(retry_on=(Exception,), max_attempts=0)

@@ -51,7 +51,7 @@ class Policies:
             window_size=4,
             minimum_calls=2,
             permitted_calls_in_half_open=1,
-            wait_in_open=5.0,
+            wait_in_open_s=5.0,
             wait_multiplier=2.0,
             record_on=(TransientDatabaseError, TimeoutError),
             on_event=self.events.append,
@@ -67,11 +67,11 @@ class Policies:
             (e.from_state, e.to_state) for e in self.events if isinstance(e, CircuitStateChanged)
         ]
         return (
-            self.breaker.snapshot(),
-            self.limiter.snapshot(),
-            self.bulkhead.snapshot(),
-            self.budget.snapshot(),
-            self.timeout.snapshot(),
+            self.breaker.stats(),
+            self.limiter.stats(),
+            self.bulkhead.stats(),
+            self.budget.stats(),
+            self.timeout.stats(),
             transitions,
         )
 
@@ -146,7 +146,7 @@ def test_the_pipeline_drives_each_policy_like_its_own_run(steps: list[tuple[str,
 
 async def test_every_opening_of_the_breaker_is_a_trip(clock: FakeClock) -> None:
     breaker = CircuitBreaker(
-        window_size=2, minimum_calls=2, permitted_calls_in_half_open=1, wait_in_open=5.0,
+        window_size=2, minimum_calls=2, permitted_calls_in_half_open=1, wait_in_open_s=5.0,
         clock=clock,
     )  # fmt: skip
     pipeline = Pipeline(resource="r", circuit_breaker=breaker, clock=clock)
@@ -154,12 +154,12 @@ async def test_every_opening_of_the_breaker_is_a_trip(clock: FakeClock) -> None:
         with pytest.raises(TransientDatabaseError):
             await pipeline.run(attempt("transient"), operation="q")
     assert breaker.state is CircuitState.OPEN
-    assert pipeline.snapshot().circuit_breaker.trips == 1  # type: ignore[union-attr]
+    assert pipeline.stats().circuit_breaker.trips == 1  # type: ignore[union-attr]
     clock.advance(5.0)
     with pytest.raises(TransientDatabaseError):  # the half-open trial fails: open again
         await pipeline.run(attempt("transient"), operation="q")
-    assert pipeline.snapshot().circuit_breaker.trips == 2  # type: ignore[union-attr]
+    assert pipeline.stats().circuit_breaker.trips == 2  # type: ignore[union-attr]
     clock.advance(10.0)
     assert await pipeline.run(attempt("ok"), operation="q") == "ok"
     assert breaker.state is CircuitState.CLOSED
-    assert pipeline.snapshot().circuit_breaker.trips == 2  # type: ignore[union-attr]  # was 0
+    assert pipeline.stats().circuit_breaker.trips == 2  # type: ignore[union-attr]  # was 0

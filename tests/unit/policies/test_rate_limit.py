@@ -24,7 +24,7 @@ from .conftest import advance, settle
 async def test_burst_then_fail_at_once_with_retry_after(clock: FakeClock) -> None:
     events: list[PolicyEvent] = []
     rl = RateLimiter(
-        rate=2.0, burst=3, max_wait=0.0, name="api", clock=clock, on_event=events.append
+        rate=2.0, burst=3, max_wait_s=0.0, name="api", clock=clock, on_event=events.append
     )
     for _ in range(3):
         await rl.acquire()
@@ -35,12 +35,12 @@ async def test_burst_then_fail_at_once_with_retry_after(clock: FakeClock) -> Non
     assert isinstance(events[0], RateLimitRejected)
     clock.advance(0.5)
     await rl.acquire()  # refilled one token
-    snap = rl.snapshot()
+    snap = rl.stats()
     assert (snap.admitted, snap.rejected) == (4, 1)
 
 
 async def test_waiters_are_served_in_arrival_order(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=1.0, burst=1, max_wait=10.0, clock=clock)
+    rl = RateLimiter(rate=1.0, burst=1, max_wait_s=10.0, clock=clock)
     await rl.acquire()
     order: list[int] = []
 
@@ -55,11 +55,11 @@ async def test_waiters_are_served_in_arrival_order(clock: FakeClock) -> None:
         await advance(clock, 1.0)
         assert order == list(range(expected))
     await asyncio.gather(*tasks)
-    assert rl.snapshot().waited == 5
+    assert rl.stats().waited == 5
 
 
 async def test_wait_longer_than_max_wait_takes_nothing(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=1.0, burst=1, max_wait=1.5, clock=clock)
+    rl = RateLimiter(rate=1.0, burst=1, max_wait_s=1.5, clock=clock)
     await rl.acquire()
     t1 = asyncio.create_task(rl.acquire())  # waits 1 s
     await settle()
@@ -72,7 +72,7 @@ async def test_wait_longer_than_max_wait_takes_nothing(clock: FakeClock) -> None
 
 
 async def test_wait_is_bounded_by_the_deadline(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=1.0, burst=1, max_wait=10.0, clock=clock)
+    rl = RateLimiter(rate=1.0, burst=1, max_wait_s=10.0, clock=clock)
     await rl.acquire()
     async with deadline_scope(0.5, clock=clock):
         with pytest.raises(RateLimitedError):
@@ -80,7 +80,7 @@ async def test_wait_is_bounded_by_the_deadline(clock: FakeClock) -> None:
 
 
 async def test_cancelled_waiter_returns_its_token_only(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=1.0, burst=1, max_wait=100.0, clock=clock)
+    rl = RateLimiter(rate=1.0, burst=1, max_wait_s=100.0, clock=clock)
     await rl.acquire()
     tasks = [asyncio.create_task(rl.acquire()) for _ in range(3)]
     await settle()
@@ -88,14 +88,14 @@ async def test_cancelled_waiter_returns_its_token_only(clock: FakeClock) -> None
     tasks[1].cancel()
     await settle()
     assert rl.backend.available(clock.monotonic()) == pytest.approx(-2.0)
-    assert rl.snapshot().cancelled == 1
+    assert rl.stats().cancelled == 1
     await advance(clock, 3.0)
     await asyncio.gather(tasks[0], tasks[2])
-    assert rl.snapshot().admitted == 3  # 1 + 2 waiters; the cancelled one uncounted
+    assert rl.stats().admitted == 3  # 1 + 2 waiters; the cancelled one uncounted
 
 
 async def test_thousand_tasks_cancelled_leak_no_tokens(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=10.0, burst=10, max_wait=1000.0, clock=clock)
+    rl = RateLimiter(rate=10.0, burst=10, max_wait_s=1000.0, clock=clock)
     tasks = [asyncio.create_task(rl.acquire()) for _ in range(1000)]
     await settle()
     assert sum(t.done() for t in tasks) == 10  # the burst
@@ -106,11 +106,11 @@ async def test_thousand_tasks_cancelled_leak_no_tokens(clock: FakeClock) -> None
     # All 990 reservations came back: after 1 s the bucket is full again, not in debt.
     clock.advance(1.0)
     assert rl.backend.available(clock.monotonic()) == pytest.approx(10.0)
-    assert rl.snapshot().cancelled == 990
+    assert rl.stats().cancelled == 990
 
 
 async def test_thousand_concurrent_tasks_respect_the_rate(clock: FakeClock) -> None:
-    rl = RateLimiter(rate=100.0, burst=50, max_wait=100.0, clock=clock)
+    rl = RateLimiter(rate=100.0, burst=50, max_wait_s=100.0, clock=clock)
     admitted_at: list[float] = []
 
     async def one() -> None:
@@ -134,7 +134,7 @@ def test_bounds() -> None:
     with pytest.raises(ValueError, match="burst"):
         RateLimiter(rate=1, burst=0.5)
     with pytest.raises(ValueError, match="max_wait"):
-        RateLimiter(rate=1, max_wait=-1)
+        RateLimiter(rate=1, max_wait_s=-1)
     assert RateLimiter(rate=2.5).burst == 3  # default burst: ceil(rate)
 
 

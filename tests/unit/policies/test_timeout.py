@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -47,7 +48,7 @@ async def test_timeout_really_cancels_the_attempt(clock: FakeClock) -> None:
     assert (err.resource, err.operation) == ("api", "GET")
     assert err.elapsed_s == pytest.approx(1.0, abs=0.02)
     assert isinstance(events[0], TimeoutFired)
-    assert tmo.snapshot().timeouts == 1
+    assert tmo.stats().timeouts == 1
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
@@ -77,7 +78,7 @@ async def test_outside_cancellation_is_not_a_timeout(clock: FakeClock) -> None:
 
 
 async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
-    wheel = TimerWheel(granularity=0.01, clock=clock)
+    wheel = TimerWheel(granularity_s=0.01, clock=clock)
 
     async def sleeper() -> None:
         await clock.sleep(100)
@@ -93,7 +94,7 @@ async def test_timer_wheel_shares_one_timer_per_slot(clock: FakeClock) -> None:
 
 
 async def test_timer_wheel_arms_one_timer_for_all_its_slots(clock: FakeClock) -> None:
-    wheel = TimerWheel(granularity=1.0, clock=clock)
+    wheel = TimerWheel(granularity_s=1.0, clock=clock)
 
     async def sleeper() -> None:
         await clock.sleep(100)
@@ -178,9 +179,33 @@ async def test_timeout_or_default(clock: FakeClock) -> None:
 
 
 def test_bounds() -> None:
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ValueError, match="timeout_s"):
         Timeout(0)
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ValueError, match="deadline_s"):
         deadline_scope(-1)
-    with pytest.raises(ValueError, match="granularity"):
-        TimerWheel(granularity=0, clock=FakeClock())
+    with pytest.raises(ValueError, match="granularity_s"):
+        TimerWheel(granularity_s=0, clock=FakeClock())
+
+
+async def test_timer_wheel_remove_withdraws_the_cancellation_of_a_fired_slot(
+    clock: FakeClock,
+) -> None:
+    wheel = TimerWheel(granularity_s=1.0, clock=clock)
+    seen: list[tuple[bool, int]] = []
+
+    async def armed(at: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        bucket = wheel.add(at, task)
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed, as a careless call would
+            await clock.sleep(10.0)
+        seen.append((TimerWheel.remove(bucket, task), task.cancelling()))
+
+    quiet = asyncio.create_task(armed(50.0))
+    fired = asyncio.create_task(armed(2.0))
+    await settle()
+    await advance(clock, 2.0)  # the slot of 2.0 fires: the wheel cancels `fired`
+    await advance(clock, 10.0)
+    await asyncio.gather(quiet, fired)
+    # The fired slot's cancellation is withdrawn (count back to 0); the other never fired.
+    assert sorted(seen) == [(False, 0), (True, 0)]

@@ -63,7 +63,7 @@ async def list_breakers(request: Request) -> Response:
     for name in _names(gateway):
         breaker = gateway.pipeline(name).circuit_breaker
         if breaker is not None:
-            out.append(_render(breaker.snapshot()))
+            out.append(_render(breaker.stats()))
     return json_response({"circuit_breakers": out})
 
 
@@ -83,4 +83,4 @@ async def reset_breaker(name: str, request: Request) -> Response:
     if breaker is None:
         raise UnknownResourceError("circuit breaker", name)
     breaker.reset()
-    return json_response(_render(breaker.snapshot()))
+    return json_response(_render(breaker.stats()))
