@@ -21,7 +21,7 @@ Request id (µs per ASGI request into an app that answers at once):
 Scrape (ms per ``/metrics`` body with 1,000 series of (resource, operation,
 outcome), 50 resources each with a breaker, retry and limiter):
 
-* ``iogate.render``                :func:`iogate.observability.prometheus.render` (with the
+* ``iogate.render``                :func:`iogate.observability._prometheus.render` (with the
                                    label cache the server keeps between scrapes)
 * ``prometheus_client.generate_latest``   a plain prometheus-client Histogram
                                    (default 15 buckets) with the same 1,000 label sets
@@ -37,8 +37,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from iogate.errors import TransientDatabaseError
+from iogate.observability._prometheus import LabelCache, render
 from iogate.observability.metrics import Metrics
-from iogate.observability.prometheus import LabelCache, render
 from iogate.policies import CircuitBreaker, Pipeline, RateLimiter, Retry
 from iogate.server.request_id import RequestIdMiddleware
 

@@ -24,7 +24,7 @@ from iogate.gateway import Gateway
 from iogate.http.providers import GenerateRequest
 from iogate.observability._alerts import AlertEvent
 from iogate.observability._logging import JsonFormatter, RequestIdFilter
-from iogate.observability.prometheus import render
+from iogate.observability._prometheus import render
 from iogate.server.keys import hash_key, new_key
 from tests.conftest import GatewayClient, serve_app
 from tests.fakes.llm import fake_llm_server

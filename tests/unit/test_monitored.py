@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from iogate.observability import Metrics, monitored
-from iogate.observability.prometheus import render
+from iogate.observability._prometheus import render
 
 
 async def test_calls_are_recorded_by_outcome_and_appear_in_the_prometheus_export() -> None:

@@ -22,9 +22,9 @@ from iogate.observability._histogram import (
     upper_bound,
 )
 from iogate.observability._meters import UpstreamMeter
+from iogate.observability._prometheus import EXPORT_BOUNDS, render
 from iogate.observability._statements import fingerprint
 from iogate.observability.metrics import Metrics
-from iogate.observability.prometheus import EXPORT_BOUNDS, render
 from iogate.policies import CircuitBreaker, CircuitState, FakeClock, Pipeline, Timeout
 
 

@@ -14,7 +14,7 @@ import dataclasses
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from iogate.observability.prometheus import CONTENT_TYPE, LabelCache, render
+from iogate.observability._prometheus import CONTENT_TYPE, LabelCache, render
 from iogate.server.auth import authorize
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 
