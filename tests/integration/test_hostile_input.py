@@ -26,7 +26,7 @@ from yarl import URL
 
 from iogate.config import parse_config
 from iogate.files import FileStore, UnsafePathError
-from iogate.files import paths as file_paths
+from iogate.files import _paths as file_paths
 from iogate.server.app import create_app
 from iogate.server.deps import JsonBodyRoute
 from iogate.server.keys import hash_key
