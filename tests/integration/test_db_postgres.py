@@ -202,7 +202,7 @@ async def test_typed_values_come_back_with_declared_types(pg: PostgresServer) ->
         "12.50",
         "AP8=",
         "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        '{"k": [1, 2]}',
+        {"k": [1, 2]},
         [1, 2],
         "2026-11-23T12:00:00+00:00",
         "2026-11-23",

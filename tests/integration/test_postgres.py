@@ -103,7 +103,7 @@ async def test_query_decodes_json_arguments_by_parameter_type(db: PostgresDataba
     assert ts.isoformat() == "2026-01-02T03:04:05+00:00"
     assert str(n) == "2.5"
     assert str(u) == "12345678-1234-5678-1234-567812345678"
-    assert j == "[1, 2]"
+    assert j == [1, 2]  # jsonb comes back decoded
     with pytest.raises(QueryError, match="timestamptz"):
         await db.query("SELECT :ts::timestamptz", {"ts": "not a date"})
 

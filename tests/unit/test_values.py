@@ -66,10 +66,10 @@ def test_json_parameters_are_decoded_by_postgres_type() -> None:
     assert from_json_value("AP8=", "bytea") == b"\x00\xff"
     assert from_json_value(90, "interval") == dt.timedelta(seconds=90)
     assert from_json_value("9007199254740993", "int8") == 9007199254740993
-    assert from_json_value({"a": [1]}, "jsonb") == '{"a":[1]}'
+    assert from_json_value({"a": [1]}, "jsonb") == {"a": [1]}  # the codec writes it
     assert from_json_value(["1", "2"], "_numeric") == [Decimal(1), Decimal(2)]
     assert from_json_value(["1", "2"], "numeric[]") == [Decimal(1), Decimal(2)]  # asyncpg's name
-    assert from_json_value([1, 2], "jsonb") == "[1,2]"
+    assert from_json_value([1, 2], "jsonb") == [1, 2]
     assert from_json_value("x", "text") == "x"
     assert from_json_value(None, "uuid") is None
 

@@ -1,4 +1,4 @@
-"""Mixed batches: ordered steps on databases, upstreams and the cache, with
+"""Mixed batches: ordered steps on databases (SQL and Redis), upstreams and the cache, with
 step dataflow (``$ref``), conditions, transaction groups and one deadline.
 
 >>> request = Batch.model_validate({"steps": [...]})   # doctest: +SKIP
@@ -10,7 +10,14 @@ See :mod:`iogate.batch.model` for the wire format and
 """
 
 from iogate.batch.engine import run_batch
-from iogate.batch.model import MAX_STEPS, Batch, CacheStep, DatabaseStep, UpstreamStep
+from iogate.batch.model import (
+    MAX_STEPS,
+    Batch,
+    CacheStep,
+    DatabaseStep,
+    RedisStep,
+    UpstreamStep,
+)
 from iogate.batch.result import BatchResult, StepResult
 
 __all__ = [
@@ -19,6 +26,7 @@ __all__ = [
     "CacheStep",
     "DatabaseStep",
     "MAX_STEPS",
+    "RedisStep",
     "StepResult",
     "UpstreamStep",
     "run_batch",

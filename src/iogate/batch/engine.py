@@ -38,6 +38,7 @@ from iogate.batch.model import (
     CacheStep,
     DatabaseStep,
     MongoStep,
+    RedisStep,
     UpstreamStep,
     dependencies,
     parse_ref,
@@ -52,6 +53,7 @@ from iogate.wire.cache_keys import API_PREFIX
 from iogate.wire.mongo import OPERATIONS
 from iogate.wire.principal import ANONYMOUS, Principal
 from iogate.wire.problems import problem_for
+from iogate.wire.redis_commands import redis_scope, reply_json
 from iogate.wire.upstream_answers import render_answer
 
 __all__ = ["run_batch"]
@@ -86,7 +88,8 @@ async def run_batch(
             ``timeout`` in seconds).
         principal: the caller; each step is checked with
             :meth:`Principal.allows` (``db:<name>:read``/``write``,
-            ``upstream:<name>``, ``cache:read``/``cache:write``), and database
+            ``upstream:<name>``, ``cache:read``/``cache:write``; a redis
+            step ``db:<name>:read`` for a read command, else ``write``), and database
             steps run with its SQL guard and row/byte caps. ``None``: anonymous,
             every scope.
         progress: called as ``progress(done, total)`` after each step finishes.
@@ -289,6 +292,8 @@ class _Run:
                     return await self._upstream(step, started)
                 if isinstance(step, MongoStep):
                     return await self._mongo(step, started)
+                if isinstance(step, RedisStep):
+                    return await self._redis(step, started)
                 return await self._cache(step, started)
         except (IogateError, PermissionError, _DependencyFailed) as exc:
             return self._error(index, exc, (time.perf_counter() - started) * 1000)
@@ -406,6 +411,19 @@ class _Run:
         else:
             value = {"deleted": await cache.delete(key)}
         return StepResult(ok=True, value=value, duration_ms=_ms(started))
+
+    async def _redis(self, step: RedisStep, started: float) -> StepResult:
+        database = self.gateway.redis(step.database)
+        name = database.check_command(step.command[0])  # the allowlist, before any I/O
+        scope = f"db:{step.database}:{redis_scope(name)}"
+        if not self.principal.allows(scope):
+            raise PermissionError(f"this key lacks the scope {scope!r}")
+        args = self._resolve(step.command[1:])
+        for arg in args:
+            if isinstance(arg, bool) or not isinstance(arg, str | int | float):
+                raise InvalidInputError("Redis command arguments must be strings or numbers")
+        reply = await database.command(name, *args)
+        return StepResult(ok=True, value={"result": reply_json(reply)}, duration_ms=_ms(started))
 
     # -- references and conditions -----------------------------------------
 

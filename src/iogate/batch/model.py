@@ -8,14 +8,15 @@ A batch is an ordered list of steps, each of one ``kind``::
         "params": {"e": "a@b.c"}},
        {"kind": "upstream", "upstream": "example", "method": "POST", "path": "/events",
         "json": {"user": {"$ref": "steps.0.rows.0.0"}}, "when": {"ok": 0}},
-       {"kind": "cache", "op": "delete", "key": "user:a@b.c"}],
+       {"kind": "cache", "op": "delete", "key": "user:a@b.c"},
+       {"kind": "redis", "database": "kv", "command": ["INCR", "logins:a@b.c"]}],
      "max_concurrent": 4, "fail_fast": false, "timeout": 30}
 
 - ``{"$ref": "steps.<i>.<path>"}`` anywhere in a step's data (database
   ``params``; upstream ``path``, ``params``, ``headers``, ``json``, ``body``;
-  cache ``key`` and ``value``) is replaced by a value of step ``i``'s result
-  (``steps.0.rows.0.0``: step 0's first row, first column). An object whose
-  only key is ``$ref`` is always a reference.
+  cache ``key`` and ``value``; redis ``command`` arguments) is replaced by a
+  value of step ``i``'s result (``steps.0.rows.0.0``: step 0's first row,
+  first column). An object whose only key is ``$ref`` is always a reference.
 - ``when`` is a condition on earlier steps: ``{"ok": i}``, ``{"error": i}``,
   ``{"status": {"step": i, "in": [404]}}`` (or ``"min"``/``"max"``),
   ``{"not": c}``, ``{"and": [c, ...]}``, ``{"or": [c, ...]}``. A step whose
@@ -26,6 +27,10 @@ A batch is an ordered list of steps, each of one ``kind``::
   refusals are the route's.
 - Database steps with the same ``transaction`` name run in order in one
   transaction on their database: all commit or none.
+- A ``redis`` step runs one command of the Redis database's allowlist; it
+  needs ``db:<name>:read`` for a read command
+  (:data:`iogate.wire.redis_commands.READ_COMMANDS`), ``db:<name>:write`` for
+  any other, checked before the command is sent. Its value is ``{"result"}``.
 
 References and conditions may only name *earlier* steps, so the steps form a
 directed acyclic graph; a step waits only for the steps it names (and, in a
@@ -54,6 +59,7 @@ __all__ = [
     "DatabaseStep",
     "MAX_STEPS",
     "MongoStep",
+    "RedisStep",
     "Step",
     "UpstreamStep",
     "iter_refs",
@@ -134,11 +140,33 @@ class MongoStep(_StepBase):
     )
 
 
-Step = Annotated[DatabaseStep | UpstreamStep | CacheStep | MongoStep, Field(discriminator="kind")]
+class RedisStep(_StepBase):
+    """One command on a named Redis database: ``command`` is ``[name, *args]``
+    (the name a literal string, arguments strings, numbers or ``$ref``)."""
+
+    kind: Literal["redis"]
+    database: str = Field(examples=["kv"])
+    command: list[Any] = Field(
+        min_length=1,
+        max_length=10_000,
+        description='The command and its arguments, e.g. ["SET", "k", "v", "EX", 60].',
+        examples=[["GET", "user:1"]],
+    )
+
+    @model_validator(mode="after")
+    def _literal_name(self) -> RedisStep:
+        name = self.command[0]
+        if not isinstance(name, str) or not 1 <= len(name) <= 64:
+            raise ValueError("command[0] must be the command's name (a string)")
+        return self
+
+
+AnyStep = DatabaseStep | UpstreamStep | CacheStep | MongoStep | RedisStep
+Step = Annotated[AnyStep, Field(discriminator="kind")]
 
 
 class Batch(_In):
-    """``POST /v1/batch``: ordered steps of kind database, upstream or cache."""
+    """``POST /v1/batch``: ordered steps of kind database, upstream, cache or redis."""
 
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
     max_concurrent: int = Field(default=4, ge=1, le=256)
@@ -206,12 +234,14 @@ def iter_refs(value: Any) -> Iterator[str]:
             yield from iter_refs(item)
 
 
-def step_data(step: DatabaseStep | UpstreamStep | CacheStep | MongoStep) -> dict[str, Any]:
+def step_data(step: AnyStep) -> dict[str, Any]:
     """The fields of ``step`` that may hold references, by name."""
     if isinstance(step, DatabaseStep):
         return {"params": step.params}
     if isinstance(step, MongoStep):
         return {"body": step.body}
+    if isinstance(step, RedisStep):
+        return {"command": step.command[1:]}
     if isinstance(step, UpstreamStep):
         return {
             "path": step.path,
@@ -264,7 +294,7 @@ def condition_steps(cond: Any) -> Iterator[int]:
         raise ValueError(f"unknown condition {op!r} (use ok, error, status, not, and, or)")
 
 
-def dependencies(step: DatabaseStep | UpstreamStep | CacheStep | MongoStep) -> set[int]:
+def dependencies(step: AnyStep) -> set[int]:
     """The earlier steps ``step`` reads (references) or tests (condition).
 
     Raises:

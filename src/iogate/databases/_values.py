@@ -30,8 +30,6 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 __all__ = ["MAX_SAFE_INTEGER", "from_json_value", "to_json_row", "to_json_value"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -80,8 +78,9 @@ def from_json_value(value: Any, type_name: str) -> Any:
 
     The inverse of :func:`to_json_value` for values that arrive over HTTP:
     ISO 8601 strings become dates and times, decimal strings ``Decimal``, UUID
-    strings ``UUID``, base64 strings ``bytes``, numbers seconds of an interval,
-    objects and arrays JSON text for ``json``/``jsonb``. A value already of a
+    strings ``UUID``, base64 strings ``bytes``, numbers seconds of an interval.
+    Values for ``json``/``jsonb`` stay as they are (the connection's codec
+    writes them; a string is JSON text). A value already of a
     fitting type, or of an unknown type, is returned unchanged, and the driver
     reports what does not fit.
 
@@ -146,10 +145,6 @@ def _floating(value: Any) -> Any:
     return float(value) if isinstance(value, int | str) and not isinstance(value, bool) else value
 
 
-def _json(value: Any) -> Any:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
 _DECODERS = {
     "timestamptz": _datetime,
     "timestamp": _datetime,
@@ -165,6 +160,4 @@ _DECODERS = {
     "int8": _integer,
     "float4": _floating,
     "float8": _floating,
-    "json": _json,
-    "jsonb": _json,
 }

@@ -39,6 +39,18 @@
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
   streams use a server-side cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
+- ``json`` and ``jsonb`` are JSON values, not text: a ``dict``/``list`` (any
+  value orjson writes) binds to a ``json``/``jsonb`` parameter, and results come
+  back decoded. A ``str`` argument is taken as JSON text, as asyncpg's default
+  codec takes it (``'null'`` stores JSON null, ``'"a"'`` a JSON string);
+  ``None`` is SQL NULL, and a JSON ``null`` reads back as ``None`` too
+  (``doc IS NULL`` tells them apart). The codecs are set once per connection
+  (``set_type_codec(..., schema='pg_catalog', format='binary')``; asyncpg
+  resolves built-in types without a query, so no round trip at connect and
+  none per statement). Numbers are read as orjson reads them: integers of up
+  to 64 bits exactly, larger ones and fractions as ``float``. A ``list`` bound
+  to an array parameter (``int4[]``) is still an array: asyncpg picks the
+  codec by the parameter's server-side type.
 
 Roles (least privilege whatever the login; PostgREST's model, with one
 difference that makes it hold under a superuser login):
@@ -71,6 +83,7 @@ difference that makes it hold under a superuser login):
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -195,6 +208,58 @@ class LoginInspection:
     def privileged(self) -> bool:
         """Whether the login holds any of :attr:`privileges`."""
         return bool(self.privileges)
+
+
+_JSONB_VERSION = b"\x01"
+"""The first byte of jsonb's binary format (the only version PostgreSQL has)."""
+
+
+def _json_encode(value: Any) -> bytes:
+    """``json``'s binary format is its text: a ``str`` as given (JSON text),
+    anything else written by orjson (a ``TypeError`` for what it cannot write,
+    which asyncpg reports as an invalid argument: a QueryError)."""
+    if isinstance(value, str):
+        return value.encode()
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _jsonb_encode(value: Any) -> bytes:
+    """``jsonb``'s binary format: the version byte, then the JSON text."""
+    return _JSONB_VERSION + _json_encode(value)
+
+
+def _json_decode(data: bytes | memoryview) -> Any:
+    """A JSON value from ``json``'s text; the standard library for what orjson
+    refuses (a number beyond a double's range)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data))
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    """A JSON value from ``jsonb``'s binary format (version byte 1, then text)."""
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"unsupported jsonb format version {data[:1]!r}")
+    return _json_decode(memoryview(data)[1:])
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """``asyncpg.connect(*args, **kwargs)`` with the ``json``/``jsonb`` codecs
+    (module docstring); the connection is closed if setting them fails."""
+    conn = await asyncpg.connect(*args, **kwargs)
+    try:
+        for name, encoder, decoder in (
+            ("json", _json_encode, _json_decode),
+            ("jsonb", _jsonb_encode, _jsonb_decode),
+        ):
+            await conn.set_type_codec(
+                name, schema="pg_catalog", encoder=encoder, decoder=decoder, format="binary"
+            )
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
 
 
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
@@ -334,7 +399,7 @@ class PostgresDatabase(SQLDatabase):
                 extra["password"] = login.password
         return PostgresPool(
             partial(
-                asyncpg.connect,
+                _connect,
                 self._dsn,
                 timeout=self._connect_timeout_s,
                 statement_cache_size=self._statement_cache_size,
@@ -626,7 +691,9 @@ class PostgresDatabase(SQLDatabase):
             bound = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
         except ValueError as exc:
             raise QueryError(str(exc), resource=self.name, operation="query") from None
-        plan = orjson.loads(await stmt.fetchval(*bound))
+        plan = await stmt.fetchval(*bound)
+        if isinstance(plan, str):  # EXPLAIN's column is text
+            plan = orjson.loads(plan)
         for schema, relation in _relations(plan):
             if not table_allowed(tables, relation, schema):
                 raise TableNotAllowed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ApiExecuteRequest",
@@ -14,6 +14,7 @@ __all__ = [
     "CircuitBreakerOut",
     "CircuitBreakersResponse",
     "ProblemDetails",
+    "positional_params",
     "RedisCommandRequest",
     "RedisCommandResponse",
     "StreamRequest",
@@ -21,6 +22,7 @@ __all__ = [
     "HealthResponse",
     "OperationStatsOut",
     "QueryRequest",
+    "RedisOperationIn",
     "QueryResponse",
     "ResourceStatsOut",
     "StatsResponse",
@@ -91,23 +93,147 @@ class UpstreamResponse(BaseModel):
     duration_ms: float
 
 
+def positional_params(params: JsonParams) -> JsonParams:
+    """The original design's positional parameters ``{"1": v, "2": w}`` as the
+    list ``[v, w]`` (bound to ``?``, or ``$1``/``$2`` on PostgreSQL, ``?1``/``?2``
+    on SQLite); any other value unchanged. An object is positional when a key
+    is made of digits (a ``:name`` cannot start with one).
+
+    Raises:
+        ValueError: digit keys that are not exactly ``"1"`` .. ``"n"``, or
+            mixed with names.
+    """
+    if not isinstance(params, dict) or not params:
+        return params
+    digits = [key for key in params if key.isdigit()]
+    if not digits:
+        return params
+    if len(digits) != len(params) or sorted(digits, key=int) != [
+        str(i) for i in range(1, len(params) + 1)
+    ]:
+        raise ValueError(
+            'positional parameters given as an object take the keys "1" .. "n",'
+            " each once, and no names"
+        )
+    return [params[str(i)] for i in range(1, len(params) + 1)]
+
+
+class RedisOperationIn(_In):
+    """A Redis operation in the original design's dict form."""
+
+    operation: Literal["get", "set", "delete", "incr", "expire"]
+    key: str = Field(min_length=1, max_length=65_536)
+    value: Any = Field(
+        default=None,
+        description="set: the value (a string or number as is, other JSON as its text);"
+        " incr: the increment (default 1).",
+    )
+    ttl: float | None = Field(default=None, gt=0, description="Seconds (set, expire).")
+
+
 class DatabaseExecuteRequest(_In):
-    """``POST /database/execute`` (the original design's shape)."""
+    """``POST /database/execute`` (the original design's shape): a SQL
+    statement (``query`` or ``sql``) on a SQL database, or a Redis operation
+    (``query`` as ``{"operation", "key", "value", "ttl"}``) on a Redis one."""
 
     db_name: str = "main"
-    query: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
-    params: JsonParams = None
+    query: str | RedisOperationIn | None = Field(
+        default=None,
+        description="The SQL text, or a Redis operation object.",
+        examples=["SELECT name FROM users WHERE id = :id"],
+    )
+    sql: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SQL_CHARS,
+        description="The SQL text (the name /v1 uses; give query or sql).",
+    )
+    params: JsonParams = Field(
+        default=None,
+        description='An object for :name, a list (or {"1": v, "2": w}) for positional'
+        " placeholders.",
+    )
+    cache_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Keep the result as this caller's entry of that name (a read only).",
+    )
+    cache_ttl: float | None = Field(
+        default=None, gt=0, description="Seconds a cached result is kept."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _positional(cls, params: JsonParams) -> JsonParams:
+        return positional_params(params)
+
+    @model_validator(mode="after")
+    def _one_statement(self) -> DatabaseExecuteRequest:
+        if (self.query is None) == (self.sql is None):
+            raise ValueError("give the statement as query or as sql, not both")
+        if isinstance(self.query, str) and not 1 <= len(self.query) <= MAX_SQL_CHARS:
+            raise ValueError(f"query must hold 1 to {MAX_SQL_CHARS} characters")
+        if isinstance(self.query, RedisOperationIn) and (
+            self.params is not None or self.cache_key is not None or self.cache_ttl is not None
+        ):
+            raise ValueError("a Redis operation takes no params, cache_key or cache_ttl")
+        return self
+
+    @property
+    def statement(self) -> str | None:
+        """The SQL text, whichever name it came under (``None``: a Redis operation)."""
+        if self.sql is not None:
+            return self.sql
+        return self.query if isinstance(self.query, str) else None
 
 
 class ApiExecuteRequest(_In):
     """``POST /api/execute`` (the original design's shape)."""
 
-    api_name: str
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_name: str | None = Field(
+        default=None, description="The upstream; optional when url names it."
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="An absolute URL under a configured upstream's base URL (instead of"
+        " endpoint); it picks the upstream when api_name is not given.",
+    )
+    api_type: Literal["http", "openai", "anthropic", "huggingface"] = Field(
+        default="http",
+        description="http: send the request as given. openai | anthropic | huggingface:"
+        " json_data is that provider's request body, run as a generation through the"
+        " upstream's provider adapter (answer: text, usage, finish_reason, raw).",
+    )
     method: str = "GET"
     endpoint: str = Field(default="", max_length=8192)
-    data: Any = None
+    data: Any = Field(default=None, description="A JSON request body.")
+    json_data: Any = Field(default=None, description="A JSON request body (as data).")
     params: dict[str, str | int | float | bool] | None = None
     headers: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ApiExecuteRequest:
+        if self.api_name is None and self.url is None:
+            raise ValueError("give api_name or url")
+        if self.url is not None and self.endpoint:
+            raise ValueError("give url or endpoint, not both")
+        if {"data", "json_data"} <= self.model_fields_set:
+            raise ValueError("give data or json_data, not both")
+        return self
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a JSON body was given (``null`` included)."""
+        return bool({"data", "json_data"} & self.model_fields_set)
+
+    @property
+    def body(self) -> Any:
+        """The JSON body, under either name."""
+        return self.json_data if "json_data" in self.model_fields_set else self.data
 
 
 class HealthResponse(BaseModel):

@@ -26,8 +26,10 @@ __all__ = ["batch_definition", "batch_runner", "principal_from_json", "required_
 def required_scopes(request: Batch) -> list[tuple[str, ...]]:
     """For each step, the scopes of which the caller needs at least one
     (database: ``db:<name>:read`` or ``db:<name>:write``; upstream:
-    ``upstream:<name>``; cache: ``cache:read`` for get, else ``cache:write``)."""
-    from iogate.batch.model import CacheStep, DatabaseStep, MongoStep, UpstreamStep
+    ``upstream:<name>``; Redis: the command's read or write scope; cache:
+    ``cache:read`` for get, else ``cache:write``)."""
+    from iogate.batch.model import CacheStep, DatabaseStep, MongoStep, RedisStep, UpstreamStep
+    from iogate.wire.redis_commands import redis_scope
 
     needed: list[tuple[str, ...]] = []
     for step in request.steps:
@@ -39,6 +41,8 @@ def required_scopes(request: Batch) -> list[tuple[str, ...]]:
             write = step.op in ("insert", "update", "delete")
             db = step.database
             needed.append((f"db:{db}:write",) if write else (f"db:{db}:read", f"db:{db}:write"))
+        elif isinstance(step, RedisStep):
+            needed.append((f"db:{step.database}:{redis_scope(str(step.command[0]).upper())}",))
         elif isinstance(step, CacheStep):
             needed.append(("cache:read",) if step.op == "get" else ("cache:write",))
     return needed

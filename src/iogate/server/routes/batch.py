@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
 from iogate.batch import Batch, run_batch
@@ -21,6 +21,9 @@ from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
 from iogate.server.limits import check_sql
+from iogate.server.routes.legacy import upstream_for_url
+from iogate.server.schemas import RedisOperationIn, positional_params
+from iogate.wire.redis_commands import operation_command
 
 __all__ = ["BatchResponse", "LegacyBatchRequest", "router"]
 
@@ -74,23 +77,45 @@ class LegacyOperation(BaseModel):
 
     type: Literal["database", "api", "upstream", "cache"]
     db_name: str = "main"
-    query: str | None = Field(default=None, max_length=1_000_000)
+    query: str | RedisOperationIn | None = Field(
+        default=None, description="SQL text, or a Redis operation object on a Redis database."
+    )
+    sql: str | None = Field(default=None, max_length=1_000_000, description="As query.")
     params: Any = None
     api_name: str | None = None
+    url: str | None = Field(default=None, max_length=8192)
+    api_type: Literal["http"] = Field(
+        default="http", description="Provider generations are not batch steps: http only."
+    )
     method: str = "GET"
     endpoint: str = Field(default="", max_length=8192)
     data: Any = None
+    json_data: Any = None
     headers: dict[str, str] | None = None
     op: Literal["get", "set", "delete"] | None = None
     key: str | None = None
     value: Any = None
     ttl: float | None = Field(default=None, gt=0)
 
+    @field_validator("params")
+    @classmethod
+    def _positional(cls, params: Any) -> Any:
+        return positional_params(params)
+
+    @property
+    def statement(self) -> str | None:
+        """The SQL text under either name."""
+        if self.sql is not None:
+            return self.sql
+        return self.query if isinstance(self.query, str) else None
+
 
 class LegacyBatchRequest(BaseModel):
     """``POST /batch/execute``: ``operations`` of ``type`` database (``db_name``,
-    ``query``, ``params``), api (``api_name``, ``method``, ``endpoint``,
-    ``data``, ``params``, ``headers``) or cache (``op``, ``key``, ``value``, ``ttl``)."""
+    ``query`` or ``sql``, ``params``; or ``query`` as a Redis operation object
+    on a Redis database), api (``api_name`` and/or ``url``, ``method``,
+    ``endpoint``, ``data`` or ``json_data``, ``params``, ``headers``) or cache
+    (``op``, ``key``, ``value``, ``ttl``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -120,7 +145,7 @@ async def _run(request: Request, body: Batch) -> Response:
         400: {"description": "More steps than [server] max_batch_steps (problem+json)"},
         422: {"description": "Malformed steps, references or conditions (problem+json)"},
     },
-    summary="Run a mixed batch of database, upstream and cache steps",
+    summary="Run a mixed batch of database, upstream, cache and Redis steps",
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
 async def batch(body: Batch, request: Request) -> Response:
@@ -129,7 +154,10 @@ async def batch(body: Batch, request: Request) -> Response:
     uses: ``{"$ref": "steps.<i>.<path>"}`` values in its data, and the steps
     its ``when`` condition tests (``ok``, ``error``, ``status``, ``not``,
     ``and``, ``or``). Database steps with the same ``transaction`` name commit
-    together. One failing step never fails the others unless ``fail_fast``.
+    together. A ``redis`` step (``{"kind": "redis", "database", "command":
+    [name, *args]}``) runs one allowlisted command; a read command needs
+    ``db:<name>:read``, any other ``db:<name>:write``. One failing step never
+    fails the others unless ``fail_fast``.
     Results come back in input order: ``{"ok", "value"|"problem", "duration_ms"}``."""
     return await _run(request, body)
 
@@ -142,29 +170,59 @@ async def batch(body: Batch, request: Request) -> Response:
 )
 async def batch_execute(body: LegacyBatchRequest, request: Request) -> Response:
     """Same as ``POST /v1/batch``; each operation is translated to a step:
-    ``database`` → ``{"kind": "database", "database": db_name, "sql": query}``,
+    ``database`` → ``{"kind": "database", "database": db_name, "sql": query}``
+    (a Redis operation object as ``query`` → ``{"kind": "redis", "command": [...]}``),
     ``api`` → ``{"kind": "upstream", "upstream": api_name, "path": endpoint,
-    "json": data}``, ``cache`` as is."""
+    "json": data}`` (a ``url`` must lie under a configured upstream's base URL,
+    400 otherwise), ``cache`` as is."""
+    gateway = gateway_of(request)
     steps: list[dict[str, Any]] = []
     for index, op in enumerate(body.operations):
         if op.type == "database":
-            if not op.query:
-                raise InvalidInputError(f"operations.{index}: a database operation needs a query")
+            if isinstance(op.query, RedisOperationIn):
+                redis_op = op.query
+                try:
+                    command = operation_command(
+                        redis_op.operation, redis_op.key, redis_op.value, redis_op.ttl
+                    )
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"operations.{index}: {exc}") from None
+                steps.append({"kind": "redis", "database": op.db_name, "command": command})
+                continue
+            sql = op.statement
+            if not sql or (op.sql is not None and op.query is not None):
+                raise InvalidInputError(
+                    f"operations.{index}: a database operation needs a query (or sql), not both"
+                )
             steps.append(
-                {"kind": "database", "database": op.db_name, "sql": op.query, "params": op.params}
+                {"kind": "database", "database": op.db_name, "sql": sql, "params": op.params}
             )
         elif op.type in ("api", "upstream"):
-            if not op.api_name:
-                raise InvalidInputError(f"operations.{index}: an api operation needs an api_name")
+            name, path = op.api_name, op.endpoint
+            if op.url is not None:
+                if op.endpoint:
+                    raise InvalidInputError(f"operations.{index}: give url or endpoint, not both")
+                try:
+                    name, path = upstream_for_url(gateway, op.url, op.api_name)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"operations.{index}: {exc}") from None
+            if not name:
+                raise InvalidInputError(
+                    f"operations.{index}: an api operation needs an api_name or a url"
+                )
             step: dict[str, Any] = {
                 "kind": "upstream",
-                "upstream": op.api_name,
+                "upstream": name,
                 "method": op.method,
-                "path": op.endpoint,
+                "path": path,
                 "params": op.params,
                 "headers": op.headers,
             }
-            if "data" in op.model_fields_set:
+            if {"data", "json_data"} <= op.model_fields_set:
+                raise InvalidInputError(f"operations.{index}: give data or json_data, not both")
+            if "json_data" in op.model_fields_set:
+                step["json"] = op.json_data
+            elif "data" in op.model_fields_set:
                 step["json"] = op.data
             steps.append(step)
         else:

@@ -13,7 +13,6 @@ than a bare handler: no FastAPI dependency, no second validation pass.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +27,7 @@ from iogate.databases._values import to_json_row
 from iogate.databases.base import Params, QueryResult
 from iogate.databases.guard import UNRESTRICTED, fit_body, result_body
 from iogate.databases.streaming import RowStream
-from iogate.errors import IogateError, OperationError, UnknownResourceError
+from iogate.errors import OperationError, UnknownResourceError
 from iogate.gateway import Gateway
 from iogate.server.auth import ANONYMOUS, Principal, authorize, principal_of
 from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_body, serve_directly
@@ -47,6 +46,7 @@ from iogate.server.schemas import (
     StatementBatchResponse,
     StreamRequest,
 )
+from iogate.wire.redis_commands import redis_scope, reply_json
 
 __all__ = ["query_as_caller", "router", "run_query"]
 
@@ -334,37 +334,8 @@ async def command(name: str, body: RedisCommandRequest, request: Request) -> Res
     String replies are UTF-8 text, or ``{"base64": ...}`` when not valid UTF-8."""
     database = gateway_of(request).redis(name)
     name_upper = database.check_command(body.command)
-    scope = "read" if name_upper in _REDIS_READS else "write"
-    authorize(request, f"db:{name}:{scope}")
+    authorize(request, f"db:{name}:{redis_scope(name_upper)}")
     started = time.perf_counter()
     reply = await database.command(name_upper, *body.args)
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
-    return json_response({"result": _redis_json(reply), "duration_ms": duration_ms})
-
-
-# Commands that only read: a key with db:<name>:read may send these.
-_REDIS_READS = frozenset(
-    {
-        "GET", "MGET", "EXISTS", "TTL", "PTTL", "TYPE", "STRLEN", "GETRANGE",
-        "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS",
-        "LRANGE", "LLEN", "LINDEX", "SMEMBERS", "SISMEMBER", "SCARD",
-        "ZRANGE", "ZRANGEBYSCORE", "ZSCORE", "ZCARD", "ZRANK", "PING",
-    }
-)  # fmt: skip
-
-
-def _redis_json(value: Any) -> Any:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, list | tuple | set):
-        return [_redis_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(_redis_json(k)): _redis_json(v) for k, v in value.items()}
-    if isinstance(value, IogateError):
-        return {"error": problem_for(value)[1]}
-    if isinstance(value, float) and value != value:
-        return str(value)
-    return value
+    return json_response({"result": reply_json(reply), "duration_ms": duration_ms})
