@@ -1,18 +1,25 @@
 """The ``iogate`` command: ``serve``, ``worker``, ``check``, ``init``, ``keys create``,
-``query``, ``batch``, ``roles sql``.
+``query``, ``batch``, ``roles sql``; ``iogate --version``.
 
 Exit codes: 0 success, 1 a resource failed its check (or ``serve`` could not
-open one), 2 invalid configuration or usage (a privileged PostgreSQL login
-callers would run as included).
+open one, or could not listen on its address: the port in use, or a
+privileged port), 2 invalid configuration or usage (a port outside 1..65535,
+a privileged PostgreSQL login callers would run as included).
+
+Help texts are printed as written (``rich_markup_mode=None``: click's plain
+formatter), so the config's ``[keys]`` and ``[server]`` tables keep their
+brackets instead of being read as Rich markup and vanishing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import math
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +41,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # print help as written: "[keys]" is not Rich markup
 )
+
+MIN_PORT, MAX_PORT = 1, 65535
 
 ConfigOption = Annotated[
     Path | None,
@@ -80,7 +90,10 @@ url = "sqlite:///var/iogate.db"          # sqlite:///relative.db, sqlite:////abs
 def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=MIN_PORT, max=MAX_PORT, help="Port to listen on, 1-65535 (default 8080)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     workers: Annotated[
@@ -93,10 +106,11 @@ def serve(
 ) -> None:
     """Run the HTTP gateway.
 
-    Without ``[keys]`` authentication is off, which is only allowed on a
+    Without [keys] authentication is off, which is only allowed on a
     loopback address: binding elsewhere without keys exits with code 2.
-    On SIGTERM/SIGINT in-flight requests get ``[server] shutdown_timeout``
-    seconds to finish, then every pool is closed.
+    A port already in use (or one this user may not bind) exits with code 1,
+    naming it. On SIGTERM/SIGINT in-flight requests get [server]
+    shutdown_timeout seconds to finish, then every pool is closed.
     """
     import uvicorn
 
@@ -105,16 +119,7 @@ def serve(
 
     cfg = cli_data.load_or_exit(config)
     configure_logging(log_format=cfg.observability.log_format, level=cfg.observability.log_level)
-    bind_host = host or cfg.server.host
-    bind_port = cfg.server.port if port is None else port
-    if not _is_loopback(bind_host) and not cfg.keys:
-        typer.echo(
-            f"iogate: refusing to serve on {bind_host} without API keys: anyone who can "
-            "reach it could run SQL and call every upstream. Add [keys.<name>] tables "
-            "(iogate keys create) or bind to 127.0.0.1.",
-            err=True,
-        )
-        raise typer.Exit(2)
+    bind_host, bind_port = _bind_or_exit(cfg, host, port)
     names = ", ".join(sorted(cfg.databases)) or "-"
     upstreams = ", ".join(sorted(cfg.upstreams)) or "-"
     typer.echo(
@@ -177,6 +182,72 @@ def serve(
     if failures:  # one line, no traceback; uvicorn exited (or would) with 3
         typer.echo(f"iogate: cannot start: {failures[0]}", err=True)
         raise typer.Exit(2 if isinstance(failures[0], ConfigError) else 1)
+
+
+def _bind_or_exit(cfg: IogateConfig, host: str | None, port: int | None) -> tuple[str, int]:
+    """The address ``serve`` listens on, or exit: 2 when it is not loopback and
+    there are no keys or the port is outside 1..65535, 1 when it cannot be bound."""
+    bind_host = host or cfg.server.host
+    bind_port = cfg.server.port if port is None else port
+    if not _is_loopback(bind_host) and not cfg.keys:
+        typer.echo(
+            f"iogate: refusing to serve on {bind_host} without API keys: anyone who can "
+            "reach it could run SQL and call every upstream. Add [keys.<name>] tables "
+            "(iogate keys create) or bind to 127.0.0.1.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if not MIN_PORT <= bind_port <= MAX_PORT:  # [server] port = 0 would bind any port
+        typer.echo(
+            f"iogate: port {bind_port} is not between {MIN_PORT} and {MAX_PORT} "
+            "([server] port or --port)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    refusal = _cannot_listen(bind_host, bind_port)
+    if refusal is not None:
+        typer.echo(refusal, err=True)
+        raise typer.Exit(1)
+    return bind_host, bind_port
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, as one line with a hint, or
+    ``None`` when a socket binds there now.
+
+    Binds (as uvicorn will, with ``SO_REUSEADDR``) and closes a socket before
+    uvicorn starts: uvicorn reports a bind failure as a log line and exits
+    with code 3 after the gateway's lifespan has opened every resource. Another
+    process may still take the port in between; uvicorn's own error is then
+    what is printed.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"iogate: cannot listen on {host}:{port}: the address does not resolve ({exc})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"iogate: port {port} on {host} is already in use; stop what listens "
+                    f"there (e.g. `ss -ltnp 'sport = :{port}'`) or pick another with --port"
+                )
+            if exc.errno == errno.EACCES:
+                return (
+                    f"iogate: not allowed to listen on port {port} on {host} (ports below "
+                    "1024 need privileges); pick another with --port"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return (
+                    f"iogate: cannot listen on {host}:{port}: {host} is not an address of "
+                    "this machine; pass --host 127.0.0.1 or one of its addresses"
+                )
+            return f"iogate: cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _report_startup_failures(app: Any) -> list[BaseException]:
@@ -324,7 +395,7 @@ def init(
     typer.echo(f"wrote {path}")
 
 
-keys_app = typer.Typer(help="API keys of the gateway.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the gateway.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
 
 
@@ -375,7 +446,11 @@ def keys_create(
     typer.echo("\n".join(lines))
 
 
-roles_app = typer.Typer(help="PostgreSQL roles the gateway's callers run as.", no_args_is_help=True)
+roles_app = typer.Typer(
+    help="PostgreSQL roles the gateway's callers run as.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(roles_app, name="roles")
 
 
@@ -389,7 +464,7 @@ def roles_sql_command(
 ) -> None:
     """Print the SQL that creates the database's read and write roles (and the
     keys' own roles) with their GRANTs, to run once as a superuser; then set
-    ``read_role`` / ``write_role`` as its last lines say (README "PostgreSQL roles")."""
+    read_role / write_role as its last lines say (README "PostgreSQL roles")."""
     from iogate.databases._postgres_roles import roles_sql
 
     cfg = cli_data.load_or_exit(config)
@@ -419,6 +494,28 @@ app.command("batch")(cli_data.batch)
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"iogate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    # The options of `iogate` itself (before a command); --version acts in its callback.
+    pass
 
 
 def _is_loopback(host: str) -> bool:

@@ -129,7 +129,10 @@ class ServerConfig(_Model):
         limits: request limits (``[server.limits]``, :class:`LimitsConfig`).
         shutdown_timeout: on SIGTERM, seconds in-flight requests may take to finish
             before they are cancelled and every pool is closed.
-        docs: serve ``/docs`` and ``/openapi.json`` (open, without a key).
+        docs: serve ``/docs``, ``/redoc`` and ``/openapi.json`` (open, without a key).
+        dashboard: serve the live dashboard at ``/dashboard`` (the page is open;
+            the figures it shows need an ``admin`` key once keys exist). ``/``
+            redirects to it, or to ``/docs`` when it is off.
         max_batch_steps: the most steps one ``POST /v1/batch`` may hold (1..1000).
     """
 
@@ -138,6 +141,7 @@ class ServerConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     docs: bool = True
+    dashboard: bool = True
     max_batch_steps: int = Field(default=1000, ge=1, le=1000)
 
 

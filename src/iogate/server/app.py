@@ -28,7 +28,9 @@ from iogate.server.routes import (
     admin,
     batch,
     cache,
+    dashboard,
     databases,
+    docs,
     files,
     legacy,
     mongo,
@@ -97,8 +99,8 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if server.docs else None,
-        redoc_url="/redoc" if server.docs else None,
+        docs_url=None,  # served from packaged assets below (routes/docs.py)
+        redoc_url=None,
         openapi_url="/openapi.json" if server.docs else None,
     )
     install_problem_handlers(app)
@@ -110,6 +112,7 @@ def create_app(
         keys=keys,
         limits=server.limits,
         docs_open=server.docs,
+        dashboard_open=server.dashboard,
         body_limits=body_limits,
     )
     # outermost (added last): every response, problem and log line has the id
@@ -132,4 +135,8 @@ def create_app(
         cache,
     ):
         app.router.routes.extend(module.router.routes)
+    # pages last: they never stand before an API route in the match
+    if server.docs:
+        app.router.routes.extend(docs.routes(title=app.title, openapi_url="/openapi.json"))
+    app.router.routes.extend(dashboard.routes(dashboard=server.dashboard, docs=server.docs))
     return app

@@ -7,9 +7,13 @@ Per HTTP request, in this order:
    ``scope["state"]["principal"]`` (what :func:`~iogate.server.auth.principal_of`
    reads). Missing, malformed, unknown, expired or revoked keys get 401 with
    ``WWW-Authenticate: Bearer`` (RFC 6750 §3). Open paths: ``/health``,
-   ``/ready``, and — unless ``[server] docs = false`` — ``/docs``,
-   ``/docs/oauth2-redirect``, ``/redoc`` and ``/openapi.json`` (the document
-   names no secret; clients need it to find their way).
+   ``/ready``; unless ``[server] docs = false``, ``/docs``,
+   ``/docs/oauth2-redirect``, ``/redoc``, their assets under ``/docs/assets/``
+   and ``/openapi.json`` (the document names no secret; clients need it to find
+   their way); unless ``[server] dashboard = false``, the dashboard's page and
+   its script and style sheet (they hold no data: the figures come from
+   ``/v1/stats`` and the other admin routes, which need an ``admin`` key); and
+   ``/`` (a redirect to one of those) when either is on.
 2. **Per-key limits**: its token bucket (429, ``Retry-After``) and its
    requests in flight (429 beyond ``max_concurrent``).
 3. **Body size and time**: a ``Content-Length`` above ``max_body_bytes`` is
@@ -64,10 +68,31 @@ from iogate.server.problems import (
     problem_response,
 )
 
-__all__ = ["BODY_TIMEOUT", "OPEN_PATHS", "WATCH_AFTER_S", "GuardMiddleware"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "DASHBOARD_PATHS",
+    "DOCS_PATHS",
+    "OPEN_PATHS",
+    "WATCH_AFTER_S",
+    "GuardMiddleware",
+]
 
 OPEN_PATHS: Final = frozenset({"/health", "/ready"})
-DOCS_PATHS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_PATHS: Final = frozenset(
+    {
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/docs/assets/redoc.standalone.js",
+        "/docs/assets/favicon.png",
+    }
+)
+DASHBOARD_PATHS: Final = frozenset(
+    {"/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css"}
+)
 WATCH_AFTER_S: Final = 0.05
 """The sweep period: a request still running 1-2 periods after its body was
 read starts a disconnect watcher (seconds)."""
@@ -85,7 +110,8 @@ class GuardMiddleware:
         app: the ASGI app.
         keys: the key store, or ``None`` for auth off (every caller anonymous).
         limits: ``[server.limits]``.
-        docs_open: ``/docs`` and ``/openapi.json`` need no key.
+        docs_open: ``/docs``, ``/redoc``, their assets and ``/openapi.json`` need no key.
+        dashboard_open: the dashboard's page and assets need no key.
         body_limits: path prefix → largest body there (bytes), replacing
             ``max_body_bytes`` under that prefix (``/v1/files/`` takes
             ``[files] max_file_bytes``: uploads are streamed to disk). There
@@ -100,13 +126,21 @@ class GuardMiddleware:
         keys: KeyStore | None,
         limits: LimitsConfig,
         docs_open: bool = True,
+        dashboard_open: bool = False,
         body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.body_limits = tuple((body_limits or {}).items())
         self.keys = keys if keys else None
         self.limits = limits
-        self.open_paths = OPEN_PATHS | DOCS_PATHS if docs_open else OPEN_PATHS
+        open_paths = set(OPEN_PATHS)
+        if docs_open:
+            open_paths |= DOCS_PATHS
+        if dashboard_open:
+            open_paths |= DASHBOARD_PATHS
+        if docs_open or dashboard_open:
+            open_paths.add("/")
+        self.open_paths = frozenset(open_paths)
         self.running: set[_Run] = set()  # requests whose body is read, not yet answered
         self.reading: set[_Run] = set()  # requests whose body is being read
         self._sweeper: asyncio.TimerHandle | None = None

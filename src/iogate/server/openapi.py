@@ -171,6 +171,28 @@ EXAMPLES: dict[tuple[str, str], tuple[Any, Any]] = {
     ),
     ("get", "/v1/circuit-breakers"): (None, {"circuit_breakers": [_BREAKER]}),
     ("post", "/v1/circuit-breakers/{name}/reset"): (None, _BREAKER),
+    ("post", "/v1/circuit-breakers/{name}/open"): (
+        None,
+        {**_BREAKER, "state": "forced_open", "buffered_calls": 0, "successful_calls": 0},
+    ),
+    ("get", "/v1/alerts"): (
+        None,
+        {
+            "interval_s": 10.0,
+            "rules": [
+                {
+                    "rule": 0,
+                    "resource": "*",
+                    "window": "1m",
+                    "max_error_rate": 0.05,
+                    "max_p99_s": None,
+                    "min_calls": 20,
+                    "webhook": False,
+                }
+            ],
+            "firing": [{"rule": 0, "resource": "main", "condition": "error_rate"}],
+        },
+    ),
 }
 
 

@@ -405,6 +405,34 @@ class CircuitBreakersResponse(BaseModel):
     circuit_breakers: list[CircuitBreakerOut]
 
 
+class AlertRuleOut(BaseModel):
+    """One ``[[observability.alerts]]`` rule (``GET /v1/alerts``)."""
+
+    rule: int = Field(description="The rule's index in the config.", examples=[0])
+    resource: str = Field(description="A resource name, or `*` for each.", examples=["*"])
+    window: Literal["1m", "5m"] = Field(examples=["1m"])
+    max_error_rate: float | None = Field(examples=[0.05])
+    max_p99_s: float | None = Field(description="p99 bound, seconds.", examples=[None])
+    min_calls: int = Field(examples=[20])
+    webhook: bool = Field(description="Events are also POSTed to an upstream.")
+
+
+class FiringAlertOut(BaseModel):
+    """A rule's condition firing for one resource."""
+
+    rule: int = Field(examples=[0])
+    resource: str = Field(examples=["main"])
+    condition: Literal["error_rate", "p99"] = Field(examples=["error_rate"])
+
+
+class AlertsResponse(BaseModel):
+    """The alert rules and what fires now (``GET /v1/alerts``)."""
+
+    interval_s: float = Field(description="Seconds between two evaluations.", examples=[10.0])
+    rules: list[AlertRuleOut]
+    firing: list[FiringAlertOut]
+
+
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details (``application/problem+json``): every error."""
 
