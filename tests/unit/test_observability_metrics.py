@@ -165,7 +165,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
     }
     for le, v in buckets.items():
         assert v == (3 if le == "+Inf" or float(le) > 0.010 else 0)
-    refused = (("operation", "fetch"), ("outcome", "CircuitOpenError"), ("resource", "db"))
+    refused = (("operation", "fetch"), ("outcome", "circuit_open"), ("resource", "db"))
     assert got["iogate_operation_duration_seconds_count"][refused] == 2
     state = got["iogate_circuit_breaker_state"]
     assert state[(("resource", "db"), ("state", "open"))] == 1
