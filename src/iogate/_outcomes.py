@@ -47,6 +47,7 @@ OUTCOMES: Final = frozenset(
 )
 """Every label :func:`outcome_of` can return, plus ``"ok"`` and ``"deadline"``."""
 
+
 def outcome_of(exc: BaseException) -> str:
     """The outcome label of a call that raised ``exc`` (see the module docstring).
 

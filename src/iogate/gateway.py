@@ -121,7 +121,11 @@ class Gateway(AsyncResource):
             )
         for name, upstream in self._upstreams.items():
             self.observability.attach(
-                name, kind="upstream", pipeline=self._pipelines[name], meter=upstream.meter
+                name,
+                kind="upstream",
+                pipeline=self._pipelines[name],
+                pool=upstream.pool_stats,
+                meter=upstream.meter,
             )
         self.observability.attach_cache(self.cache.stats)
 

@@ -45,6 +45,7 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
+from iogate.databases.stats import PoolStats
 from iogate.errors import InvalidInputError, RateLimitedError
 from iogate.http._idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
 from iogate.http._retry_after import retry_after_s, should_retry
@@ -255,6 +256,11 @@ class Upstream(AsyncResource):
 
     async def _close(self) -> None:
         await self._transport.close()
+
+    def pool_stats(self) -> PoolStats:
+        """The upstream's connection pool gauges (aiohttp's connector; see
+        :meth:`~iogate.http._transport.Transport.pool_stats`)."""
+        return self._transport.pool_stats(sum(self.meter.statuses))
 
     async def ping(self) -> None:
         """Readiness of an upstream is not probed over the network (no I/O):

@@ -116,12 +116,9 @@ class Observability:
         pool: Callable[[], Any] | None = None,
         meter: Any = None,
     ) -> None:
-        """Report resource ``name`` (its pipeline, and its pool statistics or
-        upstream meter) in the metrics."""
-        if meter is not None:
-            self.metrics.attach(name, kind=kind, pipeline=pipeline, meter=meter)
-        else:
-            self.metrics.attach(name, kind=kind, pipeline=pipeline, pool=pool)
+        """Report resource ``name`` (its pipeline, its pool statistics, and an
+        upstream's meter) in the metrics."""
+        self.metrics.attach(name, kind=kind, pipeline=pipeline, pool=pool, meter=meter)
 
     def attach_cache(self, stats: Callable[[], Any]) -> None:
         """Report the cache's figures (``TieredCache.stats``) in the metrics."""
