@@ -21,7 +21,6 @@ outcome is:
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 from typing import Final
 
 from iogate import errors
@@ -56,12 +55,7 @@ def outcome_of(exc: BaseException) -> str:
     knows whether the call's deadline has passed, turns either into
     ``"deadline"``.
     """
-    return _label(type(exc))
-
-
-@lru_cache(maxsize=512)
-def _label(cls: type[BaseException]) -> str:
-    for base in cls.__mro__:
+    for base in type(exc).__mro__:  # a few dict lookups, on the error path only
         policy = _POLICY.get(base)
         if policy is not None:
             return policy
