@@ -82,7 +82,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(help="Log every request (one structured line each; 4xx/5xx always are)."),
+    ] = False,
     workers: Annotated[
         int,
         typer.Option(
@@ -129,9 +132,10 @@ def serve(
     concurrency = limits.max_connections + 1
     if workers > 1:  # each worker reports its own start-up failure
         from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
-        from iogate.server.factory import CONFIG_ENV
+        from iogate.server.factory import ACCESS_LOG_ENV, CONFIG_ENV
 
         os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
+        os.environ[ACCESS_LOG_ENV] = "1" if access_log else ""
         os.environ[HEAD_TIMEOUT_ENV] = repr(limits.head_timeout)
         os.environ[MAX_HEAD_BYTES_ENV] = str(limits.max_head_bytes)
         uvicorn.run(
@@ -142,7 +146,8 @@ def serve(
             host=bind_host,
             port=bind_port,
             log_level=log_level,
-            access_log=access_log,
+            access_log=False,  # the app's own request log (iogate.request), structured
+            log_config=None,  # each worker's app factory configures JSON logs
             server_header=False,
             timeout_graceful_shutdown=shutdown,
             limit_concurrency=concurrency,
@@ -151,7 +156,7 @@ def serve(
     from iogate.server._head import bounded_head_protocol
 
     try:
-        gateway_app = create_app(cfg, freeze_heap=True)
+        gateway_app = create_app(cfg, freeze_heap=True, access_log=access_log)
     except ConfigError as exc:
         typer.echo(f"iogate: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -165,7 +170,7 @@ def serve(
             host=bind_host,
             port=bind_port,
             log_level=log_level,
-            access_log=access_log,
+            access_log=False,  # the app's own request log (iogate.request), structured
             server_header=False,
             log_config=None,  # configure_logging above: JSON lines with the request id
             timeout_graceful_shutdown=shutdown,

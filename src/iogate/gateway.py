@@ -269,6 +269,7 @@ class Gateway(AsyncResource):
             clock=self._clock,
             listener=self.observability.listener,
             wrap=traced,
+            trace_configs=self.observability.tracing.trace_configs(),
         )
         self._pipelines[name] = pipeline
         return upstream

@@ -98,6 +98,7 @@ class Transport:
             timeout=self._phase_timeout,
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=list(opts.trace_configs) or None,
         )
 
     async def close(self) -> None:

@@ -145,12 +145,14 @@ class Observability:
             self._task = asyncio.get_running_loop().create_task(self._alert_loop(upstream_of))
 
     async def stop(self) -> None:
-        """Stop the alert loop."""
+        """Stop the alert loop; flush and stop a span exporter of our own
+        (``[observability.tracing]``; off the loop: an export is blocking I/O)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.to_thread(self.tracing.shutdown)
 
     async def evaluate_alerts(self, upstream_of: Callable[[str], Upstream]) -> None:
         """Judge the rules once; POST each event of a rule with a webhook

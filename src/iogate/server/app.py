@@ -53,6 +53,7 @@ def create_app(
     *,
     gateway: Gateway | None = None,
     freeze_heap: bool = False,
+    access_log: bool = False,
 ) -> FastAPI:
     """Build the gateway app.
 
@@ -68,6 +69,8 @@ def create_app(
             it pauses the loop for about a millisecond instead of ~100 ms
             (the gateway benchmark's p99). ``iogate serve`` sets it; leave it
             off where many apps come and go in one process (tests).
+        access_log: log every request on ``iogate.request`` (4xx and 5xx
+            answers always are; :mod:`iogate.server.request_id`).
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
     server = owned.config.server
@@ -112,8 +115,11 @@ def create_app(
         docs_open=server.docs,
         body_limits=body_limits,
     )
-    # outermost (added last): every response, problem and log line has the id
-    app.add_middleware(RequestIdMiddleware)
+    # outermost (added last): every response, problem and log line has the id;
+    # it writes the request log and opens the SERVER span
+    app.add_middleware(
+        RequestIdMiddleware, access_log=access_log, spans=owned.observability.tracing.server_spans()
+    )
     # The routers use no prefix and no router-level dependencies, so their
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,
