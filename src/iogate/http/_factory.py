@@ -125,6 +125,8 @@ def build_upstream(
         allowed_methods=cfg.allowed_methods,
         allowed_paths=cfg.allowed_paths,
         secrets=cfg.env_header_values,
+        health_path=cfg.health_path,
+        health_status=cfg.health_status,
     )
     if kind is not None:
         upstream.provider = provider_for(kind, upstream, model=cfg.model)

@@ -44,7 +44,10 @@ if TYPE_CHECKING:
     from iogate.policies import Clock, Pipeline
     from iogate.policies.runner import CallRunner
 
-__all__ = ["Observability"]
+__all__ = ["CACHE_REDIS", "Observability"]
+
+CACHE_REDIS = "cache-redis"
+"""The name readiness reports the cache's Redis tier under (``ready_optional``)."""
 
 _log = logging.getLogger("iogate.alerts")
 
@@ -128,12 +131,19 @@ class Observability:
         self,
         databases: Mapping[str, Database],
         upstreams: Mapping[str, Upstream],
+        *,
+        cache_redis: Callable[[], Awaitable[object]] | None = None,
     ) -> Readiness:
-        """Probe every resource in parallel under ``ready_deadline``."""
+        """Probe every resource in parallel under ``ready_deadline``: each
+        database's round trip, each upstream's health request
+        (:meth:`~iogate.http.upstream.Upstream.probe`) and the cache's Redis
+        tier (``cache_redis``, reported as ``"cache-redis"``)."""
         probes: dict[str, tuple[str, Callable[[], Awaitable[object]]]] = {
             name: (db.kind, db.probe) for name, db in databases.items()
         }
-        probes |= {name: ("upstream", up.ping) for name, up in upstreams.items()}
+        probes |= {name: ("upstream", up.probe) for name, up in upstreams.items()}
+        if cache_redis is not None:
+            probes[CACHE_REDIS] = ("redis", cache_redis)
         return await check_readiness(
             probes, deadline_s=self.config.ready_deadline, optional=self.config.ready_optional
         )

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from iogate import __version__
 from iogate.config import IogateConfig, default_config
 from iogate.gateway import Gateway
+from iogate.observability._health import check_references as check_config_references
 from iogate.server.guard import GuardMiddleware
 from iogate.server.keys import KeyStore
 from iogate.server.openapi import install_openapi
@@ -54,6 +55,7 @@ def create_app(
     gateway: Gateway | None = None,
     freeze_heap: bool = False,
     access_log: bool = False,
+    check_references: bool = False,
 ) -> FastAPI:
     """Build the gateway app.
 
@@ -71,6 +73,10 @@ def create_app(
             off where many apps come and go in one process (tests).
         access_log: log every request on ``iogate.request`` (4xx and 5xx
             answers always are; :mod:`iogate.server.request_id`).
+        check_references: once the Gateway is open, refuse to start (a
+            :class:`~iogate.errors.ConfigError`) when a key's table or a named
+            query names what no database has
+            (:func:`~iogate.observability._health.check_references`; ``iogate serve``).
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
     server = owned.config.server
@@ -84,6 +90,8 @@ def create_app(
                 "everything (serve on loopback only)"
             )
         async with owned:
+            if check_references:
+                await check_config_references(owned.config, owned.databases)
             app.state.gateway = owned
             app.state.started_at = time.monotonic()
             if freeze_heap:

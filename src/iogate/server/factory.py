@@ -42,4 +42,9 @@ def app_from_env() -> FastAPI:
     config = load_config(path)
     obs = config.observability
     configure_logging(log_format=obs.log_format, level=obs.log_level)
-    return create_app(config, freeze_heap=True, access_log=bool(os.environ.get(ACCESS_LOG_ENV)))
+    return create_app(
+        config,
+        freeze_heap=True,
+        access_log=bool(os.environ.get(ACCESS_LOG_ENV)),
+        check_references=True,
+    )

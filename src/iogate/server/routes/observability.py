@@ -2,7 +2,9 @@
 
 ``/metrics`` renders :class:`~iogate.observability.metrics.Metrics` through a
 prometheus-client collector at scrape time (scope ``admin``). ``/ready`` probes
-every resource in parallel under ``[observability] ready_deadline`` and answers
+every resource in parallel under ``[observability] ready_deadline`` (a round
+trip per database, a health request per upstream, a ``PING`` of the cache's
+Redis tier as ``cache-redis``) and answers
 200 when every required resource is up, else 503 — both with each resource's
 status. It is an open path, like ``/health``, for orchestrators' probes.
 """
@@ -39,7 +41,10 @@ async def metrics(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Ping every resource in parallel; 503 when a required one is down or too slow."""
     gateway = gateway_of(request)
-    result = await gateway.observability.readiness(gateway.databases, gateway.upstreams)
+    tier = gateway.cache.redis
+    result = await gateway.observability.readiness(
+        gateway.databases, gateway.upstreams, cache_redis=tier.probe if tier else None
+    )
     body = {
         "status": "ready" if result.ready else "not_ready",
         "resources": {h.name: dataclasses.asdict(h) for h in result.resources},
