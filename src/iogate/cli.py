@@ -89,7 +89,7 @@ def serve(
         int,
         typer.Option(
             min=1,
-            help="Worker processes (each has its own pools, breakers, rate limits and stats).",
+            help="Worker processes (own pools and breakers each; /metrics, /v1/stats cover all).",
         ),
     ] = 1,
 ) -> None:
@@ -181,9 +181,19 @@ def serve(
 
 def _export_worker_env(config: Path | None, limits: Any, *, access_log: bool) -> None:
     """What each ``--workers`` process's app factory reads from the environment:
-    the config path, the head limits, whether to log every request."""
+    the config path, the head limits, whether to log every request, and the
+    directory the workers share their metrics through (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from iogate.observability._deployment import METRICS_DIR_ENV
     from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
     from iogate.server.factory import ACCESS_LOG_ENV, CONFIG_ENV
+
+    shared = tempfile.mkdtemp(prefix="iogate-workers-")
+    atexit.register(shutil.rmtree, shared, ignore_errors=True)
+    os.environ[METRICS_DIR_ENV] = shared
 
     os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
     os.environ[HEAD_TIMEOUT_ENV] = repr(limits.head_timeout)

@@ -1,7 +1,9 @@
 """``GET /metrics`` (Prometheus text format) and ``GET /ready`` (readiness).
 
 ``/metrics`` renders :class:`~iogate.observability.metrics.Metrics` through a
-prometheus-client collector at scrape time (scope ``admin``). ``/ready`` probes
+prometheus-client collector at scrape time (scope ``admin``); under
+``iogate serve --workers N`` it answers for every worker
+(:mod:`iogate.observability._deployment`). ``/ready`` probes
 every resource in parallel under ``[observability] ready_deadline`` (a round
 trip per database, a health request per upstream, a ``PING`` of the cache's
 Redis tier as ``cache-redis``) and answers
@@ -33,7 +35,11 @@ async def metrics(request: Request) -> Response:
     labels = getattr(state, "prometheus_labels", None)
     if labels is None:  # escaped label strings, kept by the app between scrapes
         labels = state.prometheus_labels = LabelCache()
-    body = render(gateway_of(request).metrics, labels=labels)
+    deployment = getattr(state, "deployment", None)  # iogate serve --workers N
+    if deployment is not None:
+        body = await deployment.render(labels)
+    else:
+        body = render(gateway_of(request).metrics, labels=labels)
     return Response(body, media_type=CONTENT_TYPE)
 
 
