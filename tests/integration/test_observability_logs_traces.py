@@ -138,8 +138,11 @@ async def test_access_log_is_the_same_line_for_every_answer(
         status, _ = await _post(session, f"{base}/v1/databases/main/query", {"sql": "SELECT 1"})
         async with session.get(f"{base}/nowhere/{PARAM}") as resp:
             assert resp.status == 404
+        async with session.get(f"{base}/v1/cache/%FF") as resp:  # refused at the edge
+            assert resp.status == 400
     assert status == 200
-    ok, missing = request_log.docs
+    ok, missing, undecodable = request_log.docs
+    assert undecodable["problem_type"] == "urn:iogate:problem:invalid-url"
     assert ok["message"] == "POST /v1/databases/{name}/query 200"
     assert (ok["status"], ok["level"], ok["key"]) == (200, "INFO", "ops")
     assert ok["problem_type"] is None

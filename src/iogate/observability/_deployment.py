@@ -48,16 +48,15 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from iogate.observability._prometheus import LabelCache, MetricsCollector, histogram_text
+from iogate.observability._prometheus import (
+    LabelCache,
+    MetricsCollector,
+    histogram_text,
+    process_registry,
+)
 from iogate.observability.metrics import Metrics
 
 __all__ = ["INTERVAL_S", "METRICS_DIR_ENV", "Deployment"]
@@ -79,13 +78,14 @@ class Deployment:
             (default: the process id, which also tells whether it is alive).
     """
 
-    __slots__ = ("_dir", "_metrics", "_task", "worker")
+    __slots__ = ("_dir", "_metrics", "_process", "_task", "worker")
 
     def __init__(self, directory: Path, metrics: Metrics, *, worker: int | None = None) -> None:
         self._dir = directory
         self._metrics = metrics
         self.worker = worker if worker is not None else os.getpid()
         self._task: asyncio.Task[None] | None = None
+        self._process = process_registry()
 
     # -- this worker's snapshots -------------------------------------------------------------
 
@@ -93,15 +93,11 @@ class Deployment:
         """This worker's figures now (what its file holds)."""
         families = CollectorRegistry(auto_describe=False)
         families.register(MetricsCollector(self._metrics))
-        process = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=process)
-        PlatformCollector(registry=process)
-        GCCollector(registry=process)
         return {
             "worker": self.worker,
             "series": self._metrics.export_state(),
             "families": generate_latest(families).decode(),
-            "process": generate_latest(process).decode(),
+            "process": generate_latest(self._process).decode(),
         }
 
     def write(self) -> None:

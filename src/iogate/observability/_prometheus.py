@@ -54,6 +54,7 @@ __all__ = [
     "LabelCache",
     "MetricsCollector",
     "histogram_text",
+    "process_registry",
     "render",
 ]
 
@@ -130,13 +131,23 @@ def _escape(value: str) -> str:
 
 
 class LabelCache:
-    """Per (resource, operation, outcome): the 15 line prefixes of its histogram
-    samples (name and escaped labels), built once and kept between scrapes."""
+    """What a server keeps between scrapes: per (resource, operation, outcome)
+    the 15 line prefixes of its histogram samples (name and escaped labels),
+    built once; and the registry of prometheus-client's process, platform and
+    GC collectors (building them reads ``/proc/stat`` and ``platform``: ~9 ms)."""
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ("_prefixes", "_process")
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._process: CollectorRegistry | None = None
+
+    def process_registry(self) -> CollectorRegistry:
+        """The process, platform and GC collectors, in a registry of their own."""
+        registry = self._process
+        if registry is None:
+            registry = self._process = process_registry()
+        return registry
 
     def get(self, resource: str, operation: str, outcome: str) -> tuple[str, ...]:
         """The prefixes: one ``_bucket`` per ``le`` bound, ``+Inf``, ``_count``, ``_sum``."""
@@ -315,8 +326,17 @@ def render(metrics: Metrics, *, labels: LabelCache | None = None, process: bool 
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(metrics))
+    body = histogram_text(metrics, labels).encode() + generate_latest(registry)
     if process:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
-    return histogram_text(metrics, labels).encode() + generate_latest(registry)
+        cache = labels if labels is not None else LabelCache()
+        body += generate_latest(cache.process_registry())
+    return body
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry of prometheus-client's process, platform and GC collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
