@@ -162,7 +162,8 @@ class Observability:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self.tracing.shutdown)
+        if self.tracing.exports:
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def evaluate_alerts(self, upstream_of: Callable[[str], Upstream]) -> None:
         """Judge the rules once; POST each event of a rule with a webhook

@@ -167,6 +167,11 @@ class Tracing:
         """Whether calls are traced."""
         return self.tracer is not None
 
+    @property
+    def exports(self) -> bool:
+        """Whether the spans go through a provider built here (``[observability.tracing]``)."""
+        return self._owned is not None
+
     def trace_configs(self) -> tuple[Any, ...]:
         """The ``aiohttp.TraceConfig`` hooks an upstream's session is built with:
         one that injects the current trace context into every request's
