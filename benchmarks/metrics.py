@@ -18,17 +18,35 @@ Request id (µs per ASGI request into an app that answers at once):
 * ``iogate.request_id``            through :class:`~iogate.server.request_id.RequestIdMiddleware`,
                                    id generated (16 hex digits) / ``.propagated`` (client's header)
 
+Request log and server span (µs per ASGI request through
+:class:`~iogate.server.request_id.RequestIdMiddleware`; the cost is the
+difference with ``iogate.request_id.409_unlogged``, the same 409 with the
+``iogate.request`` logger disabled):
+
+* ``iogate.request_log.409``       a 409 problem answer, its JSON line written (JsonFormatter,
+                                   to an in-memory stream)
+* ``iogate.access_log.200``        a 200 with ``access_log=True`` (vs ``iogate.request_id``)
+* ``iogate.server_span``           a 200 in a SERVER span of the OpenTelemetry SDK (a
+                                   TracerProvider whose processor drops the spans)
+* ``logging.*``                    one such line alone through ``logging``: iogate's
+                                   JsonFormatter, python-json-logger's and structlog's
+                                   JSONRenderer when installed (the evaluation of issue 21)
+
 Scrape (ms per ``/metrics`` body with 1,000 series of (resource, operation,
 outcome), 50 resources each with a breaker, retry and limiter):
 
 * ``iogate.render``                :func:`iogate.observability._prometheus.render` (with the
-                                   label cache the server keeps between scrapes)
+                                   label cache the server keeps between scrapes), the
+                                   process, platform and GC collectors included
+* ``iogate.render.no_process``     the same without those collectors
 * ``prometheus_client.generate_latest``   a plain prometheus-client Histogram
                                    (default 15 buckets) with the same 1,000 label sets
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +55,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from iogate.errors import TransientDatabaseError
+from iogate.observability._logging import JsonFormatter, RequestIdFilter
 from iogate.observability._prometheus import LabelCache, render
+from iogate.observability._tracing import Tracing
 from iogate.observability.metrics import Metrics
 from iogate.policies import CircuitBreaker, Pipeline, RateLimiter, Retry
 from iogate.server.request_id import RequestIdMiddleware
@@ -49,7 +69,8 @@ BASELINE = "iogate.Metrics.record"
 COMPARE = "prometheus_client.observe"
 
 RECORD_TARGET_US = 1.0
-SCRAPE_TARGET_MS = 50.0
+SCRAPE_TARGET_MS = 25.0
+LOG_SPAN_TARGET_US = 5.0
 _N = 1000
 
 
@@ -194,6 +215,7 @@ def _scrape(repeats: int) -> list[Result]:
     seconds = _best(
         {
             "iogate.render": lambda: render(metrics, labels=labels),
+            "iogate.render.no_process": lambda: render(metrics, labels=labels, process=False),
             "prometheus_client.generate_latest": lambda: generate_latest(registry),
         },
         repeats=repeats,
@@ -202,17 +224,161 @@ def _scrape(repeats: int) -> list[Result]:
     return [Result(name, "ms_per_scrape_1000_series", s * 1e3, "ms") for name, s in seconds.items()]
 
 
+def _null_log(name: str, formatter: logging.Formatter) -> logging.Logger:
+    """Logger ``name`` writing through ``formatter`` to an in-memory stream that
+    is emptied as it fills (the cost of the line, not of a terminal)."""
+
+    class Sink(io.StringIO):
+        def write(self, text: str) -> int:
+            if self.tell() > 1 << 20:
+                self.seek(0)
+                self.truncate()
+            return super().write(text)
+
+    handler = logging.StreamHandler(Sink())
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def _log_and_span_cost(repeats: int) -> list[Result]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    problem = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
+    start_409 = {
+        "type": "http.response.start",
+        "status": 409,
+        "headers": [(b"content-type", b"application/problem+json")],
+    }
+
+    async def conflict_app(scope: Any, receive: Any, send: Any) -> None:
+        await send(dict(start_409))
+        await send({"type": "http.response.body", "body": problem})
+
+    async def ok_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Any) -> None:
+        return None
+
+    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"wrk")]
+
+    def scope() -> dict[str, Any]:
+        return {"type": "http", "method": "POST", "path": "/v1/x", "headers": headers}
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    spans = Tracing(mode="on", tracer_provider=provider).server_spans()
+    request_log = _null_log("iogate.request", JsonFormatter())
+    logged = RequestIdMiddleware(conflict_app)
+    access = RequestIdMiddleware(ok_app, access_log=True)
+    plain = RequestIdMiddleware(ok_app)
+    traced = RequestIdMiddleware(ok_app, spans=spans)
+
+    async def unlogged() -> None:
+        request_log.disabled = True  # isEnabledFor is then False at once
+        try:
+            await logged(scope(), receive, send)
+        finally:
+            request_log.disabled = False
+
+    seconds = await time_per_call(
+        {
+            "iogate.request_id": lambda: plain(scope(), receive, send),
+            "iogate.request_id.409_unlogged": unlogged,
+            "iogate.request_log.409": lambda: logged(scope(), receive, send),
+            "iogate.access_log.200": lambda: access(scope(), receive, send),
+            "iogate.server_span": lambda: traced(scope(), receive, send),
+        },
+        repeats=repeats,
+    )
+    results = [Result(name, "us_per_request", s * 1e6, "us") for name, s in seconds.items()]
+    return results + _formatters(repeats)
+
+
+def _formatters(repeats: int) -> list[Result]:
+    """One request-log line through ``logging`` with each JSON formatter."""
+    extra = {
+        "method": "POST",
+        "path": "/v1/databases/{name}/query",
+        "status": 409,
+        "problem_type": "urn:iogate:problem:integrity-violation",
+        "duration_ms": 1.234,
+        "key": "ops",
+    }
+    subjects: dict[str, Callable[[], object]] = {}
+    formatters: dict[str, logging.Formatter] = {"logging.iogate_json": JsonFormatter()}
+    try:
+        from pythonjsonlogger.orjson import OrjsonFormatter
+
+        fields = "{levelname}{name}{message}{request_id}"
+        formatters["logging.python_json_logger_orjson"] = OrjsonFormatter(
+            fields, style="{", timestamp=True
+        )
+    except ImportError:
+        pass
+    for name, formatter in formatters.items():
+        logger = _null_log(f"bench.{name}", formatter)
+
+        def line(log: logging.Logger = logger) -> None:
+            for _ in range(100):
+                log.info("%s %s %d", "POST", "/v1/databases/{name}/query", 409, extra=extra)
+
+        subjects[name] = line
+    try:
+        import structlog
+
+        sink = io.StringIO()
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(sink),
+            cache_logger_on_first_use=True,
+        )
+        slog = structlog.get_logger()
+
+        def structlog_line() -> None:
+            sink.seek(0)
+            sink.truncate()
+            for _ in range(100):
+                slog.info("POST /v1/databases/{name}/query 409", **extra)
+
+        subjects["logging.structlog_json"] = structlog_line
+    except ImportError:
+        pass
+    seconds = _best(subjects, repeats=repeats * 4, per=100)
+    return [Result(name, "us_per_line", s * 1e6, "us") for name, s in seconds.items()]
+
+
 async def run(*, quick: bool = False) -> list[Result]:
-    """Measure recording, the pipeline with and without it, and a scrape."""
+    """Measure recording, the pipeline with and without it, the request log,
+    the server span and a scrape."""
     results = _recording(5 if quick else 200)
     results += await _pipeline_cost(3 if quick else 25)
     results += await _request_id_cost(3 if quick else 25)
+    results += await _log_and_span_cost(3 if quick else 25)
     results += _scrape(3 if quick else 15)
     return results
 
 
 def summary(results: Sequence[Result]) -> list[str]:
-    """Verdicts on the targets of issue 7."""
+    """Verdicts on the targets of issues 7 and 21."""
     by = {(r.subject, r.metric): r.value for r in results}
     record = by[("iogate.Metrics.record", "us_per_record")]
     loop = by[("loop", "us_per_record")]
@@ -220,7 +386,20 @@ def summary(results: Sequence[Result]) -> list[str]:
     noop = by[("iogate.pipeline+noop_recorder", "us_per_call")]
     rid = by[("iogate.request_id", "us_per_request")] - by[("asgi.bare_app", "us_per_request")]
     added = by[("iogate.pipeline+metrics", "us_per_call")] - noop
+    unlogged = by[("iogate.request_id.409_unlogged", "us_per_request")]
+    plain = by[("iogate.request_id", "us_per_request")]
+    costs = {
+        "error log line (409)": by[("iogate.request_log.409", "us_per_request")] - unlogged,
+        "access log line (200)": by[("iogate.access_log.200", "us_per_request")] - plain,
+        "server span": by[("iogate.server_span", "us_per_request")] - plain,
+    }
+    lines = [
+        f"target {what} <= {LOG_SPAN_TARGET_US:g} us per request: {us:.2f} us"
+        f" ({'met' if us <= LOG_SPAN_TARGET_US else 'MISSED'})"
+        for what, us in costs.items()
+    ]
     return [
+        *lines,
         f"target record <= {RECORD_TARGET_US:g} us: {record:.3f} us, {record - loop:.3f} us"
         f" without the loop ({'met' if record <= RECORD_TARGET_US else 'MISSED'})",
         f"Metrics.record adds {added:.3f} us to a recorded pipeline call (vs a no-op recorder)",

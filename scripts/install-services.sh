@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests (or the benchmarks) need, when missing.
-#   scripts/install-services.sh         postgresql, redis-server, curl, chromium
+#   scripts/install-services.sh         postgresql, redis-server, curl, chromium, prometheus (promtool)
 #   scripts/install-services.sh bench   the same plus nginx and wrk
 # The packaged services are left as Debian sets them up; they are never used: the tests start their own servers on temporary
 # directories and free loopback ports.
@@ -12,6 +12,7 @@ have_pg || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v curl >/dev/null || need+=(curl ca-certificates)  # the README quickstart test
 command -v chromium >/dev/null || need+=(chromium)  # the dashboard and docs tests (Playwright)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool checks /metrics and deploy/
 if [[ "${1:-}" == "bench" ]]; then
     command -v nginx >/dev/null || need+=(nginx-light)
     command -v wrk >/dev/null || need+=(wrk)

@@ -95,12 +95,14 @@ def serve(
         typer.Option(min=MIN_PORT, max=MAX_PORT, help="Port to listen on, 1-65535 (default 8080)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (4xx/5xx always are).")
+    ] = False,
     workers: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Worker processes (each has its own pools, breakers, rate limits and stats).",
+            help="Worker processes (own pools and breakers each; /metrics, /v1/stats cover all).",
         ),
     ] = 1,
 ) -> None:
@@ -133,12 +135,7 @@ def serve(
     limits = cfg.server.limits
     concurrency = limits.max_connections + 1
     if workers > 1:  # each worker reports its own start-up failure
-        from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
-        from iogate.server.factory import CONFIG_ENV
-
-        os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
-        os.environ[HEAD_TIMEOUT_ENV] = repr(limits.head_timeout)
-        os.environ[MAX_HEAD_BYTES_ENV] = str(limits.max_head_bytes)
+        _export_worker_env(config, limits, access_log=access_log)
         uvicorn.run(
             "iogate.server.factory:app_from_env",
             http="iogate.server._head:BoundedHeadProtocol",  # imported by each worker
@@ -147,7 +144,8 @@ def serve(
             host=bind_host,
             port=bind_port,
             log_level=log_level,
-            access_log=access_log,
+            access_log=False,  # the app's own request log (iogate.request), structured
+            log_config=None,  # each worker's app factory configures JSON logs
             server_header=False,
             timeout_graceful_shutdown=shutdown,
             limit_concurrency=concurrency,
@@ -156,7 +154,9 @@ def serve(
     from iogate.server._head import bounded_head_protocol
 
     try:
-        gateway_app = create_app(cfg, freeze_heap=True)
+        gateway_app = create_app(
+            cfg, freeze_heap=True, access_log=access_log, check_references=True
+        )
     except ConfigError as exc:
         typer.echo(f"iogate: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -170,7 +170,7 @@ def serve(
             host=bind_host,
             port=bind_port,
             log_level=log_level,
-            access_log=access_log,
+            access_log=False,  # the app's own request log (iogate.request), structured
             server_header=False,
             log_config=None,  # configure_logging above: JSON lines with the request id
             timeout_graceful_shutdown=shutdown,
@@ -248,6 +248,28 @@ def _cannot_listen(host: str, port: int) -> str | None:
                 )
             return f"iogate: cannot listen on {host}:{port}: {exc.strerror or exc}"
     return None
+
+
+def _export_worker_env(config: Path | None, limits: Any, *, access_log: bool) -> None:
+    """What each ``--workers`` process's app factory reads from the environment:
+    the config path, the head limits, whether to log every request, and the
+    directory the workers share their metrics through (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from iogate.observability._deployment import METRICS_DIR_ENV
+    from iogate.server._head import HEAD_TIMEOUT_ENV, MAX_HEAD_BYTES_ENV
+    from iogate.server.factory import ACCESS_LOG_ENV, CONFIG_ENV
+
+    shared = tempfile.mkdtemp(prefix="iogate-workers-")
+    atexit.register(shutil.rmtree, shared, ignore_errors=True)
+    os.environ[METRICS_DIR_ENV] = shared
+
+    os.environ[CONFIG_ENV] = str(config.resolve()) if config is not None else ""
+    os.environ[HEAD_TIMEOUT_ENV] = repr(limits.head_timeout)
+    os.environ[MAX_HEAD_BYTES_ENV] = str(limits.max_head_bytes)
+    os.environ[ACCESS_LOG_ENV] = "1" if access_log else ""
 
 
 def _report_startup_failures(app: Any) -> list[BaseException]:
@@ -341,12 +363,14 @@ async def _work(cfg: IogateConfig) -> None:
 
 @app.command()
 def check(config: ConfigOption = None) -> None:
-    """Validate the configuration and ping every resource."""
+    """Validate the configuration and probe every resource: a round trip per
+    database, the health request of every upstream, a PING of the cache's Redis
+    tier; and that the tables and named queries the config names exist."""
     cfg = cli_data.load_or_exit(config)
     try:
         results = asyncio.run(_check(cfg))
     except ConfigError as exc:
-        typer.echo(f"iogate: {exc}", err=True)
+        typer.echo(f"iogate: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
     table = Table("resource", "kind", "status")
     for name, kind, status in results:
@@ -357,29 +381,53 @@ def check(config: ConfigOption = None) -> None:
 
 
 async def _check(cfg: IogateConfig) -> list[tuple[str, str, str]]:
-    """Open and ping every database.
+    """Open every database, upstream and the cache one by one (a resource that
+    cannot open is reported, the others still checked), probe them all as
+    ``/ready`` does (under ``[observability] ready_deadline``), then check
+    the SQL names of the config against the open databases.
 
     Raises:
         ConfigError: the config is refused once resources are known (a key's
             role on an unknown database, a privileged PostgreSQL login that
-            callers would run as...); :func:`check` exits with code 2.
+            callers would run as, a key's table or a named query's name that
+            does not exist...); :func:`check` exits with code 2.
     """
+    from contextlib import AsyncExitStack
+
+    from iogate.observability._health import check_references
+
     gateway = Gateway(cfg)
-    results: list[tuple[str, str, str]] = []
-    for name, db in gateway.databases.items():
-        try:
-            async with db:
-                await db.ping()
-            results.append((name, db.kind, "ok"))
-        except ConfigError:
-            raise
-        except IogateError as exc:
-            results.append((name, db.kind, f"failed: {exc}"))
-    for name, upstream in gateway.upstreams.items():
-        # An upstream's readiness is not probed over the network: any path may
-        # be forbidden or costly. Its configuration was validated above.
-        results.append((name, f"upstream {upstream.base_url}", "ok"))
-    return results
+    failed: dict[str, tuple[str, str]] = {}
+    async with AsyncExitStack() as stack:
+        opened_dbs = {}
+        for name, db in gateway.databases.items():
+            try:
+                await stack.enter_async_context(db)
+            except ConfigError:
+                raise
+            except IogateError as exc:
+                failed[name] = (db.kind, f"failed: {exc}")
+                continue
+            opened_dbs[name] = db
+        opened_ups = {}
+        for name, upstream in gateway.upstreams.items():
+            await stack.enter_async_context(upstream)
+            opened_ups[name] = upstream
+        tier = gateway.cache.redis
+        if tier is not None:
+            await stack.enter_async_context(gateway.cache)
+        ready = await gateway.observability.readiness(
+            opened_dbs, opened_ups, cache_redis=tier.probe if tier is not None else None
+        )
+        await check_references(cfg, opened_dbs)
+    results = [(name, kind, status) for name, (kind, status) in failed.items()]
+    for h in ready.resources:
+        kind = f"upstream {gateway.upstreams[h.name].base_url}" if h.kind == "upstream" else h.kind
+        status = "ok" if h.up else f"down: {h.error}"
+        if not h.up and not h.required:
+            status += " (optional)"
+        results.append((h.name, kind, status))
+    return sorted(results)
 
 
 @app.command()

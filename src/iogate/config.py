@@ -348,6 +348,10 @@ class UpstreamConfig(_Model):
         allowed_paths: egress allowlist: path prefixes (relative to ``base_url``,
             starting with ``/``) callers may reach; ``"/v1/items"`` allows
             ``/v1/items`` and ``/v1/items/...`` but not ``/v1/itemsX`` (absent: any path).
+        health_path: what ``/ready`` and ``iogate check`` request (``GET``, relative
+            to ``base_url``) to tell the upstream is up; absent: a ``HEAD`` of
+            ``base_url``, where any answer below 500 means up.
+        health_status: the status ``health_path`` answers when up (default 200).
     """
 
     base_url: str
@@ -378,6 +382,15 @@ class UpstreamConfig(_Model):
     cache_responses: bool = False
     allowed_methods: list[str] | None = None
     allowed_paths: list[str] | None = None
+    health_path: str | None = None
+    health_status: int = Field(default=200, ge=100, le=599)
+
+    @field_validator("health_path")
+    @classmethod
+    def _health_path(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"health_path starts with '/', got {path!r}")
+        return path
 
     @field_validator("allowed_methods")
     @classmethod
@@ -421,6 +434,34 @@ class IogateConfig(_Model):
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> IogateConfig:
+        """Every resource an alert rule, an alert webhook or ``ready_optional``
+        names is configured (``"*"``: every resource; ``"cache-redis"``: the
+        cache's Redis tier). The names SQL refers to (a key's ``tables``, what
+        a named query reads) need the databases: ``iogate check`` and
+        ``iogate serve`` check them once open
+        (:func:`iogate.observability._health.check_references`)."""
+        resources = set(self.databases) | set(self.upstreams)
+        obs = self.observability
+        for i, rule in enumerate(obs.alerts):
+            if rule.resource != "*" and rule.resource not in resources:
+                raise ValueError(
+                    f"observability.alerts[{i}].resource: no database or upstream "
+                    f"named {rule.resource!r}"
+                )
+            if rule.webhook is not None and rule.webhook.upstream not in self.upstreams:
+                raise ValueError(
+                    f"observability.alerts[{i}].webhook.upstream: no upstream "
+                    f"named {rule.webhook.upstream!r}"
+                )
+        for name in obs.ready_optional:
+            if name not in resources and name != "cache-redis":
+                raise ValueError(
+                    f"observability.ready_optional: no database or upstream named {name!r}"
+                )
+        return self
 
 
 def default_policies(kind: Literal["database", "upstream"]) -> PoliciesConfig:

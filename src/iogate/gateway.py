@@ -121,7 +121,11 @@ class Gateway(AsyncResource):
             )
         for name, upstream in self._upstreams.items():
             self.observability.attach(
-                name, kind="upstream", pipeline=self._pipelines[name], meter=upstream.meter
+                name,
+                kind="upstream",
+                pipeline=self._pipelines[name],
+                pool=upstream.pool_stats,
+                meter=upstream.meter,
             )
         self.observability.attach_cache(self.cache.stats)
 
@@ -265,6 +269,7 @@ class Gateway(AsyncResource):
             clock=self._clock,
             listener=self.observability.listener,
             wrap=traced,
+            trace_configs=self.observability.tracing.trace_configs(),
         )
         self._pipelines[name] = pipeline
         return upstream

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,8 +87,26 @@ async def test_metrics_endpoint_parses_with_the_prometheus_parser(
     closed = (("resource", "example"), ("state", "closed"))
     assert samples[("iogate_circuit_breaker_state", closed)] == 1
     # the gateway's cache, read at scrape time: per tier, and its own figures
-    assert ("iogate_cache_hits", (("tier", "l1"),)) in samples
-    assert ("iogate_cache_loads", ()) in samples
+    assert ("iogate_cache_hits_total", (("tier", "l1"),)) in samples
+    assert ("iogate_cache_loads_total", ()) in samples
+    assert ("iogate_cache_entries", (("tier", "l1"),)) in samples
+    kinds = {fam.name: fam.type for fam in text_string_to_metric_families(text)}
+    for counted in ("hits", "misses", "evictions", "loads", "coalesced", "invalidations"):
+        assert kinds[f"iogate_cache_{counted}"] == "counter", counted
+    # prometheus-client's process, platform and GC collectors
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert ("python_gc_collections_total", (("generation", "0"),)) in samples
+    assert kinds["python_info"] == "gauge"
+    # the upstream's aiohttp pool: its limit, and the connection kept alive
+    assert samples[("iogate_pool_max_connections", (("resource", "example"),))] == 100
+    assert samples[("iogate_pool_acquisitions_total", (("resource", "example"),))] == 3
+    assert ("iogate_pool_connections", (("resource", "example"), ("state", "idle"))) in samples
+    # promtool (Debian's prometheus package) agrees the exposition is valid
+    # and follows the naming conventions (it prints lint findings, exit 0 or 3)
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"], input=text.encode(), capture_output=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     # low cardinality: no SQL text, URL or secret in any label or value
     assert "SELECT" not in text
     assert "SELEKT" not in text

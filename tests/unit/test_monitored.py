@@ -33,7 +33,7 @@ async def test_calls_are_recorded_by_outcome_and_appear_in_the_prometheus_export
     assert stats is not None
     op = stats.operation("generate")
     assert op is not None
-    assert (op.calls, op.errors, op.outcomes) == (3, 1, {"ok": 2, "ValueError": 1})
+    assert (op.calls, op.errors, op.outcomes) == (3, 1, {"ok": 2, "error": 1})
     text = render(metrics).decode()
     assert 'resource="captions"' in text
     assert 'operation="generate"' in text
@@ -87,7 +87,7 @@ async def test_cancellation_is_recorded_and_propagates() -> None:
     assert resource is not None
     op = resource.operation("hang")
     assert op is not None
-    assert op.outcomes == {"CancelledError": 1}
+    assert op.outcomes == {"cancelled": 1}
 
 
 async def test_bad_targets_and_bounds_are_refused() -> None:

@@ -113,14 +113,14 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
     op = db.operation("fetch")
     assert op is not None
     assert op.outcomes == {
-        "CircuitOpenError": 2,
-        "OperationTimeout": 1,
+        "circuit_open": 2,
+        "timeout": 1,
         "TransientDatabaseError": 2,
         "ok": 3,
     }
     assert op.errors_by_type == {
-        "CircuitOpenError": 2,
-        "OperationTimeout": 1,
+        "circuit_open": 2,
+        "timeout": 1,
         "TransientDatabaseError": 2,
     }
     assert op.success_rate == pytest.approx(3 / 8)
@@ -142,9 +142,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
     assert db.policies.circuit_breaker.not_permitted_calls == 2
     assert db.transitions == {("closed", "open"): 1}
     # the timeout was slower than slow_s: kept, without a statement (no SQL call)
-    assert [(s.resource, s.outcome, s.statement) for s in snap.slow] == [
-        ("db", "OperationTimeout", None)
-    ]
+    assert [(s.resource, s.outcome, s.statement) for s in snap.slow] == [("db", "timeout", None)]
     # insights: success rate 3/8 < 95 % over the window (min 10 calls: not yet)
     assert snap.insights == ()
     metrics.insight_min_calls = 8
@@ -165,7 +163,7 @@ async def test_scripted_sequence_is_counted_exactly() -> None:
     }
     for le, v in buckets.items():
         assert v == (3 if le == "+Inf" or float(le) > 0.010 else 0)
-    refused = (("operation", "fetch"), ("outcome", "CircuitOpenError"), ("resource", "db"))
+    refused = (("operation", "fetch"), ("outcome", "circuit_open"), ("resource", "db"))
     assert got["iogate_operation_duration_seconds_count"][refused] == 2
     state = got["iogate_circuit_breaker_state"]
     assert state[(("resource", "db"), ("state", "open"))] == 1

@@ -278,6 +278,19 @@ class RedisTier:
         if isinstance(message, dict) and message.get("src") != self.source and self._on_message:
             self._on_message(message)
 
+    async def probe(self) -> None:
+        """One ``PING`` on the tier's own connections, outside its circuit breaker
+        (so an open breaker never hides that Redis is back); for readiness.
+
+        Raises:
+            TierUnavailable: the tier is not open.
+            RedisError, OSError: Redis did not answer.
+        """
+        client = self._client
+        if client is None:
+            raise TierUnavailable("the Redis tier is not open")
+        await client.ping()
+
     def _message(self, **fields: Any) -> bytes:
         return orjson.dumps({"src": self.source, **fields})
 

@@ -13,6 +13,7 @@ provider adapter are attached to the upstream.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from iogate.cache.memory import MemoryCache
 from iogate.config import UpstreamConfig, default_policies
@@ -53,6 +54,7 @@ def build_upstream(
     clock: Clock | None = None,
     listener: EventListener | None = None,
     wrap: Callable[[Pipeline], CallRunner] | None = None,
+    trace_configs: tuple[Any, ...] = (),
 ) -> tuple[Upstream, Pipeline]:
     """The upstream ``name`` and the pipeline its calls run through.
 
@@ -60,6 +62,8 @@ def build_upstream(
         listener: receives the pipeline's policy events (metrics, tracing).
         wrap: makes the runner the upstream calls from its pipeline (the
             gateway's tracing wrapper); default: the pipeline itself.
+        trace_configs: the session's ``aiohttp.TraceConfig`` hooks (trace
+            context propagation when tracing is active).
     """
     policies = cfg.policies if cfg.policies is not None else default_policies("upstream")
     if cfg.max_concurrent is not None and policies.bulkhead is None:
@@ -108,6 +112,7 @@ def build_upstream(
             dns_cache_ttl_s=cfg.dns_cache_ttl,
             verify_tls=cfg.verify_tls,
             ca_bundle=cfg.ca_bundle,
+            trace_configs=trace_configs,
         ),
         max_response_bytes=cfg.max_response_bytes,
         idempotency_keys=idempotency_keys,
@@ -120,6 +125,8 @@ def build_upstream(
         allowed_methods=cfg.allowed_methods,
         allowed_paths=cfg.allowed_paths,
         secrets=cfg.env_header_values,
+        health_path=cfg.health_path,
+        health_status=cfg.health_status,
     )
     if kind is not None:
         upstream.provider = provider_for(kind, upstream, model=cfg.model)

@@ -20,6 +20,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from iogate.databases.stats import PoolStats
 from iogate.errors import OperationContext, OperationTimeout, UpstreamConnectionError, UpstreamError
 from iogate.http.options import ConnectionOptions
 from iogate.http.response import Response, new_response
@@ -97,6 +98,7 @@ class Transport:
             timeout=self._phase_timeout,
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=list(opts.trace_configs) or None,
         )
 
     async def close(self) -> None:
@@ -104,6 +106,26 @@ class Transport:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    def pool_stats(self, answered: int) -> PoolStats:
+        """The connection pool's gauges, read from the aiohttp connector.
+
+        aiohttp exposes no statistics API: ``in_use`` is the size of the
+        connector's set of acquired connections, ``idle`` its pooled keep-alive
+        connections, ``waiting`` the requests queued for a free slot, and
+        ``max_size`` its ``limit`` (``max_connections``). aiohttp counts no
+        acquisitions; ``acquired_total`` is ``answered``, the requests that got
+        an answer (each took a connection from the pool). All 0 when closed.
+        """
+        session = self._session
+        connector = session.connector if session is not None else None
+        if connector is None:
+            return PoolStats(0, self._max_connections, 0, 0, 0, answered, 0.0)
+        in_use = len(getattr(connector, "_acquired", ()))
+        idle = sum(len(c) for c in getattr(connector, "_conns", {}).values())
+        waiting = sum(len(w) for w in getattr(connector, "_waiters", {}).values())
+        limit = connector.limit or self._max_connections
+        return PoolStats(in_use + idle, limit, in_use, idle, waiting, answered, 0.0)
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ConnectionOptions"]
 
@@ -18,6 +19,8 @@ class ConnectionOptions:
         dns_cache_ttl_s: seconds a DNS answer is cached (``None``: forever).
         verify_tls: verify the server's certificate (never disable in production).
         ca_bundle: path of a PEM file of trusted CAs (default: the system's).
+        trace_configs: ``aiohttp.TraceConfig`` hooks of the session (the
+            gateway's tracing puts W3C ``traceparent`` on every request there).
 
     Raises:
         ValueError: a negative bound, or ``ca_bundle`` with ``verify_tls=False``.
@@ -28,6 +31,7 @@ class ConnectionOptions:
     dns_cache_ttl_s: float | None = 300.0
     verify_tls: bool = True
     ca_bundle: str | None = None
+    trace_configs: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_per_host < 0:

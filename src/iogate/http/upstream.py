@@ -45,7 +45,8 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
-from iogate.errors import InvalidInputError, RateLimitedError
+from iogate.databases.stats import PoolStats
+from iogate.errors import InvalidInputError, RateLimitedError, UpstreamHTTPError
 from iogate.http._idempotency import IDEMPOTENCY_HEADER, new_idempotency_key
 from iogate.http._retry_after import retry_after_s, should_retry
 from iogate.http._transport import Transport
@@ -147,6 +148,9 @@ class Upstream(AsyncResource):
             ``signature``, ``credential``, ``session``), and the credentials
             part of an ``<scheme> <credentials>`` value; values shorter than
             :data:`~iogate.http.redact.MIN_SECRET_CHARS` characters never.
+        health_path, health_status: what :meth:`probe` asks (``GET health_path``
+            expecting ``health_status``; default: ``HEAD`` of the base URL, any
+            answer below 500).
 
     Attributes:
         redactor: the :class:`~iogate.http.redact.Redactor` of those secrets
@@ -183,6 +187,8 @@ class Upstream(AsyncResource):
         allowed_methods: Sequence[str] | None = None,
         allowed_paths: Sequence[str] | None = None,
         secrets: Sequence[str] = (),
+        health_path: str | None = None,
+        health_status: int = 200,
     ) -> None:
         if max_retry_after_s < 0:
             raise ValueError(f"max_retry_after_s must be >= 0, got {max_retry_after_s}")
@@ -227,6 +233,8 @@ class Upstream(AsyncResource):
         self.meter = UpstreamMeter()  # status classes and tokens, read by the metrics
         self._runner = runner
         self._ctx = {verb: {"resource": name, "operation": verb} for verb in _METHODS}
+        self.health_path = health_path
+        self.health_status = health_status
         self.allowed_methods = (
             None if allowed_methods is None else frozenset(m.upper() for m in allowed_methods)
         )
@@ -255,6 +263,43 @@ class Upstream(AsyncResource):
 
     async def _close(self) -> None:
         await self._transport.close()
+
+    def pool_stats(self) -> PoolStats:
+        """The upstream's connection pool gauges (aiohttp's connector; see
+        :meth:`~iogate.http._transport.Transport.pool_stats`)."""
+        return self._transport.pool_stats(sum(self.meter.statuses))
+
+    async def probe(self) -> None:
+        """Is the upstream answering? One request through the upstream's own pool,
+        with its configured headers and credentials, outside the resilience
+        pipeline (an open breaker or a backoff never hides that it is back):
+        ``GET <health_path>`` expecting ``health_status``, or, without a
+        ``health_path``, ``HEAD`` of the base URL, where any answer below 500
+        means up (a 404 or 405 still proves the server answers). The caller
+        bounds it (readiness' deadline); the egress allowlists do not apply:
+        the operator configured this request.
+
+        Raises:
+            UpstreamHTTPError: an unexpected status.
+            UpstreamError, OperationTimeout: no answer.
+            RuntimeError: not open.
+        """
+        self._require_open()
+        verb = "HEAD" if self.health_path is None else "GET"
+        url = self.base_url
+        if self.health_path is not None:
+            url = resolve_under(self.base_url, self.health_path)
+        if self._auth_params:
+            url = url.update_query(self._auth_params)
+        answer = await self._transport.fetch(verb, url, self._headers, None, self._ctx[verb])
+        status = answer.status
+        if (status != self.health_status) if self.health_path is not None else status >= 500:
+            raise UpstreamHTTPError(
+                f"health check of upstream {self.name!r} answered {status}",
+                status=status,
+                resource=self.name,
+                operation=verb,
+            )
 
     async def ping(self) -> None:
         """Readiness of an upstream is not probed over the network (no I/O):

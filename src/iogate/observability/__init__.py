@@ -13,7 +13,12 @@ are implementation modules (``_name.py``) that the gateway wires.
 from iogate.observability._alerts import AlertEvent
 from iogate.observability._meters import TokenUsage
 from iogate.observability._monitored import monitored
-from iogate.observability.config import AlertRuleConfig, ObservabilityConfig, WebhookConfig
+from iogate.observability.config import (
+    AlertRuleConfig,
+    ObservabilityConfig,
+    TracingConfig,
+    WebhookConfig,
+)
 from iogate.observability.metrics import (
     Insight,
     LatencySummary,
@@ -37,6 +42,7 @@ __all__ = [
     "ResourceStats",
     "SlowOperation",
     "TokenUsage",
+    "TracingConfig",
     "WebhookConfig",
     "WindowStats",
     "monitored",

@@ -44,7 +44,10 @@ if TYPE_CHECKING:
     from iogate.policies import Clock, Pipeline
     from iogate.policies.runner import CallRunner
 
-__all__ = ["Observability"]
+__all__ = ["CACHE_REDIS", "Observability"]
+
+CACHE_REDIS = "cache-redis"
+"""The name readiness reports the cache's Redis tier under (``ready_optional``)."""
 
 _log = logging.getLogger("iogate.alerts")
 
@@ -116,12 +119,9 @@ class Observability:
         pool: Callable[[], Any] | None = None,
         meter: Any = None,
     ) -> None:
-        """Report resource ``name`` (its pipeline, and its pool statistics or
-        upstream meter) in the metrics."""
-        if meter is not None:
-            self.metrics.attach(name, kind=kind, pipeline=pipeline, meter=meter)
-        else:
-            self.metrics.attach(name, kind=kind, pipeline=pipeline, pool=pool)
+        """Report resource ``name`` (its pipeline, its pool statistics, and an
+        upstream's meter) in the metrics."""
+        self.metrics.attach(name, kind=kind, pipeline=pipeline, pool=pool, meter=meter)
 
     def attach_cache(self, stats: Callable[[], Any]) -> None:
         """Report the cache's figures (``TieredCache.stats``) in the metrics."""
@@ -131,12 +131,19 @@ class Observability:
         self,
         databases: Mapping[str, Database],
         upstreams: Mapping[str, Upstream],
+        *,
+        cache_redis: Callable[[], Awaitable[object]] | None = None,
     ) -> Readiness:
-        """Probe every resource in parallel under ``ready_deadline``."""
+        """Probe every resource in parallel under ``ready_deadline``: each
+        database's round trip, each upstream's health request
+        (:meth:`~iogate.http.upstream.Upstream.probe`) and the cache's Redis
+        tier (``cache_redis``, reported as ``"cache-redis"``)."""
         probes: dict[str, tuple[str, Callable[[], Awaitable[object]]]] = {
             name: (db.kind, db.probe) for name, db in databases.items()
         }
-        probes |= {name: ("upstream", up.ping) for name, up in upstreams.items()}
+        probes |= {name: ("upstream", up.probe) for name, up in upstreams.items()}
+        if cache_redis is not None:
+            probes[CACHE_REDIS] = ("redis", cache_redis)
         return await check_readiness(
             probes, deadline_s=self.config.ready_deadline, optional=self.config.ready_optional
         )
@@ -148,12 +155,15 @@ class Observability:
             self._task = asyncio.get_running_loop().create_task(self._alert_loop(upstream_of))
 
     async def stop(self) -> None:
-        """Stop the alert loop."""
+        """Stop the alert loop; flush and stop a span exporter of our own
+        (``[observability.tracing]``; off the loop: an export is blocking I/O)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.tracing.exports:
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def evaluate_alerts(self, upstream_of: Callable[[str], Upstream]) -> None:
         """Judge the rules once; POST each event of a rule with a webhook

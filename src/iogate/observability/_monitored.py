@@ -6,8 +6,8 @@
     async def generate_caption(prompt: str) -> str: ...
 
 Every call is recorded as resource ``"captions"``, operation
-``"generate_caption"`` (the function's name), outcome ``"ok"`` or the class
-name of what it raised — the same series a database or an upstream call
+``"generate_caption"`` (the function's name), outcome ``"ok"`` or its error's
+label (:mod:`iogate._outcomes`) — the same series a database or an upstream call
 writes, so it shows in ``/v1/stats``, ``/metrics`` (Prometheus) and the
 metrics' insights, windows and slow-operation log like theirs. A call at
 least ``slow_s`` seconds long is also logged at WARNING on ``iogate.slow``
@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
+from iogate._outcomes import outcome_of
 from iogate.observability.metrics import Metrics
 
 __all__ = ["MetricsSource", "monitored"]
@@ -66,8 +67,9 @@ def monitored(
             ``slow_operations``).
 
     The duration is wall time from the call to its end (``time.perf_counter``),
-    in seconds; a call that raises is recorded with the exception's class name
-    as its outcome (``CancelledError`` included) and the exception propagates
+    in seconds; a call that raises is recorded with its outcome label
+    (:mod:`iogate._outcomes`: ``"cancelled"``, ``"timeout"``, an iogate error
+    class name, ``"error"`` for any other exception) and the exception propagates
     unchanged. The wrapper keeps the function's name, docstring and signature
     (``functools.wraps``), so FastAPI and ``inspect`` see the original.
 
@@ -117,7 +119,7 @@ def monitored(
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                done(recorder, type(exc).__name__, started)
+                done(recorder, outcome_of(exc), started)
                 raise
             done(recorder, "ok", started)
             return result

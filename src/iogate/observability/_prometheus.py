@@ -15,10 +15,12 @@ every sample anew and took ~200 ms for 1,000 series on the 2-core benchmark
 machine, against a 50 ms scrape budget (``python -m benchmarks --only
 metrics`` measures both).
 
-Names follow the Prometheus conventions (base units, ``_total`` counters,
-``_seconds``); labels are low-cardinality only: resource and operation names,
-outcome (``ok`` or an error class name), states and status classes, LLM model
-names — never SQL text, URLs, keys or parameters.
+Names follow the Prometheus conventions (base units, ``_total`` counters for
+every monotonic count, cache figures included, ``_seconds``, ``_bytes``);
+labels are low-cardinality only: resource and operation names, outcome (the
+closed set of :mod:`iogate._outcomes`), states and status classes, LLM model
+names — never SQL text, URLs, keys or parameters. Upstreams report their
+aiohttp connection pool in the same ``iogate_pool_*`` families as databases.
 
 The duration histogram's ``le`` bounds are powers of four from 2**-17 s
 (7.6 µs) to 2**5 s (32 s): they are exact edges of the recorder's log-linear
@@ -33,7 +35,13 @@ from collections.abc import Iterator
 from operator import add as _concat
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +54,7 @@ __all__ = [
     "LabelCache",
     "MetricsCollector",
     "histogram_text",
+    "process_registry",
     "render",
 ]
 
@@ -73,29 +82,39 @@ class MetricsCollector(Collector):
             yield from _cache_families(cache)
 
 
-def _cache_families(stats: Any) -> Iterator[Metric]:
-    """The cache's figures: its own numbers unlabelled (``iogate_cache_loads``),
-    each tier's (a nested snapshot: ``l1``, ``l2``) under a ``tier`` label
-    (``iogate_cache_hits{tier="l1"}``)."""
-    families: dict[str, GaugeMetricFamily] = {}
+_CACHE_GAUGES: Final = frozenset({"entries", "max_entries", "max_bytes", "subscribed"})
+"""Cache figures that go up and down (the L1's ``bytes`` too); every other
+number is a count since start, exported as a counter (``_total``)."""
+_CACHE_RENAMED: Final = {("l2", "bytes"): "written_bytes"}
 
-    def add(name: str, labels: list[str], values: list[str], value: float) -> None:
+
+def _cache_families(stats: Any) -> Iterator[Metric]:
+    """The cache's figures: its own counts unlabelled (``iogate_cache_loads_total``),
+    each tier's (a nested snapshot: ``l1``, ``l2``) under a ``tier`` label
+    (``iogate_cache_hits_total{tier="l1"}``, ``iogate_cache_entries{tier="l1"}``).
+    Monotonic counts are counters, sizes gauges (:data:`_CACHE_GAUGES`)."""
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+
+    def add(tier: str | None, name: str, value: float) -> None:
+        name = _CACHE_RENAMED.get((tier or "", name), name)
         family = families.get(name)
         if family is None:
-            family = families[name] = GaugeMetricFamily(
-                f"iogate_cache_{name}", f"Cache {name.replace('_', ' ')}", labels=labels
-            )
-        family.add_metric(values, value)
+            gauge = name in _CACHE_GAUGES or (name == "bytes" and tier == "l1")
+            cls = GaugeMetricFamily if gauge else CounterMetricFamily
+            help_text = f"Cache {name.replace('_', ' ')}" + ("" if gauge else " since start")
+            labels = ["tier"] if tier is not None else []
+            family = families[name] = cls(f"iogate_cache_{name}", help_text, labels=labels)
+        family.add_metric([tier] if tier is not None else [], value)
 
     for f in dataclasses.fields(stats):
         value = getattr(stats, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for g in dataclasses.fields(value):
                 inner = getattr(value, g.name)
-                if isinstance(inner, int | float) and not isinstance(inner, bool):
-                    add(g.name, ["tier"], [f.name], float(inner))
+                if isinstance(inner, int | float):  # bool: 0/1 (``subscribed``)
+                    add(f.name, g.name, float(inner))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            add(f.name, [], [], float(value))
+            add(None, f.name, float(value))
     yield from families.values()
 
 
@@ -112,13 +131,23 @@ def _escape(value: str) -> str:
 
 
 class LabelCache:
-    """Per (resource, operation, outcome): the 15 line prefixes of its histogram
-    samples (name and escaped labels), built once and kept between scrapes."""
+    """What a server keeps between scrapes: per (resource, operation, outcome)
+    the 15 line prefixes of its histogram samples (name and escaped labels),
+    built once; and the registry of prometheus-client's process, platform and
+    GC collectors (building them reads ``/proc/stat`` and ``platform``: ~9 ms)."""
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ("_prefixes", "_process")
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._process: CollectorRegistry | None = None
+
+    def process_registry(self) -> CollectorRegistry:
+        """The process, platform and GC collectors, in a registry of their own."""
+        registry = self._process
+        if registry is None:
+            registry = self._process = process_registry()
+        return registry
 
     def get(self, resource: str, operation: str, outcome: str) -> tuple[str, ...]:
         """The prefixes: one ``_bucket`` per ``le`` bound, ``+Inf``, ``_count``, ``_sum``."""
@@ -284,12 +313,30 @@ def _upstream_families(resources: tuple[ResourceStats, ...]) -> Iterator[Metric]
     yield from (statuses, tokens)
 
 
-def render(metrics: Metrics, *, labels: LabelCache | None = None) -> bytes:
-    """The Prometheus text format (0.0.4) of everything ``metrics`` knows.
+def render(metrics: Metrics, *, labels: LabelCache | None = None, process: bool = True) -> bytes:
+    """The Prometheus text format (0.0.4) of everything ``metrics`` knows, and
+    (``process``) prometheus-client's process, platform and GC collectors
+    (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+    ``process_open_fds``..., ``python_info``, ``python_gc_collections_total``;
+    the process figures read ``/proc`` on Linux, absent elsewhere).
 
     Args:
         labels: a label cache kept between scrapes (the server keeps one per app).
+        process: include the process, platform and GC collectors.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(metrics))
-    return histogram_text(metrics, labels).encode() + generate_latest(registry)
+    body = histogram_text(metrics, labels).encode() + generate_latest(registry)
+    if process:
+        cache = labels if labels is not None else LabelCache()
+        body += generate_latest(cache.process_registry())
+    return body
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry of prometheus-client's process, platform and GC collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

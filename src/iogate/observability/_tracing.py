@@ -19,6 +19,26 @@ attributed per the OpenTelemetry semantic conventions:
   ``iogate.retry.attempt``, ``iogate.retry.delay_s`` and ``error.type``.
 
 No SQL text, parameter, URL path or header is put on a span.
+
+When active, the gateway also:
+
+- puts the W3C trace context (``traceparent``, ``tracestate``; the globally
+  configured propagator, W3C Trace Context by default) on every upstream
+  request, from an ``aiohttp.TraceConfig`` hook (:meth:`Tracing.trace_configs`)
+  run while the call's CLIENT span is current — the upstream's server joins
+  the trace;
+- opens one SERVER span per incoming HTTP request (:class:`ServerSpans`, from
+  :class:`~iogate.server.request_id.RequestIdMiddleware`), continuing the
+  caller's ``traceparent`` when it sends one, named ``"<METHOD> <route>"``
+  with ``http.request.method``, ``http.route``, ``url.scheme`` and
+  ``http.response.status_code`` (an ERROR status for 5xx, per the HTTP
+  semantic conventions); the resource spans of the calls it makes are its
+  children.
+
+``[observability.tracing]`` (:class:`~iogate.observability.config.TracingConfig`)
+makes the Gateway build its own SDK ``TracerProvider`` with a batch span
+processor and an OTLP/HTTP or console exporter (the ``otel`` extra), shut
+down (flushed) when the gateway closes.
 """
 
 from __future__ import annotations
@@ -27,9 +47,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from iogate.errors import ConfigError
+from iogate.observability.config import TracingConfig
 from iogate.policies.events import PolicyEvent
 
-__all__ = ["TracedRunner", "Tracing"]
+__all__ = ["ServerSpans", "TracedRunner", "Tracing"]
 
 T = TypeVar("T")
 
@@ -95,32 +116,41 @@ class Tracing:
     Args:
         mode: ``"auto"`` (trace when OpenTelemetry is installed and a tracer
             provider is given or configured globally), ``"on"`` (require it),
-            ``"off"``.
+            ``"off"``, or a :class:`~iogate.observability.config.TracingConfig`
+            (trace, and export through a provider of our own unless
+            ``tracer_provider`` is given).
         tracer_provider: an OpenTelemetry ``TracerProvider`` (default: the
             global one).
 
     Raises:
-        ConfigError: ``mode="on"`` and ``opentelemetry-api`` is not installed.
+        ConfigError: ``mode="on"`` (or a table) and ``opentelemetry-api`` (or,
+            for a table, the SDK or the OTLP exporter) is not installed.
     """
 
-    __slots__ = ("_trace", "tracer")
+    __slots__ = ("_owned", "_trace", "tracer")
 
     def __init__(
-        self, *, mode: Literal["auto", "on", "off"] = "auto", tracer_provider: Any = None
+        self,
+        *,
+        mode: Literal["auto", "on", "off"] | TracingConfig = "auto",
+        tracer_provider: Any = None,
     ) -> None:
         self.tracer: Any = None
         self._trace: Any = None
+        self._owned: Any = None
         if mode == "off":
             return
         try:
             from opentelemetry import trace
         except ImportError:
-            if mode == "on":
+            if mode != "auto":
                 raise ConfigError(
-                    "observability.tracing = 'on' needs OpenTelemetry: pip install 'iogate[otel]'"
+                    "observability.tracing needs OpenTelemetry: pip install 'iogate[otel]'"
                 ) from None
             return
         provider = tracer_provider
+        if provider is None and isinstance(mode, TracingConfig):
+            provider = self._owned = _exporting_provider(mode)
         if provider is None:
             provider = trace.get_tracer_provider()
             if mode == "auto" and isinstance(
@@ -136,6 +166,40 @@ class Tracing:
     def active(self) -> bool:
         """Whether calls are traced."""
         return self.tracer is not None
+
+    @property
+    def exports(self) -> bool:
+        """Whether the spans go through a provider built here (``[observability.tracing]``)."""
+        return self._owned is not None
+
+    def trace_configs(self) -> tuple[Any, ...]:
+        """The ``aiohttp.TraceConfig`` hooks an upstream's session is built with:
+        one that injects the current trace context into every request's
+        headers when tracing is active, else none (no hook, no cost)."""
+        if self.tracer is None:
+            return ()
+        import aiohttp
+        from opentelemetry.propagate import inject
+
+        async def on_request_start(
+            session: Any, context: Any, params: aiohttp.TraceRequestStartParams
+        ) -> None:
+            inject(params.headers)  # the call's CLIENT span is current here
+
+        config = aiohttp.TraceConfig()
+        config.on_request_start.append(on_request_start)
+        return (config,)
+
+    def server_spans(self) -> ServerSpans | None:
+        """The SERVER span factory of the HTTP face, ``None`` when not tracing."""
+        return ServerSpans(self.tracer) if self.tracer is not None else None
+
+    def shutdown(self) -> None:
+        """Flush and stop the provider built for ``[observability.tracing]``
+        (nothing when the provider was given or global)."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            owned.shutdown()
 
     def wrap(
         self, runner: Any, *, resource: str, kind: str, host: str | None, port: int | None
@@ -171,3 +235,89 @@ class Tracing:
                 "error.type": str(getattr(event, "error", "")),
             },
         )
+
+
+def _exporting_provider(config: TracingConfig) -> Any:
+    """An SDK ``TracerProvider`` exporting through ``config``'s exporter in batches."""
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        exporter: Any
+        if config.exporter == "console":
+            exporter = ConsoleSpanExporter(service_name=config.service_name)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=config.endpoint)
+    except ImportError:
+        raise ConfigError(
+            "[observability.tracing] needs the OpenTelemetry SDK and OTLP exporter: "
+            "pip install 'iogate[otel]'"
+        ) from None
+    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class ServerSpans:
+    """One SERVER span per incoming HTTP request (see the module docstring).
+
+    :meth:`start` opens it and makes it current (the request's resource spans
+    become its children); :meth:`end` names it after the matched route, sets
+    the status code and ends it. Only the ``traceparent``/``tracestate``
+    headers are read from the request; no path value, query or header is put
+    on the span.
+    """
+
+    __slots__ = ("_attach", "_ctx_with", "_detach", "_error", "_extract", "_kind", "_tracer")
+
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry import context, propagate, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self._tracer = tracer
+        self._kind = SpanKind.SERVER
+        self._extract = propagate.extract
+        self._attach = context.attach
+        self._detach = context.detach
+        self._ctx_with = trace.set_span_in_context
+        self._error = Status(StatusCode.ERROR)
+
+    def start(self, scope: Any) -> tuple[Any, Any]:
+        """Open the span of the request of ASGI ``scope``; returns what :meth:`end` takes."""
+        parent = None
+        for key, _value in scope["headers"]:
+            if key == b"traceparent":
+                carrier = {
+                    k.decode("latin-1"): v.decode("latin-1")
+                    for k, v in scope["headers"]
+                    if k in (b"traceparent", b"tracestate")
+                }
+                parent = self._extract(carrier)
+                break
+        method = scope.get("method", "")
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=self._kind,
+            attributes={"http.request.method": method, "url.scheme": scope.get("scheme", "http")},
+        )
+        return span, self._attach(self._ctx_with(span, parent))
+
+    def end(self, started: tuple[Any, Any], scope: Any, status: int) -> None:
+        """End the span: its name and ``http.route`` from the matched route,
+        ``http.response.status_code`` (when an answer started), ERROR for 5xx."""
+        span, token = started
+        self._detach(token)
+        route = getattr(scope.get("route"), "path", None)
+        if route is not None:
+            span.update_name(f"{scope.get('method', '')} {route}")
+            span.set_attribute("http.route", route)
+        if status:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(self._error)
+        span.end()

@@ -12,6 +12,11 @@
     ready_deadline = 2.0            # seconds /ready waits for every ping
     ready_optional = ["cache-redis"]   # resources whose failure does not make /ready 503
     tracing = "auto"                # OpenTelemetry spans: "auto" (if installed), "on", "off"
+                                    # or a table (iogate serve exports the spans itself):
+    # [observability.tracing]
+    # exporter = "otlp"             # "otlp" (OTLP/HTTP protobuf) or "console" (stdout)
+    # endpoint = "http://127.0.0.1:4318/v1/traces"   # OTLP only; default: the SDK's
+    # service_name = "iogate"       # the resource's service.name
     alert_interval = 10.0           # seconds between alert evaluations
 
     [[observability.alerts]]
@@ -29,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["AlertRuleConfig", "ObservabilityConfig", "WebhookConfig"]
+__all__ = ["AlertRuleConfig", "ObservabilityConfig", "TracingConfig", "WebhookConfig"]
 
 
 class _Model(BaseModel):
@@ -69,6 +74,30 @@ class AlertRuleConfig(_Model):
         return self
 
 
+class TracingConfig(_Model):
+    """``[observability.tracing]``: trace every call and request and export the spans.
+
+    Attributes:
+        exporter: ``"otlp"`` (OTLP over HTTP/protobuf, the ``otel`` extra's
+            ``opentelemetry-exporter-otlp-proto-http``) or ``"console"`` (one
+            JSON document per span on stdout, for a first look).
+        endpoint: the OTLP collector's traces URL (default: the SDK's,
+            ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+            ``http://localhost:4318/v1/traces``); only with ``otlp``.
+        service_name: ``service.name`` of the spans' resource.
+    """
+
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str | None = None
+    service_name: str = Field(default="iogate", min_length=1)
+
+    @model_validator(mode="after")
+    def _endpoint_for_otlp(self) -> TracingConfig:
+        if self.endpoint is not None and self.exporter != "otlp":
+            raise ValueError("observability.tracing.endpoint is only for exporter = 'otlp'")
+        return self
+
+
 class ObservabilityConfig(_Model):
     """The ``[observability]`` table (see the module docstring for its shape)."""
 
@@ -80,6 +109,6 @@ class ObservabilityConfig(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ready_deadline: float = Field(default=2.0, gt=0, le=60)
     ready_optional: list[str] = Field(default_factory=list)
-    tracing: Literal["auto", "on", "off"] = "auto"
+    tracing: Literal["auto", "on", "off"] | TracingConfig = "auto"
     alert_interval: float = Field(default=10.0, gt=0)
     alerts: list[AlertRuleConfig] = Field(default_factory=list)

@@ -595,8 +595,81 @@ class Metrics:
                     w.calls,
                 )
 
+    # -- several processes -------------------------------------------------------------------
+
+    def export_state(self) -> list[list[Any]]:
+        """Every series' raw histograms as JSON-safe lists, for :meth:`merged`
+        in another process (``iogate serve --workers``): per series its
+        resource, operation, outcome, maximum (seconds), since-start counts and
+        each kept interval as ``[epoch, counts]``; counts are sparse
+        ``[[bucket, count], ...]`` with the duration sum at bucket ``BUCKETS``."""
+        out: list[list[Any]] = []
+        for resource, by_op in self._index.items():
+            for operation, by_outcome in by_op.items():
+                for outcome, s in by_outcome.items():
+                    total = list(map(_add, s.counts, s.cur)) if s.cur else s.counts
+                    ring = [
+                        [epoch, _sparse(slot)]
+                        for slot, epoch in zip(s.ring, s.epochs, strict=True)
+                        if slot is not None
+                    ]
+                    out.append([resource, operation, outcome, s.max, _sparse(total), ring])
+        return out
+
+    def merged(self, states: list[list[list[Any]]]) -> Metrics:
+        """A new recorder holding the sum of ``states`` (each one process's
+        :meth:`export_state`): its since-start histograms and its intervals are
+        the bucket-wise sums, so percentiles, windows and insights computed
+        from it are those of every call of every process (merged histograms,
+        never averaged percentiles). The intervals line up because they are
+        numbered on the monotonic clock, which is the host's (Linux
+        ``CLOCK_MONOTONIC``). Nothing is attached: pools and policies stay
+        per process. Same clock and thresholds as this recorder."""
+        out = Metrics(
+            clock=self._now,
+            slow_s=self.slow_s,
+            insight_p99_s=self.insight_p99_s,
+            insight_success_rate=self.insight_success_rate,
+            insight_min_calls=self.insight_min_calls,
+        )
+        for state in states:
+            for resource, operation, outcome, max_s, total, ring in state:
+                s = out._new_series(resource, operation, outcome)
+                s.counts = list(map(_add, s.counts, _dense(total)))
+                s.max = max(s.max, max_s)
+                for epoch, slot in ring:
+                    i = epoch % SLOTS
+                    if s.epochs[i] != epoch:
+                        if s.epochs[i] > epoch:
+                            continue  # an older interval than the one kept there
+                        s.ring[i] = [0] * BUCKETS + [0.0]
+                        s.epochs[i] = epoch
+                    kept = s.ring[i]
+                    assert kept is not None
+                    s.ring[i] = list(map(_add, kept, _dense(slot)))
+        for by_op in out._index.values():
+            for by_outcome in by_op.values():
+                for s in by_outcome.values():
+                    s.closed_cum = cumulative_at(s.counts)
+                    s.end = math.inf  # never recorded into
+        return out
+
     def __repr__(self) -> str:
         return f"<Metrics series={sum(1 for _ in self.series())}>"
+
+
+def _sparse(counts: list[Any]) -> list[list[Any]]:
+    """The non-zero entries of a bucket list (sum last) as ``[index, value]``."""
+    return [[i, v] for i, v in enumerate(counts) if v]
+
+
+def _dense(pairs: list[list[Any]]) -> list[Any]:
+    """:func:`_sparse` undone: BUCKETS counts and the duration sum."""
+    counts: list[Any] = [0] * BUCKETS
+    counts.append(0.0)
+    for i, v in pairs:
+        counts[i] = v
+    return counts
 
 
 def _summary(counts: list[int], n: int, total_s: float, max_s: float) -> LatencySummary:

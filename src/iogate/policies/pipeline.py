@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from .._outcomes import outcome_of
 from ..errors import OperationError, OperationTimeout
 from ._current_task import LOOP_OF_THREAD, TASK_OF_LOOP, current_task_or_none, get_ident
 from ._timer_wheel import FIRED, TimerWheel, cancelled_by_timer
@@ -83,8 +84,9 @@ def _task() -> asyncio.Task[Any]:
 class CallRecorder(Protocol):
     """Receives one record per :meth:`Pipeline.run`.
 
-    ``outcome`` is ``"ok"`` or the class name of the final error (also when a
-    fallback answered in its place); ``duration_s`` is measured on the
+    ``outcome`` is ``"ok"`` or the final error's label from the closed set of
+    :mod:`iogate._outcomes` (also when a fallback answered in its place);
+    ``duration_s`` is measured on the
     pipeline's clock, from entering ``run`` to its end, retries included;
     ``call`` is the callable the pipeline ran (a SQL database's is
     ``partial(method, sql, params)``, from which the metrics take a slow
@@ -526,7 +528,16 @@ class Pipeline:
         token: Token[tuple[float, Callable[[], float]] | None] | None,
     ) -> Any:
         """Leave the deadline this call set (``token``), then complete and record the
-        final error ``err``; answer with the fallback or raise ``err``."""
+        final error ``err``; answer with the fallback or raise ``err``.
+
+        Its outcome label is :func:`~iogate._outcomes.outcome_of`'s, ``"deadline"``
+        when it timed out or was cancelled once a deadline around the call
+        (its own, or the request's ``X-Request-Timeout``) had passed."""
+        outcome = outcome_of(err)
+        if outcome == "timeout" or outcome == "cancelled":
+            d = DEADLINE.get()
+            if d is not None and d[1]() >= d[0]:
+                outcome = "deadline"
         if token is not None:
             DEADLINE.reset(token)  # the fallback runs outside the call's deadline
         elapsed = self._now() - start
@@ -541,7 +552,7 @@ class Pipeline:
                 err.elapsed_s = elapsed
         self._failed += 1
         if self.recorder is not None:
-            self.recorder.record(self.resource, operation, type(err).__name__, elapsed, fn)
+            self.recorder.record(self.resource, operation, outcome, elapsed, fn)
         fb = self.fallback
         if fb is not None and fb.handles(err):
             return await fb.recover(err, now=self._now())

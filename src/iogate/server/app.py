@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from iogate import __version__
 from iogate.config import IogateConfig, default_config
 from iogate.gateway import Gateway
+from iogate.observability._deployment import Deployment
+from iogate.observability._health import check_references as check_config_references
 from iogate.server.guard import GuardMiddleware
 from iogate.server.keys import KeyStore
 from iogate.server.openapi import install_openapi
@@ -50,11 +53,44 @@ resilient. Errors are RFC 9457 `application/problem+json`.
 """
 
 
+@asynccontextmanager
+async def _serving(
+    app: FastAPI, gateway: Gateway, check_references: bool, deployment_dir: Path | None
+) -> AsyncIterator[None]:
+    """What ``iogate serve`` adds once the gateway is open.
+
+    Args:
+        check_references: refuse to start (a :class:`~iogate.errors.ConfigError`)
+            when a key's table or a named query names what no database has
+            (:func:`~iogate.observability._health.check_references`).
+        deployment_dir: the directory the workers of ``iogate serve --workers N``
+            share: ``/metrics`` and ``/v1/stats`` then answer for every worker
+            (:mod:`iogate.observability._deployment`).
+
+    (``access_log``: log every request on ``iogate.request``; 4xx and 5xx
+    answers always are, :mod:`iogate.server.request_id`.)
+    """
+    if check_references:
+        await check_config_references(gateway.config, gateway.databases)
+    if deployment_dir is None:
+        yield
+        return
+    deployment = app.state.deployment = Deployment(deployment_dir, gateway.metrics)
+    deployment.start()
+    try:
+        yield
+    finally:
+        await deployment.stop()
+
+
 def create_app(
     config: IogateConfig | None = None,
     *,
     gateway: Gateway | None = None,
     freeze_heap: bool = False,
+    access_log: bool = False,
+    check_references: bool = False,
+    deployment_dir: Path | None = None,
 ) -> FastAPI:
     """Build the gateway app.
 
@@ -70,6 +106,8 @@ def create_app(
             it pauses the loop for about a millisecond instead of ~100 ms
             (the gateway benchmark's p99). ``iogate serve`` sets it; leave it
             off where many apps come and go in one process (tests).
+        access_log, check_references, deployment_dir: ``iogate serve``'s
+            (:func:`_serving`).
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
     server = owned.config.server
@@ -82,7 +120,7 @@ def create_app(
                 "authentication is off: no [keys] are configured, every caller may do "
                 "everything (serve on loopback only)"
             )
-        async with owned:
+        async with owned, _serving(app, owned, check_references, deployment_dir):
             app.state.gateway = owned
             app.state.started_at = time.monotonic()
             if freeze_heap:
@@ -115,8 +153,11 @@ def create_app(
         dashboard_open=server.dashboard,
         body_limits=body_limits,
     )
-    # outermost (added last): every response, problem and log line has the id
-    app.add_middleware(RequestIdMiddleware)
+    # outermost (added last): every response, problem and log line has the id;
+    # it writes the request log and opens the SERVER span
+    app.add_middleware(
+        RequestIdMiddleware, access_log=access_log, spans=owned.observability.tracing.server_spans()
+    )
     # The routers use no prefix and no router-level dependencies, so their
     # routes are registered on the app itself: matching then is one flat list
     # (hot routes first) instead of include_router's per-request router layer,

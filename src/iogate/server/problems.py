@@ -91,8 +91,6 @@ def install_problem_handlers(app: FastAPI) -> None:
         kind, body = problem_for(exc)
         body["instance"] = request.url.path
         _add_request_id(request, body)
-        if kind.status >= 500 and kind is not INTERNAL:
-            _log.warning("%s %s: %s", request.method, request.url.path, kind.slug)
         return problem_response(kind.status, body, retry_after_s=body.get("retry_after_s"))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:

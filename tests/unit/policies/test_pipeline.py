@@ -375,7 +375,7 @@ async def test_deadline_is_not_retried_and_bounds_everything(clock: FakeClock) -
     assert attempts == 1
     assert "deadline of 5s" in str(info.value)
     assert info.value.elapsed_s == pytest.approx(5.0, abs=0.1)
-    assert rec.records == [("db", "fetch", "OperationTimeout", pytest.approx(5.0, abs=0.1))]
+    assert rec.records == [("db", "fetch", "deadline", pytest.approx(5.0, abs=0.1))]
     assert p.stats().deadline_timeouts == 1
     assert [(type(e), getattr(e, "kind", None)) for e in events] == [(TimeoutFired, "deadline")]
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
@@ -458,7 +458,7 @@ async def test_fallback_answers_named_errors_only(clock: FakeClock) -> None:
     p = Pipeline(resource="db", circuit_breaker=cb, fallback=fb, recorder=rec, clock=clock)
     assert await p.run(flaky([]), operation="f") == "cached"
     assert isinstance(events[0], FallbackUsed)
-    assert rec.records[0][2] == "CircuitOpenError"
+    assert rec.records[0][2] == "circuit_open"
     cb.reset()
     with pytest.raises(KeyError):
         await p.run(flaky([KeyError("k")]), operation="f")

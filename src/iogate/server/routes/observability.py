@@ -1,8 +1,12 @@
 """``GET /metrics`` (Prometheus text format) and ``GET /ready`` (readiness).
 
 ``/metrics`` renders :class:`~iogate.observability.metrics.Metrics` through a
-prometheus-client collector at scrape time (scope ``admin``). ``/ready`` probes
-every resource in parallel under ``[observability] ready_deadline`` and answers
+prometheus-client collector at scrape time (scope ``admin``); under
+``iogate serve --workers N`` it answers for every worker
+(:mod:`iogate.observability._deployment`). ``/ready`` probes
+every resource in parallel under ``[observability] ready_deadline`` (a round
+trip per database, a health request per upstream, a ``PING`` of the cache's
+Redis tier as ``cache-redis``) and answers
 200 when every required resource is up, else 503 — both with each resource's
 status. It is an open path, like ``/health``, for orchestrators' probes.
 """
@@ -31,7 +35,11 @@ async def metrics(request: Request) -> Response:
     labels = getattr(state, "prometheus_labels", None)
     if labels is None:  # escaped label strings, kept by the app between scrapes
         labels = state.prometheus_labels = LabelCache()
-    body = render(gateway_of(request).metrics, labels=labels)
+    deployment = getattr(state, "deployment", None)  # iogate serve --workers N
+    if deployment is not None:
+        body = await deployment.render(labels)
+    else:
+        body = render(gateway_of(request).metrics, labels=labels)
     return Response(body, media_type=CONTENT_TYPE)
 
 
@@ -39,7 +47,10 @@ async def metrics(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Ping every resource in parallel; 503 when a required one is down or too slow."""
     gateway = gateway_of(request)
-    result = await gateway.observability.readiness(gateway.databases, gateway.upstreams)
+    tier = gateway.cache.redis
+    result = await gateway.observability.readiness(
+        gateway.databases, gateway.upstreams, cache_redis=tier.probe if tier else None
+    )
     body = {
         "status": "ready" if result.ready else "not_ready",
         "resources": {h.name: dataclasses.asdict(h) for h in result.resources},

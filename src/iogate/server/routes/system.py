@@ -35,7 +35,10 @@ async def stats(request: Request) -> Response:
     Scope ``admin`` (it names every resource)."""
     authorize(request, "admin")
     gateway = gateway_of(request)
-    snapshot = gateway.metrics.stats()
+    own = gateway.metrics.stats()  # pools, breakers, slow calls: this worker's
+    deployment = getattr(request.app.state, "deployment", None)
+    # under --workers: every worker's calls, from merged histograms
+    snapshot = (await deployment.merged()).stats() if deployment is not None else own
     kinds: dict[str, str] = {name: db.kind for name, db in gateway.databases.items()}
     kinds |= dict.fromkeys(gateway.upstreams, "upstream")
     # what else was recorded: user coroutines (@iogate.observability.monitored)
@@ -63,14 +66,14 @@ async def stats(request: Request) -> Response:
             "errors": figures.errors if figures else 0,
             "mean_ms": round(figures.mean_ms, 3) if figures else 0.0,
             "operations": operations,
-            **(_state(figures) if figures else {}),
+            **(_state(mine) if (mine := own.resource(name)) else {}),
         }
     uptime = time.monotonic() - request.app.state.started_at
     return json_response(
         {
             "uptime_s": round(uptime, 3),
             "resources": resources,
-            "slow_operations": [dataclasses.asdict(s) for s in reversed(snapshot.slow)],
+            "slow_operations": [dataclasses.asdict(s) for s in reversed(own.slow)],
             "insights": [dataclasses.asdict(i) for i in snapshot.insights],
             "cache": gateway.cache.stats().as_json(),  # tiers, hit rates (iogate.cache.stats)
         }
