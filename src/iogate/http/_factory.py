@@ -27,6 +27,7 @@ from iogate.policies import Clock, Pipeline, build_pipeline
 from iogate.policies.config import BulkheadConfig
 from iogate.policies.events import EventListener
 from iogate.policies.pipeline import CallRecorder
+from iogate.policies.rate_limit import SharedLimits
 from iogate.policies.runner import CallRunner
 
 __all__ = ["build_upstream"]
@@ -53,11 +54,14 @@ def build_upstream(
     clock: Clock | None = None,
     listener: EventListener | None = None,
     wrap: Callable[[Pipeline], CallRunner] | None = None,
+    shared: SharedLimits | None = None,
 ) -> tuple[Upstream, Pipeline]:
     """The upstream ``name`` and the pipeline its calls run through.
 
     Args:
         listener: receives the pipeline's policy events (metrics, tracing).
+        shared: where its rate limits live when several processes share them
+            (``[cluster]``); ``None``: in process.
         wrap: makes the runner the upstream calls from its pipeline (the
             gateway's tracing wrapper); default: the pipeline itself.
     """
@@ -80,6 +84,7 @@ def build_upstream(
         recorder=recorder,
         clock=clock,
         listener=listener,
+        shared=shared,
     )
     limits = UpstreamLimits(
         per_second=cfg.rate_limit_per_second,
@@ -88,6 +93,8 @@ def build_upstream(
         tokens_per_minute=cfg.tokens_per_minute,
         max_wait_s=cfg.rate_limit_max_wait,
         clock=clock,
+        shared=shared,
+        name=name,
     )
     kind = cfg.provider
     idempotency_keys = cfg.idempotency_keys

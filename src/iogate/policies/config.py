@@ -23,6 +23,7 @@ them to the policy's Python parameters, whose names carry the unit
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,7 +37,7 @@ from .clock import Clock, SystemClock
 from .events import EventListener
 from .hedge import Hedge
 from .pipeline import CallRecorder, Pipeline
-from .rate_limit import RateLimiter
+from .rate_limit import RateLimiter, SharedLimits
 from .retry import Retry
 from .timeout import Timeout
 
@@ -181,10 +182,19 @@ class RateLimitConfig(BaseModel):
     burst: float | None = Field(None, ge=1)
     max_wait: float = Field(1.0, ge=0)
 
-    def to_policy(self, *, name: str, clock: Clock) -> RateLimiter:
-        """The in-process :class:`~iogate.policies.RateLimiter` this describes."""
+    def to_policy(
+        self, *, name: str, clock: Clock, shared: SharedLimits | None = None
+    ) -> RateLimiter:
+        """The :class:`~iogate.policies.RateLimiter` this describes: in process, or
+        on ``shared``'s buckets (``rl:<name>``) when given."""
+        burst = self.burst if self.burst is not None else max(1, math.ceil(self.rate))
         return RateLimiter(
-            rate=self.rate, burst=self.burst, max_wait_s=self.max_wait, name=name, clock=clock
+            rate=self.rate,
+            burst=burst,
+            max_wait_s=self.max_wait,
+            name=name,
+            clock=clock,
+            shared=shared.buckets(f"rl:{name}", ((self.rate, burst),)) if shared else None,
         )
 
 
@@ -262,6 +272,7 @@ def build_pipeline(
     clock: Clock | None = None,
     record_on: tuple[type[BaseException], ...] | None = None,
     listener: EventListener | None = None,
+    shared: SharedLimits | None = None,
 ) -> Pipeline:
     """Build the :class:`~iogate.policies.Pipeline` of ``resource`` from its config.
 
@@ -278,6 +289,8 @@ def build_pipeline(
             the caller's mistakes (a bad query must not open the breaker).
         listener: receives the retry's and the breaker's events (metrics and
             tracing subscribe here, when the pipeline is built).
+        shared: where the rate limit's bucket lives when several processes share
+            it (``[cluster]``); ``None``: in process.
     """
     clock = clock if clock is not None else SystemClock()
     if not config.enabled:
@@ -302,7 +315,11 @@ def build_pipeline(
         resource=resource,
         retry=retry,
         circuit_breaker=breaker,
-        rate_limiter=c.rate_limit.to_policy(name=resource, clock=clock) if c.rate_limit else None,
+        rate_limiter=(
+            c.rate_limit.to_policy(name=resource, clock=clock, shared=shared)
+            if c.rate_limit
+            else None
+        ),
         bulkhead=c.bulkhead.to_policy(name=resource, clock=clock) if c.bulkhead else None,
         timeout=Timeout(c.timeout, name=resource, clock=clock) if c.timeout else None,
         deadline_s=c.deadline,

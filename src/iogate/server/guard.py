@@ -171,7 +171,10 @@ class GuardMiddleware:
                 return
             entry = found
             state["principal"] = entry.principal
-            wait = keys.throttle(entry)
+            if entry.shared is None:
+                wait = keys.throttle(entry)
+            else:
+                wait = await keys.throttle_shared(entry)
             if wait is not None:
                 detail = f"key {entry.principal.name!r} is over its rate limit"
                 await _refuse(scope, receive, send, RATE_LIMITED, detail, retry_after_s=wait)

@@ -1,0 +1,17 @@
+"""Several gateway processes behaving as one: state shared through Redis.
+
+``[cluster] redis_url`` (or ``[cache] redis_url``) names the coordinating
+Redis. :class:`RedisLimits` keeps every rate limit there (a resource's
+``policies.rate_limit``, an upstream's request and token limits, a key's
+``rate_limit``), decided by one atomic script per admission, with a local
+fallback while Redis is unreachable. Without ``[cluster]`` nothing here is
+built and every limit stays in process.
+
+A resource of its own (it stands on the private Redis transport
+:mod:`iogate._redis` and on the policies), built once by
+:class:`~iogate.gateway.Gateway`.
+"""
+
+from iogate.cluster._limits import RedisBuckets, RedisLimits, RedisLimitsSnapshot
+
+__all__ = ["RedisBuckets", "RedisLimits", "RedisLimitsSnapshot"]
