@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from iogate.cache.config import build_cache
 from iogate.cache.tiered import TieredCache
-from iogate.cluster import RedisLimits
+from iogate.cluster import RedisBreakers, RedisLimits
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
 from iogate.databases.base import Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase, RoleLogin
@@ -93,6 +93,8 @@ class Gateway(AsyncResource):
         self.cache = cache if cache is not None else build_cache(config.cache, clock=clock)
         self.cluster: RedisLimits | None = None
         """The rate limits shared through Redis (``[cluster]``), else ``None``."""
+        self.breakers: RedisBreakers | None = None
+        """The breaker states shared through Redis (``[cluster]``), else ``None``."""
         if config.cluster is not None:
             c = config.cluster
             url = c.redis_url or config.cache.redis_url
@@ -104,6 +106,13 @@ class Gateway(AsyncResource):
                 timeout_s=c.timeout,
                 recheck_s=c.recheck_interval,
                 max_connections=c.max_connections,
+                clock=clock,
+            )
+            self.breakers = RedisBreakers(
+                url,
+                prefix=c.key_prefix,
+                timeout_s=c.timeout,
+                probe_lease_s=c.probe_lease,
                 clock=clock,
             )
         for key_name, key in config.keys.items():
@@ -152,6 +161,7 @@ class Gateway(AsyncResource):
             clock=self._clock,
             listener=self.observability.listener,
             shared=self.cluster,
+            breakers=self.breakers,
         )
         self._pipelines[name] = pipeline
         return pipeline
@@ -283,6 +293,7 @@ class Gateway(AsyncResource):
             listener=self.observability.listener,
             wrap=traced,
             shared=self.cluster,
+            breakers=self.breakers,
         )
         self._pipelines[name] = pipeline
         return upstream
@@ -427,6 +438,8 @@ class Gateway(AsyncResource):
         """Open every resource concurrently; on any failure close all and re-raise."""
         if self.cluster is not None:
             self.cluster.open()
+        if self.breakers is not None:
+            await self.breakers.open()
         resources = self._resources()
         results = await asyncio.gather(*(r.open() for r in resources), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -454,6 +467,11 @@ class Gateway(AsyncResource):
             if self._task_database is not None:
                 await asyncio.gather(self._task_database.close(), return_exceptions=True)
         await asyncio.gather(*(r.close() for r in self._resources()), return_exceptions=True)
+        if self.breakers is not None:
+            try:
+                await self.breakers.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing goes on; logged
+                _log.error("closing the cluster's breaker sync failed: %s", type(exc).__name__)
         if self.cluster is not None:
             try:
                 await self.cluster.aclose()

@@ -4,7 +4,9 @@
 Redis. :class:`RedisLimits` keeps every rate limit there (a resource's
 ``policies.rate_limit``, an upstream's request and token limits, a key's
 ``rate_limit``), decided by one atomic script per admission, with a local
-fallback while Redis is unreachable. Without ``[cluster]`` nothing here is
+fallback while Redis is unreachable. :class:`RedisBreakers` keeps every
+circuit breaker in step across processes (pub/sub of versioned states, one
+probe cluster-wide by a lease). Without ``[cluster]`` nothing here is
 built and every limit stays in process.
 
 A resource of its own (it stands on the private Redis transport
@@ -12,6 +14,7 @@ A resource of its own (it stands on the private Redis transport
 :class:`~iogate.gateway.Gateway`.
 """
 
+from iogate.cluster._breakers import BreakerSync, RedisBreakers
 from iogate.cluster._limits import RedisBuckets, RedisLimits, RedisLimitsSnapshot
 
-__all__ = ["RedisBuckets", "RedisLimits", "RedisLimitsSnapshot"]
+__all__ = ["BreakerSync", "RedisBreakers", "RedisBuckets", "RedisLimits", "RedisLimitsSnapshot"]

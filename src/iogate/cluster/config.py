@@ -8,6 +8,7 @@
     key_prefix = "iogate:cluster:"
     timeout = 0.25                          # seconds: longest wait for Redis, then decide locally
     recheck_interval = 1.0                  # seconds between probes while Redis is down
+    probe_lease = 5.0                       # seconds a half-open probe's lease lasts unreported
     max_connections = 8
 
 Without a ``[cluster]`` table every limit and breaker stays in its process.
@@ -31,6 +32,7 @@ class ClusterConfig(BaseModel):
     timeout: float = Field(default=0.25, gt=0, le=10)
     recheck_interval: float = Field(default=1.0, gt=0, le=60)
     max_connections: int = Field(default=8, ge=1, le=256)
+    probe_lease: float = Field(default=5.0, gt=0, le=600)
 
     @field_validator("redis_url")
     @classmethod

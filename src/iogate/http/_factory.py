@@ -24,7 +24,7 @@ from iogate.http.response_cache import ResponseCache
 from iogate.http.status import UPSTREAM_RECORD_ON, UPSTREAM_RETRY_ON
 from iogate.http.upstream import Upstream
 from iogate.policies import Clock, Pipeline, build_pipeline
-from iogate.policies.config import BulkheadConfig
+from iogate.policies.config import BulkheadConfig, SharedBreakers
 from iogate.policies.events import EventListener
 from iogate.policies.pipeline import CallRecorder
 from iogate.policies.rate_limit import SharedLimits
@@ -55,6 +55,7 @@ def build_upstream(
     listener: EventListener | None = None,
     wrap: Callable[[Pipeline], CallRunner] | None = None,
     shared: SharedLimits | None = None,
+    breakers: SharedBreakers | None = None,
 ) -> tuple[Upstream, Pipeline]:
     """The upstream ``name`` and the pipeline its calls run through.
 
@@ -62,6 +63,7 @@ def build_upstream(
         listener: receives the pipeline's policy events (metrics, tracing).
         shared: where its rate limits live when several processes share them
             (``[cluster]``); ``None``: in process.
+        breakers: keeps its breaker in step with other processes (``[cluster]``).
         wrap: makes the runner the upstream calls from its pipeline (the
             gateway's tracing wrapper); default: the pipeline itself.
     """
@@ -85,6 +87,7 @@ def build_upstream(
         clock=clock,
         listener=listener,
         shared=shared,
+        breakers=breakers,
     )
     limits = UpstreamLimits(
         per_second=cfg.rate_limit_per_second,

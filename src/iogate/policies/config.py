@@ -24,7 +24,7 @@ them to the policy's Python parameters, whose names carry the unit
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,7 +34,7 @@ from .budget import RetryBudget
 from .bulkhead import Bulkhead
 from .circuit_breaker import CircuitBreaker, WindowType
 from .clock import Clock, SystemClock
-from .events import EventListener
+from .events import EventListener, PolicyEvent
 from .hedge import Hedge
 from .pipeline import CallRecorder, Pipeline
 from .rate_limit import RateLimiter, SharedLimits
@@ -49,10 +49,29 @@ __all__ = [
     "RateLimitConfig",
     "RetryBudgetConfig",
     "RetryConfig",
+    "SharedBreakerState",
+    "SharedBreakers",
     "build_pipeline",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class SharedBreakerState(Protocol):
+    """Keeps one breaker in step with other processes (:class:`iogate.cluster.BreakerSync`):
+    its ``half_open_gate``, a listener of its events, and the breaker attached."""
+
+    def gate(self, now: float) -> bool: ...
+
+    def on_event(self, event: PolicyEvent) -> None: ...
+
+    def attach(self, breaker: CircuitBreaker) -> None: ...
+
+
+class SharedBreakers(Protocol):
+    """Makes the :class:`SharedBreakerState` of breaker ``name``."""
+
+    def sync(self, name: str) -> SharedBreakerState: ...
 
 
 class RetryConfig(BaseModel):
@@ -152,10 +171,22 @@ class CircuitBreakerConfig(BaseModel):
         record_on: tuple[type[BaseException], ...],
         clock: Clock,
         on_event: EventListener | None,
+        shared: SharedBreakers | None = None,
     ) -> CircuitBreaker:
         """The :class:`~iogate.policies.CircuitBreaker` this describes, counting
-        ``record_on`` errors as failures."""
-        return CircuitBreaker(
+        ``record_on`` errors as failures; kept in step with the other processes'
+        by ``shared`` (``[cluster]``) when given."""
+        sync = shared.sync(name) if shared is not None else None
+        if sync is not None:
+            listener = on_event
+            publish = sync.on_event
+
+            def on_event(event: PolicyEvent) -> None:
+                if listener is not None:
+                    listener(event)
+                publish(event)
+
+        breaker = CircuitBreaker(
             name=name,
             failure_rate_threshold=self.failure_rate,
             slow_call_rate_threshold=self.slow_call_rate,
@@ -170,7 +201,11 @@ class CircuitBreakerConfig(BaseModel):
             record_on=record_on,
             clock=clock,
             on_event=on_event,
+            half_open_gate=sync.gate if sync is not None else None,
         )
+        if sync is not None:
+            sync.attach(breaker)
+        return breaker
 
 
 class RateLimitConfig(BaseModel):
@@ -273,6 +308,7 @@ def build_pipeline(
     record_on: tuple[type[BaseException], ...] | None = None,
     listener: EventListener | None = None,
     shared: SharedLimits | None = None,
+    breakers: SharedBreakers | None = None,
 ) -> Pipeline:
     """Build the :class:`~iogate.policies.Pipeline` of ``resource`` from its config.
 
@@ -291,6 +327,7 @@ def build_pipeline(
             tracing subscribe here, when the pipeline is built).
         shared: where the rate limit's bucket lives when several processes share
             it (``[cluster]``); ``None``: in process.
+        breakers: keeps the breaker in step with other processes (``[cluster]``).
     """
     clock = clock if clock is not None else SystemClock()
     if not config.enabled:
@@ -310,6 +347,7 @@ def build_pipeline(
             record_on=record_on if record_on is not None else (*retry_on, OperationTimeout),
             clock=clock,
             on_event=listener,
+            shared=breakers,
         )
     return Pipeline(
         resource=resource,
