@@ -29,6 +29,7 @@ from iogate.server.keys import hash_key, new_key
 from tests.servers import RedisServer, free_port, stop, wait_for_port
 from tests.subprocess_env import child_env
 from tests.upstream_app import UpstreamServer
+from tests.waiting import until
 
 RATE = 20
 DURATION_S = 6.0
@@ -143,3 +144,87 @@ async def test_four_workers_share_an_upstream_limit_and_a_key_limit(
         seen = _arrivals(upstream, path)
         assert seen == statuses[200]
         assert abs(seen - expected) <= 0.05 * expected, (path, seen, expected, window_s)
+
+
+def _tally(results: list[tuple[list[float], dict[int, int]]]) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    for _, counts in results:
+        for status, n in counts.items():
+            statuses[status] = statuses.get(status, 0) + n
+    return statuses
+
+
+async def test_redis_stopped_mid_run_local_shares_hold_and_global_resumes(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    """Two workers, ``expected_processes = 2``: with Redis stopped each worker
+    falls back to 10/s (burst 10), so the deployment still lets through at
+    most about the global 20/s and no client sees an error; after Redis is
+    back the buckets are in Redis again."""
+    import redis.asyncio as aioredis
+
+    from tests.servers import redis_server
+
+    with redis_server() as server:
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        (tmp_path / "iogate.toml").write_text(
+            f'[upstreams.limited]\nbase_url = "{upstream.base_url}"\n'
+            f"rate_limit_per_second = {RATE}\nrate_limit_max_wait = 0\n\n"
+            f'[cluster]\nredis_url = "{server.url}"\nkey_prefix = "{prefix}"\n'
+            "expected_processes = 2\nrecheck_interval = 0.2\n"
+        )
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "iogate",
+                "serve",
+                "-c",
+                "iogate.toml",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.to_thread(wait_for_port, port, proc, "iogate serve")
+            url = f"http://127.0.0.1:{port}/v1/upstreams/limited/request"
+            connector = aiohttp.TCPConnector(limit=CLIENTS)
+            async with aiohttp.ClientSession(connector=connector) as session:
+
+                async def phase(seconds: float) -> tuple[dict[int, int], float]:
+                    end = time.monotonic() + seconds
+                    results = await asyncio.gather(
+                        *(_hammer(session, url, "-", "/echo/down", end) for _ in range(CLIENTS))
+                    )
+                    times = sorted(t for admitted, _ in results for t in admitted)
+                    return _tally(results), (times[-1] - times[0]) if times else 0.0
+
+                first, _ = await phase(1.5)
+                assert set(first) <= {200, 429}, first
+                await asyncio.to_thread(server.stop)
+                down, window_s = await phase(2.0)
+                assert set(down) <= {200, 429}, down  # no client failed because Redis did
+                # two local buckets of 10 (+10/s): about the global limit, never 2x it
+                assert 0 < down[200] <= 1.15 * (RATE + RATE * window_s), (down, window_s)
+                await asyncio.to_thread(server.start)
+                client = aioredis.Redis.from_url(server.url)
+                try:
+
+                    async def global_again() -> bool:
+                        await session.post(url, json={"method": "GET", "path": "/echo/down"})
+                        return bool(await client.keys(f"{prefix}*"))
+
+                    await until(global_again, timeout_s=10.0, what="the buckets back in Redis")
+                finally:
+                    await client.aclose()
+                after, _ = await phase(1.0)
+                assert set(after) <= {200, 429}, after
+        finally:
+            await asyncio.to_thread(stop, proc)
