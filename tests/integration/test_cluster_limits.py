@@ -117,3 +117,25 @@ async def test_redis_down_falls_back_to_a_share_and_comes_back(
             # global again: Redis restarted empty, a full bucket of 40 (not 10)
             results = [await bucket.reserve((1.0,), 0.0) for _ in range(30)]
             assert all(r == 0.0 for r in results)
+
+
+async def test_concurrency_slots_are_counted_across_processes(redis: RedisServer) -> None:
+    async with _processes(redis.url, 2) as (a, b):
+        sa, sb = a.slots("key:k", 2), b.slots("key:k", 2)
+        first, second = await sa.enter(), await sb.enter()
+        assert first
+        assert second
+        assert await sa.enter() is None  # two in flight across the processes: full
+        sb.leave(second)  # in the background
+        taken: list[str] = []
+
+        async def freed() -> bool:
+            token = await sa.enter()
+            if token is not None:
+                taken.append(token)
+            return bool(taken)
+
+        await until(freed, what="B's slot given back")
+        assert await sb.enter() is None  # full again: A's first and the new one
+        assert not a.fallback
+        assert not b.fallback

@@ -15,6 +15,13 @@ A resource of its own (it stands on the private Redis transport
 """
 
 from iogate.cluster._breakers import BreakerSync, RedisBreakers
-from iogate.cluster._limits import RedisBuckets, RedisLimits, RedisLimitsSnapshot
+from iogate.cluster._limits import RedisBuckets, RedisLimits, RedisLimitsSnapshot, RedisSlots
 
-__all__ = ["BreakerSync", "RedisBreakers", "RedisBuckets", "RedisLimits", "RedisLimitsSnapshot"]
+__all__ = [
+    "BreakerSync",
+    "RedisBreakers",
+    "RedisBuckets",
+    "RedisLimits",
+    "RedisLimitsSnapshot",
+    "RedisSlots",
+]

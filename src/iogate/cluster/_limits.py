@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,7 +45,7 @@ from iogate.policies.circuit_breaker import CircuitBreaker, CircuitState, Circui
 from iogate.policies.clock import Clock, SystemClock
 from iogate.policies.events import PolicyEvent
 
-__all__ = ["RedisBuckets", "RedisLimits", "RedisLimitsSnapshot"]
+__all__ = ["RedisBuckets", "RedisLimits", "RedisLimitsSnapshot", "RedisSlots"]
 
 _log = logging.getLogger("iogate.cluster")
 
@@ -79,6 +80,21 @@ return string.format('%.6f', wait)
 Returns the wait (seconds, a string) or ``-retry_after``. A negative amount
 gives tokens back (with a huge ``max_wait_s``: never refused)."""
 
+SLOTS_SCRIPT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if ARGV[1] == 'leave' then return redis.call('ZREM', KEYS[1], ARGV[2]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 1000))
+return 1
+"""
+"""KEYS: the slots' sorted set (member: a request, score: when its lease ends);
+ARGV: ``enter`` or ``leave``, the member, the limit, the lease (seconds).
+Returns 1 (entered / left) or 0 (full)."""
+
+_SLOTS_SHA: Final = hashlib.sha1(SLOTS_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's id
 _SHA: Final = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's script id
 _NEVER_REFUSED: Final = "1e18"
 _DOWN: Final = (redis_errors.RedisError, OSError, BulkheadFullError)
@@ -182,7 +198,8 @@ class RedisLimits:
             clock=self._clock,
         )
         self._last_error = ""
-        self._adjusting: set[asyncio.Task[None]] = set()
+        self._adjusting: set[asyncio.Task[Any]] = set()
+        self.origin = uuid.uuid4().hex[:12]
         self.global_admissions = 0
         self.local_admissions = 0
         self.redis_failures = 0
@@ -244,16 +261,46 @@ class RedisLimits:
         self.global_admissions += 1
         return float(reply)
 
-    async def _evalsha(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _evalsha(
+        self, keys: Sequence[str], args: Sequence[Any], sha: str = _SHA, script: str = GCRA_SCRIPT
+    ) -> Any:
         auto = self._transport.auto
         if auto is None:
             raise redis_errors.ConnectionError("the cluster's Redis client is not open")
-        command = ("EVALSHA", _SHA, len(keys), *keys, *args)
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
         try:
             return await auto.execute(command)
         except redis_errors.NoScriptError:  # a new or restarted Redis: load it (once is enough)
-            await auto.execute(("SCRIPT", "LOAD", GCRA_SCRIPT))
+            await auto.execute(("SCRIPT", "LOAD", script))
             return await auto.execute(command)
+
+    def slots(self, name: str, limit: int) -> RedisSlots:
+        """Concurrency slots ``name`` (``key:reporting``): ``limit`` requests at once
+        across every process."""
+        return RedisSlots(self, name, limit)
+
+    async def run_slots(self, key: str, args: Sequence[Any]) -> bool | None:
+        """Run the slots script; ``None`` when Redis could not answer."""
+        breaker = self.breaker
+        now = self._clock.monotonic()
+        try:
+            permit = breaker.permit(now)
+        except CircuitOpenError:
+            return None
+        try:
+            reply = await self._evalsha((key,), args, _SLOTS_SHA, SLOTS_SCRIPT)
+        except _DOWN as exc:
+            end = self._clock.monotonic()
+            self.redis_failures += 1
+            self._last_error = type(exc).__name__
+            breaker.on_error(permit, exc, end - now, end)
+            return None
+        except BaseException:
+            breaker.release(permit)
+            raise
+        end = self._clock.monotonic()
+        breaker.on_success(permit, end - now, end)
+        return bool(reply)
 
     def monotonic(self) -> float:
         """The local buckets' clock, seconds."""
@@ -263,6 +310,12 @@ class RedisLimits:
         """A reservation from a local fallback bucket (Redis did not answer)."""
         self.local_admissions += 1
         return local.reserve(amounts, max_wait_s, self._clock.monotonic())
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background (kept until done; awaited by :meth:`aclose`)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._adjusting.add(task)
+        task.add_done_callback(self._adjusting.discard)
 
     def adjust_later(self, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Run the script in the background (a refund or a correction; nothing waits)."""
@@ -336,3 +389,45 @@ class RedisBuckets:
 
     def __repr__(self) -> str:
         return f"<RedisBuckets {self.name!r} {len(self._specs)} bucket(s)>"
+
+
+class RedisSlots:
+    """At most ``limit`` requests at once across every process (a sorted set of
+    leases in Redis; a lease ends after ``lease_s`` seconds even if its process
+    died). While Redis is unreachable each process admits ``limit /
+    expected_processes`` (at least one) on its own. Made by :meth:`RedisLimits.slots`.
+    """
+
+    __slots__ = ("_key", "_limits", "_local", "_local_limit", "_seq", "lease_s", "limit", "name")
+
+    def __init__(self, limits: RedisLimits, name: str, limit: int, lease_s: float = 600.0) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        self.name = name
+        self.limit = limit
+        self.lease_s = lease_s
+        self._limits = limits
+        self._key = f"{limits.prefix}{{{name}}}:slots"
+        self._local = 0
+        self._local_limit = max(1, limit // limits.expected_processes)
+        self._seq = 0
+
+    async def enter(self) -> str | None:
+        """Take a slot: a token to :meth:`leave` with, or ``None`` (all taken)."""
+        self._seq += 1
+        token = f"{self._limits.origin}:{self._seq}"
+        args = ("enter", token, self.limit, repr(self.lease_s))
+        entered = await self._limits.run_slots(self._key, args)
+        if entered is None:  # Redis down: this process's share
+            if self._local >= self._local_limit:
+                return None
+            self._local += 1
+            return ""
+        return token if entered else None
+
+    def leave(self, token: str) -> None:
+        """Give the slot of ``token`` back (in the background)."""
+        if token == "":
+            self._local -= 1
+            return
+        self._limits.spawn(self._limits.run_slots(self._key, ("leave", token, 0, "0")))

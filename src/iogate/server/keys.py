@@ -11,10 +11,10 @@ a prefix with a stored one is a preimage search.
 
 Per key, :class:`KeyStore` also keeps its policy bundle's live state: a
 token bucket (:class:`iogate.policies.TokenBucket`) for the rate limit, and
-a count of requests in flight for ``max_concurrent``. The count is per
-process; the rate limit is too, unless ``[cluster]`` is configured: then the
-bucket lives in the cluster's Redis (``shared=``, one script per request) and
-holds for every process together.
+a count of requests in flight for ``max_concurrent``. Both are per process,
+unless ``[cluster]`` is configured: then the bucket and the requests in flight
+live in the cluster's Redis (``shared=``, one script per request each) and
+hold for every process together.
 """
 
 from __future__ import annotations
@@ -26,14 +26,23 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from iogate.config import KeyConfig
 from iogate.policies import Clock, SystemClock, TokenBucket
 from iogate.policies.rate_limit import SharedBuckets, SharedLimits
 from iogate.wire.principal import Principal
 
-__all__ = ["KEY_PREFIX", "KeyEntry", "KeyRefusal", "KeyStore", "hash_key", "new_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "KeyEntry",
+    "KeyRefusal",
+    "KeyStore",
+    "SharedKeyLimits",
+    "SharedSlots",
+    "hash_key",
+    "new_key",
+]
 
 KEY_PREFIX: Final = "iog_"
 """Every key starts with this, so a leaked key is recognisable (secret scanners)."""
@@ -73,6 +82,21 @@ _DETAILS: Final = {
 }
 
 
+class SharedSlots(Protocol):
+    """Requests in flight counted across processes (:class:`iogate.cluster.RedisSlots`):
+    ``enter()`` gives a token, or ``None`` when all ``limit`` are taken; ``leave(token)``."""
+
+    async def enter(self) -> str | None: ...
+
+    def leave(self, token: str) -> None: ...
+
+
+class SharedKeyLimits(SharedLimits, Protocol):
+    """Where keys' limits live across processes: buckets and ``slots(name, limit)``."""
+
+    def slots(self, name: str, limit: int) -> SharedSlots: ...
+
+
 @dataclass(slots=True, eq=False)
 class KeyEntry:
     """One configured key at run time: its principal and its live limits.
@@ -84,6 +108,7 @@ class KeyEntry:
         revoked: the key is refused.
         bucket: the rate limit's token bucket, or ``None``.
         shared: the rate limit's bucket shared by every process (``[cluster]``), or ``None``.
+        slots: ``max_concurrent`` counted across every process (``[cluster]``), or ``None``.
         max_concurrent: requests in flight at once, or ``None``.
         in_flight: requests of this key being served now.
     """
@@ -96,6 +121,7 @@ class KeyEntry:
     max_concurrent: int | None
     in_flight: int = 0
     shared: SharedBuckets | None = None
+    slots: SharedSlots | None = None
 
 
 class KeyStore:
@@ -105,7 +131,8 @@ class KeyStore:
         keys: ``[keys.<name>]`` tables by name.
         clock: monotonic time of the rate limits (a ``FakeClock`` in tests).
         wall: wall-clock UNIX time of expiry checks, seconds (``time.time``).
-        shared: keep the keys' rate limits there (``[cluster]``) instead of in process.
+        shared: keep the keys' rate limits and requests in flight there (``[cluster]``)
+            instead of in process.
 
     Raises:
         ValueError: two names share one digest.
@@ -119,7 +146,7 @@ class KeyStore:
         *,
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
-        shared: SharedLimits | None = None,
+        shared: SharedKeyLimits | None = None,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
         self.wall = wall
@@ -155,6 +182,11 @@ class KeyStore:
                 bucket=bucket,
                 max_concurrent=cfg.max_concurrent,
                 shared=shared_bucket,
+                slots=(
+                    shared.slots(f"key:{name}", cfg.max_concurrent)
+                    if shared is not None and cfg.max_concurrent is not None
+                    else None
+                ),
             )
 
     def __len__(self) -> int:
