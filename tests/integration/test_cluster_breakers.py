@@ -1,5 +1,6 @@
-"""Circuit breakers shared through Redis (``[cluster]``): two gateways (as two
-processes would) on one Redis and one loopback upstream. A trip in one makes
+"""Circuit breakers shared through Redis (``[cluster]``): two gateways (in one
+process, then as two ``iogate serve`` processes) on one Redis and one loopback
+upstream. A trip in one makes
 the other fail fast within 1 s; once the wait in open is over exactly one
 half-open probe reaches the upstream, from one of them; a reset through one
 closes the other's breaker."""
@@ -7,15 +8,21 @@ closes the other's breaker."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from iogate.config import parse_config
 from iogate.errors import CircuitOpenError
 from iogate.gateway import Gateway
 from iogate.policies import CircuitState
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port, stop, wait_for_port
+from tests.subprocess_env import child_env
 from tests.upstream_app import UpstreamServer
 from tests.waiting import until
 
@@ -101,3 +108,61 @@ async def test_a_trip_is_shared_and_one_probe_runs_cluster_wide(
         await until(
             lambda: breaker_a.state is CircuitState.CLOSED, timeout_s=1.0, what="A sees B's reset"
         )
+
+
+async def test_two_serve_processes_share_a_trip_and_one_probe(
+    tmp_path: Path, redis: RedisServer, upstream: UpstreamServer
+) -> None:
+    """The same through two ``iogate serve`` processes (HTTP in, HTTP out)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    (tmp_path / "iogate.toml").write_text(
+        f'[upstreams.flaky]\nbase_url = "{upstream.base_url}"\n\n'
+        "[upstreams.flaky.policies]\ncircuit_breaker = { failure_rate = 0.5, window = 2, "
+        "minimum_calls = 2, wait_in_open = 0.5, half_open_calls = 1 }\n\n"
+        f'[cluster]\nredis_url = "{redis.url}"\nkey_prefix = "{prefix}"\n'
+    )
+    ports = [free_port(), free_port()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "iogate", "serve", "-c", "iogate.toml", "--port", str(port)],
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            await asyncio.to_thread(wait_for_port, port, proc, "iogate serve")
+        urls = [f"http://127.0.0.1:{port}/v1/upstreams/flaky/request" for port in ports]
+        async with aiohttp.ClientSession() as session:
+
+            async def call(url: str) -> int:
+                body = {"method": "GET", "path": "/status/500"}
+                async with session.post(url, json=body) as resp:
+                    await resp.read()
+                    return resp.status
+
+            assert [await call(urls[0]), await call(urls[0])] == [200, 200]  # relayed 500s
+            tripped = time.monotonic()
+            before = _arrivals(upstream)
+
+            async def b_fails_fast() -> bool:
+                return await call(urls[1]) == 503
+
+            await until(b_fails_fast, timeout_s=1.0, what="B fails fast after A's trip")
+            assert time.monotonic() - tripped < 1.0
+            assert _arrivals(upstream) == before
+
+            async def probed() -> bool:
+                await asyncio.gather(*(call(url) for url in (*urls, *urls)))
+                return _arrivals(upstream) > before
+
+            await until(probed, timeout_s=5.0, what="a half-open probe")
+            statuses = await asyncio.gather(*(call(url) for url in urls for _ in range(4)))
+            assert statuses == [503] * 8  # open again everywhere after the failed probe
+            assert _arrivals(upstream) == before + 1  # exactly one probe reached it
+    finally:
+        for proc in procs:
+            await asyncio.to_thread(stop, proc)
