@@ -36,6 +36,9 @@ Shape (keys are added by later versions, never renamed)::
     [cache]                               # see iogate.cache.config
     redis_url = "redis://127.0.0.1:6379/0"
 
+    [cluster]                             # several processes as one: iogate.cluster.config
+    expected_processes = 4
+
 API keys (``[keys.<name>]``) and request limits (``[server.limits]``) are
 described in :mod:`iogate._security_config`; an upstream may restrict its
 egress with ``allowed_methods`` and ``allowed_paths``.
@@ -71,6 +74,7 @@ from pydantic import (
 
 from iogate._security_config import KeyConfig, LimitsConfig, check_role
 from iogate.cache.config import CacheConfig
+from iogate.cluster.config import ClusterConfig
 from iogate.errors import ConfigError
 from iogate.files.config import FilesConfig
 from iogate.observability.config import ObservabilityConfig
@@ -434,6 +438,14 @@ class IogateConfig(_Model):
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    cluster: ClusterConfig | None = None
+    """``[cluster]`` (:mod:`iogate.cluster.config`): limits shared through Redis."""
+
+    @model_validator(mode="after")
+    def _cluster_has_redis(self) -> IogateConfig:
+        if self.cluster is not None and (self.cluster.redis_url or self.cache.redis_url) is None:
+            raise ValueError("[cluster] needs redis_url (or [cache] redis_url)")
+        return self
 
     @model_validator(mode="after")
     def _references_exist(self) -> IogateConfig:

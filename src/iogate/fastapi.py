@@ -150,7 +150,7 @@ async def open_gateway(
         app.state.gateway = gw
         app.state.started_at = time.monotonic()
         if gw.config.keys:
-            setattr(app.state, _KEYS, KeyStore(gw.config.keys))
+            setattr(app.state, _KEYS, KeyStore(gw.config.keys, shared=gw.cluster))
         if freeze_heap:
             gc.collect()
             gc.freeze()
@@ -314,7 +314,7 @@ async def api_key_principal(request: Request) -> Principal:
     found = store.authenticate(header.encode("latin-1") if header is not None else None)
     if not isinstance(found, KeyEntry):
         raise HTTPException(401, found.detail, _BEARER)
-    wait = store.throttle(found)
+    wait = store.throttle(found) if found.shared is None else await store.throttle_shared(found)
     if wait is not None:
         raise RateLimitedError(
             f"key {found.principal.name!r} is over its rate limit", retry_after_s=wait

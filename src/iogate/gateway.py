@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from iogate.cache.config import build_cache
 from iogate.cache.tiered import TieredCache
+from iogate.cluster import RedisBreakers, RedisLimits
 from iogate.config import DatabaseConfig, IogateConfig, UpstreamConfig, default_policies
 from iogate.databases.base import Database, SQLDatabase
 from iogate.databases.postgres import PostgresDatabase, RoleLogin
@@ -90,6 +91,30 @@ class Gateway(AsyncResource):
         )
         self.metrics = self.observability.metrics
         self.cache = cache if cache is not None else build_cache(config.cache, clock=clock)
+        self.cluster: RedisLimits | None = None
+        """The rate limits shared through Redis (``[cluster]``), else ``None``."""
+        self.breakers: RedisBreakers | None = None
+        """The breaker states shared through Redis (``[cluster]``), else ``None``."""
+        if config.cluster is not None:
+            c = config.cluster
+            url = c.redis_url or config.cache.redis_url
+            assert url is not None  # IogateConfig checked it
+            self.cluster = RedisLimits(
+                url,
+                prefix=c.key_prefix,
+                expected_processes=c.expected_processes,
+                timeout_s=c.timeout,
+                recheck_s=c.recheck_interval,
+                max_connections=c.max_connections,
+                clock=clock,
+            )
+            self.breakers = RedisBreakers(
+                url,
+                prefix=c.key_prefix,
+                timeout_s=c.timeout,
+                probe_lease_s=c.probe_lease,
+                clock=clock,
+            )
         for key_name, key in config.keys.items():
             for db_name in key.roles:
                 db_cfg = config.databases.get(db_name)
@@ -139,6 +164,8 @@ class Gateway(AsyncResource):
             recorder=self.metrics,
             clock=self._clock,
             listener=self.observability.listener,
+            shared=self.cluster,
+            breakers=self.breakers,
         )
         self._pipelines[name] = pipeline
         return pipeline
@@ -270,6 +297,8 @@ class Gateway(AsyncResource):
             listener=self.observability.listener,
             wrap=traced,
             trace_configs=self.observability.tracing.trace_configs(),
+            shared=self.cluster,
+            breakers=self.breakers,
         )
         self._pipelines[name] = pipeline
         return upstream
@@ -412,6 +441,10 @@ class Gateway(AsyncResource):
 
     async def _open(self) -> None:
         """Open every resource concurrently; on any failure close all and re-raise."""
+        if self.cluster is not None:
+            self.cluster.open()
+        if self.breakers is not None:
+            await self.breakers.open()
         resources = self._resources()
         results = await asyncio.gather(*(r.open() for r in resources), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -439,6 +472,16 @@ class Gateway(AsyncResource):
             if self._task_database is not None:
                 await asyncio.gather(self._task_database.close(), return_exceptions=True)
         await asyncio.gather(*(r.close() for r in self._resources()), return_exceptions=True)
+        if self.breakers is not None:
+            try:
+                await self.breakers.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing goes on; logged
+                _log.error("closing the cluster's breaker sync failed: %s", type(exc).__name__)
+        if self.cluster is not None:
+            try:
+                await self.cluster.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing goes on; logged
+                _log.error("closing the cluster's Redis client failed: %s", type(exc).__name__)
 
     def _resources(self) -> list[AsyncResource]:
         files = [self.files] if self.files is not None else []

@@ -25,9 +25,10 @@ from iogate.http.response_cache import ResponseCache
 from iogate.http.status import UPSTREAM_RECORD_ON, UPSTREAM_RETRY_ON
 from iogate.http.upstream import Upstream
 from iogate.policies import Clock, Pipeline, build_pipeline
-from iogate.policies.config import BulkheadConfig
+from iogate.policies.config import BulkheadConfig, SharedBreakers
 from iogate.policies.events import EventListener
 from iogate.policies.pipeline import CallRecorder
+from iogate.policies.rate_limit import SharedLimits
 from iogate.policies.runner import CallRunner
 
 __all__ = ["build_upstream"]
@@ -55,11 +56,16 @@ def build_upstream(
     listener: EventListener | None = None,
     wrap: Callable[[Pipeline], CallRunner] | None = None,
     trace_configs: tuple[Any, ...] = (),
+    shared: SharedLimits | None = None,
+    breakers: SharedBreakers | None = None,
 ) -> tuple[Upstream, Pipeline]:
     """The upstream ``name`` and the pipeline its calls run through.
 
     Args:
         listener: receives the pipeline's policy events (metrics, tracing).
+        shared: where its rate limits live when several processes share them
+            (``[cluster]``); ``None``: in process.
+        breakers: keeps its breaker in step with other processes (``[cluster]``).
         wrap: makes the runner the upstream calls from its pipeline (the
             gateway's tracing wrapper); default: the pipeline itself.
         trace_configs: the session's ``aiohttp.TraceConfig`` hooks (trace
@@ -84,6 +90,8 @@ def build_upstream(
         recorder=recorder,
         clock=clock,
         listener=listener,
+        shared=shared,
+        breakers=breakers,
     )
     limits = UpstreamLimits(
         per_second=cfg.rate_limit_per_second,
@@ -92,6 +100,8 @@ def build_upstream(
         tokens_per_minute=cfg.tokens_per_minute,
         max_wait_s=cfg.rate_limit_max_wait,
         clock=clock,
+        shared=shared,
+        name=name,
     )
     kind = cfg.provider
     idempotency_keys = cfg.idempotency_keys

@@ -12,14 +12,20 @@ A call waits for its tokens (reservation: FIFO-fair, no busy loop); one that
 would wait longer than ``max_wait_s`` is refused at once with
 :class:`~iogate.errors.RateLimitedError` carrying ``retry_after_s``.
 The pipeline's own ``rate_limit`` policy still applies on top of these.
+
+With ``shared=`` (``[cluster]``) the same buckets live in a store every gateway
+process shares (:class:`~iogate.policies.SharedBuckets`, taken from in one
+atomic step), so the limits hold for the deployment, not the process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from iogate.errors import RateLimitedError
 from iogate.policies.clock import Clock, SystemClock
+from iogate.policies.rate_limit import SharedBuckets, SharedLimits
 
 __all__ = ["LimitsSnapshot", "UpstreamLimits"]
 
@@ -60,14 +66,19 @@ class UpstreamLimits:
         tokens_per_minute: LLM tokens per minute (``None``: no limit).
         max_wait_s: longest a call waits for its tokens, seconds (>= 0).
         clock: time source (tests pass a fake one).
+        shared: keep the buckets in this store (shared by every process) instead of
+            in process; ``name`` names them there.
+        name: the upstream's name (the shared buckets' name).
 
     Raises:
         ValueError: a limit is not positive, or ``max_wait_s`` is negative.
     """
 
     __slots__ = (
+        "_amounts",
         "_clock",
         "_requests",
+        "_shared",
         "_tokens",
         "admitted",
         "delayed",
@@ -86,6 +97,8 @@ class UpstreamLimits:
         tokens_per_minute: float | None = None,
         max_wait_s: float = 60.0,
         clock: Clock | None = None,
+        shared: SharedLimits | None = None,
+        name: str = "",
     ) -> None:
         for label, value in (
             ("per_second", per_second),
@@ -108,6 +121,14 @@ class UpstreamLimits:
         self.max_wait_s = max_wait_s
         self.admitted = self.delayed = self.rejected = 0
         self.tokens_estimated = self.tokens_used = 0
+        self._shared: SharedBuckets | None = None
+        self._amounts: list[float] = []
+        specs = [(b.rate, b.capacity) for b in self._requests]
+        if self._tokens is not None:
+            specs.append((self._tokens.rate, self._tokens.capacity))
+        if shared is not None and specs:
+            self._shared = shared.buckets(f"up:{name}", specs)
+            self._amounts = [0.0] * len(specs)
 
     @property
     def enabled(self) -> bool:
@@ -123,6 +144,8 @@ class UpstreamLimits:
         Raises:
             RateLimitedError: the wait would exceed ``max_wait_s`` (nothing is taken).
         """
+        if self._shared is not None:
+            return await self._acquire_shared(requests, tokens)
         now = self._clock.monotonic()
         wait = 0.0
         for bucket in self._requests:
@@ -151,10 +174,40 @@ class UpstreamLimits:
             await self._clock.sleep(wait)
         return wait
 
+    async def _acquire_shared(self, requests: int, tokens: int) -> float:
+        assert self._shared is not None
+        amounts = self._amounts_of(requests, tokens)
+        wait = await self._shared.reserve(amounts, self.max_wait_s)
+        if wait < 0.0:
+            self.rejected += 1
+            raise RateLimitedError(
+                f"rate limit: next slot in {-wait:.3f}s (above max_wait {self.max_wait_s:g}s)",
+                retry_after_s=-wait,
+            )
+        if self._tokens is not None and tokens:
+            self.tokens_estimated += tokens
+        self.admitted += 1
+        if wait > 0:
+            self.delayed += 1
+            await self._clock.sleep(wait)
+        return wait
+
+    def _amounts_of(self, requests: float, tokens: float) -> Sequence[float]:
+        amounts = list(self._amounts)
+        for i in range(len(self._requests)):
+            amounts[i] = requests
+        if self._tokens is not None:
+            amounts[-1] = tokens
+        return amounts
+
     def settle(self, *, estimated: int, actual: int) -> None:
         """Correct the token bucket once the real token count of a call is known."""
         self.tokens_used += actual
         if self._tokens is not None:
+            if self._shared is not None:
+                if actual != estimated:
+                    self._shared.adjust(self._amounts_of(0, actual - estimated))
+                return
             self._tokens.level -= actual - estimated
 
     def stats(self) -> LimitsSnapshot:

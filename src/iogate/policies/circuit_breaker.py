@@ -16,6 +16,12 @@ The state machine and options of resilience4j's ``CircuitBreaker``:
   :meth:`disable`); rejects everything / lets everything through, records nothing.
   :meth:`reset` returns to ``CLOSED`` with an empty window.
 
+Several processes can share one breaker's state (:mod:`iogate.cluster`): a
+listener of this breaker's :class:`CircuitStateChanged` events publishes them,
+:meth:`CircuitBreaker.apply` takes another process's decision, and
+``half_open_gate`` decides whether this process may be the one to probe when the
+wait in open is over (the others keep failing fast). The state machine stays here.
+
 Errors that are instances of ``ignore_on`` are neither failures nor successes;
 errors in ``record_on`` are failures; any other error counts as a success (the
 dependency answered; the caller made the mistake). Outcomes of calls admitted
@@ -204,6 +210,9 @@ class CircuitBreaker:
         ignore_on: errors that count as neither failure nor success.
         on_event: listener for :class:`CircuitStateChanged` and :class:`CallNotPermitted`.
         clock: time source.
+        half_open_gate: asked (with the clock reading) when the wait in open is
+            over; ``False`` keeps the breaker open (the call fails fast) — another
+            process probes. ``None``: always this one.
 
     Attributes:
         closed_permit: read-only: the permit :meth:`permit` would return while
@@ -219,6 +228,7 @@ class CircuitBreaker:
         "_count_window",
         "_epoch",
         "_failed_calls",
+        "_gate",
         "_half_issued",
         "_ignored_calls",
         "_max_wait",
@@ -266,6 +276,7 @@ class CircuitBreaker:
         ignore_on: tuple[type[BaseException], ...] = (),
         on_event: EventListener | None = None,
         clock: Clock | None = None,
+        half_open_gate: Callable[[float], bool] | None = None,
     ) -> None:
         if not 0 < failure_rate_threshold <= 1:
             raise ValueError(
@@ -309,6 +320,7 @@ class CircuitBreaker:
         self.record_on = record_on
         self.ignore_on = ignore_on
         self.on_event = on_event
+        self._gate = half_open_gate
         self._clock = clock if clock is not None else SystemClock()
         self._now = self._clock.monotonic
         self._slow_s = slow_call_duration_s
@@ -420,6 +432,28 @@ class CircuitBreaker:
         """
         self._transition(CircuitState.CLOSED, self._now())
 
+    def apply(self, state: CircuitState, *, retry_after_s: float | None = None) -> None:
+        """Take a state another process's breaker moved to (:mod:`iogate.cluster`).
+
+        ``OPEN`` stays open ``retry_after_s`` seconds (default ``wait_in_open_s``);
+        ``CLOSED`` starts an empty window; ``FORCED_OPEN`` / ``DISABLED`` as set by
+        hand. ``HALF_OPEN`` is never applied: each process decides whether it
+        probes (``half_open_gate``). Emits :class:`CircuitStateChanged` as any move.
+
+        Raises:
+            ValueError: ``state`` is ``HALF_OPEN``.
+        """
+        if state is CircuitState.HALF_OPEN:
+            raise ValueError("HALF_OPEN is not applied from another process")
+        now = self._now()
+        if state is CircuitState.OPEN and self._state is CircuitState.OPEN:
+            pass  # already open: only the wait changes
+        else:
+            self._transition(state, now)
+        if state is CircuitState.OPEN:
+            wait = self.wait_in_open_s if retry_after_s is None else retry_after_s
+            self._open_until = now + max(wait, 0.0)
+
     def _retry_after(self, now: float) -> float | None:
         if self._state is CircuitState.OPEN:
             return max(self._open_until - now, 0.0)
@@ -443,7 +477,11 @@ class CircuitBreaker:
         state = self._state
         if state is CircuitState.DISABLED:
             return self._epoch
-        if state is CircuitState.OPEN and now >= self._open_until:
+        if (
+            state is CircuitState.OPEN
+            and now >= self._open_until
+            and (self._gate is None or self._gate(now))
+        ):
             self._transition(CircuitState.HALF_OPEN, now)
             state = CircuitState.HALF_OPEN
         if (

@@ -23,7 +23,8 @@ them to the policy's Python parameters, whose names carry the unit
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import math
+from typing import Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,10 +34,10 @@ from .budget import RetryBudget
 from .bulkhead import Bulkhead
 from .circuit_breaker import CircuitBreaker, WindowType
 from .clock import Clock, SystemClock
-from .events import EventListener
+from .events import EventListener, PolicyEvent
 from .hedge import Hedge
 from .pipeline import CallRecorder, Pipeline
-from .rate_limit import RateLimiter
+from .rate_limit import RateLimiter, SharedLimits
 from .retry import Retry
 from .timeout import Timeout
 
@@ -48,10 +49,29 @@ __all__ = [
     "RateLimitConfig",
     "RetryBudgetConfig",
     "RetryConfig",
+    "SharedBreakerState",
+    "SharedBreakers",
     "build_pipeline",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class SharedBreakerState(Protocol):
+    """Keeps one breaker in step with other processes (:class:`iogate.cluster.BreakerSync`):
+    its ``half_open_gate``, a listener of its events, and the breaker attached."""
+
+    def gate(self, now: float) -> bool: ...
+
+    def on_event(self, event: PolicyEvent) -> None: ...
+
+    def attach(self, breaker: CircuitBreaker) -> None: ...
+
+
+class SharedBreakers(Protocol):
+    """Makes the :class:`SharedBreakerState` of breaker ``name``."""
+
+    def sync(self, name: str) -> SharedBreakerState: ...
 
 
 class RetryConfig(BaseModel):
@@ -151,10 +171,22 @@ class CircuitBreakerConfig(BaseModel):
         record_on: tuple[type[BaseException], ...],
         clock: Clock,
         on_event: EventListener | None,
+        shared: SharedBreakers | None = None,
     ) -> CircuitBreaker:
         """The :class:`~iogate.policies.CircuitBreaker` this describes, counting
-        ``record_on`` errors as failures."""
-        return CircuitBreaker(
+        ``record_on`` errors as failures; kept in step with the other processes'
+        by ``shared`` (``[cluster]``) when given."""
+        sync = shared.sync(name) if shared is not None else None
+        if sync is not None:
+            listener = on_event
+            publish = sync.on_event
+
+            def on_event(event: PolicyEvent) -> None:
+                if listener is not None:
+                    listener(event)
+                publish(event)
+
+        breaker = CircuitBreaker(
             name=name,
             failure_rate_threshold=self.failure_rate,
             slow_call_rate_threshold=self.slow_call_rate,
@@ -169,7 +201,11 @@ class CircuitBreakerConfig(BaseModel):
             record_on=record_on,
             clock=clock,
             on_event=on_event,
+            half_open_gate=sync.gate if sync is not None else None,
         )
+        if sync is not None:
+            sync.attach(breaker)
+        return breaker
 
 
 class RateLimitConfig(BaseModel):
@@ -181,10 +217,19 @@ class RateLimitConfig(BaseModel):
     burst: float | None = Field(None, ge=1)
     max_wait: float = Field(1.0, ge=0)
 
-    def to_policy(self, *, name: str, clock: Clock) -> RateLimiter:
-        """The in-process :class:`~iogate.policies.RateLimiter` this describes."""
+    def to_policy(
+        self, *, name: str, clock: Clock, shared: SharedLimits | None = None
+    ) -> RateLimiter:
+        """The :class:`~iogate.policies.RateLimiter` this describes: in process, or
+        on ``shared``'s buckets (``rl:<name>``) when given."""
+        burst = self.burst if self.burst is not None else max(1, math.ceil(self.rate))
         return RateLimiter(
-            rate=self.rate, burst=self.burst, max_wait_s=self.max_wait, name=name, clock=clock
+            rate=self.rate,
+            burst=burst,
+            max_wait_s=self.max_wait,
+            name=name,
+            clock=clock,
+            shared=shared.buckets(f"rl:{name}", ((self.rate, burst),)) if shared else None,
         )
 
 
@@ -262,6 +307,8 @@ def build_pipeline(
     clock: Clock | None = None,
     record_on: tuple[type[BaseException], ...] | None = None,
     listener: EventListener | None = None,
+    shared: SharedLimits | None = None,
+    breakers: SharedBreakers | None = None,
 ) -> Pipeline:
     """Build the :class:`~iogate.policies.Pipeline` of ``resource`` from its config.
 
@@ -278,6 +325,9 @@ def build_pipeline(
             the caller's mistakes (a bad query must not open the breaker).
         listener: receives the retry's and the breaker's events (metrics and
             tracing subscribe here, when the pipeline is built).
+        shared: where the rate limit's bucket lives when several processes share
+            it (``[cluster]``); ``None``: in process.
+        breakers: keeps the breaker in step with other processes (``[cluster]``).
     """
     clock = clock if clock is not None else SystemClock()
     if not config.enabled:
@@ -297,12 +347,17 @@ def build_pipeline(
             record_on=record_on if record_on is not None else (*retry_on, OperationTimeout),
             clock=clock,
             on_event=listener,
+            shared=breakers,
         )
     return Pipeline(
         resource=resource,
         retry=retry,
         circuit_breaker=breaker,
-        rate_limiter=c.rate_limit.to_policy(name=resource, clock=clock) if c.rate_limit else None,
+        rate_limiter=(
+            c.rate_limit.to_policy(name=resource, clock=clock, shared=shared)
+            if c.rate_limit
+            else None
+        ),
         bulkhead=c.bulkhead.to_policy(name=resource, clock=clock) if c.bulkhead else None,
         timeout=Timeout(c.timeout, name=resource, clock=clock) if c.timeout else None,
         deadline_s=c.deadline,

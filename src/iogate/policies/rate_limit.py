@@ -13,20 +13,24 @@ In any window of ``t`` seconds at most ``burst + rate * t`` calls are admitted.
 
 Storage is separate from the policy: :class:`RateLimitBackend` is the one
 operation a store must offer (reserve / refund at a time); :class:`TokenBucket`
-is the in-process store. A Redis store shared by several processes implements
-the same two operations.
+is the in-process store. A store shared by several processes (a Redis, see
+:mod:`iogate.cluster`) is asynchronous and keeps its own time:
+:class:`SharedBuckets` (``shared=``). With one, :attr:`RateLimiter.take` returns
+``math.inf`` ("ask the store") and :meth:`RateLimiter.wait` asks it, so a
+caller on the synchronous fast path (the pipeline) needs no second code path,
+and a limiter without a shared store costs exactly what it did.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import RateLimitedError
 from .clock import Clock, SystemClock
-from .deadline import remaining
+from .deadline import DEADLINE, remaining
 from .events import EventListener, PolicyEvent
 
 __all__ = [
@@ -34,6 +38,8 @@ __all__ = [
     "RateLimitRejected",
     "RateLimiter",
     "RateLimiterSnapshot",
+    "SharedBuckets",
+    "SharedLimits",
     "TokenBucket",
 ]
 
@@ -55,6 +61,33 @@ class RateLimitBackend(Protocol):
     def refund(self, now: float) -> None: ...
 
     def available(self, now: float) -> float: ...
+
+
+class SharedBuckets(Protocol):
+    """One or more token buckets shared by several processes, taken from together.
+
+    ``reserve(amounts, max_wait_s)`` takes ``amounts[i]`` tokens from bucket ``i``,
+    atomically and on the store's own clock, and returns the seconds to wait before
+    using them (``0.0``: now), or ``-retry_after`` (a negative number: nothing
+    taken) when the wait would exceed ``max_wait_s`` seconds. It never raises: a
+    store that cannot be reached answers from a local fallback.
+    ``adjust(amounts)`` adds ``amounts[i]`` (negative: gives back) without waiting
+    for the store. ``available()`` is the tokens of the first bucket as last seen.
+    """
+
+    async def reserve(self, amounts: Sequence[float], max_wait_s: float) -> float: ...
+
+    def adjust(self, amounts: Sequence[float]) -> None: ...
+
+    def available(self) -> float: ...
+
+
+class SharedLimits(Protocol):
+    """Makes :class:`SharedBuckets`: ``buckets(name, specs)`` for ``specs`` of
+    ``(rate, burst)`` pairs (tokens per second, bucket size); ``name`` identifies
+    the buckets across processes (the same name is the same buckets)."""
+
+    def buckets(self, name: str, specs: Sequence[tuple[float, float]]) -> SharedBuckets: ...
 
 
 class TokenBucket:
@@ -165,6 +198,8 @@ class RateLimiter:
             The caller's remaining deadline, if shorter, is used instead.
         name: name used in events and errors.
         backend: where the bucket lives; default an in-process :class:`TokenBucket`.
+        shared: a bucket shared by several processes (one bucket of ``(rate, burst)``),
+            instead of ``backend``: see the module docstring.
         on_event: listener for :class:`RateLimitRejected`.
         clock: time source.
 
@@ -180,6 +215,7 @@ class RateLimiter:
         "_now",
         "_own",
         "_rejected",
+        "_shared",
         "_take",
         "_waited",
         "_waiting",
@@ -198,9 +234,12 @@ class RateLimiter:
         max_wait_s: float = 1.0,
         name: str = "",
         backend: RateLimitBackend | None = None,
+        shared: SharedBuckets | None = None,
         on_event: EventListener | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if backend is not None and shared is not None:
+            raise ValueError("give backend or shared, not both")
         if not rate > 0:
             raise ValueError(f"rate must be > 0, got {rate!r}")
         if burst is None:
@@ -220,9 +259,15 @@ class RateLimiter:
         # admissions: its net reservations are exactly this limiter's.
         self._own: TokenBucket | None = None
         if backend is None:
-            backend = self._own = TokenBucket(rate=self.rate, burst=self.burst, now=self._now())
+            backend = TokenBucket(rate=self.rate, burst=self.burst, now=self._now())
+            if shared is None:
+                self._own = backend
         self._backend: RateLimitBackend = backend
-        self._take = self._own.try_take if self._own is not None else self._backend_take
+        self._shared = shared
+        if shared is not None:
+            self._take = _ask_shared
+        else:
+            self._take = self._own.try_take if self._own is not None else self._backend_take
         self._admitted = 0
         self._waited = 0
         self._rejected = 0
@@ -281,7 +326,8 @@ class RateLimiter:
 
         It is the in-process bucket's :meth:`TokenBucket.try_take` when no
         ``backend`` was given (the bucket counts the admissions), else the limiter's
-        own call to its backend."""
+        own call to its backend. With a ``shared`` store it returns ``math.inf``:
+        ``await`` :meth:`wait` with it, which asks the store."""
         return self._take
 
     def _backend_take(self, now: float, max_wait_s: float, deadline_at: float | None) -> float:
@@ -296,6 +342,9 @@ class RateLimiter:
         """Give back the token of an admitted call that did not run (at clock time ``now``)."""
         if self._own is None:
             self._admitted -= 1
+        if self._shared is not None:
+            self._shared.adjust(_GIVE_BACK)
+            return
         self._backend.refund(now)
 
     def reject(self, retry_after_s: float, now: float) -> RateLimitedError:
@@ -318,8 +367,17 @@ class RateLimiter:
         """Sleep a reserved ``delay_s`` seconds; if cancelled, refund the reserved token.
 
         The call was counted as admitted by :meth:`try_acquire`; a cancelled
-        wait un-counts it.
+        wait un-counts it. With a shared store, ``delay_s`` is ``math.inf``
+        (what :attr:`take` returned): this asks the store for the token first.
+
+        Raises:
+            RateLimitedError: (shared store only) no token within ``max_wait_s`` or
+                the caller's deadline.
         """
+        if delay_s == math.inf and self._shared is not None:
+            delay_s = await self._ask()
+            if delay_s == 0.0:
+                return
         self._waiting += 1
         try:
             await self._clock.sleep(delay_s)
@@ -330,6 +388,21 @@ class RateLimiter:
         finally:
             self._waiting -= 1
         self._waited += 1
+
+    async def _ask(self) -> float:
+        """Reserve a token in the shared store within ``max_wait_s`` and the deadline."""
+        assert self._shared is not None
+        max_wait = self.max_wait_s
+        outer = DEADLINE.get()
+        if outer is not None:
+            left = outer[0] - outer[1]()
+            if left < max_wait:
+                max_wait = left if left > 0.0 else 0.0
+        wait = await self._shared.reserve(_TAKE, max_wait)
+        if wait < 0.0:
+            raise self.reject(-wait, self._now())
+        self._admitted += 1
+        return wait
 
     async def acquire(self) -> None:
         """Take one token, waiting in arrival order if needed.
@@ -356,7 +429,7 @@ class RateLimiter:
             name=self.name,
             rate=self.rate,
             burst=self.burst,
-            available_tokens=self._backend.available(self._now()),
+            available_tokens=self._available(),
             waiting=self._waiting,
             admitted=self.admitted,
             waited=self._waited,
@@ -367,5 +440,19 @@ class RateLimiter:
     def __repr__(self) -> str:
         return (
             f"RateLimiter(rate={self.rate:g}, burst={self.burst:g}, "
-            f"available={self._backend.available(self._now()):.2f}, waiting={self._waiting})"
+            f"available={self._available():.2f}, waiting={self._waiting})"
         )
+
+    def _available(self) -> float:
+        if self._shared is not None:
+            return self._shared.available()
+        return self._backend.available(self._now())
+
+
+_TAKE: tuple[float] = (1.0,)
+_GIVE_BACK: tuple[float] = (-1.0,)
+
+
+def _ask_shared(now: float, max_wait_s: float, deadline_at: float | None) -> float:
+    """The ``take`` of a limiter with a shared store: "ask it" (``math.inf``)."""
+    return math.inf

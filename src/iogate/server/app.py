@@ -111,7 +111,7 @@ def create_app(
     """
     owned = gateway if gateway is not None else Gateway(config or default_config())
     server = owned.config.server
-    keys = KeyStore(owned.config.keys) if owned.config.keys else None
+    keys = KeyStore(owned.config.keys, shared=owned.cluster) if owned.config.keys else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

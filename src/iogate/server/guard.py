@@ -197,6 +197,7 @@ class GuardMiddleware:
             state = scope["state"] = {}
         state["limits"] = self.limits
         entry: KeyEntry | None = None
+        slot: str | None = None  # a slot of max_concurrent shared through [cluster]
         keys = self.keys
         if keys is not None and scope["path"] not in self.open_paths:
             found = keys.authenticate(authorization)
@@ -205,12 +206,20 @@ class GuardMiddleware:
                 return
             entry = found
             state["principal"] = entry.principal
-            wait = keys.throttle(entry)
+            if entry.shared is None:
+                wait = keys.throttle(entry)
+            else:
+                wait = await keys.throttle_shared(entry)
             if wait is not None:
                 detail = f"key {entry.principal.name!r} is over its rate limit"
                 await _refuse(scope, receive, send, RATE_LIMITED, detail, retry_after_s=wait)
                 return
-            if entry.max_concurrent is not None and entry.in_flight >= entry.max_concurrent:
+            if entry.slots is not None:
+                slot = await entry.slots.enter()
+                full = slot is None
+            else:
+                full = entry.max_concurrent is not None and entry.in_flight >= entry.max_concurrent
+            if full:
                 detail = (
                     f"key {entry.principal.name!r} has {entry.max_concurrent} requests in flight"
                 )
@@ -228,6 +237,7 @@ class GuardMiddleware:
             except ValueError:
                 declared = 0  # the server rejects a bad Content-Length; counted below anyway
             if declared > max_body:
+                _leave(entry, slot)
                 await _refuse(scope, receive, send, TOO_LARGE, _too_large(max_body))
                 return
         seconds: float | None = None
@@ -235,6 +245,7 @@ class GuardMiddleware:
             seconds = _parse_timeout(timeout)
             if seconds is None:
                 detail = "X-Request-Timeout must be a positive number of seconds"
+                _leave(entry, slot)
                 await _refuse(scope, receive, send, _BAD_TIMEOUT, detail)
                 return
             seconds = min(seconds, self.limits.max_request_timeout)
@@ -245,6 +256,13 @@ class GuardMiddleware:
         finally:
             if entry is not None:
                 entry.in_flight -= 1
+                _leave(entry, slot)
+
+
+def _leave(entry: KeyEntry | None, slot: str | None) -> None:
+    """Give back a slot of a key's ``max_concurrent`` shared through ``[cluster]``."""
+    if slot is not None and entry is not None and entry.slots is not None:
+        entry.slots.leave(slot)
 
 
 _BAD_TIMEOUT: Final = ProblemType(400, "bad-request", "Bad request")

@@ -11,8 +11,10 @@ a prefix with a stored one is a preimage search.
 
 Per key, :class:`KeyStore` also keeps its policy bundle's live state: a
 token bucket (:class:`iogate.policies.TokenBucket`) for the rate limit, and
-a count of requests in flight for ``max_concurrent``. Both are per process:
-with ``iogate serve --workers N`` each worker counts on its own.
+a count of requests in flight for ``max_concurrent``. Both are per process,
+unless ``[cluster]`` is configured: then the bucket and the requests in flight
+live in the cluster's Redis (``shared=``, one script per request each) and
+hold for every process together.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from iogate.config import KeyConfig
 from iogate.policies import Clock, SystemClock, TokenBucket
+from iogate.policies.rate_limit import SharedBuckets, SharedLimits
 from iogate.wire.principal import Principal
 
-__all__ = ["KEY_PREFIX", "KeyEntry", "KeyRefusal", "KeyStore", "hash_key", "new_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "KeyEntry",
+    "KeyRefusal",
+    "KeyStore",
+    "SharedKeyLimits",
+    "SharedSlots",
+    "hash_key",
+    "new_key",
+]
 
 KEY_PREFIX: Final = "iog_"
 """Every key starts with this, so a leaked key is recognisable (secret scanners)."""
@@ -70,6 +82,21 @@ _DETAILS: Final = {
 }
 
 
+class SharedSlots(Protocol):
+    """Requests in flight counted across processes (:class:`iogate.cluster.RedisSlots`):
+    ``enter()`` gives a token, or ``None`` when all ``limit`` are taken; ``leave(token)``."""
+
+    async def enter(self) -> str | None: ...
+
+    def leave(self, token: str) -> None: ...
+
+
+class SharedKeyLimits(SharedLimits, Protocol):
+    """Where keys' limits live across processes: buckets and ``slots(name, limit)``."""
+
+    def slots(self, name: str, limit: int) -> SharedSlots: ...
+
+
 @dataclass(slots=True, eq=False)
 class KeyEntry:
     """One configured key at run time: its principal and its live limits.
@@ -80,6 +107,8 @@ class KeyEntry:
         expires_at: UNIX time (seconds) the key stops working, or ``None``.
         revoked: the key is refused.
         bucket: the rate limit's token bucket, or ``None``.
+        shared: the rate limit's bucket shared by every process (``[cluster]``), or ``None``.
+        slots: ``max_concurrent`` counted across every process (``[cluster]``), or ``None``.
         max_concurrent: requests in flight at once, or ``None``.
         in_flight: requests of this key being served now.
     """
@@ -91,6 +120,8 @@ class KeyEntry:
     bucket: TokenBucket | None
     max_concurrent: int | None
     in_flight: int = 0
+    shared: SharedBuckets | None = None
+    slots: SharedSlots | None = None
 
 
 class KeyStore:
@@ -100,6 +131,8 @@ class KeyStore:
         keys: ``[keys.<name>]`` tables by name.
         clock: monotonic time of the rate limits (a ``FakeClock`` in tests).
         wall: wall-clock UNIX time of expiry checks, seconds (``time.time``).
+        shared: keep the keys' rate limits and requests in flight there (``[cluster]``)
+            instead of in process.
 
     Raises:
         ValueError: two names share one digest.
@@ -113,6 +146,7 @@ class KeyStore:
         *,
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
+        shared: SharedKeyLimits | None = None,
     ) -> None:
         self.clock = clock if clock is not None else SystemClock()
         self.wall = wall
@@ -123,9 +157,13 @@ class KeyStore:
                 other = self._by_digest[cfg.sha256].principal.name
                 raise ValueError(f"keys {other!r} and {name!r} have the same sha256")
             bucket = None
+            shared_bucket = None
             if cfg.rate_limit is not None:
                 burst = cfg.burst if cfg.burst is not None else max(1.0, cfg.rate_limit)
-                bucket = TokenBucket(rate=cfg.rate_limit, burst=burst, now=now)
+                if shared is not None:
+                    shared_bucket = shared.buckets(f"key:{name}", ((cfg.rate_limit, burst),))
+                else:
+                    bucket = TokenBucket(rate=cfg.rate_limit, burst=burst, now=now)
             self._by_digest[cfg.sha256] = KeyEntry(
                 principal=Principal(
                     name,
@@ -143,6 +181,12 @@ class KeyStore:
                 revoked=cfg.revoked,
                 bucket=bucket,
                 max_concurrent=cfg.max_concurrent,
+                shared=shared_bucket,
+                slots=(
+                    shared.slots(f"key:{name}", cfg.max_concurrent)
+                    if shared is not None and cfg.max_concurrent is not None
+                    else None
+                ),
             )
 
     def __len__(self) -> int:
@@ -175,3 +219,13 @@ class KeyStore:
             return None
         wait = bucket.reserve(self.clock.monotonic(), 0.0)
         return None if wait == 0.0 else -wait
+
+    async def throttle_shared(self, entry: KeyEntry) -> float | None:
+        """:meth:`throttle` for a key whose bucket is shared (``entry.shared``): one
+        script in the cluster's Redis (or its local fallback)."""
+        assert entry.shared is not None
+        wait = await entry.shared.reserve(_ONE, 0.0)
+        return None if wait == 0.0 else -wait
+
+
+_ONE: Final = (1.0,)
