@@ -45,6 +45,8 @@ SCENARIOS: dict[str, str] = {
     "cache": "read-through cache hit/miss cost and request coalescing",
     "metrics": "cost of recording a call and of a 1,000-series /metrics scrape",
     "gateway": "the HTTP gateway under wrk vs calling the library in-process",
+    "hedging": "hedged vs unhedged upstream calls through the gateway: p50, p99, p99.9, "
+    "extra requests",
     "examples": "POST /captions of examples/captions_api under wrk vs the same endpoint "
     "by hand (aiohttp + tenacity + aiobreaker + cashews)",
 }
