@@ -14,7 +14,7 @@ only in their pipeline:
                                   outstanding longer than the p95 of the last
                                   1,000 successful latencies)
 
-Each is driven **open loop**: 300 requests/s at fixed intervals for 20 s, every
+Each is driven **open loop**: 200 requests/s at fixed intervals for 20 s, every
 request in a task of its own (aiohttp, up to 256 connections),
 latency counted from its scheduled send time, in alternating rounds (the
 median round is reported). Not wrk: a closed loop (``wrk -c8``: 8 requests
@@ -46,7 +46,7 @@ from tests.servers import free_port, wait_for_port
 
 from .harness import Result
 
-TITLE = "hedging after the p95 vs none, upstream 2 ms (150 ms for 2 %), 300 req/s open loop"
+TITLE = "hedging after the p95 vs none, upstream 2 ms (150 ms for 2 %), 200 req/s open loop"
 BASELINE = None
 COMPARE = None
 
@@ -78,7 +78,7 @@ async def app(scope, receive, send):
     await send({{"type": "http.response.body", "body": body}})
 """
 
-RATE = 300.0  # requests/s, open loop
+RATE = 200.0  # requests/s, open loop
 CONNECTIONS = 256  # the client's pool (the gateway answers 1,000 connections at most)
 SUBJECTS = {"iogate.gateway (unhedged)": "plain", "iogate.gateway (hedge p95)": "hedged"}
 
