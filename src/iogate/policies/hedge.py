@@ -218,10 +218,13 @@ class Hedge:
                 return winner.result()
             await race.drop()
             raise
-        except BaseException as exc:  # noqa: BLE001 - re-raised unless an extra attempt wins
+        except Exception as exc:  # noqa: BLE001 - re-raised unless an extra attempt wins
             if race.cancelled_caller:  # fn raised something else once cancelled by the winner
                 caller.uncancel()
             return await self._race_on(race, exc, start)
+        except BaseException:  # KeyboardInterrupt, SystemExit: no race to run on
+            await race.drop()
+            raise
         self.observe(self._now() - start)
         await race.drop()
         return result
