@@ -208,7 +208,8 @@ async def test_first_attempt_runs_in_the_callers_task_and_a_win_leaves_it_uncanc
     await advance(clock, 2.0, steps=8)
     fast, me, cancelling, won = await task
     assert (fast, won) == ("attempt 0", "attempt 2")
-    assert tasks[0] is me and tasks[1] is me  # both first attempts ran in the caller's task
+    assert tasks[0] is me  # both first attempts ran in the caller's task
+    assert tasks[1] is me
     assert tasks[2] is not me  # the hedge ran in a task of its own
     assert cancelling == 0  # the winner's cancellation of the caller was withdrawn
     assert replica.cancelled == [1]
