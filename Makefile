@@ -47,7 +47,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
-## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway|examples|cluster).
+## Run the benchmarks (all, or one scenario with ONLY=policies|databases|upstreams|cache|metrics|gateway|hedging|examples|cluster).
 bench: $(VENV)/.installed-bench .venv-datasette/.installed
 	scripts/install-services.sh bench
 	$(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))

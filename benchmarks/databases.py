@@ -8,32 +8,39 @@ Redis run on a CPU of their own, the clients on the others
 (:func:`~benchmarks.harness.servers_apart`); SQLite, which has no server,
 runs on every CPU.
 
+Rows are ``<workload>: <subject>`` with the metric ``ops_per_s``; each
+subject names what it is: the driver (``asyncpg``, ``aiosqlite``,
+``redis-py``, ``pymongo``, ``pgbench``) or iogate's resource
+(``iogate.postgres``, ``iogate.sqlite``, ``iogate.redis``, ``iogate.mongodb``).
+
 * PostgreSQL point select (``SELECT v FROM bench WHERE id = $1``, random ids
   of 10,000 rows) on a temporary cluster the scenario starts itself:
-  ``iogate`` = ``Gateway(...).database("pg").fetch_one`` with the default
-  database pipeline (deadline, retry, breaker...), vs ``pool.fetchrow`` of a
-  raw asyncpg pool of the same size (10).
-* SQLite point select on a WAL file database: iogate's reader pool (2
-  readers, the default) vs one raw aiosqlite connection
+  ``iogate.postgres`` = ``Gateway(...).database("pg").fetch_one`` with the
+  default database pipeline (deadline, retry, breaker...), vs ``pool.fetchrow``
+  of an ``asyncpg`` pool of the same size (10).
+* SQLite point select on a WAL file database: ``iogate.sqlite``'s reader pool
+  (2 readers, the default) vs one ``aiosqlite`` connection
   (``execute_fetchall``: one trip to its thread per query, its fastest call).
-* Redis GET: ``Gateway(...).redis("kv").get`` vs a raw redis-py client
-  (hiredis), both with up to 32 connections; iogate auto-pipelines the GETs
-  of concurrent callers (one round trip per loop iteration), and the
-  ``iogate (no auto-pipelining)`` row is the same resource with
-  ``auto_pipeline = false`` (a round trip per GET, as redis-py does).
+* Redis GET at 32, 128 and 512 callers, every subject on 32 connections:
+  ``iogate.redis`` (``Gateway(...).redis("kv").get``) auto-pipelines the GETs
+  of concurrent callers (one round trip per loop iteration);
+  ``iogate.redis (no auto-pipelining)`` is the same resource with
+  ``auto_pipeline = false`` (a round trip per GET); ``redis-py`` (hiredis,
+  ``BlockingConnectionPool``) sends one GET per call, ``redis-py pipeline(10)``
+  a pipeline of 10 GETs per call (counted as 10).
 * MongoDB ``find_one`` by ``_id`` (random ids of 1,000 documents):
-  ``Gateway(...).mongo("docs").find_one`` with the default database pipeline
-  vs ``collection.find_one`` of a raw ``pymongo.AsyncMongoClient``, both
-  with a pool of 10. The server is the test fixture's: ``mongod`` when on
-  PATH, else nx-27017 (MongoDB's wire protocol in pure Python over SQLite,
-  ~0.7 ms per ``find_one`` on its own: the server bounds both subjects); the
-  row's subject names say which.
+  ``iogate.mongodb`` (``Gateway(...).mongo("docs").find_one``, default
+  database pipeline) vs ``collection.find_one`` of a ``pymongo``
+  ``AsyncMongoClient``, both with a pool of 10. The server is the test
+  fixture's: ``mongod`` when on PATH, else nx-27017 (MongoDB's wire protocol
+  in pure Python over SQLite, ~0.7 ms per ``find_one`` on its own: the server
+  bounds both subjects); the scenario prints which.
 * pgbench's TPC-B-like transaction (``pgbench -i`` schema, scale 1, 8
-  clients): iogate's ``async with db.transaction()`` running the five
-  statements vs ``pgbench -c 8 -j 2`` itself (C, simple protocol).
+  clients): ``iogate.postgres transaction()`` running the five statements vs
+  ``pgbench -c 8 -j 2`` itself (C, simple protocol).
 
-``iogate (no pipeline)`` rows are the same backend without the resilience
-pipeline: the difference is the pipeline's share.
+``(no pipeline)`` rows are the same backend without the resilience pipeline:
+the difference is the pipeline's share.
 """
 
 from __future__ import annotations
@@ -62,17 +69,23 @@ from iogate.gateway import Gateway
 from .harness import Result, servers_apart
 
 TITLE = "queries per second at 32 concurrent callers, higher is better"
-BASELINE = "raw driver"
+BASELINE = None
 
 CALLERS = 32
 ROWS = 10_000
 MONGO = "mongodb find_one by _id, 32 callers"
+PIPELINE = 10  # GETs per redis-py pipeline
+REDIS_CALLERS = (32, 128, 512)
+REDIS_POOL = 32
+# workload -> (iogate's subject, the driver's subject, target ratio)
 TARGETS = {
-    "postgres point select": 0.9,
-    "sqlite point select": 1.0,
-    "redis GET": 0.9,
-    MONGO: 0.9,
+    "postgres point select": ("iogate.postgres", "asyncpg", 0.9),
+    "sqlite point select": ("iogate.sqlite", "aiosqlite", 1.0),
+    "redis GET, 32 callers": ("iogate.redis", "redis-py", 0.9),
+    MONGO: ("iogate.mongodb", "pymongo", 0.9),
 }
+REDIS_TARGET_OPS = 50_000.0
+TPCB = "pgbench TPC-B transaction, 8 clients"
 MONGO_DOCS = 1_000
 
 Call = Callable[[], Awaitable[object]]
@@ -148,15 +161,17 @@ async def _postgres(dsn: str, port: int, seconds: float, repeats: int) -> list[R
         db = gateway.database("pg")
         best = await compare(
             {
-                "raw driver": lambda: pool.fetchrow(sql_raw, rnd(ROWS)),
-                "iogate": lambda: db.fetch_one(sql_iogate, {"id": rnd(ROWS)}),
-                "iogate (no pipeline)": lambda: bare.fetch_one(sql_iogate, {"id": rnd(ROWS)}),
+                "asyncpg": lambda: pool.fetchrow(sql_raw, rnd(ROWS)),
+                "iogate.postgres": lambda: db.fetch_one(sql_iogate, {"id": rnd(ROWS)}),
+                "iogate.postgres (no pipeline)": lambda: bare.fetch_one(
+                    sql_iogate, {"id": rnd(ROWS)}
+                ),
             },
             callers=CALLERS,
             seconds=seconds,
             repeats=repeats,
         )
-        results += [Result(s, "postgres point select", v, "q/s") for s, v in best.items()]
+        results += _rows("postgres point select", best)
         results += await _tpcb(dsn, port, seconds, repeats)
     return results
 
@@ -206,8 +221,8 @@ async def _tpcb(dsn: str, port: int, seconds: float, repeats: int) -> list[Resul
                 best_iogate, await throughput(one, callers=clients, seconds=seconds * 2)
             )
     return [
-        Result("raw driver", "pgbench TPC-B transaction (8 clients)", best_pgbench, "tps"),
-        Result("iogate", "pgbench TPC-B transaction (8 clients)", best_iogate, "tps"),
+        Result(f"{TPCB}: pgbench", "ops_per_s", best_pgbench, "tps"),
+        Result(f"{TPCB}: iogate.postgres transaction()", "ops_per_s", best_iogate, "tps"),
     ]
 
 
@@ -226,41 +241,60 @@ async def _sqlite(seconds: float, repeats: int) -> list[Result]:
             db = gateway.database("s")
             best = await compare(
                 {
-                    "raw driver": lambda: raw.execute_fetchall(sql, (rnd(ROWS),)),
-                    "iogate": lambda: db.fetch_one(sql, [rnd(ROWS)]),
+                    "aiosqlite": lambda: raw.execute_fetchall(sql, (rnd(ROWS),)),
+                    "iogate.sqlite": lambda: db.fetch_one(sql, [rnd(ROWS)]),
                 },
                 callers=CALLERS,
                 seconds=seconds,
                 repeats=repeats,
             )
-    return [Result(s, "sqlite point select", v, "q/s") for s, v in best.items()]
+    return _rows("sqlite point select", best)
 
 
 async def _redis(url: str, seconds: float, repeats: int) -> list[Result]:
-    config = parse_config({"databases": {"kv": {"url": url, "pool_size": CALLERS}}}, environ={})
-    single = parse_config(
-        {"databases": {"kv": {"url": url, "pool_size": CALLERS, "auto_pipeline": False}}},
-        environ={},
-    )
+    """GET/s at 32, 128 and 512 callers: iogate with and without auto-pipelining,
+    redis-py one GET per call and redis-py's own pipelines of :data:`PIPELINE`
+    GETs (each caller's ``pipeline().get() x N .execute()``, counted as N GETs),
+    every subject on a pool of :data:`REDIS_POOL` connections (redis-py's
+    ``BlockingConnectionPool``: callers beyond it wait, as iogate's do)."""
+    pool = {"url": url, "pool_size": REDIS_POOL}
+    config = parse_config({"databases": {"kv": pool}}, environ={})
+    single = parse_config({"databases": {"kv": {**pool, "auto_pipeline": False}}}, environ={})
+    results: list[Result] = []
     async with Gateway(config) as gateway, Gateway(single) as gateway_single:
         unbatched = gateway_single.redis("kv")
-        raw = aioredis.Redis.from_url(url, max_connections=CALLERS)
+        raw = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=REDIS_POOL
+            )
+        )
         try:
             kv = gateway.redis("kv")
             await kv.set("bench:key", "value")
-            best = await compare(
-                {
-                    "raw driver": lambda: raw.get("bench:key"),
-                    "iogate": lambda: kv.get("bench:key"),
-                    "iogate (no auto-pipelining)": lambda: unbatched.get("bench:key"),
-                },
-                callers=CALLERS,
-                seconds=seconds,
-                repeats=repeats,
-            )
+
+            async def pipelined() -> None:
+                pipe = raw.pipeline(transaction=False)
+                for _ in range(PIPELINE):
+                    pipe.get("bench:key")
+                await pipe.execute()
+
+            for callers in REDIS_CALLERS:
+                best = await compare(
+                    {
+                        "redis-py": lambda: raw.get("bench:key"),
+                        f"redis-py pipeline({PIPELINE})": pipelined,
+                        "iogate.redis": lambda: kv.get("bench:key"),
+                        "iogate.redis (no auto-pipelining)": lambda: unbatched.get("bench:key"),
+                    },
+                    callers=callers,
+                    seconds=seconds,
+                    repeats=repeats,
+                )
+                best[f"redis-py pipeline({PIPELINE})"] *= PIPELINE
+                results += _rows(f"redis GET, {callers} callers", best)
         finally:
             await raw.aclose()
-    return [Result(s, "redis GET", v, "q/s") for s, v in best.items()]
+    return results
 
 
 async def _mongo(url: str, server: str, seconds: float, repeats: int) -> list[Result]:
@@ -277,8 +311,8 @@ async def _mongo(url: str, server: str, seconds: float, repeats: int) -> list[Re
             db = gateway.mongo("docs")
             best = await compare(
                 {
-                    "raw driver": lambda: users.find_one({"_id": rnd(MONGO_DOCS)}),
-                    "iogate": lambda: db.find_one("users", {"_id": rnd(MONGO_DOCS)}),
+                    "pymongo": lambda: users.find_one({"_id": rnd(MONGO_DOCS)}),
+                    "iogate.mongodb": lambda: db.find_one("users", {"_id": rnd(MONGO_DOCS)}),
                 },
                 callers=CALLERS,
                 seconds=seconds,
@@ -287,7 +321,7 @@ async def _mongo(url: str, server: str, seconds: float, repeats: int) -> list[Re
     finally:
         await raw.close()
     print(f"  ({MONGO}: server {server})")
-    return [Result(s, MONGO, v, "q/s") for s, v in best.items()]
+    return _rows(MONGO, best)
 
 
 async def run(*, quick: bool = False) -> list[Result]:
@@ -310,15 +344,30 @@ async def run(*, quick: bool = False) -> list[Result]:
     return results
 
 
+def _rows(workload: str, best: dict[str, float]) -> list[Result]:
+    return [Result(f"{workload}: {s}", "ops_per_s", v, "q/s") for s, v in best.items()]
+
+
 def summary(results: Sequence[Result]) -> list[str]:
-    """One verdict per target of issue 4, and the TPC-B ratio."""
-    by = {(r.metric, r.subject): r.value for r in results}
+    """One verdict per target of issue 4 and of issue 22 (Redis), and the TPC-B ratio."""
+    by = {r.subject: r.value for r in results}
     lines = []
-    for metric, target in TARGETS.items():
-        ratio = by[(metric, "iogate")] / by[(metric, "raw driver")]
+    for workload, (ours, theirs, target) in TARGETS.items():
+        ratio = by[f"{workload}: {ours}"] / by[f"{workload}: {theirs}"]
         verdict = "met" if ratio >= target else "MISSED"
-        lines.append(f"target {metric}: iogate >= {target:g}x raw: {ratio:.2f}x ({verdict})")
-    metric = "pgbench TPC-B transaction (8 clients)"
-    ratio = by[(metric, "iogate")] / by[(metric, "raw driver")]
-    lines.append(f"{metric}: iogate transaction() / pgbench = {ratio:.2f}x (reported)")
+        lines.append(f"target {workload}: {ours} >= {target:g}x {theirs}: {ratio:.2f}x ({verdict})")
+    for callers in REDIS_CALLERS:
+        workload = f"redis GET, {callers} callers"
+        gets = by[f"{workload}: iogate.redis"]
+        piped = by[f"{workload}: redis-py pipeline({PIPELINE})"]
+        verdict = "met" if gets >= REDIS_TARGET_OPS else "MISSED"
+        lines.append(
+            f"{workload}: iogate.redis {gets:,.0f} GET/s ({verdict}: >= {REDIS_TARGET_OPS:,.0f});"
+            f" redis-py {by[f'{workload}: redis-py']:,.0f},"
+            f" redis-py pipeline({PIPELINE}) {piped:,.0f},"
+            f" iogate.redis without auto-pipelining"
+            f" {by[f'{workload}: iogate.redis (no auto-pipelining)']:,.0f}"
+        )
+    ratio = by[f"{TPCB}: iogate.postgres transaction()"] / by[f"{TPCB}: pgbench"]
+    lines.append(f"{TPCB}: iogate.postgres transaction() / pgbench = {ratio:.2f}x (reported)")
     return lines

@@ -1,41 +1,42 @@
-"""The HTTP gateway under load: point select on SQLite over HTTP, with wrk.
+"""The HTTP gateway under load, workload by workload, with wrk.
 
-Subjects, each a real server process on a free loopback port, on the same
-SQLite file (1,000 rows), driven by ``wrk -t2 -c32`` with the same JSON body:
+Every workload is driven by ``wrk -t2 -c32`` against a few real server
+processes on free loopback ports, started once and measured in alternating
+rounds (a noisy neighbour hits every subject alike; the median of the rounds
+is reported):
 
-* ``iogate.gateway``      ``iogate serve`` with its default policies and metrics,
-                          and auth on: every request carries an API key holding
-                          ``db:main:read`` only, so the statement also runs in
-                          the engine's read-only mode (``POST /v1/databases/main/query``)
-* ``fastapi+aiosqlite``   a bare FastAPI endpoint doing the same query on one
-                          aiosqlite connection (pydantic body, orjson reply):
-                          what a hand-written service costs
-* ``datasette``           Datasette's JSON API (``GET /bench.json?sql=...&id=7
-                          &_shape=array``), the issue-8 peer, with the database
-                          opened immutable (``-i``: its fastest read-only mode),
-                          from its own venv (``.venv-datasette``, made by
-                          ``make bench``)
+* ``iogate.gateway``       ``iogate serve`` with its default policies and
+                           metrics, auth on: reads carry a key holding
+                           ``db:<name>:read`` only (PostgreSQL: it runs as the
+                           least-privilege ``read_role``, read-only), writes a
+                           key holding ``db:<name>:write`` (``write_role``),
+                           relayed calls a key holding ``upstream:echo``
+* ``fastapi+asyncpg``      a bare FastAPI endpoint (pydantic body, orjson
+  ``fastapi+aiosqlite``    reply) doing the same statement with the same
+  ``fastapi+aiohttp``      driver and the same pool size (asyncpg pool of 10,
+                           one aiosqlite connection, one aiohttp session):
+                           what a hand-written service costs
+* ``datasette``            Datasette's JSON API on the SQLite reads (opened
+                           immutable, ``-i``: its fastest read-only mode), from
+                           its own venv (``.venv-datasette``, made by ``make bench``)
+* ``raw-asgi``             the floor: a raw ASGI app on the same uvicorn
+                           (httptools, uvloop) answering a fixed JSON body, and
+                           a SQLite point select done in the event loop with
+                           the standard ``sqlite3`` module
 
-and the same point select on PostgreSQL (a temporary cluster, 1,000 rows),
-the gateway logged in as a *superuser* as in the issue-16 attack:
+The gateway logs in to PostgreSQL as a *superuser* (the issue-16 attack); the
+bare asyncpg endpoint uses that login directly. The relayed upstream is a raw
+ASGI app answering a small JSON body (GET) or echoing the posted one (POST).
 
-* ``iogate.gateway.postgres``  ``iogate serve``, a key holding ``db:pg:read``
-                          only, ``read_role`` set: the statement runs on a
-                          connection that logged in as the least-privilege
-                          read role, in a ``READ ONLY`` transaction
-* ``fastapi+asyncpg``     a bare FastAPI endpoint doing the same query on an
-                          ``asyncpg.create_pool`` pool (as that superuser, no
-                          transaction: what a hand-written service costs)
+Each PostgreSQL point select is also run once through a counting TCP proxy:
+the ``ReadyForQuery`` messages the server sends per request are its round
+trips (every simple query and every extended-protocol Sync ends with one),
+reported as ``round_trips_per_request``.
 
-Each PostgreSQL subject is also run once through a counting TCP proxy: the
-``ReadyForQuery`` messages the server sends per request are its round trips
-(every simple query and every extended-protocol Sync ends with one), reported
-as ``round_trips_per_request``.
-
-Rounds alternate the subjects (a noisy neighbour hits both alike); the median
-of the rounds is reported. wrk runs on the same 2 cores as the server, so
-absolute figures are lower than on separate machines; the ratio is the figure
-to watch.
+Subjects are named ``<workload>: <subject>``; the table's ratio column is the
+distance from the floor (``raw-asgi`` fixed JSON), :func:`summary` prints each
+workload's ratio to its bare endpoint. wrk runs on the same 2 cores as the
+servers, so absolute figures are lower than on separate machines.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import free_port, wait_for_port
@@ -57,119 +59,269 @@ from iogate.server.keys import hash_key, new_key
 
 from .harness import Result
 
-TITLE = "point select over HTTP on SQLite, wrk -t2 -c32"
-BASELINE = "fastapi+aiosqlite"
+TITLE = "the gateway over HTTP, per workload, wrk -t2 -c32"
+BASELINE = "floor: raw-asgi"
 COMPARE = None
 
-BODY = '{"sql": "SELECT id, email, name FROM users WHERE id = :id", "params": {"id": 7}}'
 COUNTED_REQUESTS = 200
-DATASETTE_PATH = (
-    "/bench.json?sql=SELECT+id%2C+email%2C+name+FROM+users+WHERE+id+%3D+%3Aid&id=7&_shape=array"
-)
 DATASETTE = Path(__file__).resolve().parent.parent / ".venv-datasette" / "bin" / "datasette"
+
+POINT = "SELECT id, email, name FROM users WHERE id = :id"
+RANGE = "SELECT id, email, name FROM users WHERE id >= :lo AND id < :hi ORDER BY id"
+JOIN = (
+    "SELECT u.id, u.email, o.total, o.placed FROM users u JOIN orders o ON o.user_id = u.id"
+    " WHERE u.id = :id ORDER BY o.id"
+)
+INSERT = "INSERT INTO events (user_id, kind) VALUES (:user_id, :kind)"
+UPDATE = "UPDATE users SET name = :name WHERE id = :id"
+
+FLOOR_APP = """
+import sqlite3
+
+import orjson
+
+_BODY = orjson.dumps({"ok": True, "rows": [[7, "user7@example.com", "User 7"]]})
+_HEADERS = [(b"content-type", b"application/json")]
+_DB = sqlite3.connect(DB, check_same_thread=False)
+_POINT = "SELECT id, email, name FROM users WHERE id = :id"
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/sqlite":
+        query = orjson.loads(body)
+        rows = _DB.execute(query["sql"], query["params"]).fetchall()
+        out = orjson.dumps({"rows": [list(r) for r in rows]})
+    elif scope["method"] == "POST":
+        out = body
+    else:
+        out = _BODY
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": out})
+"""
 
 BARE_APP = """
 from contextlib import asynccontextmanager
 
+import aiohttp
 import aiosqlite
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Query(BaseModel):
     sql: str
-    params: dict | list | None = None
+    params: dict | None = None
+
+
+class Relay(BaseModel):
+    method: str = "GET"
+    path: str = ""
+    json_body: dict | list | None = Field(None, alias="json")
 
 
 @asynccontextmanager
 async def lifespan(app):
     app.state.db = await aiosqlite.connect(DB)
+    app.state.pool = await asyncpg.create_pool(DSN, min_size=10, max_size=10)
+    app.state.http = aiohttp.ClientSession(UPSTREAM)
     yield
+    await app.state.http.close()
+    await app.state.pool.close()
     await app.state.db.close()
 
 
 app = FastAPI(lifespan=lifespan)
 
 
-@app.post("/query")
-async def query(body: Query, request: Request) -> Response:
-    rows = await request.app.state.db.execute_fetchall(body.sql, body.params or ())
-    return Response(orjson.dumps({"rows": [list(r) for r in rows]}), media_type="application/json")
+def _json(body):
+    return Response(orjson.dumps(body, default=str), media_type="application/json")
+
+
+def _pg(sql, params):
+    # the :name placeholders as $n, in order of appearance (the benchmark's
+    # statements name each parameter once)
+    names = []
+    def sub(m):
+        names.append(m.group(1))
+        return f"${len(names)}"
+    import re
+    text = re.sub(r":(\\w+)", sub, sql)
+    return text, [params[n] for n in names]
+
+
+@app.post("/sqlite/query")
+async def sqlite_query(body: Query, request: Request) -> Response:
+    db = request.app.state.db
+    if body.sql.startswith("INSERT"):
+        cursor = await db.execute(body.sql, body.params or {})
+        await db.commit()
+        return _json({"rows_affected": cursor.rowcount})
+    rows = await db.execute_fetchall(body.sql, body.params or {})
+    return _json({"rows": [list(r) for r in rows]})
+
+
+@app.post("/pg/query")
+async def pg_query(body: Query, request: Request) -> Response:
+    text, args = _pg(body.sql, body.params or {})
+    pool = request.app.state.pool
+    if body.sql.startswith("INSERT"):
+        status = await pool.execute(text, *args)
+        return _json({"rows_affected": int(status.rsplit(" ", 1)[-1])})
+    rows = await pool.fetch(text, *args)
+    return _json({"rows": [list(r) for r in rows]})
+
+
+class Steps(BaseModel):
+    steps: list[Query]
+
+
+@app.post("/pg/transaction")
+async def pg_transaction(body: Steps, request: Request) -> Response:
+    results = []
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for step in body.steps:
+            text, args = _pg(step.sql, step.params or {})
+            results.append([list(r) for r in await conn.fetch(text, *args)])
+    return _json({"results": results})
+
+
+@app.post("/relay")
+async def relay(body: Relay, request: Request) -> Response:
+    async with request.app.state.http.request(body.method, body.path, json=body.json_body) as r:
+        answer = await r.json()
+        return _json({"status": r.status, "body": answer})
 """
 
 
-BARE_PG_APP = """
-from contextlib import asynccontextmanager
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One subject of one workload: the server, the path, the key and the body."""
 
-import asyncpg
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from pydantic import BaseModel
-
-
-class Query(BaseModel):
-    sql: str
-    params: dict | list | None = None
+    server: str
+    path: str
+    body: str | None  # None: a GET
+    key: str = ""  # "read", "write", "relay" or "" (no Authorization)
 
 
-@asynccontextmanager
-async def lifespan(app):
-    app.state.pool = await asyncpg.create_pool(DSN, min_size=10, max_size=10)
-    yield
-    await app.state.pool.close()
+def _q(sql: str, params: dict[str, object]) -> str:
+    import json
+
+    return json.dumps({"sql": sql, "params": params})
 
 
-app = FastAPI(lifespan=lifespan)
+def _workloads() -> dict[str, dict[str, Target]]:
+    import json
+    from urllib.parse import quote
 
+    def ds(sql: str, **params: int) -> str:
+        args = "".join(f"&{k}={v}" for k, v in params.items())
+        return f"/bench.json?sql={quote(sql)}{args}&_shape=array"
 
-@app.post("/query")
-async def query(body: Query, request: Request) -> Response:
-    rows = await request.app.state.pool.fetch(
-        "SELECT id, email, name FROM users WHERE id = $1", body.params["id"]
+    point = _q(POINT, {"id": 7})
+    r20, r200 = _q(RANGE, {"lo": 100, "hi": 120}), _q(RANGE, {"lo": 100, "hi": 300})
+    ins = _q(INSERT, {"user_id": 7, "kind": "click"})
+    tx = json.dumps(
+        {
+            "steps": [
+                {
+                    "kind": "database",
+                    "database": "pg",
+                    "sql": UPDATE,
+                    "params": {"id": 7, "name": "User 7"},
+                    "transaction": "t",
+                },
+                {
+                    "kind": "database",
+                    "database": "pg",
+                    "sql": POINT,
+                    "params": {"id": 7},
+                    "transaction": "t",
+                },
+            ]
+        }
     )
-    return Response(orjson.dumps({"rows": [list(r) for r in rows]}), media_type="application/json")
-"""
-
-
-async def _make_pg(dsn: str, read_role: str) -> None:
-    import asyncpg
-
-    from iogate.databases._postgres_roles import roles_sql
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(
-            "CREATE TABLE users (id serial PRIMARY KEY, email text, name text);"
-            "INSERT INTO users (email, name) SELECT 'user' || i || '@example.com', 'User ' || i"
-            " FROM generate_series(1, 1000) i"
-        )
-        await conn.execute(
-            roles_sql(database="pg", url=dsn, read_role=read_role, write_role="bench_write")
-        )
-    finally:
-        await conn.close()
-
-
-def _pg_servers(
-    tmp: Path, key: str, dsn: str, read_role: str
-) -> dict[str, tuple[list[str], str, bool]]:
-    """The PostgreSQL subjects; ``dsn`` is the superuser's (or a proxy's)."""
-    (tmp / "bare_pg_app.py").write_text(f"DSN = {dsn!r}\n" + BARE_PG_APP)
-    (tmp / "iogate_pg.toml").write_text(
-        f'[databases.pg]\nurl = "{dsn}"\nread_role = "{read_role}"\n\n'
-        f'[keys.bench]\nsha256 = "{hash_key(key)}"\nscopes = ["db:pg:read"]\n'
+    bare_tx = json.dumps(
+        {
+            "steps": [
+                {"sql": UPDATE, "params": {"id": 7, "name": "User 7"}},
+                {"sql": POINT, "params": {"id": 7}},
+            ]
+        }
     )
-    iogate = [sys.executable, "-m", "iogate", "serve", "--config", str(tmp / "iogate_pg.toml")]
-    iogate += ["--log-level", "warning", "--port"]
-    bare = [sys.executable, "-m", "uvicorn", "bare_pg_app:app", "--app-dir", str(tmp)]
-    bare += ["--log-level", "warning", "--no-access-log", "--port"]
+    get = json.dumps({"method": "GET", "path": "/item"})
+    post = json.dumps({"method": "POST", "path": "/item", "json": {"id": 7, "tags": ["a", "b"]}})
+    sq, pg = "/v1/databases/main/query", "/v1/databases/pg/query"
     return {
-        "iogate.gateway.postgres": (iogate, "/v1/databases/pg/query", True),
-        "fastapi+asyncpg": (bare, "/query", True),
+        "floor": {"raw-asgi": Target("raw-asgi", "/json", None)},
+        "sqlite point select": {
+            "iogate.gateway": Target("iogate", sq, point, "read"),
+            "fastapi+aiosqlite": Target("bare", "/sqlite/query", point),
+            "datasette": Target("datasette", ds(POINT, id=7), None),
+            "raw-asgi+sqlite3": Target("raw-asgi", "/sqlite", point),
+        },
+        "sqlite range 20": {
+            "iogate.gateway": Target("iogate", sq, r20, "read"),
+            "fastapi+aiosqlite": Target("bare", "/sqlite/query", r20),
+            "datasette": Target("datasette", ds(RANGE, lo=100, hi=120), None),
+        },
+        "sqlite range 200": {
+            "iogate.gateway": Target("iogate", sq, r200, "read"),
+            "fastapi+aiosqlite": Target("bare", "/sqlite/query", r200),
+            "datasette": Target("datasette", ds(RANGE, lo=100, hi=300), None),
+        },
+        "sqlite insert": {
+            "iogate.gateway": Target("iogate", sq, ins, "write"),
+            "fastapi+aiosqlite": Target("bare", "/sqlite/query", ins),
+        },
+        "pg point select": {
+            "iogate.gateway (read key)": Target("iogate", pg, point, "read"),
+            "iogate.gateway (write key)": Target("iogate", pg, point, "write"),
+            "fastapi+asyncpg": Target("bare", "/pg/query", point),
+        },
+        "pg join": {
+            "iogate.gateway": Target("iogate", pg, _q(JOIN, {"id": 7}), "read"),
+            "fastapi+asyncpg": Target("bare", "/pg/query", _q(JOIN, {"id": 7})),
+        },
+        "pg insert": {
+            "iogate.gateway": Target("iogate", pg, ins, "write"),
+            "fastapi+asyncpg": Target("bare", "/pg/query", ins),
+        },
+        "pg transaction": {
+            "iogate.gateway": Target("iogate", "/v1/batch", tx, "write"),
+            "fastapi+asyncpg": Target("bare", "/pg/transaction", bare_tx),
+        },
+        "upstream GET": {
+            "iogate.gateway": Target("iogate", "/v1/upstreams/echo/request", get, "relay"),
+            "fastapi+aiohttp": Target("bare", "/relay", get),
+        },
+        "upstream POST": {
+            "iogate.gateway": Target("iogate", "/v1/upstreams/echo/request", post, "relay"),
+            "fastapi+aiohttp": Target("bare", "/relay", post),
+        },
     }
+
+
+BARE = {
+    "sqlite": "fastapi+aiosqlite",
+    "pg point select": "fastapi+asyncpg",
+    "pg": "fastapi+asyncpg",
+    "upstream": "fastapi+aiohttp",
+}
 
 
 class _CountingProxy:
@@ -181,7 +333,7 @@ class _CountingProxy:
         self.port = port
         self.ready = 0
 
-    async def serve(self) -> asyncio.AbstractServer:
+    async def serve(self) -> asyncio.Server:
         return await asyncio.start_server(self._client, "127.0.0.1", 0)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -210,32 +362,131 @@ class _CountingProxy:
         await asyncio.gather(pipe(reader, up_writer), count(), return_exceptions=True)
 
 
-def _round_trips(
-    subject: str, command: list[str], path: str, key: str, proxy: _CountingProxy, tmp: Path
-) -> float:
-    """Server round trips per request of ``subject`` (served through ``proxy``)."""
-    import urllib.request
+async def _make_pg(dsn: str) -> None:
+    import asyncpg
 
-    port = free_port()
-    log = tmp / f"{subject}.count.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([*command, str(port)], stdout=out, stderr=out)
+    from iogate.databases._postgres_roles import roles_sql
+
+    conn = await asyncpg.connect(dsn)
     try:
-        wait_for_port(port, proc, subject)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}{path}",
-            data=BODY.encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        await conn.execute(
+            "CREATE TABLE users (id serial PRIMARY KEY, email text, name text);"
+            "INSERT INTO users (email, name) SELECT 'user' || i || '@example.com', 'User ' || i"
+            " FROM generate_series(1, 1000) i;"
+            "CREATE TABLE orders (id serial PRIMARY KEY, user_id int REFERENCES users,"
+            " total numeric(10, 2), placed date);"
+            "INSERT INTO orders (user_id, total, placed) SELECT 1 + i % 1000, i % 97 + 0.5,"
+            " date '2026-01-01' + i % 300 FROM generate_series(1, 5000) i;"
+            "CREATE INDEX ON orders (user_id);"
+            "CREATE TABLE events (id serial PRIMARY KEY, user_id int, kind text)"
         )
-        for _ in range(20):  # warm: every pooled connection opened, statements cached
-            urllib.request.urlopen(request).read()
-        before = proxy.ready
-        for _ in range(COUNTED_REQUESTS):
-            urllib.request.urlopen(request).read()
-        return (proxy.ready - before) / COUNTED_REQUESTS
+        await conn.execute(
+            roles_sql(database="pg", url=dsn, read_role="bench_read", write_role="bench_write")
+        )
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        await conn.close()
+
+
+def _make_db(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, name TEXT)")
+        conn.executemany(
+            "INSERT INTO users (email, name) VALUES (?, ?)",
+            [(f"user{i}@example.com", f"User {i}") for i in range(1000)],
+        )
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, user_id INTEGER, kind TEXT)")
+
+
+def _commands(
+    tmp: Path, keys: dict[str, str], dsn: str, upstream_port: int, tag: str = ""
+) -> dict[str, list[str]]:
+    """The server commands (``--port`` last, its value appended by the caller)."""
+    db = tmp / "bench.db"
+    app_dir = tmp / f"apps{tag}"
+    app_dir.mkdir(exist_ok=True)
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    (app_dir / "bare_app.py").write_text(
+        f"DB = {str(db)!r}\nDSN = {dsn!r}\nUPSTREAM = {upstream!r}\n" + BARE_APP
+    )
+    (app_dir / "floor_app.py").write_text(f"DB = {str(db)!r}\n" + FLOOR_APP)
+    scopes = {
+        "read": ["db:main:read", "db:pg:read"],
+        "write": ["db:main:write", "db:pg:write"],
+        "relay": ["upstream:echo"],
+    }
+    config = app_dir / "iogate.toml"
+    config.write_text(
+        f'[databases.main]\nurl = "sqlite:///{db}"\n\n'
+        f'[databases.pg]\nurl = "{dsn}"\nread_role = "bench_read"\nwrite_role = "bench_write"\n\n'
+        f'[upstreams.echo]\nbase_url = "{upstream}"\n\n'
+        + "".join(
+            f'[keys.{name}]\nsha256 = "{hash_key(keys[name])}"\nscopes = {scopes[name]!r}\n\n'
+            for name in scopes
+        ).replace("'", '"')
+    )
+    uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--log-level"]
+    uvicorn += ["warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
+    # Its own copy of the same rows, fully checkpointed: an immutable open
+    # ignores a WAL file, and the other subjects' connections may leave one.
+    copy = tmp / "bench" / "bench.db"
+    if not copy.exists():
+        copy.parent.mkdir()
+        with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        with sqlite3.connect(copy) as conn:
+            conn.execute("PRAGMA journal_mode=DELETE")
+    iogate = [sys.executable, "-m", "iogate", "serve", "--config", str(config)]
+    return {
+        "iogate": [*iogate, "--log-level", "warning", "--port"],
+        "bare": [*uvicorn, "bare_app:app", "--port"],
+        "raw-asgi": [*uvicorn, "floor_app:app", "--port"],
+        "datasette": [str(DATASETTE), "serve", "-i", str(copy), "--host", "127.0.0.1", "--port"],
+    }
+
+
+class _Servers:
+    """The server processes, each on a free port, output to a log file
+    (Datasette logs every request: a file is what a deployment would use)."""
+
+    def __init__(self, commands: dict[str, list[str]], ports: dict[str, int], logs: Path) -> None:
+        self.ports = ports
+        self._procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, command in commands.items():
+                log = logs / f"{name}.log"
+                with log.open("ab") as out:
+                    proc = subprocess.Popen([*command, str(ports[name])], stdout=out, stderr=out)
+                self._procs.append(proc)
+                try:
+                    wait_for_port(ports[name], proc, name)
+                except RuntimeError:
+                    sys.stderr.write(log.read_text(errors="replace")[-2000:])
+                    raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            proc.wait(timeout=30)
+
+
+def _script(path: Path, target: Target, keys: dict[str, str]) -> Path:
+    lines = []
+    if target.body is not None:
+        body = target.body.replace("\\", "\\\\").replace("'", "\\'")
+        lines += [
+            'wrk.method = "POST"',
+            'wrk.headers["Content-Type"] = "application/json"',
+            f"wrk.body = '{body}'",
+        ]
+    if target.key:
+        lines.append(f'wrk.headers["Authorization"] = "Bearer {keys[target.key]}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
@@ -252,72 +503,12 @@ def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
         p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
         for p in ("50", "99")
     }
-    return {"requests_per_s": rps, "latency_p50_ms": lat["50"], "latency_p99_ms": lat["99"]}
+    return {"ops_per_s": rps, "p50_ms": lat["50"], "p99_ms": lat["99"]}
 
 
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-def _make_db(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, name TEXT)")
-        conn.executemany(
-            "INSERT INTO users (email, name) VALUES (?, ?)",
-            [(f"user{i}@example.com", f"User {i}") for i in range(1000)],
-        )
-
-
-def _servers(tmp: Path, key: str) -> dict[str, tuple[list[str], str, bool]]:
-    db = tmp / "bench.db"
-    (tmp / "bare_app.py").write_text(f"DB = {str(db)!r}\n" + BARE_APP)
-    (tmp / "iogate.toml").write_text(
-        f'[databases.main]\nurl = "sqlite:///{db}"\n\n'
-        f'[keys.bench]\nsha256 = "{hash_key(key)}"\nscopes = ["db:main:read"]\n'
-    )
-    iogate = [sys.executable, "-m", "iogate", "serve", "--config", str(tmp / "iogate.toml")]
-    iogate += ["--log-level", "warning", "--port"]
-    bare = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(tmp)]
-    bare += ["--log-level", "warning", "--no-access-log", "--port"]
-    # Its own copy of the same rows, fully checkpointed: an immutable open
-    # ignores a WAL file, and the other subjects' connections may leave one.
-    copy = tmp / "bench" / "bench.db"
-    copy.parent.mkdir()
-    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
-        src.backup(dst)
-    with sqlite3.connect(copy) as conn:
-        conn.execute("PRAGMA journal_mode=DELETE")
-    datasette = [str(DATASETTE), "serve", "-i", str(copy), "--host", "127.0.0.1", "--port"]
-    return {
-        "iogate.gateway": (iogate, "/v1/databases/main/query", True),
-        "fastapi+aiosqlite": (bare, "/query", True),
-        "datasette": (datasette, DATASETTE_PATH, False),
-    }
-
-
-def _measure(
-    subject: str, command: list[str], path: str, script: Path, seconds: int
-) -> dict[str, float]:
-    port = free_port()
-    # Output to a file: Datasette logs every request, and a pipe read by a
-    # terminal would slow it down (a file is what a deployment would use).
-    log = script.parent / f"{subject}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([*command, str(port)], stdout=out, stderr=out)
-    try:
-        try:
-            wait_for_port(port, proc, subject)
-        except RuntimeError:
-            sys.stderr.write(log.read_text(errors="replace")[-2000:])
-            raise
-        url = f"http://127.0.0.1:{port}{path}"
-        _wrk(url, script, max(1, seconds // 3))  # warm-up
-        return _wrk(url, script, seconds)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def run(*, quick: bool = False) -> list[Result]:
@@ -326,7 +517,7 @@ async def run(*, quick: bool = False) -> list[Result]:
         raise RuntimeError("wrk is not installed: run scripts/install-services.sh bench")
     if not DATASETTE.exists():
         raise RuntimeError(f"{DATASETTE} is missing: `make bench` installs it")
-    return await asyncio.to_thread(_run_sync, 1 if quick else 3, 3 if quick else 10)
+    return await asyncio.to_thread(_run_sync, 1 if quick else 3, 2 if quick else 3)
 
 
 def _run_sync(rounds: int, seconds: int) -> list[Result]:
@@ -337,72 +528,115 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
         postgres_server() as pg,
     ):
         tmp = Path(name)
-        read_role = "bench_read"
-        asyncio.run(_make_pg(pg.dsn, read_role))
+        asyncio.run(_make_pg(pg.dsn))
         _make_db(tmp / "bench.db")
-        key = new_key()
-        script = tmp / "point.lua"
-        script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-            f"wrk.body = '{BODY}'\n"
-        )
-        get = tmp / "get.lua"
-        get.write_text('wrk.method = "GET"\n')
-        runs: dict[str, list[dict[str, float]]] = {}
-        servers = _servers(tmp, key)
-        servers.update(_pg_servers(tmp, key, pg.dsn, read_role))
-        for _ in range(rounds):
-            for subject, (command, path, post) in servers.items():
-                runs.setdefault(subject, []).append(
-                    _measure(subject, command, path, script if post else get, seconds)
-                )
-        trips = asyncio.run(_count_round_trips(tmp, key, pg.port, read_role))
-    units = {"requests_per_s": "req/s", "latency_p50_ms": "ms", "latency_p99_ms": "ms"}
+        keys = {k: new_key() for k in ("read", "write", "relay")}
+        ports = {name: free_port() for name in ("iogate", "bare", "raw-asgi", "datasette")}
+        commands = _commands(tmp, keys, pg.dsn, ports["raw-asgi"])
+        workloads = _workloads()
+        scripts = {
+            (w, s): _script(tmp / f"{i}-{j}.lua", t, keys)
+            for i, (w, targets) in enumerate(workloads.items())
+            for j, (s, t) in enumerate(targets.items())
+        }
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+        servers = _Servers(commands, ports, tmp)
+        try:
+            for _ in range(rounds):
+                for workload, targets in workloads.items():
+                    for subject, target in targets.items():
+                        url = f"http://127.0.0.1:{ports[target.server]}{target.path}"
+                        script = scripts[workload, subject]
+                        _wrk(url, script, 1)  # warm-up
+                        runs.setdefault((workload, subject), []).append(_wrk(url, script, seconds))
+        finally:
+            servers.close()
+        trips = asyncio.run(_count_round_trips(tmp, keys, pg.port, ports["raw-asgi"]))
+    units = {"ops_per_s": "req/s", "p50_ms": "ms", "p99_ms": "ms"}
     results = [
-        Result(subject, metric, statistics.median(r[metric] for r in results), unit)
+        Result(f"{w}: {s}", metric, statistics.median(r[metric] for r in rs), unit)
         for metric, unit in units.items()
-        for subject, results in runs.items()
+        for (w, s), rs in runs.items()
     ]
     results += [
-        Result(subject, "round_trips_per_request", value, "round trips")
+        Result(f"pg point select: {subject}", "round_trips_per_request", value, "round trips")
         for subject, value in trips.items()
     ]
     return results
 
 
-async def _count_round_trips(tmp: Path, key: str, port: int, read_role: str) -> dict[str, float]:
+async def _count_round_trips(
+    tmp: Path, keys: dict[str, str], port: int, upstream_port: int
+) -> dict[str, float]:
+    """Server round trips per PostgreSQL point select, per subject."""
     proxy = _CountingProxy(port)
     server = await proxy.serve()
     proxied = f"postgresql://iogate@127.0.0.1:{server.sockets[0].getsockname()[1]}/postgres"
-    counted = tmp / "counted"
-    counted.mkdir()
     try:
-        servers = _pg_servers(counted, key, proxied + "?sslmode=disable", read_role)
+        commands = _commands(tmp, keys, proxied + "?sslmode=disable", upstream_port, tag="-counted")
+        targets = _workloads()["pg point select"]
         return {
             subject: await asyncio.to_thread(
-                _round_trips, subject, command, path, key, proxy, counted
+                _round_trips, commands[target.server], target, keys, proxy, tmp
             )
-            for subject, (command, path, _) in servers.items()
+            for subject, target in targets.items()
         }
     finally:
         server.close()
 
 
+def _round_trips(
+    command: list[str], target: Target, keys: dict[str, str], proxy: _CountingProxy, tmp: Path
+) -> float:
+    """Server round trips per request of ``target`` (its server on ``proxy``)."""
+    import urllib.request
+
+    port = free_port()
+    servers = _Servers({"counted": command}, {"counted": port}, tmp)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if target.key:
+            headers["Authorization"] = f"Bearer {keys[target.key]}"
+        assert target.body is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{target.path}", data=target.body.encode(), headers=headers
+        )
+        for _ in range(20):  # warm: every pooled connection opened, statements cached
+            urllib.request.urlopen(request).read()
+        before = proxy.ready
+        for _ in range(COUNTED_REQUESTS):
+            urllib.request.urlopen(request).read()
+        return (proxy.ready - before) / COUNTED_REQUESTS
+    finally:
+        servers.close()
+
+
 def summary(results: Sequence[Result]) -> list[str]:
-    """The throughput ratios iogate / bare FastAPI and iogate / Datasette."""
-    rps = {r.subject: r.value for r in results if r.metric == "requests_per_s"}
-    ours = rps["iogate.gateway"]
-    bare, datasette = rps["fastapi+aiosqlite"], rps["datasette"]
+    """Each workload's ratios to its bare endpoint (and Datasette), p99 ratio,
+    distance from the floor."""
+    rps = {r.subject: r.value for r in results if r.metric == "ops_per_s"}
+    p99 = {r.subject: r.value for r in results if r.metric == "p99_ms"}
     trips = {r.subject: r.value for r in results if r.metric == "round_trips_per_request"}
-    pg, bare_pg = rps["iogate.gateway.postgres"], rps["fastapi+asyncpg"]
-    return [
-        f"iogate.gateway: {ours:,.0f} req/s = {ours / bare:.2f}x a bare FastAPI + aiosqlite "
-        f"endpoint ({bare:,.0f} req/s); issue 8 targets >= 1.0x",
-        f"iogate.gateway = {ours / datasette:.2f}x Datasette's JSON API ({datasette:,.0f} req/s);"
-        " issue 8 targets >= 3x",
-        f"iogate.gateway.postgres (read key, least-privilege read role): {pg:,.0f} req/s ="
-        f" {pg / bare_pg:.2f}x a bare FastAPI + asyncpg endpoint ({bare_pg:,.0f} req/s);"
-        f" round trips per request {trips['iogate.gateway.postgres']:.2f} vs"
-        f" {trips['fastapi+asyncpg']:.2f}",
-    ]
+    floor = rps.get("floor: raw-asgi")
+    lines = []
+    for workload, targets in _workloads().items():
+        bare = next((s for s in targets if s.startswith("fastapi+")), None)
+        if bare is None:
+            continue
+        base = f"{workload}: {bare}"
+        for subject in targets:
+            if not subject.startswith("iogate"):
+                continue
+            ours = f"{workload}: {subject}"
+            line = (
+                f"{ours}: {rps[ours]:,.0f} req/s = {rps[ours] / rps[base]:.2f}x {bare}"
+                f" ({rps[base]:,.0f}), p99 {p99[ours] / p99[base]:.2f}x theirs"
+            )
+            if f"{workload}: datasette" in rps:
+                line += f", {rps[ours] / rps[f'{workload}: datasette']:.2f}x datasette"
+            if floor:
+                line += f", {floor / rps[ours]:.1f}x below the floor"
+            if ours in trips:
+                line += f"; round trips {trips[ours]:.2f} vs {trips[base]:.2f}"
+            lines.append(line)
+    return lines

@@ -40,11 +40,14 @@ RESULTS_DIR = Path(__file__).parent / "results"
 SCENARIOS: dict[str, str] = {
     "policies": "success-path cost of the resilience pipeline vs tenacity, stamina, "
     "aiobreaker, aiolimiter",
-    "databases": "queries through iogate vs the raw drivers (sqlite3/aiosqlite, asyncpg, redis-py)",
+    "databases": "queries through iogate vs the drivers (aiosqlite, asyncpg, redis-py, pymongo)",
     "upstreams": "HTTP calls through iogate vs raw aiohttp / httpx against a local nginx",
     "cache": "read-through cache hit/miss cost and request coalescing",
     "metrics": "cost of recording a call and of a 1,000-series /metrics scrape",
-    "gateway": "the HTTP gateway under wrk vs calling the library in-process",
+    "gateway": "the HTTP gateway under wrk, workload by workload, vs bare FastAPI endpoints, "
+    "Datasette and the raw-ASGI floor",
+    "hedging": "hedged vs unhedged upstream calls through the gateway: p50, p99, p99.9, "
+    "extra requests",
     "cluster": "admissions through the Redis-backed (shared) rate limiter vs the in-process one",
     "examples": "POST /captions of examples/captions_api under wrk vs the same endpoint "
     "by hand (aiohttp + tenacity + aiobreaker + cashews)",

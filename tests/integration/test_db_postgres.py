@@ -210,3 +210,27 @@ async def test_typed_values_come_back_with_declared_types(pg: PostgresServer) ->
         0.5,
         None,
     ]
+
+
+async def test_query_prepares_a_statement_once_per_connection(pg: PostgresServer) -> None:
+    # query() / query_guarded() prepare through the connection's statement
+    # cache: the third call of the same text parses nothing, so the session
+    # holds exactly one server-side statement for it (an uncached prepare
+    # makes a new named statement per call).
+    from iogate.databases.guard import ResultLimits, SQLGuard
+
+    async with PostgresDatabase("pg", dsn=pg.dsn, min_size=1, max_size=1) as db:
+        sql = "SELECT 41 + :n AS answer"
+        limits = ResultLimits(max_rows=10, max_bytes=10_000)
+        for n in range(3):
+            result = await db.query(sql, {"n": n}, limits=limits)
+            assert result.rows == [(41 + n,)]
+            guarded = await db.query_guarded(
+                sql, {"n": n}, guard=SQLGuard(read_only=True), limits=limits
+            )
+            assert guarded.rows == [(41 + n,)]
+        held = await db.fetch_val(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = :text",
+            {"text": "SELECT 41 + $1 AS answer"},
+        )
+        assert held == 1

@@ -676,7 +676,7 @@ class PostgresDatabase(SQLDatabase):
         arguments bound (nothing runs); statements without a plan (utility
         statements: SET, DDL, COPY...) are refused.
         """
-        await conn.prepare(text)  # its own errors first (syntax, several statements)
+        await _prepare(conn, text)  # its own errors first (syntax, several statements)
         try:
             stmt = await conn.prepare("EXPLAIN (VERBOSE, FORMAT JSON) " + text)
         except asyncpg.PostgresSyntaxError:
@@ -732,7 +732,7 @@ class PostgresDatabase(SQLDatabase):
         args: list[Any],
         limits: ResultLimits | None = None,
     ) -> QueryResult:
-        stmt = await conn.prepare(text)
+        stmt = await _prepare(conn, text)
         types = [t.name for t in stmt.get_parameters()]
         try:
             args = [from_json_value(a, t) for a, t in zip(args, types, strict=False)]
@@ -871,6 +871,23 @@ class PostgresDatabase(SQLDatabase):
 
 
 _ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
+
+
+def _prepare(
+    conn: asyncpg.Connection, text: str
+) -> Awaitable[asyncpg.prepared_stmt.PreparedStatement]:
+    """``conn.prepare(text)`` through the connection's statement cache (the one
+    ``fetch`` uses, ``statement_cache_size`` statements, LRU): a statement seen
+    before on this connection costs no Parse/Describe round trip.
+
+    ``Connection.prepare`` never reads that cache (asyncpg 0.29-0.32 pass
+    ``use_cache=False``); ``_prepare(use_cache=True)`` is what asyncpg's own
+    introspection calls. With the cache off (0) it prepares as ``prepare`` does.
+    """
+    return cast(
+        "Awaitable[asyncpg.prepared_stmt.PreparedStatement]",
+        conn._prepare(text, use_cache=True),
+    )
 
 
 def _run(conn: asyncpg.Connection, text: str, args: list[Any], mode: int) -> Any:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
+from ._current_task import current_task_or_none as current_task
 from .budget import RetryBudget
-from .clock import Clock, SystemClock
+from .clock import Cancellable, Clock, SystemClock
 from .clock import schedule as _schedule
 from .events import EventListener, PolicyEvent
 
@@ -181,65 +182,72 @@ class Hedge:
     async def run(self, fn: Callable[[], Awaitable[T]], /) -> T:
         """Run ``fn()``, hedging it; return the first success.
 
+        The first attempt runs in the caller's own task (no task, no
+        ``asyncio.wait``: a call that never hedges costs one timer more than
+        an unhedged one); each extra attempt is a task of its own, started by
+        the delay's timer. An extra attempt that wins cancels the caller's
+        task out of the first attempt (the cancellation is withdrawn, as
+        ``asyncio.timeout`` withdraws its own, and its result returned).
+
         Raises:
             BaseException: the error of the last attempt, when every attempt failed.
+            RuntimeError: not called inside an asyncio task.
         """
         self._calls += 1
-        loop = asyncio.get_running_loop()
-        now = self._now
-        delay = self._delay_cache
-        start = now()
-        first: asyncio.Task[T] = loop.create_task(_call(fn))
-        running: dict[asyncio.Task[T], int] = {first: 0}
-        started = 0
-        can_hedge = True
-        error: BaseException | None = None
+        caller = current_task()
+        if caller is None:
+            raise RuntimeError("Hedge.run must be called inside an asyncio task")
+        race = _Race(self, fn, caller)
+        start = self._now()
+        race.arm(self._delay_cache)
+        baseline = caller.cancelling()
         try:
-            while running:
-                tick: asyncio.Future[None] | None = None
-                if can_hedge and started < self.max_hedges:
-                    tick = loop.create_future()
-                    handle = _schedule(self._clock, delay, _resolver(tick))
-                waitset: set[asyncio.Future[object]] = set(running)  # type: ignore[arg-type]
-                if tick is not None:
-                    waitset.add(tick)  # type: ignore[arg-type]
-                try:
-                    done, _ = await asyncio.wait(waitset, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if tick is not None:
-                        handle.cancel()
-                        tick.cancel()
-                for task in [t for t in running if t in done]:
-                    number = running.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        if number:
-                            self._hedge_wins += 1
-                        self.observe(now() - start)
-                        return task.result()
-                    error = exc
-                if tick is not None and tick in done and running:
-                    if self.budget is not None and not self.budget.try_withdraw(now()):
-                        self._budget_rejections += 1
-                        can_hedge = False
-                        continue
-                    started += 1
-                    self._hedges += 1
-                    running[loop.create_task(_call(fn))] = started
-                    if self.on_event is not None:
-                        self.on_event(
-                            HedgeStarted(policy=self.name, at=now(), hedge=started, delay_s=delay)
-                        )
-            assert error is not None
+            try:
+                result = await fn()
+            finally:
+                race.first_running = False
+            if race.cancelled_caller:  # a hedge won as fn returned: withdraw our cancel
+                caller.uncancel()
+        except asyncio.CancelledError:
+            if race.cancelled_caller and caller.uncancel() <= baseline:
+                winner = race.winner
+                assert winner is not None
+                self._hedge_wins += 1
+                self.observe(self._now() - start)
+                await race.drop()
+                return winner.result()
+            await race.drop()
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised unless an extra attempt wins
+            if race.cancelled_caller:  # fn raised something else once cancelled by the winner
+                caller.uncancel()
+            return await self._race_on(race, exc, start)
+        except BaseException:  # KeyboardInterrupt, SystemExit: no race to run on
+            await race.drop()
+            raise
+        self.observe(self._now() - start)
+        await race.drop()
+        return result
+
+    async def _race_on(self, race: _Race[T], error: BaseException, start: float) -> T:
+        """The first attempt failed with ``error``: wait for the extra attempts
+        (more may start, one per delay); the first success, else the last error."""
+        if race.winner is None and not race.tasks:
+            race.disarm()
             raise error
+        race.error = error
+        try:
+            if race.winner is None:
+                race.waiter = asyncio.get_running_loop().create_future()
+                await race.waiter
+            winner = race.winner
+            if winner is None:
+                raise race.error
+            self._hedge_wins += 1
+            self.observe(self._now() - start)
+            return winner.result()
         finally:
-            if running:
-                for task in running:
-                    task.cancel()
-                await asyncio.wait(running)
-                for task in running:
-                    if not task.cancelled():
-                        task.exception()  # retrieved: no "never retrieved" warning
+            await race.drop()
 
     def stats(self) -> HedgeSnapshot:
         """Frozen counters."""
@@ -262,9 +270,97 @@ async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
 
-def _resolver(fut: asyncio.Future[None]) -> Callable[[], None]:
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
+class _Race(Generic[T]):
+    """One hedged call's extra attempts, driven by loop callbacks: the delay's
+    timer starts them (:meth:`_fire`), their completion (:meth:`_done`) picks
+    the winner and interrupts the caller (its task while the first attempt
+    runs inline, else :attr:`waiter`)."""
 
-    return resolve
+    __slots__ = (
+        "_fn",
+        "_handle",
+        "_hedge",
+        "_started",
+        "caller",
+        "cancelled_caller",
+        "error",
+        "first_running",
+        "tasks",
+        "waiter",
+        "winner",
+    )
+
+    def __init__(self, hedge: Hedge, fn: Callable[[], Awaitable[T]], caller: asyncio.Task[Any]):
+        self._hedge = hedge
+        self._fn = fn
+        self._handle: Cancellable | None = None
+        self._started = 0
+        self.caller = caller
+        self.cancelled_caller = False
+        self.error: BaseException | None = None
+        self.first_running = True
+        self.tasks: set[asyncio.Task[T]] = set()
+        self.waiter: asyncio.Future[None] | None = None
+        self.winner: asyncio.Task[T] | None = None
+
+    def arm(self, delay_s: float) -> None:
+        self._handle = _schedule(self._hedge._clock, delay_s, self._fire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        hedge = self._hedge
+        if self.winner is not None or not (self.first_running or self.tasks):
+            return
+        now = hedge._now()
+        if hedge.budget is not None and not hedge.budget.try_withdraw(now):
+            hedge._budget_rejections += 1
+            return
+        self._started += 1
+        hedge._hedges += 1
+        task = asyncio.get_running_loop().create_task(_call(self._fn))
+        task.add_done_callback(self._done)
+        self.tasks.add(task)
+        delay = hedge._delay_cache
+        if hedge.on_event is not None:
+            hedge.on_event(
+                HedgeStarted(policy=hedge.name, at=now, hedge=self._started, delay_s=delay)
+            )
+        if self._started < hedge.max_hedges:
+            self.arm(delay)
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or self.winner is not None:
+            return
+        exc = task.exception()
+        if exc is None:
+            self.winner = task
+            self.disarm()
+            if self.first_running:
+                self.cancelled_caller = True
+                self.caller.cancel()
+            elif self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            return
+        self.error = exc
+        waiter = self.waiter
+        if not self.first_running and not self.tasks and waiter is not None and not waiter.done():
+            self.disarm()
+            waiter.set_result(None)
+
+    async def drop(self) -> None:
+        """Cancel the timer and every attempt still running, and await them."""
+        self.disarm()
+        if self.tasks:
+            running = list(self.tasks)
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running)
+            for task in running:
+                if not task.cancelled():
+                    task.exception()  # retrieved: no "never retrieved" warning

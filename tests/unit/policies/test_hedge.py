@@ -180,3 +180,38 @@ async def test_the_deadline_cuts_a_hedged_call_and_every_attempt(clock: FakeCloc
     assert sorted(replica.cancelled) == [0, 1]
     assert p.stats().deadline_timeouts == 1
     assert clock.pending == 0
+
+
+async def test_first_attempt_runs_in_the_callers_task_and_a_win_leaves_it_uncancelled(
+    clock: FakeClock,
+) -> None:
+    # The first attempt is awaited inline (no task of its own: a call that never
+    # hedges pays no task start and no asyncio.wait); an extra attempt that wins
+    # interrupts it by cancelling the caller, a cancellation withdrawn before
+    # the caller sees the result.
+    hedge = Hedge(delay_s=1.0, clock=clock)
+    replica = Replica(clock, [0.2, 10.0, 0.5])
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def attempt() -> str:
+        tasks.append(asyncio.current_task())
+        return await replica()
+
+    async def caller() -> tuple[str, asyncio.Task[object] | None, int, str]:
+        fast = await hedge.run(attempt)  # no hedge: the primary answers in 0.2 s
+        won = await hedge.run(attempt)  # the hedge (0.5 s) beats the primary (10 s)
+        me = asyncio.current_task()
+        assert me is not None
+        return fast, me, me.cancelling(), won
+
+    task = asyncio.create_task(caller())
+    await advance(clock, 2.0, steps=8)
+    fast, me, cancelling, won = await task
+    assert (fast, won) == ("attempt 0", "attempt 2")
+    assert tasks[0] is me  # both first attempts ran in the caller's task
+    assert tasks[1] is me
+    assert tasks[2] is not me  # the hedge ran in a task of its own
+    assert cancelling == 0  # the winner's cancellation of the caller was withdrawn
+    assert replica.cancelled == [1]
+    assert (hedge.hedges, hedge.hedge_wins) == (1, 1)
+    assert clock.pending == 0
