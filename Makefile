@@ -18,11 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[dev,cluster]'
+	$(BIN)/python -m pip install -q -e '.[dev,cluster,otel]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(BIN)/python -m pip install -q -e '.[dev,cluster,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,cluster,otel,bench]'
 	touch $@
 
 # Datasette, the gateway benchmark's peer, lives in a venv of its own so its
