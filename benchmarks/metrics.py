@@ -49,13 +49,14 @@ import io
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO, cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from iogate.errors import TransientDatabaseError
-from iogate.observability._logging import JsonFormatter, RequestIdFilter
+from iogate.observability._logging import JsonFormatter, RequestIdFilter, configure_logging
 from iogate.observability._prometheus import LabelCache, render
 from iogate.observability._tracing import Tracing
 from iogate.observability.metrics import Metrics
@@ -224,18 +225,25 @@ def _scrape(repeats: int) -> list[Result]:
     return [Result(name, "ms_per_scrape_1000_series", s * 1e3, "ms") for name, s in seconds.items()]
 
 
+class _Sink:
+    """An in-memory text stream that keeps its last line: ``write`` is a
+    ``deque.append`` (C), so a line costs what the code writing it does, not
+    a Python-level ``write`` (``sys.stderr``'s is C too, plus a system call
+    that is the terminal's cost, not the line's)."""
+
+    __slots__ = ("last", "write")
+
+    def __init__(self) -> None:
+        self.last: deque[str] = deque(maxlen=1)
+        self.write = self.last.append
+
+    def flush(self) -> None:
+        return None
+
+
 def _null_log(name: str, formatter: logging.Formatter) -> logging.Logger:
-    """Logger ``name`` writing through ``formatter`` to an in-memory stream that
-    is emptied as it fills (the cost of the line, not of a terminal)."""
-
-    class Sink(io.StringIO):
-        def write(self, text: str) -> int:
-            if self.tell() > 1 << 20:
-                self.seek(0)
-                self.truncate()
-            return super().write(text)
-
-    handler = logging.StreamHandler(Sink())
+    """Logger ``name`` writing through ``formatter`` to a :class:`_Sink`."""
+    handler = logging.StreamHandler(cast(TextIO, _Sink()))
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(formatter)
     logger = logging.getLogger(name)
@@ -245,9 +253,28 @@ def _null_log(name: str, formatter: logging.Formatter) -> logging.Logger:
     return logger
 
 
-async def _log_and_span_cost(repeats: int) -> list[Result]:
+def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Callable[[], None]]:
+    """The per-request subjects of the request log and the server span, and
+    the function that puts the logging setup back.
+
+    The request log goes through what ``iogate serve`` installs
+    (:func:`~iogate.observability._logging.configure_logging`, JSON, to an
+    in-memory stream), and ``.own_handler`` through a handler of the user's
+    own on ``iogate.request`` (the standard ``LogRecord`` path). Every 409
+    subject sets the request logger's state, then answers (the same work for
+    each, so their differences are the line's cost). Spans: the OpenTelemetry
+    SDK with a ``BatchSpanProcessor`` (what ``[observability.tracing]``
+    builds) or a ``SimpleSpanProcessor``, both to an exporter that drops the
+    spans; ``.unsampled`` with the ``ALWAYS_OFF`` sampler.
+    """
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
     problem = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
     start_409 = {
@@ -279,32 +306,70 @@ async def _log_and_span_cost(repeats: int) -> list[Result]:
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(Drop()))
-    spans = Tracing(mode="on", tracer_provider=provider).server_spans()
-    request_log = _null_log("iogate.request", JsonFormatter())
+    def spans(processor: Any, **options: Any) -> Any:
+        provider = TracerProvider(**options)
+        provider.add_span_processor(processor)
+        return Tracing(mode="on", tracer_provider=provider).server_spans()
+
+    root = logging.getLogger()
+    saved = (root.handlers, root.level)
+    handler = configure_logging(log_format="json", level="INFO")
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(cast(TextIO, _Sink()))
+    own = logging.StreamHandler(cast(TextIO, _Sink()))
+    own.addFilter(RequestIdFilter())
+    own.setFormatter(JsonFormatter())
+    request_log = logging.getLogger("iogate.request")
     logged = RequestIdMiddleware(conflict_app)
-    access = RequestIdMiddleware(ok_app, access_log=True)
     plain = RequestIdMiddleware(ok_app)
-    traced = RequestIdMiddleware(ok_app, spans=spans)
 
-    async def unlogged() -> None:
-        request_log.disabled = True  # isEnabledFor is then False at once
-        try:
-            await logged(scope(), receive, send)
-        finally:
-            request_log.disabled = False
+    def conflict(*, disabled: bool, handlers: list[logging.Handler]) -> Any:
+        async def call() -> None:
+            request_log.disabled = disabled  # isEnabledFor is then False at once
+            request_log.handlers = handlers
+            request_log.propagate = not handlers
+            try:
+                await logged(scope(), receive, send)
+            finally:
+                request_log.disabled = False
+                request_log.handlers = []
+                request_log.propagate = True
 
-    seconds = await time_per_call(
-        {
-            "iogate.request_id": lambda: plain(scope(), receive, send),
-            "iogate.request_id.409_unlogged": unlogged,
-            "iogate.request_log.409": lambda: logged(scope(), receive, send),
-            "iogate.access_log.200": lambda: access(scope(), receive, send),
-            "iogate.server_span": lambda: traced(scope(), receive, send),
-        },
-        repeats=repeats,
-    )
+        return call
+
+    def ok(mw: RequestIdMiddleware) -> Callable[[], Awaitable[None]]:
+        return lambda: mw(scope(), receive, send)
+
+    def restore() -> None:
+        root.handlers, root.level = saved
+
+    subjects: dict[str, Callable[[], Awaitable[object]]] = {
+        "iogate.request_id": ok(plain),
+        "iogate.request_id.409_unlogged": conflict(disabled=True, handlers=[]),
+        "iogate.request_log.409": conflict(disabled=False, handlers=[]),
+        "iogate.request_log.409.own_handler": conflict(disabled=False, handlers=[own]),
+        "iogate.access_log.200": ok(RequestIdMiddleware(ok_app, access_log=True)),
+        "iogate.server_span": ok(
+            RequestIdMiddleware(ok_app, spans=spans(BatchSpanProcessor(Drop())))
+        ),
+        "iogate.server_span.simple_processor": ok(
+            RequestIdMiddleware(ok_app, spans=spans(SimpleSpanProcessor(Drop())))
+        ),
+        "iogate.server_span.unsampled": ok(
+            RequestIdMiddleware(
+                ok_app, spans=spans(SimpleSpanProcessor(Drop()), sampler=ALWAYS_OFF)
+            )
+        ),
+    }
+    return subjects, restore
+
+
+async def _log_and_span_cost(repeats: int) -> list[Result]:
+    subjects, restore = request_subjects()
+    try:
+        seconds = await time_per_call(subjects, repeats=repeats)
+    finally:
+        restore()
     results = [Result(name, "us_per_request", s * 1e6, "us") for name, s in seconds.items()]
     return results + _formatters(repeats)
 
@@ -397,6 +462,16 @@ def summary(results: Sequence[Result]) -> list[str]:
         f"target {what} <= {LOG_SPAN_TARGET_US:g} us per request: {us:.2f} us"
         f" ({'met' if us <= LOG_SPAN_TARGET_US else 'MISSED'})"
         for what, us in costs.items()
+    ]
+    others = {
+        "error log line through a handler of the user's own": "iogate.request_log.409.own_handler",
+        "server span, SimpleSpanProcessor": "iogate.server_span.simple_processor",
+        "server span, sampled out": "iogate.server_span.unsampled",
+    }
+    base = {"iogate.request_log.409.own_handler": unlogged}
+    lines += [
+        f"{what}: {by[(subject, 'us_per_request')] - base.get(subject, plain):.2f} us per request"
+        for what, subject in others.items()
     ]
     return [
         *lines,
