@@ -265,7 +265,9 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
     each, so their differences are the line's cost). Spans: the OpenTelemetry
     SDK with a ``BatchSpanProcessor`` (what ``[observability.tracing]``
     builds) or a ``SimpleSpanProcessor``, both to an exporter that drops the
-    spans; ``.unsampled`` with the ``ALWAYS_OFF`` sampler.
+    spans; ``.unsampled`` with the ``ALWAYS_OFF`` sampler; ``otel.sdk_span``
+    makes the same SDK calls from inside the app (no context attach, no
+    header scan): the SDK's own part of ``iogate.server_span``.
     """
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -275,6 +277,7 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
         SpanExportResult,
     )
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.trace import SpanKind
 
     problem = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
     start_409 = {
@@ -306,10 +309,26 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
+    def provider(processor: Any, **options: Any) -> Any:
+        made = TracerProvider(**options)
+        made.add_span_processor(processor)
+        return made
+
     def spans(processor: Any, **options: Any) -> Any:
-        provider = TracerProvider(**options)
-        provider.add_span_processor(processor)
-        return Tracing(mode="on", tracer_provider=provider).server_spans()
+        return Tracing(mode="on", tracer_provider=provider(processor, **options)).server_spans()
+
+    sdk = provider(BatchSpanProcessor(Drop())).get_tracer("bench")
+    server = SpanKind.SERVER
+
+    async def sdk_span_app(scope: Any, receive: Any, send: Any) -> None:
+        """The SDK's own part of a SERVER span, called as ServerSpans does."""
+        span = sdk.start_span(
+            "POST", kind=server, attributes={"http.request.method": "POST", "url.scheme": "http"}
+        )
+        await ok_app(scope, receive, send)
+        span.update_name("POST /v1/x")
+        span.set_attributes({"http.route": "/v1/x", "http.response.status_code": 200})
+        span.end()
 
     root = logging.getLogger()
     saved = (root.handlers, root.level)
@@ -352,6 +371,7 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
         "iogate.server_span": ok(
             RequestIdMiddleware(ok_app, spans=spans(BatchSpanProcessor(Drop())))
         ),
+        "otel.sdk_span": ok(RequestIdMiddleware(sdk_span_app)),
         "iogate.server_span.simple_processor": ok(
             RequestIdMiddleware(ok_app, spans=spans(SimpleSpanProcessor(Drop())))
         ),
