@@ -178,16 +178,18 @@ class JsonLineHandler(logging.StreamHandler[TextIO]):
         if len(filters) != 1 or filters[0] is not self._ids or self.formatter is not self._json:
             return False
         line = self._json.format_fields(levelno, name, message, fields) + self.terminator
-        with self.lock:  # what Handler.handle holds around emit
-            try:
-                stream = self.stream
-                stream.write(line)
-                stream.flush()
-            except RecursionError:  # as StreamHandler.emit
-                raise
-            except Exception:  # noqa: BLE001 - as emit: reported by handleError
-                record = logging.makeLogRecord({"name": name, "levelno": levelno, "msg": message})
-                self.handleError(record)
+        self.acquire()  # what Handler.handle holds around emit
+        try:
+            stream = self.stream
+            stream.write(line)
+            stream.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:  # noqa: BLE001 - as emit: reported by handleError
+            record = logging.makeLogRecord({"name": name, "levelno": levelno, "msg": message})
+            self.handleError(record)
+        finally:
+            self.release()
         return True
 
 
