@@ -327,7 +327,8 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
         )
         await ok_app(scope, receive, send)
         span.update_name("POST /v1/x")
-        span.set_attributes({"http.route": "/v1/x", "http.response.status_code": 200})
+        span.set_attribute("http.route", "/v1/x")
+        span.set_attribute("http.response.status_code", 200)
         span.end()
 
     root = logging.getLogger()

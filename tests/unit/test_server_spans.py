@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from iogate.observability._tracing import Tracing
+from iogate.observability.config import TracingConfig
 from iogate.server.request_id import RequestIdMiddleware
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -109,3 +111,15 @@ def test_a_request_the_sampler_drops_records_nothing() -> None:
     assert spans == []
     version, trace_id, _parent, flags = outgoing["traceparent"].split("-")
     assert (version, trace_id, int(flags, 16) & 1) == ("00", CALLER_TRACE, 0)
+
+
+def test_the_provider_of_the_tracing_table_reads_the_sampler_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    tracing = Tracing(mode=TracingConfig(exporter="console"))
+    try:
+        assert "TraceIdRatioBased{0.1}" in tracing.tracer.sampler.get_description()
+    finally:
+        tracing.shutdown()
