@@ -19,18 +19,31 @@ Request id (µs per ASGI request into an app that answers at once):
                                    id generated (16 hex digits) / ``.propagated`` (client's header)
 
 Request log and server span (µs per ASGI request through
-:class:`~iogate.server.request_id.RequestIdMiddleware`; the cost is the
-difference with ``iogate.request_id.409_unlogged``, the same 409 with the
-``iogate.request`` logger disabled):
+:class:`~iogate.server.request_id.RequestIdMiddleware`, :func:`request_subjects`;
+a feature's cost is the difference with the same request without it):
 
-* ``iogate.request_log.409``       a 409 problem answer, its JSON line written (JsonFormatter,
-                                   to an in-memory stream)
+* ``iogate.request_id.409_unlogged`` a 409 problem answer, the ``iogate.request``
+                                   logger disabled (the baseline of the 409 rows)
+* ``iogate.request_log.409``       the same 409, its JSON line written through what
+                                   ``iogate serve`` installs (``configure_logging``'s
+                                   handler on the root logger, to an in-memory stream
+                                   whose ``write`` is C)
+* ``iogate.request_log.409.own_handler``  the same through a handler of the user's own
+                                   on ``iogate.request`` (the standard ``LogRecord`` path)
 * ``iogate.access_log.200``        a 200 with ``access_log=True`` (vs ``iogate.request_id``)
-* ``iogate.server_span``           a 200 in a SERVER span of the OpenTelemetry SDK (a
-                                   TracerProvider whose processor drops the spans)
+* ``iogate.server_span``           a 200 in a SERVER span of the OpenTelemetry SDK
+                                   (``BatchSpanProcessor``, as ``[observability.tracing]``
+                                   builds, to an exporter that drops the spans);
+                                   ``.simple_processor`` with a ``SimpleSpanProcessor``;
+                                   ``.unsampled`` with the ``ALWAYS_OFF`` sampler
+* ``otel.sdk_span``                the same SDK calls made from inside the app: the
+                                   SDK's own part of ``iogate.server_span``
 * ``logging.*``                    one such line alone through ``logging``: iogate's
                                    JsonFormatter, python-json-logger's and structlog's
                                    JSONRenderer when installed (the evaluation of issue 21)
+
+``python -m benchmarks.metrics_instructions`` counts the instructions of the
+same requests with callgrind (the repeatable figure on a shared machine).
 
 Scrape (ms per ``/metrics`` body with 1,000 series of (resource, operation,
 outcome), 50 resources each with a breaker, retry and limiter):
@@ -269,16 +282,6 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
     makes the same SDK calls from inside the app (no context attach, no
     header scan): the SDK's own part of ``iogate.server_span``.
     """
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SimpleSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-    from opentelemetry.trace import SpanKind
-
     problem = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
     start_409 = {
         "type": "http.response.start",
@@ -304,32 +307,6 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
 
     def scope() -> dict[str, Any]:
         return {"type": "http", "method": "POST", "path": "/v1/x", "headers": headers}
-
-    class Drop(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    def provider(processor: Any, **options: Any) -> Any:
-        made = TracerProvider(**options)
-        made.add_span_processor(processor)
-        return made
-
-    def spans(processor: Any, **options: Any) -> Any:
-        return Tracing(mode="on", tracer_provider=provider(processor, **options)).server_spans()
-
-    sdk = provider(BatchSpanProcessor(Drop())).get_tracer("bench")
-    server = SpanKind.SERVER
-
-    async def sdk_span_app(scope: Any, receive: Any, send: Any) -> None:
-        """The SDK's own part of a SERVER span, called as ServerSpans does."""
-        span = sdk.start_span(
-            "POST", kind=server, attributes={"http.request.method": "POST", "url.scheme": "http"}
-        )
-        await ok_app(scope, receive, send)
-        span.update_name("POST /v1/x")
-        span.set_attribute("http.route", "/v1/x")
-        span.set_attribute("http.response.status_code", 200)
-        span.end()
 
     root = logging.getLogger()
     saved = (root.handlers, root.level)
@@ -369,20 +346,60 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
         "iogate.request_log.409": conflict(disabled=False, handlers=[]),
         "iogate.request_log.409.own_handler": conflict(disabled=False, handlers=[own]),
         "iogate.access_log.200": ok(RequestIdMiddleware(ok_app, access_log=True)),
-        "iogate.server_span": ok(
-            RequestIdMiddleware(ok_app, spans=spans(BatchSpanProcessor(Drop())))
-        ),
-        "otel.sdk_span": ok(RequestIdMiddleware(sdk_span_app)),
-        "iogate.server_span.simple_processor": ok(
-            RequestIdMiddleware(ok_app, spans=spans(SimpleSpanProcessor(Drop())))
-        ),
-        "iogate.server_span.unsampled": ok(
-            RequestIdMiddleware(
-                ok_app, spans=spans(SimpleSpanProcessor(Drop()), sampler=ALWAYS_OFF)
-            )
-        ),
+        **{name: ok(mw) for name, mw in _traced(ok_app).items()},
     }
     return subjects, restore
+
+
+def _traced(ok_app: Any) -> dict[str, RequestIdMiddleware]:
+    """The span subjects of :func:`request_subjects`: ``ok_app`` behind the
+    middleware with each tracer provider, and the SDK's own calls."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.trace import SpanKind
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    def provider(processor: Any, **options: Any) -> Any:
+        made = TracerProvider(**options)
+        made.add_span_processor(processor)
+        return made
+
+    def spans(processor: Any, **options: Any) -> Any:
+        return Tracing(mode="on", tracer_provider=provider(processor, **options)).server_spans()
+
+    sdk = provider(BatchSpanProcessor(Drop())).get_tracer("bench")
+    server = SpanKind.SERVER
+
+    async def sdk_span_app(scope: Any, receive: Any, send: Any) -> None:
+        """The SDK's own part of a SERVER span, called as ServerSpans does."""
+        span = sdk.start_span(
+            "POST", kind=server, attributes={"http.request.method": "POST", "url.scheme": "http"}
+        )
+        await ok_app(scope, receive, send)
+        span.update_name("POST /v1/x")
+        span.set_attribute("http.route", "/v1/x")
+        span.set_attribute("http.response.status_code", 200)
+        span.end()
+
+    return {
+        "iogate.server_span": RequestIdMiddleware(ok_app, spans=spans(BatchSpanProcessor(Drop()))),
+        "otel.sdk_span": RequestIdMiddleware(sdk_span_app),
+        "iogate.server_span.simple_processor": RequestIdMiddleware(
+            ok_app, spans=spans(SimpleSpanProcessor(Drop()))
+        ),
+        "iogate.server_span.unsampled": RequestIdMiddleware(
+            ok_app, spans=spans(SimpleSpanProcessor(Drop()), sampler=ALWAYS_OFF)
+        ),
+    }
 
 
 async def _log_and_span_cost(repeats: int) -> list[Result]:
@@ -494,6 +511,10 @@ def summary(results: Sequence[Result]) -> list[str]:
         f"{what}: {by[(subject, 'us_per_request')] - base.get(subject, plain):.2f} us per request"
         for what, subject in others.items()
     ]
+    sdk = by[("otel.sdk_span", "us_per_request")] - plain
+    lines.append(
+        f"of the server span, the SDK's own calls (otel.sdk_span): {sdk:.2f} us per request"
+    )
     return [
         *lines,
         f"target record <= {RECORD_TARGET_US:g} us: {record:.3f} us, {record - loop:.3f} us"
