@@ -24,14 +24,10 @@ from iogate.observability._logging import (
 )
 from iogate.server.request_id import RequestIdMiddleware
 
-FIELDS = {
-    "method": "POST",
-    "path": "/v1/databases/{name}/query",
-    "status": 409,
-    "problem_type": "urn:iogate:problem:integrity-violation",
-    "duration_ms": 1.234,
-    "key": "ops",
-}
+ROUTE = "/v1/databases/{name}/query"
+CONFLICT = "urn:iogate:problem:integrity-violation"
+FIELDS = {"method": "POST", "path": ROUTE, "status": 409, "problem_type": CONFLICT}
+FIELDS |= {"duration_ms": 1.234, "key": "ops"}
 PROBLEM = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
 
 
