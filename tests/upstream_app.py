@@ -7,6 +7,7 @@ what did (and did not) reach the upstream.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class SeenRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes = field(repr=False)
+    at: float = field(default_factory=time.monotonic, repr=False)  # arrival (monotonic s)
 
 
 @web.middleware

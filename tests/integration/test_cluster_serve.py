@@ -1,17 +1,21 @@
 """``iogate serve --workers 4`` with ``[cluster]``: the workers share one limit.
 
-An upstream's ``rate_limit_per_second = 20`` and a key's ``rate_limit = 20``
-each let through ``burst + 20 x t`` requests in ``t`` seconds for the whole
+An upstream's ``rate_limit_per_second = 50`` and a key's ``rate_limit = 50``
+each let through ``burst + 50 x t`` requests in ``t`` seconds for the whole
 deployment, however many workers serve them (in-process limits would let four
-times as many through). The loopback upstream counts arrivals.
+times as many through). Over 10 s that is 50 + 500 = 550, and the test holds
+the deployment to it within ±5 % (±27) both ways, as issue 18 asks.
 
-Duration and rate: 6 s at 20/s rather than 10 s at 50/s. The expected count is
-20 + 120 = 140 and the tolerance ±5 % (±7); the measurement's own error is the
-clients' timing of the window's ends, which on a loaded 2-core test machine was
-up to 0.2 s (4 tokens) — too close to the tolerance at 3 s, comfortably inside
-it at 6 s — while a per-process limit (≈ 560) or one off by a process's share
-(≈ 175) fails it. 20/s rather than 50/s so that the clients, on that machine,
-still offer well above the limit (the test checks that many were refused).
+The window is the upstream's own: from the first to the last arrival it
+counted (``SeenRequest.at``). Timing it from the clients' send times, as an
+earlier version did, measured the gateway's queueing under load too: on a
+loaded 2-core machine a request sent at ``t`` was admitted up to 0.2 s later,
+which made the deployment look up to 6 % under the limit. The limiter itself
+decides on one clock, Redis ``TIME`` read inside its script.
+
+A key's ``max_concurrent = 3`` is global the same way: twelve slow requests
+sent at once through the four workers reach the upstream three at a time, the
+other nine are refused (``429 concurrency-limited``).
 """
 
 from __future__ import annotations
@@ -28,15 +32,18 @@ import aiohttp
 from iogate.server.keys import hash_key, new_key
 from tests.servers import RedisServer, free_port, stop, wait_for_port
 from tests.subprocess_env import child_env
-from tests.upstream_app import UpstreamServer
+from tests.upstream_app import INFLIGHT, UpstreamServer
 from tests.waiting import until
 
-RATE = 20
-DURATION_S = 6.0
+RATE = 50
+DURATION_S = 10.0
 CLIENTS = 12
+SLOTS = 3
 
 
-def _config(redis: RedisServer, upstream: UpstreamServer, key_a: str, key_b: str) -> str:
+def _config(
+    redis: RedisServer, upstream: UpstreamServer, key_a: str, key_b: str, key_c: str
+) -> str:
     return f"""
 [upstreams.limited]
 base_url = "{upstream.base_url}"
@@ -55,6 +62,11 @@ sha256 = "{hash_key(key_b)}"
 scopes = ["upstream:open"]
 rate_limit = {RATE}
 burst = {RATE}
+
+[keys.c]
+sha256 = "{hash_key(key_c)}"
+scopes = ["upstream:open"]
+max_concurrent = {SLOTS}
 
 [cluster]
 redis_url = "{redis.url}"
@@ -82,15 +94,16 @@ async def _hammer(
     return admitted, statuses
 
 
-def _arrivals(upstream: UpstreamServer, path: str) -> int:
-    return sum(1 for r in upstream.seen if r.path == f"/api{path}")
+def _arrivals(upstream: UpstreamServer, path: str) -> list[float]:
+    """When the upstream received each request for ``path`` (monotonic seconds)."""
+    return sorted(r.at for r in upstream.seen if r.path == f"/api{path}")
 
 
 async def test_four_workers_share_an_upstream_limit_and_a_key_limit(
     tmp_path: Path, redis: RedisServer, upstream: UpstreamServer
 ) -> None:
-    key_a, key_b = new_key(), new_key()
-    (tmp_path / "iogate.toml").write_text(_config(redis, upstream, key_a, key_b))
+    key_a, key_b, key_c = new_key(), new_key(), new_key()
+    (tmp_path / "iogate.toml").write_text(_config(redis, upstream, key_a, key_b, key_c))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -129,6 +142,12 @@ async def test_four_workers_share_an_upstream_limit_and_a_key_limit(
                 for _ in range(CLIENTS)
             ]
             results = await asyncio.gather(*runs)
+            # a key's max_concurrent across the workers: twelve at once, each held 1.5 s
+            slow = [
+                _once(session, f"{base}/open/request", key_c, f"/slow/{i}?ms=1500")
+                for i in range(4 * SLOTS)
+            ]
+            concurrent = sorted(await asyncio.gather(*slow))
     finally:
         await asyncio.to_thread(stop, proc)
     for half, path in ((results[:CLIENTS], "/echo/up"), (results[CLIENTS:], "/echo/key")):
@@ -139,14 +158,22 @@ async def test_four_workers_share_an_upstream_limit_and_a_key_limit(
                 statuses[status] = statuses.get(status, 0) + n
         assert set(statuses) <= {200, 429}, statuses  # refused, never failed
         assert statuses.get(429, 0) > statuses[200] / 2, statuses  # the load exceeded the limit
-        window_s = times[-1] - times[0]
+        arrivals = _arrivals(upstream, path)
+        assert len(arrivals) == statuses[200] == len(times)
+        window_s = arrivals[-1] - arrivals[0]
+        assert window_s > DURATION_S - 1.0, window_s  # admitted to the end of the run
         expected = RATE + RATE * window_s
-        seen = _arrivals(upstream, path)
-        assert seen == statuses[200]
-        # Never more than 5 % over the limit. Under heavy load (other jobs on the two
-        # cores) the deployment admitted up to 6 % less than the limit allows, never more:
-        # the lower bound is 10 %.
-        assert -0.10 * expected <= seen - expected <= 0.05 * expected, (path, seen, expected)
+        assert abs(len(arrivals) - expected) <= 0.05 * expected, (path, len(arrivals), expected)
+    assert concurrent == [200] * SLOTS + [429] * (3 * SLOTS), concurrent
+    assert upstream.app[INFLIGHT][0] == SLOTS  # never more at the upstream at once
+
+
+async def _once(session: aiohttp.ClientSession, url: str, key: str, path: str) -> int:
+    """One relayed GET of ``path`` with ``key``; the status."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with session.post(url, json={"method": "GET", "path": path}, headers=headers) as resp:
+        await resp.read()
+        return resp.status
 
 
 def _tally(results: list[tuple[list[float], dict[int, int]]]) -> dict[int, int]:
@@ -161,9 +188,9 @@ async def test_redis_stopped_mid_run_local_shares_hold_and_global_resumes(
     tmp_path: Path, upstream: UpstreamServer
 ) -> None:
     """Two workers, ``expected_processes = 2``: with Redis stopped each worker
-    falls back to 10/s (burst 10), so the deployment still lets through at
-    most about the global 20/s and no client sees an error; after Redis is
-    back the buckets are in Redis again."""
+    falls back to half the limit (25/s, burst 25), so the deployment still lets
+    through at most about the global 50/s and no client sees an error; after
+    Redis is back the buckets are in Redis again."""
     import redis.asyncio as aioredis
 
     from tests.servers import redis_server
@@ -214,7 +241,7 @@ async def test_redis_stopped_mid_run_local_shares_hold_and_global_resumes(
                 await asyncio.to_thread(server.stop)
                 down, window_s = await phase(2.0)
                 assert set(down) <= {200, 429}, down  # no client failed because Redis did
-                # two local buckets of 10 (+10/s): about the global limit, never 2x it
+                # two local buckets of half the limit: about the global limit, never 2x it
                 assert 0 < down[200] <= 1.15 * (RATE + RATE * window_s), (down, window_s)
                 await asyncio.to_thread(server.start)
                 client = aioredis.Redis.from_url(server.url)
