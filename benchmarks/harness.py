@@ -58,6 +58,24 @@ T = TypeVar("T")
 
 
 @contextmanager
+def all_cpus() -> Iterator[None]:
+    """Run the calling thread, and the processes it starts, on every CPU of the
+    machine for the block (undoing :func:`servers_apart`'s pinning, e.g. for a
+    scenario that measures how several server processes scale), then restore.
+    A no-op where affinity cannot be set."""
+    try:
+        original = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except (AttributeError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, original)
+
+
+@contextmanager
 def servers_apart(servers: AbstractContextManager[T]) -> Iterator[T]:
     """Enter ``servers`` (a context that starts server processes) with the server
     processes on the machine's last CPU and this process, the client side, on
