@@ -33,7 +33,7 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["SCENARIOS", "Result", "main", "servers_apart", "time_per_call"]
+__all__ = ["SCENARIOS", "Result", "all_cpus", "main", "servers_apart", "time_per_call"]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
