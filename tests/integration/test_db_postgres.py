@@ -349,7 +349,8 @@ async def test_round_trips_per_call_match_a_bare_pool(
 
             async def transaction() -> object:
                 async with db.transaction(guard=writer) as tx:
-                    await tx.query(f"UPDATE {table} SET name = 'n7' WHERE id = 7", None, limits=limits)
+                    sql = f"UPDATE {table} SET name = 'n7' WHERE id = 7"
+                    await tx.query(sql, None, limits=limits)
                     return await tx.query(point, {"id": 7}, limits=limits)
 
             assert await trips(read_key) == 2
