@@ -33,7 +33,8 @@
   and a statement is never run twice (a SELECT may call a function that
   writes), so a statement with result columns runs once inside a
   transaction of its own (``BEGIN`` … ``COMMIT``, what autocommit does for
-  one statement; two round trips more for keys that may write); one without
+  one statement; the ``BEGIN`` is sent in the statement's round trip and
+  the ``COMMIT`` with the pool's reset, so no round trip more); one without
   (DDL, ``VACUUM``, a write without ``RETURNING``) has nothing to bound and
   runs as ``fetch`` runs it.
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
@@ -65,7 +66,8 @@ difference that makes it hold under a superuser login):
   never the login. ``SET LOCAL ROLE`` on the login's connection would not:
   with a superuser session user each of those undoes it, even in the same
   statement as a ``dblink_exec`` (checked on PostgreSQL 15). Cost: none per
-  statement (the read path stays ``BEGIN READ ONLY``, statement, ``ROLLBACK``);
+  statement (the read path stays ``BEGIN READ ONLY``, statement, ``ROLLBACK``:
+  the first two in one round trip, the ``ROLLBACK`` with the reset);
   one more pool (``min_size`` ≤ 1 at start, up to ``max_size``) per role.
 - Every connection's reset on release also runs ``RESET SESSION
   AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query.
