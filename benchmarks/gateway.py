@@ -33,6 +33,9 @@ the ``ReadyForQuery`` messages the server sends per request are its round
 trips (every simple query and every extended-protocol Sync ends with one),
 reported as ``round_trips_per_request``.
 
+``IOGATE_BENCH_WORKLOADS=pg,floor`` runs only the workloads whose names start
+with one of those prefixes (all of them by default).
+
 Subjects are named ``<workload>: <subject>``; the table's ratio column is the
 distance from the floor (``raw-asgi`` fixed JSON), :func:`summary` prints each
 workload's ratio to its bare endpoint. wrk runs on the same 2 cores as the
@@ -42,6 +45,7 @@ servers, so absolute figures are lower than on separate machines.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import sqlite3
@@ -316,6 +320,16 @@ def _workloads() -> dict[str, dict[str, Target]]:
     }
 
 
+def _selected(workloads: dict[str, dict[str, Target]]) -> dict[str, dict[str, Target]]:
+    """The workloads ``IOGATE_BENCH_WORKLOADS`` names (comma-separated
+    prefixes of workload names, e.g. ``pg,floor``); all when unset."""
+    wanted = [w.strip() for w in os.environ.get("IOGATE_BENCH_WORKLOADS", "").split(",")]
+    wanted = [w for w in wanted if w]
+    if not wanted:
+        return workloads
+    return {w: t for w, t in workloads.items() if any(w.startswith(p) for p in wanted)}
+
+
 BARE = {
     "sqlite": "fastapi+aiosqlite",
     "pg point select": "fastapi+asyncpg",
@@ -515,7 +529,8 @@ async def run(*, quick: bool = False) -> list[Result]:
     """Alternate the subjects for a few rounds; report the medians."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run scripts/install-services.sh bench")
-    if not DATASETTE.exists():
+    needs = {t.server for targets in _selected(_workloads()).values() for t in targets.values()}
+    if "datasette" in needs and not DATASETTE.exists():
         raise RuntimeError(f"{DATASETTE} is missing: `make bench` installs it")
     return await asyncio.to_thread(_run_sync, 1 if quick else 3, 2 if quick else 3)
 
@@ -533,7 +548,9 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
         keys = {k: new_key() for k in ("read", "write", "relay")}
         ports = {name: free_port() for name in ("iogate", "bare", "raw-asgi", "datasette")}
         commands = _commands(tmp, keys, pg.dsn, ports["raw-asgi"])
-        workloads = _workloads()
+        workloads = _selected(_workloads())
+        needed = {t.server for targets in workloads.values() for t in targets.values()}
+        commands = {k: c for k, c in commands.items() if k in needed | {"raw-asgi"}}
         scripts = {
             (w, s): _script(tmp / f"{i}-{j}.lua", t, keys)
             for i, (w, targets) in enumerate(workloads.items())
@@ -551,7 +568,9 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
                         runs.setdefault((workload, subject), []).append(_wrk(url, script, seconds))
         finally:
             servers.close()
-        trips = asyncio.run(_count_round_trips(tmp, keys, pg.port, ports["raw-asgi"]))
+        trips: dict[str, float] = {}
+        if "pg point select" in workloads:
+            trips = asyncio.run(_count_round_trips(tmp, keys, pg.port, ports["raw-asgi"]))
     units = {"ops_per_s": "req/s", "p50_ms": "ms", "p99_ms": "ms"}
     results = [
         Result(f"{w}: {s}", metric, statistics.median(r[metric] for r in rs), unit)
@@ -619,7 +638,7 @@ def summary(results: Sequence[Result]) -> list[str]:
     trips = {r.subject: r.value for r in results if r.metric == "round_trips_per_request"}
     floor = rps.get("floor: raw-asgi")
     lines = []
-    for workload, targets in _workloads().items():
+    for workload, targets in _selected(_workloads()).items():
         bare = next((s for s in targets if s.startswith("fastapi+")), None)
         if bare is None:
             continue

@@ -9,7 +9,7 @@ import datetime as dt
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,9 +17,10 @@ import asyncpg
 import pytest
 
 from iogate.databases._values import to_json_row
-from iogate.databases.postgres import PostgresDatabase
+from iogate.databases.guard import ResultLimits, SQLGuard
+from iogate.databases.postgres import PostgresDatabase, RoleLogin
 from iogate.databases.transactions import Transaction
-from iogate.errors import OperationTimeout, TransientDatabaseError
+from iogate.errors import IntegrityError, OperationTimeout, QueryError, TransientDatabaseError
 from tests.integration.db_fixtures import retrying_pipeline
 from tests.servers import PostgresServer
 
@@ -234,3 +235,177 @@ async def test_query_prepares_a_statement_once_per_connection(pg: PostgresServer
             {"text": "SELECT 41 + $1 AS answer"},
         )
         assert held == 1
+
+
+# -- round trips per call ---------------------------------------------------
+
+
+class _CountingProxy:
+    """A TCP proxy to the cluster counting the server's ReadyForQuery ('Z')
+    messages: one per round trip (each simple query and each Sync ends with
+    one). Needs ``sslmode=disable``: the server's stream is then typed
+    messages from its first byte."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ready = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def count() -> None:
+            while True:  # 1 type byte, 4 bytes big-endian length (itself included)
+                try:
+                    head = await up_reader.readexactly(5)
+                    body = await up_reader.readexactly(int.from_bytes(head[1:], "big") - 4)
+                except asyncio.IncompleteReadError:
+                    break
+                if head[:1] == b"Z":
+                    self.ready += 1
+                writer.write(head + body)
+                await writer.drain()
+            writer.close()
+
+        await asyncio.gather(pipe(), count(), return_exceptions=True)
+
+
+@pytest.fixture
+async def roles(pg: PostgresServer, admin: asyncpg.Connection) -> AsyncIterator[tuple[str, str]]:
+    """A read role (SELECT) and a write role (SELECT, INSERT, UPDATE) on a
+    table ``rt_<tag>`` of 3,000 rows, with a deferred unique constraint."""
+    tag = uuid.uuid4().hex[:8]
+    read, write, table = f"rtr_{tag}", f"rtw_{tag}", f"rt_{tag}"
+    await admin.execute(
+        f"CREATE ROLE {read} LOGIN; CREATE ROLE {write} LOGIN;"
+        f"CREATE TABLE {table} (id int PRIMARY KEY, name text,"
+        f" u int UNIQUE DEFERRABLE INITIALLY DEFERRED);"
+        f"INSERT INTO {table} SELECT i, 'n' || i, i FROM generate_series(1, 3000) i;"
+        f"GRANT SELECT ON {table} TO {read};"
+        f"GRANT SELECT, INSERT, UPDATE ON {table} TO {write}"
+    )
+    yield read, write
+    await admin.execute(f"DROP TABLE {table}; DROP ROLE {read}; DROP ROLE {write}")
+
+
+async def test_round_trips_per_call_match_a_bare_pool(
+    pg: PostgresServer, roles: tuple[str, str]
+) -> None:
+    """A bare asyncpg pool's point select costs 2 round trips (the statement,
+    the reset on release). So does every bounded single statement here: a read
+    key's (BEGIN READ ONLY sent with the statement, the ROLLBACK with the
+    reset), a write key's and an unrestricted caller's statement with result
+    columns (BEGIN with the statement, COMMIT with the reset); a two-statement
+    transaction costs 4 (BEGIN, two statements, COMMIT with the reset)."""
+    read, write = roles
+    table = "rt_" + read.removeprefix("rtr_")
+    limits = ResultLimits(max_rows=100_000, max_bytes=10_000_000)
+    reader = SQLGuard(read_only=True, role=read)
+    writer = SQLGuard(role=write)
+    point = f"SELECT id, name FROM {table} WHERE id = :id"
+    proxy = _CountingProxy(pg.port)
+    async with proxy as port:
+        dsn = f"postgresql://{pg.user}@127.0.0.1:{port}/postgres?sslmode=disable"
+        roles_ = [RoleLogin(read), RoleLogin(write)]
+        async with PostgresDatabase("pg", dsn=dsn, min_size=1, max_size=1, roles=roles_) as db:
+
+            async def trips(call: Callable[[], Awaitable[object]]) -> float:
+                await call()  # the statement is prepared (and cached) once
+                before = proxy.ready
+                for _ in range(5):
+                    await call()
+                return (proxy.ready - before) / 5
+
+            async def read_key() -> object:
+                r = await db.query_guarded(point, {"id": 7}, guard=reader, limits=limits)
+                assert r.rows == [(7, "n7")]
+                return r
+
+            async def write_key() -> object:
+                r = await db.query_guarded(point, {"id": 7}, guard=writer, limits=limits)
+                assert r.rows == [(7, "n7")]
+                return r
+
+            async def unrestricted() -> object:
+                return await db.query(point, {"id": 7}, limits=limits)
+
+            async def update() -> object:
+                sql = f"UPDATE {table} SET name = 'n7' WHERE id = 7"
+                return await db.query_guarded(sql, guard=writer, limits=limits)
+
+            async def transaction() -> object:
+                async with db.transaction(guard=writer) as tx:
+                    sql = f"UPDATE {table} SET name = 'n7' WHERE id = 7"
+                    await tx.query(sql, None, limits=limits)
+                    return await tx.query(point, {"id": 7}, limits=limits)
+
+            assert await trips(read_key) == 2
+            assert await trips(write_key) == 2
+            assert await trips(unrestricted) == 2
+            assert await trips(update) == 2
+            assert await trips(transaction) == 4
+
+
+async def test_pipelined_begin_reads_past_the_first_chunk_and_resets(
+    pg: PostgresServer, roles: tuple[str, str]
+) -> None:
+    """With BEGIN sent in the statement's round trip, a result longer than a
+    chunk (1,000 rows) is still read whole or cut at max_rows, a failed
+    deferred COMMIT is the caller's error, an argument asyncpg cannot encode
+    is a QueryError, and after each the connection is clean and read-only or
+    read-write as before."""
+    read, write = roles
+    table = "rt_" + read.removeprefix("rtr_")
+    reader = SQLGuard(read_only=True, role=read)
+    writer = SQLGuard(role=write)
+    big = ResultLimits(max_rows=100_000, max_bytes=10_000_000)
+    cut = ResultLimits(max_rows=2500, max_bytes=10_000_000)
+    scan = f"SELECT id FROM {table} ORDER BY id"
+    roles_ = [RoleLogin(read), RoleLogin(write)]
+    async with PostgresDatabase("pg", dsn=pg.dsn, min_size=1, max_size=1, roles=roles_) as db:
+        for guard in (reader, writer, None):
+            if guard is None:
+                whole = await db.query(scan, limits=big)
+                part = await db.query(scan, limits=cut)
+            else:
+                whole = await db.query_guarded(scan, guard=guard, limits=big)
+                part = await db.query_guarded(scan, guard=guard, limits=cut)
+            assert [r[0] for r in whole.rows] == list(range(1, 3001)), guard
+            assert not whole.truncated
+            assert [r[0] for r in part.rows] == list(range(1, 2501)), guard
+            assert part.truncated
+        # the deferred unique check fails at COMMIT, which goes with the reset
+        dup = f"UPDATE {table} SET u = 1 WHERE id = 2 RETURNING id"
+        with pytest.raises(IntegrityError):
+            await db.query_guarded(dup, guard=writer, limits=big)
+        # asyncpg cannot encode a str for an int4 parameter
+        with pytest.raises(QueryError):
+            await db.query_guarded(
+                f"SELECT id FROM {table} WHERE id = $1::int4 + 0", [[1]], guard=writer, limits=big
+            )
+        with pytest.raises(QueryError):
+            await db.query_guarded(
+                f"SELECT id FROM {table} WHERE id = $1::int4 + 0", [[1]], guard=reader, limits=big
+            )
+        state = "SELECT current_user, current_setting('transaction_read_only')"
+        for guard, who, ro in ((writer, write, "off"), (reader, read, "on")):
+            r = await db.query_guarded(state, guard=guard, limits=big)
+            assert r.rows == [(who, ro)]
+        assert (
+            await db.query_guarded(f"SELECT u FROM {table} WHERE id = 2", guard=writer, limits=big)
+        ).rows == [(2,)]
+        assert db.stats().in_use == 0

@@ -33,7 +33,8 @@
   and a statement is never run twice (a SELECT may call a function that
   writes), so a statement with result columns runs once inside a
   transaction of its own (``BEGIN`` … ``COMMIT``, what autocommit does for
-  one statement; two round trips more for keys that may write); one without
+  one statement; the ``BEGIN`` is sent in the statement's round trip and
+  the ``COMMIT`` with the pool's reset, so no round trip more); one without
   (DDL, ``VACUUM``, a write without ``RETURNING``) has nothing to bound and
   runs as ``fetch`` runs it.
 - Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
@@ -65,7 +66,8 @@ difference that makes it hold under a superuser login):
   never the login. ``SET LOCAL ROLE`` on the login's connection would not:
   with a superuser session user each of those undoes it, even in the same
   statement as a ``dblink_exec`` (checked on PostgreSQL 15). Cost: none per
-  statement (the read path stays ``BEGIN READ ONLY``, statement, ``ROLLBACK``);
+  statement (the read path stays ``BEGIN READ ONLY``, statement, ``ROLLBACK``:
+  the first two in one round trip, the ``ROLLBACK`` with the reset);
   one more pool (``min_size`` ≤ 1 at start, up to ``max_size``) per role.
 - Every connection's reset on release also runs ``RESET SESSION
   AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query.
@@ -83,6 +85,7 @@ difference that makes it hold under a superuser login):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -271,19 +274,37 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
       GUC_NO_RESET_ALL), so a ``SET ROLE`` would reach the next caller;
     - a guarded read's ``READ ONLY`` transaction (:attr:`rollback_on_reset`)
       is rolled back by the same query (``ROLLBACK; <reset query>``): one
-      round trip for both instead of two.
+      round trip for both instead of two;
+    - a bounded read's own transaction is committed by the same query as the
+      reset (:meth:`commit_and_reset`), before the release, which then sends
+      nothing (:attr:`reset_done`).
     """
 
-    __slots__ = ("rollback_on_reset",)
+    __slots__ = ("reset_done", "rollback_on_reset")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rollback_on_reset = False
+        self.reset_done = False
 
     def get_reset_query(self) -> str:
         return cast(str, super().get_reset_query()) + _RESET_IDENTITY
 
+    async def commit_and_reset(self) -> None:
+        """``COMMIT`` and the reset query in one simple query (one round trip),
+        then the reset on release is skipped (:attr:`reset_done`). The caller
+        releases the connection next, running nothing else on it. A failed
+        ``COMMIT`` (a deferred constraint) raises here and skips the rest of
+        the query, so the release still resets."""
+        await self.execute("COMMIT;\n" + self.get_reset_query())
+        self.rollback_on_reset = False
+        self.reset_done = True
+
     async def reset(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
+        if self.reset_done:
+            self.reset_done = False
+            if not self.is_in_transaction():
+                return  # commit_and_reset ran the reset query last
         if self.rollback_on_reset:
             self.rollback_on_reset = False
             if self.is_in_transaction():
@@ -618,10 +639,8 @@ class PostgresDatabase(SQLDatabase):
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("query")
         try:
-            return cast(
-                QueryResult,
-                await self._guard("query", self._prepared_query(conn, text, args, limits), conn),
-            )
+            coro = self._prepared_query(conn, text, args, limits, one_shot=True)
+            return cast(QueryResult, await self._guard("query", coro, conn))
         finally:
             await self._release(conn)
 
@@ -655,14 +674,19 @@ class PostgresDatabase(SQLDatabase):
         if not guard.read_only:
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
-            return await self._prepared_query(conn, text, args, limits)
+            return await self._prepared_query(conn, text, args, limits, one_shot=True)
         # The ROLLBACK is sent with the pool's reset on release, in one query
-        # (_Connection.reset): the read costs BEGIN, its statement and the reset.
-        await conn.execute("BEGIN READ ONLY")
+        # (_Connection.reset). A bounded read sends its BEGIN READ ONLY in the
+        # statement's own round trip (_begin_chunks): the read costs its
+        # statement and the reset, as a bare asyncpg pool's fetch does.
         cast(_Connection, conn).rollback_on_reset = True
-        if guard.tables is not None:
-            await self._check_tables(conn, text, args, guard.tables)
-        result = await self._prepared_query(conn, text, args, limits)
+        if limits is None or guard.tables is not None:
+            await conn.execute(_BEGIN_READ_ONLY)
+            if guard.tables is not None:
+                await self._check_tables(conn, text, args, guard.tables)
+            result = await self._prepared_query(conn, text, args, limits)
+        else:
+            result = await self._prepared_query(conn, text, args, limits, begin=_BEGIN_READ_ONLY)
         if not conn.is_in_transaction():
             raise QueryError(_TX_CONTROL, resource=self.name, operation="query")
         return result
@@ -731,7 +755,17 @@ class PostgresDatabase(SQLDatabase):
         text: str,
         args: list[Any],
         limits: ResultLimits | None = None,
+        *,
+        begin: str | None = None,
+        one_shot: bool = False,
     ) -> QueryResult:
+        """Run ``text`` once and read its result (bounded by ``limits``).
+
+        ``begin``: the transaction (``BEGIN READ ONLY``) the statement runs in,
+        opened in the statement's round trip (``limits`` required).
+        ``one_shot``: the connection is released right after, so a bounded
+        read's own transaction may commit with the reset (see
+        :func:`_read_bounded`)."""
         stmt = await _prepare(conn, text)
         types = [t.name for t in stmt.get_parameters()]
         try:
@@ -743,7 +777,9 @@ class PostgresDatabase(SQLDatabase):
             records = await stmt.fetch(*args)
             status: str | None = stmt.get_statusmsg()
         else:
-            records, status, truncated = await _read_bounded(conn, stmt, args, limits, text)
+            records, status, truncated = await _read_bounded(
+                conn, stmt, args, limits, begin=begin, one_shot=one_shot
+            )
         columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
         rows = [tuple(r) for r in records]
         return QueryResult(columns, rows, _rows_affected(status), truncated=truncated)
@@ -777,26 +813,32 @@ class PostgresDatabase(SQLDatabase):
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         pool = self._pool_for(guard)
         conn = pool.take() or await self._wait(pool, "transaction", guard)
-        level = None if isolation is None else isolation.replace(" ", "_")
-        tx = conn.transaction(isolation=level, readonly=read_only)
+        # BEGIN as a query of ours, not asyncpg's Transaction: its COMMIT is
+        # sent with the reset (_Connection.commit_and_reset) and its ROLLBACK
+        # with the reset on release (rollback_on_reset), one round trip each.
+        begin = "BEGIN"
+        if isolation is not None:
+            begin += " ISOLATION LEVEL " + _ISOLATION[isolation.lower()]
+        if read_only:
+            begin += " READ ONLY"
+            if guard is not None:
+                # Take the snapshot now, in the same query: SET TRANSACTION
+                # READ WRITE is only accepted before a transaction's first query.
+                begin += ";\nSELECT 1"
+        cast(_Connection, conn).rollback_on_reset = True
         try:
-            await self._guard("transaction", tx.start(), conn)
-            if read_only and guard is not None:
-                # Take the snapshot now: SET TRANSACTION READ WRITE is only
-                # accepted before a transaction's first query.
-                await self._guard("transaction", conn.execute("SELECT 1"), conn)
+            await self._guard("transaction", conn.execute(begin), conn)
         except BaseException:
             await pool.release(conn)
             raise
 
         async def finish(commit: bool) -> None:
             try:
-                if commit:
-                    await self._guard("commit", tx.commit(), conn)
-                elif not conn.is_closed():
-                    await self._guard("rollback", tx.rollback(), conn)
+                # (a statement may have ended it: an unguarded COMMIT)
+                if commit and conn.is_in_transaction():
+                    await self._guard("commit", cast(_Connection, conn).commit_and_reset(), conn)
             finally:
-                await pool.release(conn)
+                await pool.release(conn)  # a ROLLBACK goes with its reset
 
         return _PostgresTx(self, conn, guard), finish
 
@@ -905,7 +947,9 @@ async def _read_bounded(
     stmt: asyncpg.prepared_stmt.PreparedStatement,
     args: list[Any],
     limits: ResultLimits,
-    text: str,
+    *,
+    begin: str | None = None,
+    one_shot: bool = False,
 ) -> tuple[list[Any], str | None, bool]:
     """Read ``stmt``'s rows under ``limits``: the records kept, the command
     tag, and whether a cap dropped rows (see the module docstring).
@@ -915,26 +959,102 @@ async def _read_bounded(
     Close of the portal), so this drives the protocol the way asyncpg's own
     cursor does (``protocol.bind_execute(state, args, portal, limit, ...)``,
     then ``protocol.execute(state, portal, limit, ...)``), on the unnamed portal.
+
+    ``begin`` (``BEGIN READ ONLY``) opens the caller's transaction in the
+    statement's round trip (:func:`_begin_chunks`). Outside a transaction, a
+    statement with result columns runs in one of its own; ``one_shot`` (the
+    connection is released next) opens it the same way and commits it with
+    the pool's reset (:meth:`_Connection.commit_and_reset`): two round trips
+    in all, as a bare pool's ``fetch`` and its reset.
     """
     protocol, state = conn._protocol, stmt._state
-    in_tx = conn.is_in_transaction()
     read = BoundedRead(limits)
-    if in_tx:
+    if conn.is_in_transaction():
         status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
+    elif begin is not None:
+        status = await _begin_chunks(conn, begin, state, args, read)
     elif not stmt.get_attributes():
         # No result columns (DDL, VACUUM, ALTER SYSTEM, a write without
         # RETURNING): nothing to bound, and some of these cannot run inside a
         # transaction block. One Execute, as fetch sends.
         status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=False)
-    else:
+    elif one_shot:
         # A portal outlives its Execute only inside a transaction (outside one
         # it ends at the Execute's Sync), and a statement is never run twice
         # (a SELECT may call a function that writes): the statement runs once,
         # in a transaction of its own, committed as autocommit would.
+        status = await _begin_chunks(conn, "BEGIN", state, args, read)
+        if conn.is_in_transaction():
+            await cast(_Connection, conn).commit_and_reset()
+    else:
         async with conn.transaction():
             status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
     kept, truncated = read.finish()
     return kept, status.decode() if status else None, truncated
+
+
+def _pipelined(sql: str) -> bytes:
+    """Parse, Bind and Execute messages (PostgreSQL frontend protocol,
+    postgresql.org/docs/current/protocol-message-formats.html) running
+    ``sql`` (no parameters, no result) on the unnamed statement and portal,
+    without a Sync: the Bind/Execute/Sync asyncpg sends next follow it, and
+    the server runs both before the one Sync."""
+
+    def message(kind: bytes, body: bytes) -> bytes:
+        return kind + (len(body) + 4).to_bytes(4, "big") + body
+
+    return (
+        message(b"P", b"\0" + sql.encode() + b"\0\0\0")  # no parameter types
+        + message(b"B", b"\0\0\0\0\0\0\0\0")  # no formats, parameters, result formats
+        + message(b"E", b"\0\0\0\0\0")  # all rows (none)
+    )
+
+
+_BEGIN_READ_ONLY = "BEGIN READ ONLY"
+_PIPELINED = {sql: _pipelined(sql) for sql in ("BEGIN", _BEGIN_READ_ONLY)}
+
+
+async def _begin_chunks(
+    conn: asyncpg.Connection, begin: str, state: Any, args: list[Any], read: BoundedRead
+) -> bytes | None:
+    """``begin`` (a key of :data:`_PIPELINED`), then the bounded read of
+    ``state`` in that transaction, the ``BEGIN`` in the statement's round
+    trip: its messages are written to the connection's transport just before
+    asyncpg's Bind/Execute/Sync, in the same loop step (asyncpg's
+    ``bind_execute`` writes before its first suspension), so the server reads
+    ``BEGIN``, the statement, one Sync. asyncpg reads the answers as one
+    extended query: the BEGIN's BindComplete is skipped and its
+    CommandComplete is overwritten by the statement's; a portal the row
+    limit suspended leaves the tag ``BEGIN`` (asyncpg then says "done" from
+    the BEGIN's CommandComplete), which is how a suspension is told here.
+
+    The connection is marked to roll back on its reset (a failed statement
+    leaves the transaction open). With the unnamed prepared statement
+    (``statement_cache_size = 0``), which the BEGIN's Parse would replace,
+    the BEGIN is a query of its own. An error raised before asyncpg wrote
+    its messages (an argument it cannot encode) leaves the BEGIN's on the
+    wire without a Sync: the connection is terminated."""
+    cast(_Connection, conn).rollback_on_reset = True
+    protocol = conn._protocol
+    asked = read.next_size()
+    if not state.name:
+        await conn.execute(begin)
+        status, _ = await _chunks(protocol, state, args, read, asked, go_on=True)
+        return status
+    conn._transport.write(_PIPELINED[begin])
+    try:
+        rows, status, done = await protocol.bind_execute(state, args, "", asked, True, None)
+    except (asyncpg.PostgresError, asyncio.CancelledError):
+        raise  # the server answered up to the Sync (or asyncpg cancels it)
+    except BaseException:
+        conn.terminate()
+        raise
+    more = read.add(rows, asked) and (not done or status == b"BEGIN")
+    while more:  # a suspended portal lives until its transaction ends
+        asked = read.next_size()
+        rows, status, done = await protocol.execute(state, "", asked, True, None)
+        more = read.add(rows, asked) and not done
+    return cast(bytes | None, status)
 
 
 async def _chunks(
@@ -1016,6 +1136,12 @@ class _PostgresTx:
         await self._db._guard("transaction", self._conn.execute(sql), self._conn)
 
 
+_ISOLATION = {
+    "read uncommitted": "READ UNCOMMITTED",
+    "read committed": "READ COMMITTED",
+    "repeatable read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+}
 _TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed here"
 
 
