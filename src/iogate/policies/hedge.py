@@ -8,7 +8,13 @@ and Envoy's ``hedge_policy`` are the same idea.
 
 * After ``delay_s`` seconds — fixed, or the ``percentile`` of recent successful
   latencies once ``min_samples`` are known — up to ``max_hedges`` extra attempts
-  start, one per delay.
+  start, one per delay. The delay is measured on the hedge's clock, not taken on
+  trust from the loop's timer: uvloop (libuv) counts timers in whole
+  milliseconds from a cached loop time, so ``call_later(0.0032)`` can run after
+  2.6 ms; a timer that runs early is re-armed for the time left (at least a
+  millisecond, libuv's resolution). Started early, a p95 hedge fired for half the
+  calls, drained the retry budget and left the slow calls it exists for
+  unhedged (issue 22).
 * The first success wins; every other attempt is cancelled and awaited.
 * An attempt that fails leaves the race; if none is left running, its error is
   raised (errors are :class:`~iogate.policies.Retry`'s business, not the hedge's).
@@ -33,6 +39,11 @@ from .events import EventListener, PolicyEvent
 __all__ = ["Hedge", "HedgeSnapshot", "HedgeStarted"]
 
 T = TypeVar("T")
+
+# Seconds: the shortest re-arm of a delay timer that ran early (libuv's timer
+# resolution, one millisecond), so it is never re-armed for a time its loop
+# rounds to zero.
+_MIN_REARM_S = 0.001
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,7 +210,7 @@ class Hedge:
             raise RuntimeError("Hedge.run must be called inside an asyncio task")
         race = _Race(self, fn, caller)
         start = self._now()
-        race.arm(self._delay_cache)
+        race.arm(self._delay_cache, start)
         baseline = caller.cancelling()
         try:
             try:
@@ -277,9 +288,11 @@ class _Race(Generic[T]):
     runs inline, else :attr:`waiter`)."""
 
     __slots__ = (
+        "_due",
         "_fn",
         "_handle",
         "_hedge",
+        "_slack",
         "_started",
         "caller",
         "cancelled_caller",
@@ -294,6 +307,8 @@ class _Race(Generic[T]):
         self._hedge = hedge
         self._fn = fn
         self._handle: Cancellable | None = None
+        self._due = 0.0
+        self._slack = 0.0
         self._started = 0
         self.caller = caller
         self.cancelled_caller = False
@@ -303,7 +318,10 @@ class _Race(Generic[T]):
         self.waiter: asyncio.Future[None] | None = None
         self.winner: asyncio.Task[T] | None = None
 
-    def arm(self, delay_s: float) -> None:
+    def arm(self, delay_s: float, now: float) -> None:
+        """Start the next extra attempt ``delay_s`` seconds after ``now`` (clock reading)."""
+        self._due = now + delay_s
+        self._slack = delay_s / 64  # early by at most this: close enough
         self._handle = _schedule(self._hedge._clock, delay_s, self._fire)
 
     def disarm(self) -> None:
@@ -317,6 +335,10 @@ class _Race(Generic[T]):
         if self.winner is not None or not (self.first_running or self.tasks):
             return
         now = hedge._now()
+        early = self._due - now
+        if early > self._slack:  # the loop's timer ran early: wait for the time left
+            self._handle = _schedule(hedge._clock, max(early, _MIN_REARM_S), self._fire)
+            return
         if hedge.budget is not None and not hedge.budget.try_withdraw(now):
             hedge._budget_rejections += 1
             return
@@ -331,7 +353,7 @@ class _Race(Generic[T]):
                 HedgeStarted(policy=hedge.name, at=now, hedge=self._started, delay_s=delay)
             )
         if self._started < hedge.max_hedges:
-            self.arm(delay)
+            self.arm(delay, now)
 
     def _done(self, task: asyncio.Task[T]) -> None:
         self.tasks.discard(task)

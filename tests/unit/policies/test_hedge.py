@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +18,7 @@ from iogate.policies import (
     RetryBudget,
     Timeout,
 )
+from iogate.policies.clock import _FakeTimer
 
 from .conftest import advance, settle
 
@@ -107,6 +110,46 @@ async def test_hedges_draw_on_the_retry_budget(clock: FakeClock) -> None:
     assert replica.started == 2  # one hedge; the budget refused the second
     assert hedge.stats().budget_rejections == 1
     assert replica.cancelled == [1]
+
+
+class LibuvClock(FakeClock):
+    """A fake clock whose timers behave like uvloop's: libuv keeps a loop time in
+    whole milliseconds (truncated) and rounds a delay to milliseconds, so a timer
+    armed at 0.4 ms for 5 ms runs at 5.0 ms, 0.4 ms early."""
+
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> _FakeTimer:
+        now = self.monotonic()
+        due = math.floor(now * 1000) / 1000 + round(delay_s * 1000) / 1000
+        return super().call_later(max(due - now, 0.0), callback)
+
+
+async def test_an_early_loop_timer_starts_no_hedge_before_the_delay() -> None:
+    # Issue 22: under uvloop a p95 hedge timer ran ~0.5 ms early, so hedges started
+    # for calls about to answer (half the calls), drained the retry budget and the
+    # slow calls found it empty: p99.9 was not cut. The delay is the hedge's own
+    # clock's, whatever the loop's timer precision.
+    clock = LibuvClock(start=0.0004)
+    budget = RetryBudget(ratio=0.0, min_per_s=0.1, ttl_s=10.0, clock=clock)  # one withdrawal
+    hedge = Hedge(delay_s=0.005, budget=budget, clock=clock)
+    fast = Replica(clock, [0.0047])  # answers 4.7 ms in: before the 5 ms delay
+    task = asyncio.create_task(hedge.run(fast))
+    await settle()
+    await advance(clock, 0.0046)  # the loop's timer ran at 5.0 ms (0.4 ms in: early)
+    assert fast.started == 1
+    await advance(clock, 0.0001)
+    assert await task == "attempt 0"
+    assert (hedge.hedges, budget.withdrawals, clock.pending) == (0, 0, 0)
+    # A slow call is still hedged, once the delay has really passed, from the budget.
+    slow = Replica(clock, [1.0, 0.002])
+    task = asyncio.create_task(hedge.run(slow))
+    await settle()
+    await advance(clock, 0.0049)
+    assert slow.started == 1
+    await advance(clock, 0.0011)
+    assert slow.started == 2
+    await advance(clock, 0.002)
+    assert await task == "attempt 1"
+    assert (hedge.hedges, hedge.hedge_wins, budget.withdrawals) == (1, 1, 1)
 
 
 async def test_percentile_delay_follows_observed_latency(clock: FakeClock) -> None:
