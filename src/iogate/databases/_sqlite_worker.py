@@ -26,8 +26,24 @@ behind it, so a batch is handed over:
   once a running statement has executed ``progress_ops`` virtual-machine
   instructions: a slow statement releases the results held before it soon
   after it starts. (A statement blocked inside SQLite's busy handler runs no
-  instructions; reader connections in WAL mode never wait for locks, and the
-  writer hands over each result at once — ``batch_results=False``.)
+  instructions.)
+
+Reader connections in WAL mode never wait for locks. The writer can: another
+process's writer may hold the database's write lock, and SQLite's busy handler
+then sleeps inside ``sqlite3_step`` (up to ``busy_timeout``) running no
+instructions, so results held before that statement would wait as long. A
+worker made with ``waits_on_locks=True`` (the writer) therefore holds results
+only across jobs submitted with :meth:`ConnectionWorker.submit_retryable` —
+one statement outside any transaction, which SQLite documents may be retried
+after ``SQLITE_BUSY`` (sqlite.org/rescode.html#busy: "If the statement is a
+COMMIT or occurs outside of an explicit transaction, then you can retry the
+statement") — and runs such a job, while it holds results, with
+``PRAGMA busy_timeout = 0``: a lock it cannot take fails at once instead of
+waiting, the held results are handed over, the timeout is put back and the
+job runs again, waiting as long as it must. Any other job hands the held
+results over before it starts. Measured on this project's 2-core machine,
+single-row INSERTs through the gateway at 32 connections: ~2,800 requests/s
+with one hand-over per statement, ~4,000-4,900 batched (issue 22).
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from typing import Any, Final, cast
 __all__ = ["ConnectionWorker"]
 
 _STOP: Final = object()
-_Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], bool]
 _Done = tuple["asyncio.Future[Any]", bool, Any]
 
 
@@ -55,6 +71,12 @@ def _settle(done: list[_Done]) -> None:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """``SQLITE_BUSY`` or one of its extended codes (the low byte is the primary code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _ok(future: asyncio.Future[None]) -> _Done:
@@ -71,6 +93,9 @@ class ConnectionWorker:
     Args:
         name: thread name, for debugging (``"iogate-sqlite-main-r0"``).
         batch_results: hand results back in batches (see the module docstring).
+        waits_on_locks: the connection may wait for another connection's lock (a
+            writer): results are held only across :meth:`submit_retryable` jobs,
+            which run with the lock wait off while they are (module docstring).
         max_batch: the most results held before they are handed back.
         max_hold_s: the longest a result is held while others are queued (seconds).
         progress_ops: SQLite VM instructions between progress-handler checks.
@@ -82,6 +107,7 @@ class ConnectionWorker:
     __slots__ = (
         "_batch",
         "_batch_results",
+        "_busy_ms",
         "_conn",
         "_held_since",
         "_loop",
@@ -93,6 +119,8 @@ class ConnectionWorker:
         "_running",
         "_stopped",
         "_thread",
+        "_wait_off",
+        "_waits_on_locks",
     )
 
     def __init__(
@@ -100,12 +128,16 @@ class ConnectionWorker:
         *,
         name: str,
         batch_results: bool,
+        waits_on_locks: bool = False,
         max_batch: int = 32,
         max_hold_s: float = 0.001,
         progress_ops: int = 2000,
     ) -> None:
         self._name = name
         self._batch_results = batch_results
+        self._waits_on_locks = waits_on_locks
+        self._busy_ms = 0  # the connection's busy_timeout, read when it opens
+        self._wait_off = False  # busy_timeout is 0 while results are held
         self._max_batch = max_batch
         self._max_hold_s = max_hold_s
         self._progress_ops = progress_ops
@@ -160,7 +192,23 @@ class ConnectionWorker:
             raise RuntimeError(f"sqlite worker {self._name} is closed")
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((future, fn, args))
+        self._queue.put((future, fn, args, False))
+        return future
+
+    def submit_retryable(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """:meth:`submit` a job that may run twice: one statement that, when it
+        fails with ``SQLITE_BUSY`` outside a transaction, had no effect (SQLite's
+        documented retry rule). On a ``waits_on_locks`` worker only such jobs
+        keep results held (see the module docstring).
+
+        Raises:
+            RuntimeError: the worker is not running.
+        """
+        if not self._running:
+            raise RuntimeError(f"sqlite worker {self._name} is closed")
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((future, fn, args, True))
         return future
 
     async def close(self) -> None:
@@ -188,6 +236,8 @@ class ConnectionWorker:
             loop.call_soon_threadsafe(_settle, [_failed(ready, exc), _ok(stopped)])
             return
         self._conn = conn
+        if self._waits_on_locks:
+            self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
         if self._batch_results:
             conn.set_progress_handler(self._flush_from_progress, self._progress_ops)
         loop.call_soon_threadsafe(_settle, [_ok(ready)])
@@ -206,11 +256,14 @@ class ConnectionWorker:
                 if job is _STOP:
                     self._flush()
                     return
-                future, fn, args = cast(_Job, job)
-                try:
-                    done: _Done = (future, True, fn(conn, *args))
-                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-                    done = (future, False, exc)
+                future, fn, args, retryable = cast(_Job, job)
+                if self._waits_on_locks:
+                    done: _Done = self._run_waiting(conn, future, fn, args, retryable)
+                else:
+                    try:
+                        done = (future, True, fn(conn, *args))
+                    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                        done = (future, False, exc)
                 batch = self._batch  # _flush() swaps in a new list
                 if not batch:
                     self._held_since = perf()
@@ -224,6 +277,43 @@ class ConnectionWorker:
                 if len(batch) >= max_batch or perf() - self._held_since >= max_hold:
                     self._flush()
             self._flush()
+
+    def _run_waiting(
+        self,
+        conn: sqlite3.Connection,
+        future: asyncio.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        retryable: bool,
+    ) -> _Done:
+        # A connection that may wait for a lock: hold results across a job only
+        # if it may be re-run, and then with the wait off (module docstring).
+        hold = bool(self._batch) and retryable and not conn.in_transaction
+        if not hold:
+            self._flush()
+            self._set_wait(conn, off=False)
+        else:
+            self._set_wait(conn, off=True)
+        try:
+            return (future, True, fn(conn, *args))
+        except sqlite3.OperationalError as exc:
+            if not (self._wait_off and _is_busy(exc) and not conn.in_transaction):
+                return (future, False, exc)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            return (future, False, exc)
+        # SQLITE_BUSY with the wait off: nothing was done. Hand the held
+        # results over, then run the job again, waiting for the lock.
+        self._flush()
+        self._set_wait(conn, off=False)
+        try:
+            return (future, True, fn(conn, *args))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            return (future, False, exc)
+
+    def _set_wait(self, conn: sqlite3.Connection, *, off: bool) -> None:
+        if self._wait_off is not off:
+            conn.execute(f"PRAGMA busy_timeout = {0 if off else self._busy_ms}")
+            self._wait_off = off
 
     def _flush(self) -> None:
         if self._batch:

@@ -148,7 +148,7 @@ class SQLiteDatabase(SQLDatabase):
     async def _connect(self, *, writer: bool, index: int = 0) -> ConnectionWorker:
         role = "w" if writer else f"r{index}"
         worker = ConnectionWorker(
-            name=f"iogate-sqlite-{self.name}-{role}", batch_results=not writer
+            name=f"iogate-sqlite-{self.name}-{role}", batch_results=True, waits_on_locks=writer
         )
         await worker.start(
             partial(_open_connection, self.path, self._busy_ms, writer, self._memory)
@@ -214,19 +214,22 @@ class SQLiteDatabase(SQLDatabase):
         # writer's thread runs statements in order, so one queued before a
         # transaction's BEGIN completes before it. While a transaction (or
         # execute_many, or a stream on the writer) holds the writer, wait.
+        # Each such job is one statement (or a compile), which the writer's
+        # thread may run again after SQLITE_BUSY outside a transaction
+        # (ConnectionWorker.submit_retryable: how it batches results).
         writer = self._need_writer()
         lock, meter = self._write_lock, self._meter
         if lock.locked():
             writer = await self._take_writer()  # metered, with the time waited
             try:
-                future = self._submit(writer, fn, *args)
+                future = self._submit(writer, fn, *args, retryable=True)
             except BaseException:
                 meter.released()
                 raise
             finally:
                 lock.release()  # the meter's hold ends with the statement, below
         else:
-            future = self._submit(writer, fn, *args)
+            future = self._submit(writer, fn, *args, retryable=True)
             meter.took()
         try:
             return await self._wait(writer, future, operation)
@@ -333,14 +336,17 @@ class SQLiteDatabase(SQLDatabase):
     ) -> Any:
         return await self._wait(conn, self._submit(conn, fn, *args), operation)
 
-    def _submit(self, conn: ConnectionWorker, fn: Callable[..., Any], *args: Any) -> _Submitted:
+    def _submit(
+        self, conn: ConnectionWorker, fn: Callable[..., Any], *args: Any, retryable: bool = False
+    ) -> _Submitted:
         # The function is queued to the connection's thread now (the order of
         # statements is fixed here), and awaited later. One trip per
         # statement: execute, fetch and cursor close run there together.
         if not conn.running:
             raise RuntimeError(f"database {self.name!r} is closed")
         slot = _Slot()
-        return conn.submit(_guarded, slot, fn, *args), slot
+        submit = conn.submit_retryable if retryable else conn.submit
+        return submit(_guarded, slot, fn, *args), slot
 
     async def _wait(self, conn: ConnectionWorker, submitted: _Submitted, operation: str) -> Any:
         future, slot = submitted
