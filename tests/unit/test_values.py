@@ -82,3 +82,45 @@ def test_undecodable_parameter_names_the_type_not_the_value() -> None:
     with pytest.raises(ValueError, match="timestamptz") as info:
         from_json_value("secret-not-a-date", "timestamptz")
     assert "secret" not in str(info.value)
+
+
+def _rows_of(column: list[object]) -> list[tuple[object, ...]]:
+    # ``column`` between a column of strings and one of small integers
+    return [("s", value, index) for index, value in enumerate(column)]
+
+
+def test_rows_are_encoded_as_row_by_row_whatever_each_column_holds() -> None:
+    from iogate.databases._values import to_json_rows
+
+    big = MAX_SAFE_INTEGER + 1
+    columns: list[list[object]] = [
+        ["a", None, "b"] * 4,  # strings and nulls: as they are
+        [1, 2, None, -MAX_SAFE_INTEGER, MAX_SAFE_INTEGER] * 2,  # safe integers
+        [1, 2, big, 3] * 3,  # one integer past 2**53: that column is encoded
+        [-big, 1] * 5,
+        [1.5, None, 2.5] * 4,
+        [1.5, float("nan"), 2.5, float("inf")] * 3,
+        [True, 1, False, 0] * 3,  # bools mixed with integers
+        [b"\x00", None] * 5,
+        [Decimal("1.1"), Decimal("2")] * 5,
+        [dt.date(2026, 1, 2), "x"] * 5,
+        [[1, big], [2]] * 5,
+        [None] * 10,
+        [True, False, None] * 4,
+    ]
+    for column in columns:
+        rows = _rows_of(column)
+        assert len(rows) >= 8
+        assert to_json_rows(rows) == [to_json_row(r) for r in rows], column
+    short = [(big, float("nan"), b"\x01")] * 3  # fewer rows than the column-wise pass
+    assert to_json_rows(short) == [to_json_row(r) for r in short]
+    assert to_json_rows([]) == []
+
+
+def test_encoding_rows_leaves_the_driver_rows_unchanged() -> None:
+    from iogate.databases._values import to_json_rows
+
+    rows = [[MAX_SAFE_INTEGER + 1, "x"] for _ in range(10)]
+    encoded = to_json_rows(rows)
+    assert encoded[0] == [str(MAX_SAFE_INTEGER + 1), "x"]
+    assert rows[0] == [MAX_SAFE_INTEGER + 1, "x"]  # copied, not rewritten in place

@@ -25,12 +25,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+import operator
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
-__all__ = ["MAX_SAFE_INTEGER", "from_json_value", "to_json_row", "to_json_value"]
+__all__ = ["MAX_SAFE_INTEGER", "from_json_value", "to_json_row", "to_json_rows", "to_json_value"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer a JSON reader using IEEE doubles (JavaScript) keeps exact."""
@@ -66,6 +68,56 @@ def to_json_value(value: Any) -> Any:
 def to_json_row(row: Sequence[Any]) -> list[Any]:
     """Encode every value of one row."""
     return [to_json_value(v) for v in row]
+
+
+_AS_IS: Final = frozenset({str, bool})  # JSON carries them unchanged (None is discarded first)
+_COLUMNWISE_MIN_ROWS: Final = 8
+_NONE: Final = type(None)
+_not_none = partial(operator.is_not, None)
+
+
+def to_json_rows(rows: Sequence[Iterable[Any]]) -> list[list[Any]]:
+    """Encode every value of every row: ``[to_json_row(r) for r in rows]``, faster.
+
+    A column is checked whole, in C-level passes over its values (their types;
+    for integers the column's min and max, for floats ``math.isfinite``); a
+    column whose values JSON carries unchanged — strings, booleans, nulls,
+    integers within ±(2**53 - 1), finite floats — is copied as it is, and only
+    the other columns' values go through :func:`to_json_value`. A 200-row,
+    three-column SQLite result: one Python call per row instead of four.
+
+    Args:
+        rows: tuples, lists or driver records (asyncpg ``Record``), all of the
+            same width.
+    """
+    if len(rows) < _COLUMNWISE_MIN_ROWS:
+        return [[to_json_value(v) for v in row] for row in rows]
+    encoded = list(map(list, rows))
+    for index, column in enumerate(zip(*encoded, strict=True)):
+        if not _as_is(column):
+            for row in encoded:
+                row[index] = to_json_value(row[index])
+    return encoded
+
+
+def _as_is(column: tuple[Any, ...]) -> bool:
+    # Whether every value of a column encodes as itself (the table above).
+    kinds = set(map(type, column))
+    if _NONE in kinds:
+        kinds.discard(_NONE)
+        values: Iterable[Any] = list(filter(_not_none, column))
+    else:
+        values = column
+    if kinds <= _AS_IS:
+        return True
+    if len(kinds) != 1:
+        return False
+    (kind,) = kinds
+    if kind is int:
+        return bool(min(values) >= -MAX_SAFE_INTEGER and max(values) <= MAX_SAFE_INTEGER)
+    if kind is float:
+        return all(map(math.isfinite, values))
+    return False
 
 
 _ISO_Z = "Z"

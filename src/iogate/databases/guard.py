@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import orjson
 
-from iogate.databases._values import to_json_row
+from iogate.databases._values import to_json_rows
 from iogate.databases.results import QueryResult
 
 __all__ = [
@@ -133,7 +133,7 @@ class BoundedRead:
     chunk shorter than asked means the result ended; a first chunk that ends
     the result is never measured (a point select pays one comparison). The
     read stops at ``max_rows + 1`` rows, or once the JSON of the rows read
-    (:func:`~iogate.databases._values.to_json_row`, measured exactly as
+    (:func:`~iogate.databases._values.to_json_rows`, measured exactly as
     :func:`result_body` measures it) passes ``max_bytes``; :meth:`finish`
     then drops the extra row. Rows past the byte cap are cut by
     :func:`result_body` / :func:`fit_body`, which find the same total.
@@ -168,7 +168,7 @@ class BoundedRead:
             self.stopped = True
             return False
         # one dumps per chunk: its length is the sum of (row + comma) plus 1
-        self._size += len(orjson.dumps([to_json_row(r) for r in chunk])) - 1
+        self._size += len(orjson.dumps(to_json_rows(chunk))) - 1
         if self._size > self._max_bytes:
             self.stopped = True
             return False
@@ -198,7 +198,7 @@ def result_body(
     if limits is not None and len(rows) > limits.max_rows:
         rows = rows[: limits.max_rows]
         truncated = True
-    json_rows = [to_json_row(row) for row in rows]
+    json_rows = to_json_rows(rows)
     if fit_bytes and limits is not None and json_rows:
         json_rows, cut = _fit(json_rows, limits.max_bytes)
         truncated = truncated or cut

@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from iogate.batch._access import SQLAccess, named_query_access, sql_access
 from iogate.cache._through import cached_query_body
-from iogate.databases._values import to_json_row
+from iogate.databases._values import to_json_rows
 from iogate.databases.base import Params, QueryResult
 from iogate.databases.guard import UNRESTRICTED, fit_body, result_body
 from iogate.databases.streaming import RowStream
@@ -236,7 +236,7 @@ async def _ndjson(rows: RowStream, max_rows: int) -> AsyncIterator[bytes]:
                 break
             take = chunk[: max_rows - count]
             count += len(take)
-            yield b"".join(dumps(to_json_row(tuple(r))) + b"\n" for r in take)
+            yield b"".join(dumps(row) + b"\n" for row in to_json_rows(take))
             if len(take) < len(chunk):
                 truncated = True
                 break
