@@ -38,7 +38,7 @@ from iogate.http.batch import UpstreamBatchItem
 from iogate.http.headers import check_header
 from iogate.http.providers import CompletionChunk, GenerateRequest, Provider
 from iogate.server.auth import authorize
-from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_body, serve_directly
 from iogate.server.problems import problem_for
 from iogate.server.schemas import (
     GenerateBody,
@@ -127,6 +127,15 @@ async def request(name: str, body: UpstreamRequest, request: Request) -> Respons
         body=body.body,
         cache_ttl_s=body.cache_ttl,
     )
+
+
+async def _request_directly(http: Request) -> Response:
+    """What :func:`request` does, as a plain endpoint (see :func:`serve_directly`)."""
+    body = await read_body(http, UpstreamRequest)
+    return await request(http.path_params["name"], body, http)
+
+
+serve_directly(router, "/v1/upstreams/{name}/request", "POST", _request_directly)
 
 
 @router.post(
