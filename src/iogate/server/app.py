@@ -163,18 +163,18 @@ def create_app(
     return app
 
 
-_API_ROUTERS = (
+_API_ROUTERS = (  # the data plane first: routes are matched one by one, in order
     databases,
     upstreams,
+    batch,
+    cache,
     mongo,
     system,
     legacy,
     admin,
-    batch,
     files,
     tasks,
     observability,
-    cache,
 )
 
 

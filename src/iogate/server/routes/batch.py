@@ -19,7 +19,7 @@ from iogate.batch import Batch, run_batch
 from iogate.batch.model import MAX_STEPS, DatabaseStep, check_literal_headers
 from iogate.errors import InvalidInputError
 from iogate.server.auth import principal_of
-from iogate.server.deps import JsonBodyRoute, gateway_of, json_response
+from iogate.server.deps import JsonBodyRoute, gateway_of, json_response, read_body, serve_directly
 from iogate.server.limits import check_sql
 from iogate.server.routes.legacy import upstream_for_url
 from iogate.server.schemas import RedisOperationIn, positional_params
@@ -160,6 +160,14 @@ async def batch(body: Batch, request: Request) -> Response:
     fails the others unless ``fail_fast``.
     Results come back in input order: ``{"ok", "value"|"problem", "duration_ms"}``."""
     return await _run(request, body)
+
+
+async def _batch_directly(request: Request) -> Response:
+    """What :func:`batch` does, as a plain endpoint (see :func:`serve_directly`)."""
+    return await _run(request, await read_body(request, Batch))
+
+
+serve_directly(router, "/v1/batch", "POST", _batch_directly)
 
 
 @router.post(
