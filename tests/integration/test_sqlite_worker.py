@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -138,20 +139,7 @@ async def test_a_writer_never_holds_results_while_it_waits_for_a_lock(
     # Another process's writer holds the write lock. A result already held
     # (the gate's) must reach its caller while the INSERT behind it waits for
     # the lock; then the INSERT runs once, waiting as long as its busy_timeout.
-    import threading
-
-    other = sqlite3.connect(tmp_path / "wal.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # the write lock
-    try:
-        gate = threading.Event()
-        first = writer.submit_retryable(_wait_for, gate)
-        blocked = writer.submit_retryable(_insert, "after the lock")
-        gate.set()
-        assert await asyncio.wait_for(first, 2.0) == "opened"
-        assert not blocked.done()
-    finally:
-        other.execute("COMMIT")
-        other.close()
+    blocked = await _held_while_locked(writer, tmp_path, writer.submit_retryable, "after the lock")
     assert await asyncio.wait_for(blocked, 5.0) == 1
     rows = await writer.submit(lambda c: c.execute("SELECT kind FROM events").fetchall())
     assert rows == [("after the lock",)]  # run once: the failed attempt did nothing
@@ -163,18 +151,32 @@ async def test_a_writer_hands_back_before_a_job_that_may_not_be_rerun(
 ) -> None:
     # A job submitted with submit() (a transaction's statement, many rows) is
     # never run with the lock wait off: held results go back before it starts.
+    blocked = await _held_while_locked(writer, tmp_path, writer.submit, "once")
+    assert await asyncio.wait_for(blocked, 5.0) == 1
+
+
+async def _held_while_locked(
+    writer: ConnectionWorker,
+    tmp_path: Path,
+    submit: Callable[..., asyncio.Future[Any]],
+    kind: str,
+) -> asyncio.Future[Any]:
+    """While another connection holds the write lock, queue a job that waits on
+    a gate, then an INSERT of ``kind`` through ``submit``: the first job's result
+    must arrive while the INSERT waits. Returns the INSERT's future, with the
+    lock released."""
     import threading
 
     other = sqlite3.connect(tmp_path / "wal.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # the write lock
     try:
         gate = threading.Event()
         first = writer.submit_retryable(_wait_for, gate)
-        blocked = writer.submit(_insert, "once")
+        blocked = submit(_insert, kind)
         gate.set()
         assert await asyncio.wait_for(first, 2.0) == "opened"
         assert not blocked.done()
     finally:
         other.execute("COMMIT")
         other.close()
-    assert await asyncio.wait_for(blocked, 5.0) == 1
+    return blocked

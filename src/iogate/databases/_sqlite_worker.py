@@ -188,12 +188,7 @@ class ConnectionWorker:
         Raises:
             RuntimeError: the worker is not running.
         """
-        if not self._running:
-            raise RuntimeError(f"sqlite worker {self._name} is closed")
-        assert self._loop is not None
-        future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((future, fn, args, False))
-        return future
+        return self._put(fn, args, retryable=False)
 
     def submit_retryable(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """:meth:`submit` a job that may run twice: one statement that, when it
@@ -204,11 +199,16 @@ class ConnectionWorker:
         Raises:
             RuntimeError: the worker is not running.
         """
+        return self._put(fn, args, retryable=True)
+
+    def _put(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], *, retryable: bool
+    ) -> asyncio.Future[Any]:
         if not self._running:
             raise RuntimeError(f"sqlite worker {self._name} is closed")
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((future, fn, args, True))
+        self._queue.put((future, fn, args, retryable))
         return future
 
     async def close(self) -> None:
