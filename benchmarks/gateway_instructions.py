@@ -1,0 +1,175 @@
+"""Instructions per HTTP request of the gateway's workloads, counted by callgrind.
+
+wrk figures on this shared 2-core machine move by ±0.2x between runs; the
+instruction count of the same requests does not. For each subject this sends
+``N`` and ``N + 100`` requests of one workload of :mod:`benchmarks.gateway`
+to the ASGI app in process, one at a time (uvloop, auth and metrics on, the
+same bodies and keys as the wrk runs), each count in its own
+``valgrind --tool=callgrind`` process (hash seed fixed), and reports
+``(instructions(N + 100) - instructions(N)) / 100``: one request's client-side
+instructions, start-up cancelled out. Servers the request reaches (the
+relayed upstream, a raw ASGI app under uvicorn) run in their own processes
+and are not counted::
+
+    PYTHONPATH=src:. python -m benchmarks.gateway_instructions
+        [--workloads "sqlite range 200,upstream GET"] [--requests 30]
+
+Subjects: ``iogate.gateway`` and the bare FastAPI endpoint of each SQLite
+and relayed-upstream workload (PostgreSQL workloads need a server per child
+and are left to the wrk runs). Needs ``valgrind``; each child takes ~40 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+from typing import Any
+
+from benchmarks import gateway as g
+
+_WORKLOADS = (
+    "sqlite point select",
+    "sqlite range 200",
+    "sqlite insert",
+    "upstream GET",
+    "upstream POST",
+)
+_KEY = "k" * 40
+_MORE = 100  # requests of the second count beyond the first
+
+
+def _app(subject: str, tmp: Path, upstream: str) -> Any:
+    """The ASGI app of ``subject`` (``iogate.gateway`` or a bare endpoint)."""
+    db = tmp / "bench.db"
+    if subject == "iogate.gateway":
+        from iogate.cli_data import load_or_exit
+        from iogate.server.app import create_app
+        from iogate.server.keys import hash_key
+
+        config = tmp / "iogate.toml"
+        config.write_text(
+            f'[databases.main]\nurl = "sqlite:///{db}"\n\n'
+            f'[upstreams.echo]\nbase_url = "{upstream}"\n\n'
+            f'[keys.k]\nsha256 = "{hash_key(_KEY)}"\n'
+            'scopes = ["db:main:write", "db:main:read", "upstream:echo"]\n'
+        )
+        return create_app(load_or_exit(str(config)))
+    source = g.BARE_APP.replace(
+        "app.state.pool = await asyncpg.create_pool(DSN, min_size=10, max_size=10)",
+        "app.state.pool = None",
+    ).replace("await app.state.pool.close()", "")
+    module = types.ModuleType("bare_app")
+    preamble = f"DB = {str(db)!r}\nDSN = ''\nUPSTREAM = {upstream!r}\n"
+    exec(preamble + source, module.__dict__)  # the benchmark's own app text
+    return module.app
+
+
+async def _send(app: Any, path: str, body: bytes, key: str, requests: int) -> None:
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    if key:
+        headers.append((b"authorization", b"Bearer " + key.encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+
+    async def one() -> None:
+        given: list[bool] = []
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if given:  # the body was read: the client stays connected
+                await asyncio.Event().wait()
+            given.append(True)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(dict(scope), receive, send)
+        if status != [200]:
+            raise RuntimeError(f"{path}: answered {status}")
+
+    async with app.router.lifespan_context(app):
+        for _ in range(requests):
+            await one()
+
+
+def _child(workload: str, subject: str, requests: int, tmp: Path, upstream: str) -> None:
+    import uvloop
+
+    target = g._workloads()[workload][subject]
+    app = _app(subject, tmp, upstream)
+    key = _KEY if target.key else ""
+    assert target.body is not None
+    uvloop.run(_send(app, target.path, target.body.encode(), key, requests))
+
+
+def _count(workload: str, subject: str, requests: int, tmp: Path, upstream: str) -> int:
+    out = tmp / "callgrind.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    command += ["-m", "benchmarks.gateway_instructions", "--child", workload, subject]
+    command += [str(requests), str(tmp), upstream]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        raise RuntimeError(f"{workload}: {subject}: callgrind failed:\n{run.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--workloads", default=",".join(_WORKLOADS))
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        workload, subject, requests, tmp, upstream = args.child
+        _child(workload, subject, int(requests), Path(tmp), upstream)
+        return
+    from tests.servers import free_port, wait_for_port
+
+    with tempfile.TemporaryDirectory(prefix="iogate-bench-ins-") as name:
+        tmp = Path(name)
+        g._make_db(tmp / "bench.db")
+        (tmp / "floor_app.py").write_text(f"DB = {str(tmp / 'bench.db')!r}\n" + g.FLOOR_APP)
+        port = free_port()
+        floor = subprocess.Popen(  # the relayed upstream
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp), "floor_app:app",
+             "--port", str(port), "--log-level", "warning", "--no-access-log",
+             "--loop", "uvloop", "--http", "httptools"],
+        )  # fmt: skip
+        try:
+            wait_for_port(port, floor, "raw-asgi upstream")
+            upstream = f"http://127.0.0.1:{port}"
+            for workload in args.workloads.split(","):
+                per = {}
+                for subject in g._workloads()[workload]:
+                    if subject == "datasette" or subject.startswith("raw-asgi"):
+                        continue
+                    low = _count(workload, subject, args.requests, tmp, upstream)
+                    high = _count(workload, subject, args.requests + _MORE, tmp, upstream)
+                    per[subject] = (high - low) / _MORE
+                base = next(v for s, v in per.items() if not s.startswith("iogate"))
+                for subject, value in per.items():
+                    print(f"{workload}: {subject}: {value:,.0f} instructions/request"
+                          f" ({value / base:.2f}x the bare endpoint)")  # fmt: skip
+        finally:
+            floor.terminate()
+            floor.wait()
+
+
+if __name__ == "__main__":
+    main()
