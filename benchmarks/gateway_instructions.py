@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import subprocess
-import sys
 import tempfile
 import types
 from pathlib import Path
 from typing import Any
 
 from benchmarks import gateway as g
+from benchmarks.harness import callgrind_instructions
 
 _WORKLOADS = (
     "sqlite point select",
@@ -117,16 +115,8 @@ def _child(workload: str, subject: str, requests: int, tmp: Path, upstream: str)
 
 
 def _count(workload: str, subject: str, requests: int, tmp: Path, upstream: str) -> int:
-    out = tmp / "callgrind.out"
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
-    command += ["-m", "benchmarks.gateway_instructions", "--child", workload, subject]
-    command += [str(requests), str(tmp), upstream]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if run.returncode != 0 or found is None:
-        raise RuntimeError(f"{workload}: {subject}: callgrind failed:\n{run.stderr[-2000:]}")
-    return int(found.group(1))
+    args = ["-m", "benchmarks.gateway_instructions", "--child", workload, subject]
+    return callgrind_instructions([*args, str(requests), str(tmp), upstream], tmp / "cg.out")
 
 
 def main() -> None:
@@ -144,13 +134,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="iogate-bench-ins-") as name:
         tmp = Path(name)
         g._make_db(tmp / "bench.db")
-        (tmp / "floor_app.py").write_text(f"DB = {str(tmp / 'bench.db')!r}\n" + g.FLOOR_APP)
         port = free_port()
-        floor = subprocess.Popen(  # the relayed upstream
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp), "floor_app:app",
-             "--port", str(port), "--log-level", "warning", "--no-access-log",
-             "--loop", "uvloop", "--http", "httptools"],
-        )  # fmt: skip
+        keys = dict.fromkeys(("read", "write", "relay"), _KEY)
+        floor_command = g._commands(tmp, keys, "", port)["raw-asgi"]  # the relayed upstream
+        floor = subprocess.Popen([*floor_command, str(port)])
         try:
             wait_for_port(port, floor, "raw-asgi upstream")
             upstream = f"http://127.0.0.1:{port}"

@@ -21,6 +21,8 @@ import importlib
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -33,7 +35,15 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["SCENARIOS", "Result", "all_cpus", "main", "servers_apart", "time_per_call"]
+__all__ = [
+    "SCENARIOS",
+    "Result",
+    "all_cpus",
+    "callgrind_instructions",
+    "main",
+    "servers_apart",
+    "time_per_call",
+]
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -234,3 +244,25 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main(sys.argv[1:]))
+
+
+def callgrind_instructions(python_args: Sequence[str], out: Path) -> int:
+    """Instructions (callgrind's ``Ir`` total) of ``python <python_args>``, run
+    under ``valgrind --tool=callgrind`` with ``PYTHONHASHSEED=0`` (the same
+    hashing, so the same work, every run); the profile is written to ``out``.
+
+    Raises:
+        RuntimeError: the process failed (its last output in the message) or
+            callgrind wrote no total.
+    """
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    run = subprocess.run(
+        [*command, *python_args], capture_output=True, text=True, env=env, check=False
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(python_args)} failed under callgrind:\n{run.stderr[-2000:]}")
+    match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no instruction total in {out}")
+    return int(match.group(1))

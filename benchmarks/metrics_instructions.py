@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from benchmarks.harness import callgrind_instructions
 
 _DEFAULT = (
     "iogate.request_id",
@@ -67,29 +66,8 @@ def _child(subject: str, requests: int) -> None:
 
 
 def _instructions(subject: str, requests: int, out: Path) -> int:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "benchmarks.metrics_instructions",
-            "--child",
-            subject,
-            "--requests",
-            str(requests),
-        ],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no instruction total in {out}")
-    return int(match.group(1))
+    args = ["-m", "benchmarks.metrics_instructions", "--child", subject]
+    return callgrind_instructions([*args, "--requests", str(requests)], out)
 
 
 def main(argv: Sequence[str]) -> int:

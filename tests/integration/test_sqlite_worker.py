@@ -125,7 +125,7 @@ async def test_a_writer_hands_back_queued_statements_in_one_batch(
 
     gate = threading.Event()
     held = writer.submit(_wait_for, gate)
-    inserts = [writer.submit_retryable(_insert, f"k{i}") for i in range(20)]
+    inserts = [writer.submit(_insert, f"k{i}", retryable=True) for i in range(20)]
     gate.set()
     assert await held == "opened"
     assert all(f.done() for f in inserts)
@@ -139,7 +139,8 @@ async def test_a_writer_never_holds_results_while_it_waits_for_a_lock(
     # Another process's writer holds the write lock. A result already held
     # (the gate's) must reach its caller while the INSERT behind it waits for
     # the lock; then the INSERT runs once, waiting as long as its busy_timeout.
-    blocked = await _held_while_locked(writer, tmp_path, writer.submit_retryable, "after the lock")
+    retryable = partial(writer.submit, retryable=True)
+    blocked = await _held_while_locked(writer, tmp_path, retryable, "after the lock")
     assert await asyncio.wait_for(blocked, 5.0) == 1
     rows = await writer.submit(lambda c: c.execute("SELECT kind FROM events").fetchall())
     assert rows == [("after the lock",)]  # run once: the failed attempt did nothing
@@ -171,7 +172,7 @@ async def _held_while_locked(
     other.execute("BEGIN IMMEDIATE")  # the write lock
     try:
         gate = threading.Event()
-        first = writer.submit_retryable(_wait_for, gate)
+        first = writer.submit(_wait_for, gate, retryable=True)
         blocked = submit(_insert, kind)
         gate.set()
         assert await asyncio.wait_for(first, 2.0) == "opened"

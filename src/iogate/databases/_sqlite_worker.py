@@ -33,17 +33,18 @@ process's writer may hold the database's write lock, and SQLite's busy handler
 then sleeps inside ``sqlite3_step`` (up to ``busy_timeout``) running no
 instructions, so results held before that statement would wait as long. A
 worker made with ``waits_on_locks=True`` (the writer) therefore holds results
-only across jobs submitted with :meth:`ConnectionWorker.submit_retryable` —
-one statement outside any transaction, which SQLite documents may be retried
-after ``SQLITE_BUSY`` (sqlite.org/rescode.html#busy: "If the statement is a
-COMMIT or occurs outside of an explicit transaction, then you can retry the
-statement") — and runs such a job, while it holds results, with
-``PRAGMA busy_timeout = 0``: a lock it cannot take fails at once instead of
-waiting, the held results are handed over, the timeout is put back and the
-job runs again, waiting as long as it must. Any other job hands the held
-results over before it starts. Measured on this project's 2-core machine,
-single-row INSERTs through the gateway at 32 connections: ~2,800 requests/s
-with one hand-over per statement, ~4,000-4,900 batched (issue 22).
+only across jobs submitted with ``retryable=True`` — one statement outside any
+transaction, which SQLite documents may be retried after ``SQLITE_BUSY``
+(sqlite.org/rescode.html#busy: "If the statement is a COMMIT or occurs
+outside of an explicit transaction, then you can retry the statement") — and
+runs such a job with ``PRAGMA busy_timeout = 0``: a lock it cannot take fails
+at once instead of waiting, the held results are handed over, and the job
+runs again with the connection's timeout, waiting as long as it must. Any
+other job hands the held results over and runs with the timeout. The pragma
+is set only when the kind of job changes (a stream of INSERTs sets it once).
+Measured on this project's 2-core machine, single-row INSERTs through the
+gateway at 32 connections: ~2,800 requests/s with one hand-over per
+statement, ~4,000-4,900 batched (issue 22).
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
+def _run(
+    conn: sqlite3.Connection, future: asyncio.Future[Any], fn: Callable[..., Any], args: Any
+) -> _Done:
+    try:
+        return (future, True, fn(conn, *args))
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        return (future, False, exc)
+
+
 def _ok(future: asyncio.Future[None]) -> _Done:
     return (future, True, None)
 
@@ -94,8 +104,8 @@ class ConnectionWorker:
         name: thread name, for debugging (``"iogate-sqlite-main-r0"``).
         batch_results: hand results back in batches (see the module docstring).
         waits_on_locks: the connection may wait for another connection's lock (a
-            writer): results are held only across :meth:`submit_retryable` jobs,
-            which run with the lock wait off while they are (module docstring).
+            writer): results are held only across ``retryable`` jobs, which run
+            with the lock wait off (module docstring).
         max_batch: the most results held before they are handed back.
         max_hold_s: the longest a result is held while others are queued (seconds).
         progress_ops: SQLite VM instructions between progress-handler checks.
@@ -137,7 +147,7 @@ class ConnectionWorker:
         self._batch_results = batch_results
         self._waits_on_locks = waits_on_locks
         self._busy_ms = 0  # the connection's busy_timeout, read when it opens
-        self._wait_off = False  # busy_timeout is 0 while results are held
+        self._wait_off = False  # busy_timeout is 0 (a retryable job ran last)
         self._max_batch = max_batch
         self._max_hold_s = max_hold_s
         self._progress_ops = progress_ops
@@ -182,28 +192,19 @@ class ConnectionWorker:
         await ready
         self._running = True
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, retryable: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue ``fn(connection, *args)``; the future gets its result or exception.
 
-        Raises:
-            RuntimeError: the worker is not running.
-        """
-        return self._put(fn, args, retryable=False)
-
-    def submit_retryable(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """:meth:`submit` a job that may run twice: one statement that, when it
-        fails with ``SQLITE_BUSY`` outside a transaction, had no effect (SQLite's
+        ``retryable``: the job may run twice — one statement that, when it fails
+        with ``SQLITE_BUSY`` outside a transaction, had no effect (SQLite's
         documented retry rule). On a ``waits_on_locks`` worker only such jobs
         keep results held (see the module docstring).
 
         Raises:
             RuntimeError: the worker is not running.
         """
-        return self._put(fn, args, retryable=True)
-
-    def _put(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], *, retryable: bool
-    ) -> asyncio.Future[Any]:
         if not self._running:
             raise RuntimeError(f"sqlite worker {self._name} is closed")
         assert self._loop is not None
@@ -258,12 +259,9 @@ class ConnectionWorker:
                     return
                 future, fn, args, retryable = cast(_Job, job)
                 if self._waits_on_locks:
-                    done: _Done = self._run_waiting(conn, future, fn, args, retryable)
+                    done = self._run_waiting(conn, future, fn, args, retryable)
                 else:
-                    try:
-                        done = (future, True, fn(conn, *args))
-                    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-                        done = (future, False, exc)
+                    done = _run(conn, future, fn, args)
                 batch = self._batch  # _flush() swaps in a new list
                 if not batch:
                     self._held_since = perf()
@@ -286,29 +284,21 @@ class ConnectionWorker:
         args: tuple[Any, ...],
         retryable: bool,
     ) -> _Done:
-        # A connection that may wait for a lock: hold results across a job only
-        # if it may be re-run, and then with the wait off (module docstring).
-        hold = bool(self._batch) and retryable and not conn.in_transaction
-        if not hold:
-            self._flush()
-            self._set_wait(conn, off=False)
-        else:
+        # A connection that may wait for a lock: a job that may be re-run runs
+        # with the wait off, so results stay held across it (module docstring).
+        if retryable and not conn.in_transaction:
             self._set_wait(conn, off=True)
-        try:
-            return (future, True, fn(conn, *args))
-        except sqlite3.OperationalError as exc:
-            if not (self._wait_off and _is_busy(exc) and not conn.in_transaction):
+            try:
+                return (future, True, fn(conn, *args))
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or conn.in_transaction:
+                    return (future, False, exc)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
                 return (future, False, exc)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-            return (future, False, exc)
-        # SQLITE_BUSY with the wait off: nothing was done. Hand the held
-        # results over, then run the job again, waiting for the lock.
+            # SQLITE_BUSY with the wait off: nothing was done. Run it again below.
         self._flush()
         self._set_wait(conn, off=False)
-        try:
-            return (future, True, fn(conn, *args))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
-            return (future, False, exc)
+        return _run(conn, future, fn, args)
 
     def _set_wait(self, conn: sqlite3.Connection, *, off: bool) -> None:
         if self._wait_off is not off:

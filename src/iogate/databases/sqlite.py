@@ -216,7 +216,7 @@ class SQLiteDatabase(SQLDatabase):
         # execute_many, or a stream on the writer) holds the writer, wait.
         # Each such job is one statement (or a compile), which the writer's
         # thread may run again after SQLITE_BUSY outside a transaction
-        # (ConnectionWorker.submit_retryable: how it batches results).
+        # (ConnectionWorker.submit(retryable=True): how it batches results).
         writer = self._need_writer()
         lock, meter = self._write_lock, self._meter
         if lock.locked():
@@ -345,8 +345,7 @@ class SQLiteDatabase(SQLDatabase):
         if not conn.running:
             raise RuntimeError(f"database {self.name!r} is closed")
         slot = _Slot()
-        submit = conn.submit_retryable if retryable else conn.submit
-        return submit(_guarded, slot, fn, *args), slot
+        return conn.submit(_guarded, slot, fn, *args, retryable=retryable), slot
 
     async def _wait(self, conn: ConnectionWorker, submitted: _Submitted, operation: str) -> Any:
         future, slot = submitted

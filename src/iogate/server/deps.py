@@ -145,13 +145,9 @@ class JsonBodyRoute(APIRoute):
         """Starlette's match (``FULL``, ``PARTIAL`` for another method, ``NONE``),
         refusing at once a path that cannot match (see the class docstring)."""
         prefix = self._literal_prefix
-        if (
-            prefix is not None
-            and scope["type"] == "http"
-            and not scope.get("root_path")
-            and not scope["path"].startswith(prefix)
-        ):
-            return Match.NONE, {}
+        path = scope["path"]
+        if prefix is not None and not path.startswith(prefix) and not scope.get("root_path"):
+            return Match.NONE, {}  # (under a root path, Starlette's own match strips it)
         return super().matches(scope)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
