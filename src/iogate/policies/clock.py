@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Cancellable", "Clock", "FakeClock", "SchedulingClock", "SystemClock", "schedule"]
+__all__ = [
+    "Cancellable",
+    "LOOP_RESOLUTION_S",
+    "Clock",
+    "FakeClock",
+    "OnTimeTimer",
+    "SchedulingClock",
+    "SystemClock",
+    "schedule",
+]
 
 
 @runtime_checkable
@@ -36,6 +45,10 @@ class Clock(Protocol):
         ...
 
 
+LOOP_RESOLUTION_S = 0.001
+"""libuv's timer resolution (seconds): the least a timer that ran early is re-armed for."""
+
+
 class Cancellable(Protocol):
     """A scheduled callback that can be cancelled (``asyncio.TimerHandle`` is one)."""
 
@@ -49,6 +62,47 @@ class SchedulingClock(Clock, Protocol):
     def call_later(self, delay_s: float, callback: Callable[[], object]) -> Cancellable:
         """Run ``callback()`` once, ``delay_s`` seconds from now; return a handle to cancel it."""
         ...
+
+
+class OnTimeTimer:
+    """``loop.call_later(delay_s, callback)`` that never runs ``callback`` early
+    on ``time.monotonic``.
+
+    libuv (uvloop, what ``iogate serve`` runs on) keeps its loop time in whole
+    milliseconds, cached at the start of a loop iteration, and rounds a
+    timer's delay to milliseconds, so a timer can run up to a millisecond
+    before ``delay_s`` has passed (measured: ``call_later(0.0032)`` after
+    2.6 ms). A timer that runs early is re-armed for the time left (at least
+    1 ms, libuv's resolution), so ``callback`` runs at or after the deadline.
+    On asyncio's own loop (``loop.time()`` is ``time.monotonic``) it never
+    re-arms.
+
+    Args:
+        loop: the running event loop.
+        delay_s: seconds from now, ≥ 0.
+        callback: called once, with no arguments, on the loop.
+    """
+
+    __slots__ = ("_callback", "_due", "_handle", "_loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, delay_s: float, callback: Callable[[], object]
+    ) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._due = time.monotonic() + delay_s
+        self._handle = loop.call_later(delay_s, self._fire)
+
+    def cancel(self) -> None:
+        """Do not run the callback (a no-op once it ran)."""
+        self._handle.cancel()
+
+    def _fire(self) -> None:
+        left = self._due - time.monotonic()
+        if left > 0.0:
+            self._handle = self._loop.call_later(max(left, LOOP_RESOLUTION_S), self._fire)
+            return
+        self._callback()
 
 
 def schedule(clock: Clock, delay_s: float, callback: Callable[[], object]) -> Cancellable:

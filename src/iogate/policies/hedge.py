@@ -32,18 +32,13 @@ from typing import Any, Generic, TypeVar
 
 from ._current_task import current_task_or_none as current_task
 from .budget import RetryBudget
-from .clock import Cancellable, Clock, SystemClock
+from .clock import LOOP_RESOLUTION_S, Cancellable, Clock, SystemClock
 from .clock import schedule as _schedule
 from .events import EventListener, PolicyEvent
 
 __all__ = ["Hedge", "HedgeSnapshot", "HedgeStarted"]
 
 T = TypeVar("T")
-
-# Seconds: the shortest re-arm of a delay timer that ran early (libuv's timer
-# resolution, one millisecond), so it is never re-armed for a time its loop
-# rounds to zero.
-_MIN_REARM_S = 0.001
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -337,7 +332,7 @@ class _Race(Generic[T]):
         now = hedge._now()
         early = self._due - now
         if early > self._slack:  # the loop's timer ran early: wait for the time left
-            self._handle = _schedule(hedge._clock, max(early, _MIN_REARM_S), self._fire)
+            self._handle = _schedule(hedge._clock, max(early, LOOP_RESOLUTION_S), self._fire)
             return
         if hedge.budget is not None and not hedge.budget.try_withdraw(now):
             hedge._budget_rejections += 1

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
+from iogate.policies.clock import OnTimeTimer
 from iogate.server.protocol import ProblemHttpToolsProtocol
 
 __all__ = ["HEAD_TIMEOUT_ENV", "MAX_HEAD_BYTES_ENV", "BoundedHeadProtocol", "bounded_head_protocol"]
@@ -54,13 +55,13 @@ class BoundedHeadProtocol(ProblemHttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer: OnTimeTimer | None = None
         self._head_bytes = -1  # bytes of the head being read; -1: between heads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes = 0  # the first head is awaited from now on
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_late)
+        self._head_timer = OnTimeTimer(self.loop, self.head_timeout_s, self._head_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
@@ -77,7 +78,7 @@ class BoundedHeadProtocol(ProblemHttpToolsProtocol):
             detail = f"the request head is larger than {self.max_head_bytes} bytes"
             self._refuse(431, "head-too-large", "Request head too large", detail)
         elif self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_late)
+            self._head_timer = OnTimeTimer(self.loop, self.head_timeout_s, self._head_late)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
