@@ -146,13 +146,16 @@ async def test_two_serve_processes_share_a_trip_and_one_probe(
 
             assert [await call(urls[0]), await call(urls[0])] == [200, 200]  # relayed 500s
             tripped = time.monotonic()
-            before = _arrivals(upstream)
 
             async def b_fails_fast() -> bool:
                 return await call(urls[1]) == 503
 
+            # B may relay until the trip reaches it (the promise: within 1 s);
+            # from then on it fails fast without reaching the upstream
             await until(b_fails_fast, timeout_s=1.0, what="B fails fast after A's trip")
             assert time.monotonic() - tripped < 1.0
+            before = _arrivals(upstream)
+            assert [await call(urls[1]) for _ in range(3)] == [503] * 3
             assert _arrivals(upstream) == before
 
             async def probed() -> bool:
