@@ -3,6 +3,7 @@ with config-level auth, idempotency keys and provider kinds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -168,3 +169,27 @@ async def test_request_endpoint_still_passes_statuses_through(gw: GatewayClient)
 async def test_config_secret_masked(gw: GatewayClient) -> None:
     async with aiohttp.ClientSession() as s, s.get(gw.base_url + "/openapi.json") as resp:
         assert "sk-o-SECRET" not in await resp.text()
+
+
+async def test_a_json_body_is_relayed_as_sent_even_beyond_64_bit_integers(
+    gw: GatewayClient, upstream: UpstreamServer
+) -> None:
+    """orjson refuses integers beyond 64 bits; JSON carries them (RFC 8259
+    §6), the edge accepts them, so the relay sends them (it answered 500)."""
+    big = 2**70
+    document = {"n": big, "text": "é\U0001f600", "list": [1.5, None, True]}
+    status, _, body = await gw.post(
+        "/v1/upstreams/example/request", {"method": "POST", "path": "/echo", "json": document}
+    )
+    assert status == 200
+    assert isinstance(body, dict)
+    assert json.loads(upstream.seen[-1].body) == document
+    assert upstream.seen[-1].headers["content-type"] == "application/json"
+    status, _, body = await gw.post(
+        "/v1/upstreams/example/batch",
+        {"requests": [{"method": "POST", "path": "/echo", "json": [big, -big]}]},
+    )
+    assert status == 200
+    assert isinstance(body, dict)
+    assert body["results"][0]["status"] == 200
+    assert json.loads(upstream.seen[-1].body) == [big, -big]

@@ -35,6 +35,7 @@ whose server asks to wait longer than ``max_retry_after_s`` raises
 from __future__ import annotations
 
 import dataclasses
+import json as stdlib_json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -69,7 +70,7 @@ from iogate.policies.runner import CallRunner
 if TYPE_CHECKING:
     from iogate.http.providers.base import Provider
 
-__all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream"]
+__all__ = ["IDEMPOTENT_METHODS", "Response", "Upstream", "json_body"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _METHODS: Final = IDEMPOTENT_METHODS | {"POST", "PATCH"}
@@ -353,7 +354,7 @@ class Upstream(AsyncResource):
         if json is not _UNSET:
             if data is not None:
                 raise InvalidInputError("pass either json or data, not both")
-            body = orjson.dumps(json)
+            body = json_body(json)
             send.setdefault("Content-Type", "application/json")
         if isinstance(idempotency_key, str):
             check_header_value(self.idempotency_header, idempotency_key)
@@ -461,7 +462,8 @@ class Upstream(AsyncResource):
             params: query parameters added to the path's.
             headers: extra request headers, validated (:mod:`iogate.http.headers`);
                 configured ones win, hop-by-hop ones are dropped.
-            json: a body serialized as JSON (orjson), with ``Content-Type: application/json``.
+            json: a body serialized as JSON (:func:`json_body`), with
+                ``Content-Type: application/json``.
             data: a raw body (exclusive with ``json``).
             content: raw bytes, or a factory returning a fresh aiohttp body per attempt
                 (e.g. a streamed multipart writer).
@@ -474,7 +476,8 @@ class Upstream(AsyncResource):
             tokens: estimated LLM tokens of the call, taken from ``limits`` up front.
 
         Raises:
-            InvalidInputError: bad method, path outside the base URL, json and data both;
+            InvalidInputError: bad method, path outside the base URL, json and data both,
+                a ``json`` value JSON cannot carry;
                 :class:`~iogate.errors.InvalidHeaderError`: a header name or value
                 (or ``idempotency_key``) is not valid HTTP.
             UpstreamConnectionError: the upstream could not be reached or dropped the connection.
@@ -691,6 +694,27 @@ class Upstream(AsyncResource):
     def delete(self, path: str = "", **kw: Any) -> Coroutine[Any, Any, Response]:
         """``request("DELETE", path, ...)`` (its coroutine: one frame less per call)."""
         return self.request("DELETE", path, **kw)
+
+
+def json_body(value: Any) -> bytes:
+    """``value`` as a JSON request body (UTF-8): orjson's encoding, or, for
+    what orjson refuses that JSON carries — integers beyond 64 bits, which
+    RFC 8259 §6 allows and a client's JSON may hold — the standard library's
+    (compact, non-ASCII kept), so a relayed body is sent as it came.
+
+    Raises:
+        InvalidInputError: ``value`` is not JSON (a type JSON has no form for,
+            a lone surrogate, NaN or infinity, nesting beyond the recursion limit).
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        text = stdlib_json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"the json body is not JSON: {exc}") from None
 
 
 def _secrets_of(headers: CIMultiDict[str], auth: Auth | None, extra: Sequence[str]) -> list[str]:
