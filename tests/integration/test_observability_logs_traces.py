@@ -221,7 +221,12 @@ async def test_traceparent_reaches_the_upstream_under_a_server_span(
         assert parent_id == format(client.context.span_id, "016x")
 
 
-async def test_otlp_exporter_of_the_tracing_table_sends_the_spans(sqlite_path: str) -> None:
+async def test_otlp_exporter_of_the_tracing_table_sends_the_spans(
+    sqlite_path: str, upstream: UpstreamServer
+) -> None:
+    """The table's own provider: its SERVER spans (built finished,
+    ``DirectServerSpans``) and the resource spans under them reach a real
+    OTLP/HTTP collector, and the caller's trace is continued."""
     received: list[bytes] = []
 
     async def traces(request: web.Request) -> web.Response:
@@ -230,10 +235,14 @@ async def test_otlp_exporter_of_the_tracing_table_sends_the_spans(sqlite_path: s
 
     collector = web.Application()
     collector.router.add_post("/v1/traces", traces)
+    key = new_key()
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     async with serve_aiohttp(collector) as port:
         config = parse_config(
             {
                 "databases": {"main": {"url": f"sqlite:///{sqlite_path}"}},
+                "upstreams": {"example": {"base_url": upstream.base_url}},
+                "keys": {"ops": {"sha256": hash_key(key), "scopes": ["admin"]}},
                 "observability": {
                     "tracing": {
                         "exporter": "otlp",
@@ -247,12 +256,43 @@ async def test_otlp_exporter_of_the_tracing_table_sends_the_spans(sqlite_path: s
         async with Gateway(config) as gw:
             assert gw.observability.tracing.active
             assert await gw.database("main").fetch_val("SELECT 1") == 1
+            app = create_app(gateway=gw)
+            async with _served(app, key) as (base, session):
+                query = f"{base}/v1/databases/main/query"
+                status, _ = await _post(session, query, {"sql": "SELECT 1"})
+                assert status == 200
+                relay = f"{base}/v1/upstreams/example/request"
+                caller = f"00-{caller_trace}-00f067aa0ba902b7-01"
+                status, _ = await _post(session, relay, {"path": "/echo"}, traceparent=caller)
+                assert status == 200
         # closing flushed the batch processor (in a thread: the loop answered it)
         assert received
-    request = ExportTraceServiceRequest()
-    request.ParseFromString(received[0])
-    (resource_spans,) = request.resource_spans
-    attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-    assert attrs["service.name"] == "gw-test"
-    names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
-    assert names == ["fetch_one main"]
+    spans = []
+    for body in received:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        for resource_spans in request.resource_spans:
+            attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert attrs["service.name"] == "gw-test"
+            spans += [s for scope in resource_spans.scope_spans for s in scope.spans]
+    by_name = {s.name: s for s in spans}
+    assert sorted(by_name) == [
+        "GET",
+        "POST /v1/databases/{name}/query",
+        "POST /v1/upstreams/{name}/request",
+        "fetch_one main",
+        "query main",
+    ]
+    query_span = by_name["POST /v1/databases/{name}/query"]
+    assert query_span.kind == query_span.SPAN_KIND_SERVER
+    assert query_span.parent_span_id == b""
+    route = {a.key: a.value for a in query_span.attributes}
+    assert route["http.route"].string_value == "/v1/databases/{name}/query"
+    assert route["http.response.status_code"].int_value == 200
+    assert by_name["query main"].parent_span_id == query_span.span_id
+    relayed = by_name["POST /v1/upstreams/{name}/request"]
+    assert relayed.trace_id.hex() == caller_trace
+    assert relayed.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert by_name["GET"].parent_span_id == relayed.span_id
+    assert by_name["GET"].trace_id.hex() == caller_trace
+    assert upstream.seen[-1].headers["traceparent"].split("-")[1] == caller_trace

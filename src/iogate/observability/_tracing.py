@@ -27,18 +27,17 @@ When active, the gateway also:
   request, from an ``aiohttp.TraceConfig`` hook (:meth:`Tracing.trace_configs`)
   run while the call's CLIENT span is current — the upstream's server joins
   the trace;
-- opens one SERVER span per incoming HTTP request (:class:`ServerSpans`, from
+- opens one SERVER span per incoming HTTP request
+  (:mod:`iogate.observability._server_spans`, from
   :class:`~iogate.server.request_id.RequestIdMiddleware`), continuing the
-  caller's ``traceparent`` when it sends one, named ``"<METHOD> <route>"``
-  with ``http.request.method``, ``http.route``, ``url.scheme`` and
-  ``http.response.status_code`` (an ERROR status for 5xx, per the HTTP
-  semantic conventions); the resource spans of the calls it makes are its
-  children.
+  caller's ``traceparent`` when it sends one; the resource spans of the
+  calls it makes are its children.
 
 ``[observability.tracing]`` (:class:`~iogate.observability.config.TracingConfig`)
 makes the Gateway build its own SDK ``TracerProvider`` with a batch span
 processor and an OTLP/HTTP or console exporter (the ``otel`` extra), shut
-down (flushed) when the gateway closes.
+down (flushed) when the gateway closes; its SERVER spans are handed to that
+processor finished (:class:`~iogate.observability._server_spans.DirectServerSpans`).
 """
 
 from __future__ import annotations
@@ -47,10 +46,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from iogate.errors import ConfigError
+from iogate.observability._server_spans import DirectServerSpans, SdkServerSpans, ServerSpans
 from iogate.observability.config import TracingConfig
 from iogate.policies.events import PolicyEvent
 
-__all__ = ["ServerSpans", "TracedRunner", "Tracing"]
+__all__ = ["TracedRunner", "Tracing"]
 
 T = TypeVar("T")
 
@@ -121,23 +121,28 @@ class Tracing:
             ``tracer_provider`` is given).
         tracer_provider: an OpenTelemetry ``TracerProvider`` (default: the
             global one).
+        span_exporter: with a table, an SDK ``SpanExporter`` to export
+            through instead of the one the table names (a custom backend,
+            or an in-memory exporter in tests).
 
     Raises:
         ConfigError: ``mode="on"`` (or a table) and ``opentelemetry-api`` (or,
             for a table, the SDK or the OTLP exporter) is not installed.
     """
 
-    __slots__ = ("_owned", "_trace", "tracer")
+    __slots__ = ("_owned", "_processor", "_trace", "tracer")
 
     def __init__(
         self,
         *,
         mode: Literal["auto", "on", "off"] | TracingConfig = "auto",
         tracer_provider: Any = None,
+        span_exporter: Any = None,
     ) -> None:
         self.tracer: Any = None
         self._trace: Any = None
         self._owned: Any = None
+        self._processor: Any = None
         if mode == "off":
             return
         try:
@@ -150,7 +155,8 @@ class Tracing:
             return
         provider = tracer_provider
         if provider is None and isinstance(mode, TracingConfig):
-            provider = self._owned = _exporting_provider(mode)
+            provider, self._processor = _exporting_provider(mode, span_exporter)
+            self._owned = provider
         if provider is None:
             provider = trace.get_tracer_provider()
             if mode == "auto" and isinstance(
@@ -191,8 +197,23 @@ class Tracing:
         return (config,)
 
     def server_spans(self) -> ServerSpans | None:
-        """The SERVER span factory of the HTTP face, ``None`` when not tracing."""
-        return ServerSpans(self.tracer) if self.tracer is not None else None
+        """The SERVER span factory of the HTTP face, ``None`` when not tracing:
+        the direct one over the provider built here, the SDK's path for any
+        other (:mod:`iogate.observability._server_spans`)."""
+        if self.tracer is None:
+            return None
+        if self._owned is not None:
+            from opentelemetry.sdk.trace import SpanLimits, Tracer
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+            from iogate import __version__
+
+            # not OTEL_SDK_DISABLED's no-op tracer, and span limits (from the
+            # environment, as the provider reads them) too loose to cut a span
+            if isinstance(self.tracer, Tracer) and DirectServerSpans.within(SpanLimits()):
+                scope = InstrumentationScope("iogate", __version__)  # as get_tracer names it
+                return DirectServerSpans(self._owned, self._processor, scope)
+        return SdkServerSpans(self.tracer)
 
     def shutdown(self) -> None:
         """Flush and stop the provider built for ``[observability.tracing]``
@@ -237,15 +258,17 @@ class Tracing:
         )
 
 
-def _exporting_provider(config: TracingConfig) -> Any:
-    """An SDK ``TracerProvider`` exporting through ``config``'s exporter in batches."""
+def _exporting_provider(config: TracingConfig, exporter: Any = None) -> tuple[Any, Any]:
+    """An SDK ``TracerProvider`` exporting through ``config``'s exporter (or
+    ``exporter``) in batches, and its ``BatchSpanProcessor``."""
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-        exporter: Any
-        if config.exporter == "console":
+        if exporter is not None:
+            pass
+        elif config.exporter == "console":
             exporter = ConsoleSpanExporter(service_name=config.service_name)
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -257,83 +280,6 @@ def _exporting_provider(config: TracingConfig) -> Any:
             "pip install 'iogate[otel]'"
         ) from None
     provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
-
-
-class ServerSpans:
-    """One SERVER span per incoming HTTP request (see the module docstring).
-
-    :meth:`start` opens it through the tracer's ``start_span`` — so the
-    provider's sampler decides, and span processors see ``on_start`` — and
-    makes it current (the request's resource spans become its children);
-    :meth:`end` names it after the matched route, sets the status code and
-    ends it. A span the sampler dropped (``is_recording()`` false: the SDK
-    gives a ``NonRecordingSpan`` carrying the trace id and an unsampled
-    flag) is still made current, so the resource spans under it are dropped
-    too (``ParentBased`` sampling) and upstream calls carry the unsampled
-    ``traceparent``, but nothing is set on it. Only the
-    ``traceparent``/``tracestate`` headers are read from the request; no path
-    value, query or header is put on the span.
-
-    The SDK's span is most of the cost (``python -m benchmarks --only
-    metrics``, ``otel.sdk_span``: ``Tracer.start_span`` + ``end`` ~12 µs
-    alone, ~16 µs with the attributes and a batch processor); around it this
-    adds the ``traceparent`` scan and one context ``attach``/``detach``.
-    """
-
-    __slots__ = ("_attach", "_ctx_with", "_detach", "_error", "_extract", "_kind", "_tracer")
-
-    def __init__(self, tracer: Any) -> None:
-        from opentelemetry import context, propagate, trace
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
-        self._tracer = tracer
-        self._kind = SpanKind.SERVER
-        self._extract = propagate.extract
-        self._attach = context.attach
-        self._detach = context.detach
-        self._ctx_with = trace.set_span_in_context
-        self._error = Status(StatusCode.ERROR)
-
-    def start(self, scope: Any) -> tuple[Any, Any]:
-        """Open the span of the request of ASGI ``scope``; returns what :meth:`end` takes."""
-        parent = None
-        for key, _value in scope["headers"]:
-            if key == b"traceparent":
-                carrier = {
-                    k.decode("latin-1"): v.decode("latin-1")
-                    for k, v in scope["headers"]
-                    if k in (b"traceparent", b"tracestate")
-                }
-                parent = self._extract(carrier)
-                break
-        method = scope.get("method", "")
-        span = self._tracer.start_span(
-            method,
-            context=parent,
-            kind=self._kind,
-            attributes={"http.request.method": method, "url.scheme": scope.get("scheme", "http")},
-        )
-        return span, self._attach(self._ctx_with(span, parent))
-
-    def end(self, started: tuple[Any, Any], scope: Any, status: int) -> None:
-        """End the span: its name and ``http.route`` from the matched route,
-        ``http.response.status_code`` (when an answer started), ERROR for 5xx."""
-        span, token = started
-        self._detach(token)
-        if not span.is_recording():
-            span.end()  # sampled out: nothing to name or set (end is a no-op)
-            return
-        route = getattr(scope.get("route"), "path", None)
-        if route is not None:
-            span.update_name(f"{scope.get('method', '')} {route}")
-            span.set_attribute("http.route", route)
-        if status:
-            # set_attribute per key: set_attributes cleans the whole mapping
-            # as a nested value first, which costs more for two or three keys
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_attribute("error.type", str(status))
-                span.set_status(self._error)
-        span.end()
+    processor = BatchSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return provider, processor

@@ -53,7 +53,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iogate.observability._logging import REQUEST_ID, write_json_line
-from iogate.observability._tracing import ServerSpans
+from iogate.observability._server_spans import ServerSpans
 from iogate.server.problems import INVALID_URL, problem_body, problem_response
 
 __all__ = ["HEADER", "RequestIdMiddleware"]
