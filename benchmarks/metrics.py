@@ -31,13 +31,16 @@ a feature's cost is the difference with the same request without it):
 * ``iogate.request_log.409.own_handler``  the same through a handler of the user's own
                                    on ``iogate.request`` (the standard ``LogRecord`` path)
 * ``iogate.access_log.200``        a 200 with ``access_log=True`` (vs ``iogate.request_id``)
-* ``iogate.server_span``           a 200 in a SERVER span of the OpenTelemetry SDK
-                                   (``BatchSpanProcessor``, as ``[observability.tracing]``
-                                   builds, to an exporter that drops the spans);
+* ``iogate.server_span``           a 200 in a SERVER span of the provider
+                                   ``[observability.tracing]`` builds (its
+                                   ``BatchSpanProcessor``, to an exporter that drops the
+                                   spans): the span built finished (``DirectServerSpans``)
+* ``iogate.server_span.sdk``       the same through a provider given to the gateway
+                                   (``Tracer.start_span`` + ``end``, ``SdkServerSpans``);
                                    ``.simple_processor`` with a ``SimpleSpanProcessor``;
                                    ``.unsampled`` with the ``ALWAYS_OFF`` sampler
-* ``otel.sdk_span``                the same SDK calls made from inside the app: the
-                                   SDK's own part of ``iogate.server_span``
+* ``otel.sdk_span``                the SDK calls of ``.sdk`` made from inside the app:
+                                   the SDK's own part of ``iogate.server_span.sdk``
 * ``logging.*``                    one such line alone through ``logging``: iogate's
                                    JsonFormatter, python-json-logger's and structlog's
                                    JSONRenderer when installed (the evaluation of issue 21)
@@ -275,12 +278,13 @@ def request_subjects() -> tuple[dict[str, Callable[[], Awaitable[object]]], Call
     in-memory stream), and ``.own_handler`` through a handler of the user's
     own on ``iogate.request`` (the standard ``LogRecord`` path). Every 409
     subject sets the request logger's state, then answers (the same work for
-    each, so their differences are the line's cost). Spans: the OpenTelemetry
-    SDK with a ``BatchSpanProcessor`` (what ``[observability.tracing]``
-    builds) or a ``SimpleSpanProcessor``, both to an exporter that drops the
-    spans; ``.unsampled`` with the ``ALWAYS_OFF`` sampler; ``otel.sdk_span``
-    makes the same SDK calls from inside the app (no context attach, no
-    header scan): the SDK's own part of ``iogate.server_span``.
+    each, so their differences are the line's cost). Spans: the provider
+    ``[observability.tracing]`` builds (its ``BatchSpanProcessor``) and, as
+    ``.sdk``, a provider given to the gateway with a ``BatchSpanProcessor``
+    or a ``SimpleSpanProcessor``, all to an exporter that drops the spans;
+    ``.unsampled`` with the ``ALWAYS_OFF`` sampler; ``otel.sdk_span`` makes
+    the SDK calls of ``.sdk`` from inside the app (no context attach, no
+    header scan).
     """
     problem = b'{"type":"urn:iogate:problem:integrity-violation","status":409}'
     start_409 = {
@@ -364,6 +368,8 @@ def _traced(ok_app: Any) -> dict[str, RequestIdMiddleware]:
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
     from opentelemetry.trace import SpanKind
 
+    from iogate.observability.config import TracingConfig
+
     class Drop(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
@@ -390,8 +396,12 @@ def _traced(ok_app: Any) -> dict[str, RequestIdMiddleware]:
         span.set_attribute("http.response.status_code", 200)
         span.end()
 
+    table = Tracing(mode=TracingConfig(exporter="console"), span_exporter=Drop())
     return {
-        "iogate.server_span": RequestIdMiddleware(ok_app, spans=spans(BatchSpanProcessor(Drop()))),
+        "iogate.server_span": RequestIdMiddleware(ok_app, spans=table.server_spans()),
+        "iogate.server_span.sdk": RequestIdMiddleware(
+            ok_app, spans=spans(BatchSpanProcessor(Drop()))
+        ),
         "otel.sdk_span": RequestIdMiddleware(sdk_span_app),
         "iogate.server_span.simple_processor": RequestIdMiddleware(
             ok_app, spans=spans(SimpleSpanProcessor(Drop()))
@@ -503,7 +513,8 @@ def summary(results: Sequence[Result]) -> list[str]:
     ]
     others = {
         "error log line through a handler of the user's own": "iogate.request_log.409.own_handler",
-        "server span, SimpleSpanProcessor": "iogate.server_span.simple_processor",
+        "server span, a provider given to the gateway": "iogate.server_span.sdk",
+        "server span, given provider, SimpleSpanProcessor": "iogate.server_span.simple_processor",
         "server span, sampled out": "iogate.server_span.unsampled",
     }
     base = {"iogate.request_log.409.own_handler": unlogged}
@@ -513,7 +524,8 @@ def summary(results: Sequence[Result]) -> list[str]:
     ]
     sdk = by[("otel.sdk_span", "us_per_request")] - plain
     lines.append(
-        f"of the server span, the SDK's own calls (otel.sdk_span): {sdk:.2f} us per request"
+        f"of the given provider's server span, the SDK's own calls (otel.sdk_span):"
+        f" {sdk:.2f} us per request"
     )
     return [
         *lines,

@@ -35,6 +35,7 @@ _DEFAULT = (
     "iogate.request_log.409.own_handler",
     "iogate.access_log.200",
     "iogate.server_span",
+    "iogate.server_span.sdk",
     "iogate.server_span.simple_processor",
     "iogate.server_span.unsampled",
     "otel.sdk_span",
