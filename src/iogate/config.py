@@ -188,6 +188,9 @@ class DatabaseConfig(_Model):
         pool_min_size: connections opened at start (PostgreSQL), 0..pool_size.
         connect_timeout: seconds to wait for one connection to open.
         busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
+        inline_read_budget: SQLite: a read whose last run on a reader thread
+            took at most this much CPU time runs on the event loop's thread,
+            bounded (:mod:`iogate.databases._sqlite_inline`); seconds, 0: never.
         policies: the resilience pipeline of every call (``[databases.<name>.policies]``,
             see :mod:`iogate.policies.config`); absent: :func:`default_policies`.
         statement_timeout: PostgreSQL ``statement_timeout`` of every connection,
@@ -230,6 +233,7 @@ class DatabaseConfig(_Model):
     pool_min_size: int = Field(default=1, ge=0, le=1024)
     connect_timeout: float = Field(default=10.0, gt=0)
     busy_timeout: float = Field(default=5.0, ge=0)
+    inline_read_budget: float = Field(default=50e-6, ge=0, le=0.01)
     policies: PoliciesConfig | None = None
     statement_timeout: float | None = Field(default=None, gt=0)
     max_queries: int = Field(default=50_000, ge=1)

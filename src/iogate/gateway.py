@@ -183,6 +183,7 @@ class Gateway(AsyncResource):
                 path=cfg.sqlite_path(),
                 readers=cfg.pool_size or 2,
                 busy_timeout_s=cfg.busy_timeout,
+                inline_read_budget_s=cfg.inline_read_budget,
                 runner=runner,
                 cache=self.cache,
             )

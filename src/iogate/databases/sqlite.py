@@ -47,6 +47,7 @@ from typing import Any, ClassVar, cast
 
 from iogate.databases._sql import is_read_statement
 from iogate.databases._sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
+from iogate.databases._sqlite_inline import InlineReads, InlineStats, NotInline
 from iogate.databases._sqlite_worker import ConnectionWorker
 from iogate.databases._tables import StatementTables, sqlite_tables
 from iogate.databases.base import CallRunner, ResultCache, SQLDatabase
@@ -82,6 +83,7 @@ _SQLITE_ERROR, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 1, 5, 6, 8
 _SQLITE_INTERRUPT, _SQLITE_CONSTRAINT, _SQLITE_AUTH, _SQLITE_RANGE = 9, 19, 23, 25
 
 _ALL, _ONE, _QUERY, _EXEC = 0, 1, 2, 3
+_thread_time = time.thread_time
 _Mode = int | ResultLimits
 """What a statement returns: all rows, one row, a QueryResult, an
 ExecuteResult, or (a ResultLimits) a QueryResult read under those limits."""
@@ -95,6 +97,11 @@ class SQLiteDatabase(SQLDatabase):
         path: file path (parent folders are created), or ``":memory:"``.
         readers: reader connections beside the writer, 0..1024 (0: all on the writer).
         busy_timeout_s: seconds to wait on a lock before ``SQLITE_BUSY``.
+        inline_read_budget_s: a one-trip read whose last run on a reader
+            thread took at most this much of its CPU time runs on the event
+            loop's thread instead, bounded
+            (:mod:`~iogate.databases._sqlite_inline`); 0: never (seconds, ≥ 0;
+            needs readers).
         runner: the resilience pipeline each call runs through.
         cache: the cache of ``fetch(..., cache_ttl_s=)``.
 
@@ -110,6 +117,7 @@ class SQLiteDatabase(SQLDatabase):
         path: str,
         readers: int = 2,
         busy_timeout_s: float = 5.0,
+        inline_read_budget_s: float = 50e-6,
         runner: CallRunner | None = None,
         cache: ResultCache | None = None,
     ) -> None:
@@ -118,10 +126,15 @@ class SQLiteDatabase(SQLDatabase):
             raise ValueError(f"readers must be within 0..1024, got {readers}")
         if busy_timeout_s < 0:
             raise ValueError(f"busy_timeout_s must be >= 0, got {busy_timeout_s}")
+        if not inline_read_budget_s >= 0:
+            raise ValueError(f"inline_read_budget_s must be >= 0, got {inline_read_budget_s}")
         self.path = path
         self._memory = path == ":memory:" or path.startswith("file::memory:")
         self._n_readers = 0 if self._memory else readers
         self._busy_ms = int(busy_timeout_s * 1000)
+        self._inline_budget_s = inline_read_budget_s
+        self._inline: InlineReads | None = None
+        self._inline_slot = _Slot()  # never cancelled: an inline read runs to its end
         self._writer: ConnectionWorker | None = None
         self._readers: list[ConnectionWorker] = []
         self._idle: asyncio.LifoQueue[ConnectionWorker] = asyncio.LifoQueue()
@@ -141,6 +154,9 @@ class SQLiteDatabase(SQLDatabase):
                 self._readers.append(reader)
                 self._shared.append(reader)
                 self._idle.put_nowait(reader)
+            if self._readers and self._inline_budget_s > 0:
+                conn = await asyncio.to_thread(_open_connection, self.path, 0, False, False)
+                self._inline = InlineReads(conn, budget_s=self._inline_budget_s)
         except sqlite3.Error as exc:
             await self._close()
             raise translate_sqlite_error(exc, resource=self.name, operation="open") from exc
@@ -156,6 +172,9 @@ class SQLiteDatabase(SQLDatabase):
         return worker
 
     async def _close(self) -> None:
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.connection.close()
         conns = [*self._readers, *([self._writer] if self._writer else [])]
         self._readers.clear()
         self._shared.clear()
@@ -189,22 +208,45 @@ class SQLiteDatabase(SQLDatabase):
         mode = _QUERY if limits is None else limits
         return cast(QueryResult, await self._route(sql, params, mode, "query"))
 
+    def inline_reads(self) -> InlineStats | None:
+        """Counters of the reads run on the event loop's thread (``None``
+        when there are none: no readers, or ``inline_read_budget_s = 0``)."""
+        return None if self._inline is None else self._inline.stats()
+
     async def _route(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
-        # A one-trip read goes to the next reader in rotation without holding
-        # it: statements queue on its thread, which runs them back to back.
         shared = self._shared
         if not shared or not is_read_statement(sql):
             return await self._on_writer(sql, params, mode, operation)
-        self._turn = turn = (self._turn + 1) % len(shared)
+        try:
+            return await self._read(sql, operation, _statement, sql, _bind(params), mode)
+        except ReadOnlyViolation:
+            pass  # a "read" that writes: the writer runs it
+        return await self._on_writer(sql, params, mode, operation)
+
+    async def _read(
+        self, sql: str, operation: str, fn: Callable[..., Any], *args: Any, inline: bool = True
+    ) -> Any:
+        # A one-trip read: on the loop's thread when proven cheap (bounded,
+        # see _sqlite_inline), else to the next reader in rotation without
+        # holding it (statements queue on its thread, which runs them back to
+        # back), whose CPU time renews the statement's verdict.
+        reads = self._inline if inline else None
         meter = self._meter
         meter.took()
         try:
-            return await self._run_fn(shared[turn], operation, _statement, sql, _bind(params), mode)
-        except ReadOnlyViolation:
-            pass  # a "read" that writes: the writer runs it
+            if reads is not None and reads.eligible(sql):
+                with contextlib.suppress(NotInline):
+                    return reads.run(sql, _guarded, self._inline_slot, fn, *args)
+            shared = self._shared
+            self._turn = turn = (self._turn + 1) % len(shared)
+            conn = shared[turn]
+            submitted = self._submit(conn, fn, *args)
+            result = await self._wait(conn, submitted, operation)
+            if reads is not None:
+                reads.learn(sql, submitted[1].cpu_s)
+            return result
         finally:
             meter.released()
-        return await self._on_writer(sql, params, mode, operation)
 
     async def _on_writer(self, sql: str, params: Params, mode: _Mode, operation: str) -> object:
         return await self._writer_call(operation, _statement, sql, _bind(params), mode)
@@ -249,15 +291,12 @@ class SQLiteDatabase(SQLDatabase):
         bound = _bind(params)
         mode = _QUERY if limits is None else limits
         if guard.read_only and shared:
-            self._turn = turn = (self._turn + 1) % len(shared)
-            meter = self._meter
-            meter.took()
-            try:
-                result = await self._run_fn(
-                    shared[turn], "query", _checked, sql, bound, authorizer, READER_AUTHORIZER, mode
-                )
-            finally:
-                meter.released()
+            # (inline only without a table allowlist: its authorizer, set per
+            # statement, recompiles the statement, which no step bound covers)
+            result = await self._read(
+                sql, "query", _checked, sql, bound, authorizer, READER_AUTHORIZER, mode,
+                inline=authorizer is None,
+            )  # fmt: skip
         else:
             if authorizer is None:
                 authorizer = Authorizer.of(guard)
@@ -662,11 +701,12 @@ class _Slot:
     interrupt (under ``lock``) never reaches the next caller's statement.
     """
 
-    __slots__ = ("cancelled", "lock", "running")
+    __slots__ = ("cancelled", "cpu_s", "lock", "running")
 
     def __init__(self) -> None:
         self.cancelled = False
         self.running = False
+        self.cpu_s = 0.0  # the statement's CPU time on its thread (time.thread_time)
         self.lock = threading.Lock()
 
     def cancel(self, conn: sqlite3.Connection) -> None:
@@ -680,8 +720,9 @@ _Submitted = tuple["asyncio.Future[Any]", _Slot]
 
 
 def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *args: Any) -> Any:
-    """Runs on the connection's thread."""
+    """Runs on the connection's thread (or, inline, on the loop's)."""
     slot.running = True
+    cpu = _thread_time()
     try:
         if slot.cancelled:  # its caller is gone: skip it
             raise sqlite3.OperationalError("interrupted")
@@ -698,6 +739,7 @@ def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *arg
     except OverflowError:  # a JSON integer beyond SQLite's 64-bit INTEGER
         raise sqlite3.ProgrammingError("an integer parameter does not fit in 64 bits") from None
     finally:
+        slot.cpu_s = _thread_time() - cpu
         with slot.lock:
             slot.running = False
 
