@@ -177,8 +177,10 @@ class InlineReads:
         if cpu_s <= self.budget_s:
             if verdict is None and len(verdicts) >= MAX_STATEMENTS:
                 verdicts.clear()
-            cooled = verdict is None or verdict >= _HEAVY - 1
-            verdicts[sql] = _CLEAN if cooled else verdict + 1
+            if verdict is None or verdict >= _HEAVY - 1:
+                verdicts[sql] = _CLEAN
+            else:  # cooling down after a run cut short here
+                verdicts[sql] = verdict + 1
         elif verdict is not None and verdict > _HEAVY:
             verdicts[sql] = verdict - 1
 
