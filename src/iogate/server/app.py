@@ -9,11 +9,13 @@ several apps (tests) can run in one process.
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -141,6 +143,7 @@ def create_app(
         docs_url=None,  # served from packaged assets below (routes/docs.py)
         redoc_url=None,
         openapi_url="/openapi.json" if server.docs else None,
+        **_without_native_telemetry(),
     )
     install_problem_handlers(app)
     install_openapi(app)
@@ -194,3 +197,20 @@ def _add_routes(app: FastAPI, *, docs_open: bool, dashboard_open: bool) -> None:
     if docs_open:
         app.router.routes.extend(docs.routes(title=app.title, openapi_url="/openapi.json"))
     app.router.routes.extend(dashboard.routes(dashboard=dashboard_open, docs=docs_open))
+
+
+def _without_native_telemetry() -> dict[str, Any]:
+    """FastAPI's ``telemetry`` argument turning its own OpenTelemetry off,
+    where FastAPI has it (since 0.162; nothing for older releases).
+
+    Once a global tracer, meter or logger provider is set, FastAPI emits a
+    SERVER span per request (and ``fastapi.dependencies`` /
+    ``fastapi.endpoint`` spans), HTTP metrics and error logs of its own: the
+    gateway's SERVER span (:mod:`iogate.observability._server_spans`),
+    ``/metrics`` and request log are those, so its would double them; and
+    whether it is on is checked against the three global providers on every
+    request.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
