@@ -240,7 +240,7 @@ class SQLiteDatabase(SQLDatabase):
             shared = self._shared
             self._turn = turn = (self._turn + 1) % len(shared)
             conn = shared[turn]
-            submitted = self._submit(conn, fn, *args)
+            submitted = self._submit(conn, fn, *args, timed=reads is not None)
             result = await self._wait(conn, submitted, operation)
             if reads is not None:
                 reads.learn(sql, submitted[1].cpu_s)
@@ -376,7 +376,12 @@ class SQLiteDatabase(SQLDatabase):
         return await self._wait(conn, self._submit(conn, fn, *args), operation)
 
     def _submit(
-        self, conn: ConnectionWorker, fn: Callable[..., Any], *args: Any, retryable: bool = False
+        self,
+        conn: ConnectionWorker,
+        fn: Callable[..., Any],
+        *args: Any,
+        retryable: bool = False,
+        timed: bool = False,
     ) -> _Submitted:
         # The function is queued to the connection's thread now (the order of
         # statements is fixed here), and awaited later. One trip per
@@ -384,7 +389,8 @@ class SQLiteDatabase(SQLDatabase):
         if not conn.running:
             raise RuntimeError(f"database {self.name!r} is closed")
         slot = _Slot()
-        return conn.submit(_guarded, slot, fn, *args, retryable=retryable), slot
+        run = _guarded_timed if timed else _guarded
+        return conn.submit(run, slot, fn, *args, retryable=retryable), slot
 
     async def _wait(self, conn: ConnectionWorker, submitted: _Submitted, operation: str) -> Any:
         future, slot = submitted
@@ -706,7 +712,7 @@ class _Slot:
     def __init__(self) -> None:
         self.cancelled = False
         self.running = False
-        self.cpu_s = 0.0  # the statement's CPU time on its thread (time.thread_time)
+        self.cpu_s = 0.0  # its CPU time on its thread, when timed (_guarded_timed)
         self.lock = threading.Lock()
 
     def cancel(self, conn: sqlite3.Connection) -> None:
@@ -722,7 +728,6 @@ _Submitted = tuple["asyncio.Future[Any]", _Slot]
 def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *args: Any) -> Any:
     """Runs on the connection's thread (or, inline, on the loop's)."""
     slot.running = True
-    cpu = _thread_time()
     try:
         if slot.cancelled:  # its caller is gone: skip it
             raise sqlite3.OperationalError("interrupted")
@@ -739,9 +744,20 @@ def _guarded(conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *arg
     except OverflowError:  # a JSON integer beyond SQLite's 64-bit INTEGER
         raise sqlite3.ProgrammingError("an integer parameter does not fit in 64 bits") from None
     finally:
-        slot.cpu_s = _thread_time() - cpu
         with slot.lock:
             slot.running = False
+
+
+def _guarded_timed(
+    conn: sqlite3.Connection, slot: _Slot, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """:func:`_guarded`, its CPU time on the connection's thread kept in
+    ``slot.cpu_s`` (what :class:`InlineReads` learns from)."""
+    cpu = _thread_time()
+    try:
+        return _guarded(conn, slot, fn, *args)
+    finally:
+        slot.cpu_s = _thread_time() - cpu
 
 
 def _open_connection(path: str, busy_ms: int, writer: bool, memory: bool) -> sqlite3.Connection:

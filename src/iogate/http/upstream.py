@@ -708,13 +708,14 @@ def json_body(value: Any) -> bytes:
     """
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        text = stdlib_json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return text.encode()
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"the json body is not JSON: {exc}") from None
+    except orjson.JSONEncodeError:  # beyond 64 bits, or not JSON: the standard library tells
+        try:
+            text = stdlib_json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
+            return text.encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInputError(f"the json body is not JSON: {exc}") from None
 
 
 def _secrets_of(headers: CIMultiDict[str], auth: Auth | None, extra: Sequence[str]) -> list[str]:

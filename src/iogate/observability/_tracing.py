@@ -266,11 +266,9 @@ def _exporting_provider(config: TracingConfig, exporter: Any = None) -> tuple[An
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-        if exporter is not None:
-            pass
-        elif config.exporter == "console":
+        if exporter is None and config.exporter == "console":
             exporter = ConsoleSpanExporter(service_name=config.service_name)
-        else:
+        elif exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=config.endpoint)
