@@ -188,9 +188,10 @@ class DatabaseConfig(_Model):
         pool_min_size: connections opened at start (PostgreSQL), 0..pool_size.
         connect_timeout: seconds to wait for one connection to open.
         busy_timeout: seconds SQLite waits on a lock before SQLITE_BUSY.
-        inline_read_budget: SQLite: a read whose last run on a reader thread
-            took at most this much CPU time runs on the event loop's thread,
-            bounded (:mod:`iogate.databases._sqlite_inline`); seconds, 0: never.
+        inline_read_budget: SQLite: a read whose run on a reader thread took
+            at most this much CPU time per 32 rows runs on the event loop's
+            thread, in slices, bounded (:mod:`iogate.databases._sqlite_inline`);
+            seconds, 0: never.
         policies: the resilience pipeline of every call (``[databases.<name>.policies]``,
             see :mod:`iogate.policies.config`); absent: :func:`default_policies`.
         statement_timeout: PostgreSQL ``statement_timeout`` of every connection,

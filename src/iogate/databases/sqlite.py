@@ -26,8 +26,9 @@
   transaction or a stream holds a reader (``BEGIN`` in WAL: a snapshot).
 - ``query(..., limits=)`` reads the rows with ``cursor.fetchmany`` in chunks
   (:class:`~iogate.databases.guard.BoundedRead`) on the connection's thread
-  and closes the cursor at ``max_rows + 1`` rows or past the byte cap, which
-  resets the statement: SQLite steps it no further.
+  (or inline, in slices, :mod:`~iogate.databases._sqlite_inline`) and closes
+  the cursor at ``max_rows + 1`` rows or past the byte cap, which resets the
+  statement: SQLite steps it no further.
 - A statement whose call is cancelled (its deadline passed) is stopped with
   ``sqlite3_interrupt`` (sqlite.org/c3ref/interrupt.html), so the
   connection is free again at once.
@@ -40,14 +41,20 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from iogate.databases._sql import is_read_statement
 from iogate.databases._sqlite_guard import READER_AUTHORIZER, Authorizer, describe, take_denial
-from iogate.databases._sqlite_inline import InlineReads, InlineStats, NotInline
+from iogate.databases._sqlite_inline import (
+    SLICE_ROWS,
+    InlineReads,
+    InlineStats,
+    NotInline,
+    Steps,
+)
 from iogate.databases._sqlite_worker import ConnectionWorker
 from iogate.databases._tables import StatementTables, sqlite_tables
 from iogate.databases.base import CallRunner, ResultCache, SQLDatabase
@@ -97,9 +104,9 @@ class SQLiteDatabase(SQLDatabase):
         path: file path (parent folders are created), or ``":memory:"``.
         readers: reader connections beside the writer, 0..1024 (0: all on the writer).
         busy_timeout_s: seconds to wait on a lock before ``SQLITE_BUSY``.
-        inline_read_budget_s: a one-trip read whose last run on a reader
-            thread took at most this much of its CPU time runs on the event
-            loop's thread instead, bounded
+        inline_read_budget_s: a one-trip read whose run on a reader thread
+            took at most this much of its CPU time per 32 rows runs on the
+            event loop's thread instead, in slices, bounded
             (:mod:`~iogate.databases._sqlite_inline`); 0: never (seconds, ≥ 0;
             needs readers).
         runner: the resilience pipeline each call runs through.
@@ -134,7 +141,6 @@ class SQLiteDatabase(SQLDatabase):
         self._busy_ms = int(busy_timeout_s * 1000)
         self._inline_budget_s = inline_read_budget_s
         self._inline: InlineReads | None = None
-        self._inline_slot = _Slot()  # never cancelled: an inline read runs to its end
         self._writer: ConnectionWorker | None = None
         self._readers: list[ConnectionWorker] = []
         self._idle: asyncio.LifoQueue[ConnectionWorker] = asyncio.LifoQueue()
@@ -155,8 +161,10 @@ class SQLiteDatabase(SQLDatabase):
                 self._shared.append(reader)
                 self._idle.put_nowait(reader)
             if self._readers and self._inline_budget_s > 0:
-                conn = await asyncio.to_thread(_open_connection, self.path, 0, False, False)
-                self._inline = InlineReads(conn, budget_s=self._inline_budget_s)
+                self._inline = InlineReads(
+                    partial(_open_connection, self.path, 0, False, False),
+                    budget_s=self._inline_budget_s,
+                )
         except sqlite3.Error as exc:
             await self._close()
             raise translate_sqlite_error(exc, resource=self.name, operation="open") from exc
@@ -174,7 +182,7 @@ class SQLiteDatabase(SQLDatabase):
     async def _close(self) -> None:
         inline, self._inline = self._inline, None
         if inline is not None:
-            inline.connection.close()
+            inline.close()
         conns = [*self._readers, *([self._writer] if self._writer else [])]
         self._readers.clear()
         self._shared.clear()
@@ -218,32 +226,32 @@ class SQLiteDatabase(SQLDatabase):
         if not shared or not is_read_statement(sql):
             return await self._on_writer(sql, params, mode, operation)
         try:
-            return await self._read(sql, operation, _statement, sql, _bind(params), mode)
+            return await self._read(sql, operation, _statement_steps, sql, _bind(params), mode)
         except ReadOnlyViolation:
             pass  # a "read" that writes: the writer runs it
         return await self._on_writer(sql, params, mode, operation)
 
     async def _read(
-        self, sql: str, operation: str, fn: Callable[..., Any], *args: Any, inline: bool = True
+        self, sql: str, operation: str, steps: Steps, *args: Any, inline: bool = True
     ) -> Any:
         # A one-trip read: on the loop's thread when proven cheap (bounded,
-        # see _sqlite_inline), else to the next reader in rotation without
-        # holding it (statements queue on its thread, which runs them back to
-        # back), whose CPU time renews the statement's verdict.
+        # in slices, see _sqlite_inline), else to the next reader in rotation
+        # without holding it (statements queue on its thread, which runs them
+        # back to back), whose CPU time renews the statement's verdict.
         reads = self._inline if inline else None
         meter = self._meter
         meter.took()
         try:
             if reads is not None and reads.eligible(sql):
                 with contextlib.suppress(NotInline):
-                    return reads.run(sql, _guarded, self._inline_slot, fn, *args)
+                    return await reads.run(sql, steps, *args)
             shared = self._shared
             self._turn = turn = (self._turn + 1) % len(shared)
             conn = shared[turn]
-            submitted = self._submit(conn, fn, *args, timed=reads is not None)
+            submitted = self._submit(conn, _drained, steps, *args, timed=reads is not None)
             result = await self._wait(conn, submitted, operation)
             if reads is not None:
-                reads.learn(sql, submitted[1].cpu_s)
+                reads.learn(sql, submitted[1].cpu_s, _rows_of(result))
             return result
         finally:
             meter.released()
@@ -294,7 +302,7 @@ class SQLiteDatabase(SQLDatabase):
             # (inline only without a table allowlist: its authorizer, set per
             # statement, recompiles the statement, which no step bound covers)
             result = await self._read(
-                sql, "query", _checked, sql, bound, authorizer, READER_AUTHORIZER, mode,
+                sql, "query", _checked_steps, sql, bound, authorizer, READER_AUTHORIZER, mode,
                 inline=authorizer is None,
             )  # fmt: skip
         else:
@@ -612,13 +620,25 @@ def _checked(
     restore: Authorizer | None,
     mode: _Mode = _QUERY,
 ) -> object:
-    """Runs on the connection's thread: one statement of a restricted caller,
-    under ``authorizer`` (then ``restore`` is put back), which must not leave
-    a transaction open."""
+    """Runs on the connection's thread: :func:`_checked_steps` whole."""
+    return _drained(conn, _checked_steps, sql, params, authorizer, restore, mode)
+
+
+def _checked_steps(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    authorizer: Authorizer | None,
+    restore: Authorizer | None,
+    mode: _Mode = _QUERY,
+) -> Generator[None, None, object]:
+    """One statement of a restricted caller (:func:`_statement_steps`), under
+    ``authorizer`` (then ``restore`` is put back), which must not leave a
+    transaction open."""
     if authorizer is not None:
         conn.set_authorizer(authorizer)  # expires the cached statements: recompiled under it
     try:
-        result = _statement(conn, sql, params, mode)
+        result = yield from _statement_steps(conn, sql, params, mode)
     finally:
         if authorizer is not None:
             conn.set_authorizer(restore)
@@ -782,6 +802,13 @@ def _open_connection(path: str, busy_ms: int, writer: bool, memory: bool) -> sql
     return conn
 
 
+def _rows_of(result: object) -> int:
+    """Rows a read returned (what :meth:`InlineReads.learn` weighs its CPU by)."""
+    if isinstance(result, QueryResult):
+        return len(result.rows)
+    return len(result) if isinstance(result, list) else 1
+
+
 def _enter_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
     """``PRAGMA journal_mode = WAL``, waiting up to ``busy_ms`` for a lock.
 
@@ -815,30 +842,69 @@ def _bind(params: Params) -> Sequence[Any] | Mapping[str, Any]:
 def _statement(
     conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any], mode: _Mode
 ) -> object:
-    """Runs on the connection's thread."""
+    """Runs on the connection's thread: :func:`_statement_steps` whole."""
+    return _drained(conn, _statement_steps, sql, params, mode)
+
+
+def _drained(conn: sqlite3.Connection, steps: Steps, *args: Any) -> object:
+    """``steps(conn, *args)`` run to its end without a pause (on a thread)."""
+    run = steps(conn, *args)
+    try:
+        while True:
+            next(run)
+    except StopIteration as done:
+        return done.value
+    finally:
+        run.close()
+
+
+def _statement_steps(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any], mode: _Mode
+) -> Generator[None, None, object]:
+    """One statement, its rows fetched :data:`SLICE_ROWS` at a time with a
+    ``yield`` between two slices (where an inline read lets the loop run,
+    see :class:`InlineReads`); returns the mode's answer."""
     cur = conn.cursor()
     try:
         cur.execute(sql, params)
-        if mode == _ALL:
-            return cur.fetchall()
         if mode == _ONE:
             return cur.fetchone()
         if mode == _EXEC:
             return ExecuteResult(rows_affected=max(cur.rowcount, 0), last_insert_id=cur.lastrowid)
+        if mode == _ALL:
+            return (yield from _fetch(cur, -1))
         if cur.description is None:
             last_id = cur.lastrowid if cur.rowcount > 0 else None
             return QueryResult((), [], rows_affected=max(cur.rowcount, 0), last_insert_id=last_id)
         cur.row_factory = None  # tuples (the factory applies when rows are fetched)
         columns = tuple(Column(d[0]) for d in cur.description)
         if mode == _QUERY:
-            return QueryResult(columns, cur.fetchall(), rows_affected=max(cur.rowcount, 0))
+            rows = yield from _fetch(cur, -1)
+            return QueryResult(columns, rows, rows_affected=max(cur.rowcount, 0))
         read = BoundedRead(cast(ResultLimits, mode))
-        while read.add(cur.fetchmany(asked := read.next_size()), asked):
+        while read.add((yield from _fetch(cur, asked := read.next_size())), asked):
             pass
         rows, truncated = read.finish()
         return QueryResult(columns, rows, max(cur.rowcount, 0), truncated=truncated)
     finally:
         cur.close()  # resets the statement: SQLite steps it no further
+
+
+def _fetch(cur: sqlite3.Cursor, size: int) -> Generator[None, None, list[Any]]:
+    """Up to ``size`` rows of ``cur`` (``size < 0``: all), :data:`SLICE_ROWS`
+    at a time, yielding before each slice after the first."""
+    want = SLICE_ROWS if size < 0 or size > SLICE_ROWS else size
+    rows = cur.fetchmany(want)
+    if len(rows) < want:
+        return rows  # the result ended (a point select: here)
+    while size < 0 or len(rows) < size:
+        yield
+        want = SLICE_ROWS if size < 0 else min(SLICE_ROWS, size - len(rows))
+        more = cur.fetchmany(want)
+        rows += more
+        if len(more) < want:
+            break
+    return rows
 
 
 def translate_sqlite_error(
