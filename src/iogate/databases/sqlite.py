@@ -308,7 +308,9 @@ class SQLiteDatabase(SQLDatabase):
         else:
             if authorizer is None:
                 authorizer = Authorizer.of(guard)
-            result = await self._writer_call("query", _checked, sql, bound, authorizer, None, mode)
+            result = await self._writer_call(
+                "query", _drained, _checked_steps, sql, bound, authorizer, None, mode
+            )
         return cast(QueryResult, result)
 
     async def _describe(self, sql: str, guard: SQLGuard | None) -> Description:
@@ -610,18 +612,6 @@ _TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed h
 
 def _set_authorizer(conn: sqlite3.Connection, authorizer: Authorizer | None) -> None:
     conn.set_authorizer(authorizer)
-
-
-def _checked(
-    conn: sqlite3.Connection,
-    sql: str,
-    params: Sequence[Any] | Mapping[str, Any],
-    authorizer: Authorizer | None,
-    restore: Authorizer | None,
-    mode: _Mode = _QUERY,
-) -> object:
-    """Runs on the connection's thread: :func:`_checked_steps` whole."""
-    return _drained(conn, _checked_steps, sql, params, authorizer, restore, mode)
 
 
 def _checked_steps(
