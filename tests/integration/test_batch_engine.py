@@ -4,6 +4,7 @@ one deadline, fail_fast, scopes and problem details."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,44 @@ async def test_one_deadline_for_the_whole_batch(gateway: Gateway) -> None:
     assert results[0]["ok"] is True
     assert results[1]["problem"]["type"] == "urn:iogate:problem:timeout"
     assert results[2]["problem"]["status"] == 504
+
+
+async def test_a_batch_of_one_transaction_runs_in_the_callers_task_under_its_deadline(
+    gateway: Gateway,
+) -> None:
+    """One unit (here one transaction) runs in the calling task, not a task of
+    its own; its deadline still cuts it and nothing of it is committed."""
+    forever = (
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c"
+    )
+    steps = [
+        {
+            "kind": "database",
+            "database": "main",
+            "sql": "INSERT INTO users (id, email) VALUES (50, 'd@e')",
+            "transaction": "t",
+        },
+        {"kind": "database", "database": "main", "sql": forever, "transaction": "t"},
+    ]
+    tasks: list[asyncio.Task[Any] | None] = []
+    results = await _run(
+        gateway,
+        {"steps": steps, "timeout": 0.3},
+        progress=lambda done, total: tasks.append(asyncio.current_task()),
+    )
+    assert tasks
+    assert set(tasks) == {asyncio.current_task()}
+    assert [r["ok"] for r in results] == [False, False]
+    assert results[1]["problem"]["status"] == 504
+    assert await gateway.database("main").fetch_val("SELECT count(*) FROM users") == 1
+    ok = await _run(
+        gateway,
+        {"steps": [{"kind": "database", "database": "main", "sql": "SELECT 1 AS one"}]},
+        progress=lambda done, total: tasks.append(asyncio.current_task()),
+    )
+    assert ok[0]["ok"] is True
+    assert ok[0]["value"]["rows"] == [[1]]
+    assert set(tasks) == {asyncio.current_task()}
 
 
 async def test_fail_fast_aborts_the_unfinished_steps(gateway: Gateway) -> None:
