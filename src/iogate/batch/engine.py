@@ -138,40 +138,30 @@ class _Run:
             else:
                 units.append(index)
         timed_out = False
-        if len(units) == 1:  # one unit (a step, or one transaction): run in this task
-            timed_out = await self._alone(units[0])
-        else:
-            self.tasks = [
-                asyncio.create_task(self._single(u) if isinstance(u, int) else self._group(u))
-                for u in units
-            ]
-            try:
-                async with deadline_scope(
-                    self.request.timeout, resource="batch", operation="batch"
-                ):
+        try:
+            async with deadline_scope(self.request.timeout, resource="batch", operation="batch"):
+                if len(units) == 1:  # a step, or one transaction: in this task, no gather
+                    await self._unit(units[0])
+                else:
+                    self.tasks = [asyncio.create_task(self._unit(u)) for u in units]
                     await asyncio.gather(*self.tasks, return_exceptions=True)
-            except OperationTimeout:
-                timed_out = True
-            finally:
+        except OperationTimeout:
+            timed_out = True
+        finally:
+            if self.tasks:
                 for task in self.tasks:
                     task.cancel()
                 await asyncio.gather(*self.tasks, return_exceptions=True)
         results = [self._final(i, timed_out) for i in range(len(self.steps))]
         return BatchResult(tuple(results), (time.perf_counter() - started) * 1000)
 
-    async def _alone(self, unit: int | list[int]) -> bool:
-        """Run the batch's only unit in the calling task, without a task of its
-        own or a gather (what a one-transaction ``/v1/batch`` is); the
-        outcome as the tasks' would be: an unexpected error leaves its steps
-        unfinished. Returns whether the batch's deadline cut it."""
+    async def _unit(self, unit: int | list[int]) -> None:
+        """One step, or one transaction's steps; an unexpected error leaves
+        its steps unfinished (their results say so) and is logged."""
         try:
-            async with deadline_scope(self.request.timeout, resource="batch", operation="batch"):
-                await (self._single(unit) if isinstance(unit, int) else self._group(unit))
-        except OperationTimeout:
-            return True
-        except Exception as exc:  # noqa: BLE001 - as gather(return_exceptions=True) keeps it
+            await (self._single(unit) if isinstance(unit, int) else self._group(unit))
+        except Exception as exc:  # noqa: BLE001 - the other units run on; _final reports it
             _log.error("batch: unexpected %s", type(exc).__name__)
-        return False
 
     def _final(self, index: int, timed_out: bool) -> StepResult:
         result = self.results[index]

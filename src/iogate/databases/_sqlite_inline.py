@@ -106,16 +106,17 @@ MAX_VALUE_BYTES: Final = 65536
 #: ``SQLITE_LIMIT_LIKE_PATTERN_LENGTH`` of the inline connection, bytes
 MAX_PATTERN_BYTES: Final = 100
 
-# A statement's verdict: eligible while > _HEAVY; an inline slice over the
-# budget takes a strike; cut short (or far over) inline, it waits for COOLDOWN cheap
-# thread runs before it is tried here again.
+# A statement's verdict: eligible while > _HEAVY (_STRUCK: on an inline trial);
+# cut short (or far over) inline, it waits for COOLDOWN cheap thread runs
+# before it is tried here again.
 _CLEAN, _STRUCK, _HEAVY = 2, 1, 0
 _SQLITE_TOOBIG: Final = 18  # sqlite.org/rescode.html#toobig
 _thread_time = time.thread_time
 
-Steps = Callable[..., Generator[None, None, Any]]
+Steps = Callable[..., Generator[None, Any, Any]]
 """A statement run in slices: ``steps(conn, *args)`` is a generator that
-yields between two slices of rows and returns the answer."""
+yields between two slices of rows (resumed with ``None``: one slice more)
+and returns the answer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,8 +286,7 @@ class InlineReads:
                 await asyncio.sleep(0)  # other tasks run; this read holds its connection
         finally:
             run.close()  # a read cut or cancelled between slices: its cursor is closed
-            if conn in self._conns:
-                free.append(conn)
+            free.append(conn)  # (after close(), to a list no longer used)
         self._judge(sql, worst)
         self._inline += 1
         if slices:

@@ -621,7 +621,7 @@ def _checked_steps(
     authorizer: Authorizer | None,
     restore: Authorizer | None,
     mode: _Mode = _QUERY,
-) -> Generator[None, None, object]:
+) -> Generator[None, bool | None, object]:
     """One statement of a restricted caller (:func:`_statement_steps`), under
     ``authorizer`` (then ``restore`` is put back), which must not leave a
     transaction open."""
@@ -837,20 +837,20 @@ def _statement(
 
 
 def _drained(conn: sqlite3.Connection, steps: Steps, *args: Any) -> object:
-    """``steps(conn, *args)`` run to its end without a pause (on a thread)."""
+    """``steps(conn, *args)`` run to its end without a pause (on a thread): a
+    result longer than one slice is fetched whole after its first slice."""
     run = steps(conn, *args)
     try:
+        next(run)
         while True:
-            next(run)
+            run.send(True)
     except StopIteration as done:
         return done.value
-    finally:
-        run.close()
 
 
 def _statement_steps(
     conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any], mode: _Mode
-) -> Generator[None, None, object]:
+) -> Generator[None, bool | None, object]:
     """One statement, its rows fetched :data:`SLICE_ROWS` at a time with a
     ``yield`` between two slices (where an inline read lets the loop run,
     see :class:`InlineReads`); returns the mode's answer."""
@@ -880,15 +880,18 @@ def _statement_steps(
         cur.close()  # resets the statement: SQLite steps it no further
 
 
-def _fetch(cur: sqlite3.Cursor, size: int) -> Generator[None, None, list[Any]]:
-    """Up to ``size`` rows of ``cur`` (``size < 0``: all), :data:`SLICE_ROWS`
-    at a time, yielding before each slice after the first."""
+def _fetch(cur: sqlite3.Cursor, size: int) -> Generator[None, bool | None, list[Any]]:
+    """Up to ``size`` rows of ``cur`` (``size < 0``: all): one slice of
+    :data:`SLICE_ROWS`, then a ``yield`` before each next one; sent ``True``
+    there (:func:`_drained`, on a thread), the rest in one fetch."""
     want = SLICE_ROWS if size < 0 or size > SLICE_ROWS else size
     rows = cur.fetchmany(want)
     if len(rows) < want:
         return rows  # the result ended (a point select: here)
     while size < 0 or len(rows) < size:
-        yield
+        if (yield):
+            rows += cur.fetchall() if size < 0 else cur.fetchmany(size - len(rows))
+            break
         want = SLICE_ROWS if size < 0 else min(SLICE_ROWS, size - len(rows))
         more = cur.fetchmany(want)
         rows += more
