@@ -266,7 +266,7 @@ class RedisTier:
                 self.subscribed = False
                 self._subscribed.clear()
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in redis-py 8.2
             await self._clock.sleep(delay)
             delay = min(delay * 2, 2.0)
 
