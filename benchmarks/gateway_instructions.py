@@ -14,16 +14,20 @@ and are not counted::
     PYTHONPATH=src:. python -m benchmarks.gateway_instructions
         [--workloads "sqlite range 200,upstream GET"] [--requests 30]
 
-Subjects: ``iogate.gateway`` and the bare FastAPI endpoint of each SQLite
-and relayed-upstream workload (PostgreSQL workloads need a server per child
-and are left to the wrk runs). Needs ``valgrind``; each child takes ~40 s.
+Subjects: ``iogate.gateway`` and the bare FastAPI endpoint of each workload
+(Datasette and the raw-ASGI floor are left to the wrk runs). The PostgreSQL
+workloads share one temporary server, started by the parent and reached by
+every child over loopback; its backends' instructions are not counted. Needs
+``valgrind``; each child takes ~40 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
+import sys
 import tempfile
 import types
 from pathlib import Path
@@ -36,40 +40,41 @@ _WORKLOADS = (
     "sqlite point select",
     "sqlite range 200",
     "sqlite insert",
+    "pg point select",
+    "pg join",
+    "pg insert",
+    "pg transaction",
     "upstream GET",
     "upstream POST",
 )
-_KEY = "k" * 40
+_KEYS = {"read": "r" * 40, "write": "w" * 40, "relay": "u" * 40}
 _MORE = 100  # requests of the second count beyond the first
 
 
-def _app(subject: str, tmp: Path, upstream: str) -> Any:
-    """The ASGI app of ``subject`` (``iogate.gateway`` or a bare endpoint)."""
-    db = tmp / "bench.db"
-    if subject == "iogate.gateway":
+def _app(subject: str, tmp: Path) -> Any:
+    """The ASGI app of ``subject`` (``iogate.gateway`` or a bare endpoint),
+    built from the files :func:`benchmarks.gateway._commands` wrote."""
+    if subject.startswith("iogate.gateway"):
         from iogate.cli_data import load_or_exit
         from iogate.server.app import create_app
-        from iogate.server.keys import hash_key
 
-        config = tmp / "iogate.toml"
-        config.write_text(
-            f'[databases.main]\nurl = "sqlite:///{db}"\n\n'
-            f'[upstreams.echo]\nbase_url = "{upstream}"\n\n'
-            f'[keys.k]\nsha256 = "{hash_key(_KEY)}"\n'
-            'scopes = ["db:main:write", "db:main:read", "upstream:echo"]\n'
-        )
-        return create_app(load_or_exit(str(config)))
-    source = g.BARE_APP.replace(
-        "app.state.pool = await asyncpg.create_pool(DSN, min_size=10, max_size=10)",
-        "app.state.pool = None",
-    ).replace("await app.state.pool.close()", "")
+        return create_app(load_or_exit(str(tmp / "apps" / "iogate.toml")))
     module = types.ModuleType("bare_app")
-    preamble = f"DB = {str(db)!r}\nDSN = ''\nUPSTREAM = {upstream!r}\n"
-    exec(preamble + source, module.__dict__)  # the benchmark's own app text
+    sys.modules["bare_app"] = module  # pydantic resolves the models' names through it
+    source = (tmp / "apps" / "bare_app.py").read_text()
+    exec(source, module.__dict__)  # the benchmark's own app text
     return module.app
 
 
 async def _send(app: Any, path: str, body: bytes, key: str, requests: int) -> None:
+    """``requests`` requests, one at a time, inside the app's lifespan."""
+    async with app.router.lifespan_context(app):
+        await send_requests(app, path, body, key, requests)
+
+
+async def send_requests(app: Any, path: str, body: bytes, key: str, requests: int) -> None:
+    """``requests`` POSTs of ``body`` to ``path`` of the ASGI ``app`` (started),
+    one at a time, each checked to answer 200."""
     headers = [(b"host", b"bench"), (b"content-type", b"application/json")]
     headers.append((b"content-length", str(len(body)).encode()))
     if key:
@@ -99,55 +104,55 @@ async def _send(app: Any, path: str, body: bytes, key: str, requests: int) -> No
         if status != [200]:
             raise RuntimeError(f"{path}: answered {status}")
 
-    async with app.router.lifespan_context(app):
-        for _ in range(requests):
-            await one()
+    for _ in range(requests):
+        await one()
 
 
-def _child(workload: str, subject: str, requests: int, tmp: Path, upstream: str) -> None:
+def _child(workload: str, subject: str, requests: int, tmp: Path) -> None:
     import uvloop
 
     target = g._workloads()[workload][subject]
-    app = _app(subject, tmp, upstream)
-    key = _KEY if target.key else ""
+    app = _app(subject, tmp)
+    key = _KEYS[target.key] if target.key else ""
     assert target.body is not None
     uvloop.run(_send(app, target.path, target.body.encode(), key, requests))
 
 
-def _count(workload: str, subject: str, requests: int, tmp: Path, upstream: str) -> int:
+def _count(workload: str, subject: str, requests: int, tmp: Path) -> int:
     args = ["-m", "benchmarks.gateway_instructions", "--child", workload, subject]
-    return callgrind_instructions([*args, str(requests), str(tmp), upstream], tmp / "cg.out")
+    return callgrind_instructions([*args, str(requests), str(tmp)], tmp / "cg.out")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--workloads", default=",".join(_WORKLOADS))
     parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        workload, subject, requests, tmp, upstream = args.child
-        _child(workload, subject, int(requests), Path(tmp), upstream)
+        workload, subject, requests, tmp = args.child
+        _child(workload, subject, int(requests), Path(tmp))
         return
-    from tests.servers import free_port, wait_for_port
+    from tests.servers import free_port, postgres_server, wait_for_port
 
-    with tempfile.TemporaryDirectory(prefix="iogate-bench-ins-") as name:
-        tmp = Path(name)
+    workloads = args.workloads.split(",")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iogate-bench-ins-")))
+        dsn = stack.enter_context(postgres_server()).dsn  # every app's config names it
+        asyncio.run(g._make_pg(dsn))
         g._make_db(tmp / "bench.db")
         port = free_port()
-        keys = dict.fromkeys(("read", "write", "relay"), _KEY)
-        floor_command = g._commands(tmp, keys, "", port)["raw-asgi"]  # the relayed upstream
+        floor_command = g._commands(tmp, _KEYS, dsn, port)["raw-asgi"]  # the relayed upstream
         floor = subprocess.Popen([*floor_command, str(port)])
         try:
             wait_for_port(port, floor, "raw-asgi upstream")
-            upstream = f"http://127.0.0.1:{port}"
-            for workload in args.workloads.split(","):
+            for workload in workloads:
                 per = {}
                 for subject in g._workloads()[workload]:
                     if subject == "datasette" or subject.startswith("raw-asgi"):
                         continue
-                    low = _count(workload, subject, args.requests, tmp, upstream)
-                    high = _count(workload, subject, args.requests + _MORE, tmp, upstream)
+                    low = _count(workload, subject, args.requests, tmp)
+                    high = _count(workload, subject, args.requests + _MORE, tmp)
                     per[subject] = (high - low) / _MORE
                 base = next(v for s, v in per.items() if not s.startswith("iogate"))
                 for subject, value in per.items():
