@@ -20,7 +20,13 @@ from iogate.databases._values import to_json_row
 from iogate.databases.guard import ResultLimits, SQLGuard
 from iogate.databases.postgres import PostgresDatabase, RoleLogin
 from iogate.databases.transactions import Transaction
-from iogate.errors import IntegrityError, OperationTimeout, QueryError, TransientDatabaseError
+from iogate.errors import (
+    IntegrityError,
+    OperationTimeout,
+    QueryError,
+    ReadOnlyViolation,
+    TransientDatabaseError,
+)
 from tests.integration.db_fixtures import retrying_pipeline
 from tests.servers import PostgresServer
 
@@ -310,7 +316,8 @@ async def test_round_trips_per_call_match_a_bare_pool(
     key's (BEGIN READ ONLY sent with the statement, the ROLLBACK with the
     reset), a write key's and an unrestricted caller's statement with result
     columns (BEGIN with the statement, COMMIT with the reset); a two-statement
-    transaction costs 4 (BEGIN, two statements, COMMIT with the reset)."""
+    transaction costs 3 (BEGIN with its first statement, the second, COMMIT
+    with the reset: a bare pool's costs 5), and an empty one 1 (the reset)."""
     read, write = roles
     table = "rt_" + read.removeprefix("rtr_")
     limits = ResultLimits(max_rows=100_000, max_bytes=10_000_000)
@@ -357,7 +364,13 @@ async def test_round_trips_per_call_match_a_bare_pool(
             assert await trips(write_key) == 2
             assert await trips(unrestricted) == 2
             assert await trips(update) == 2
-            assert await trips(transaction) == 4
+
+            async def empty() -> object:
+                async with db.transaction(guard=writer):
+                    return None
+
+            assert await trips(transaction) == 3
+            assert await trips(empty) == 1
 
 
 async def test_pipelined_begin_reads_past_the_first_chunk_and_resets(
@@ -409,3 +422,69 @@ async def test_pipelined_begin_reads_past_the_first_chunk_and_resets(
             await db.query_guarded(f"SELECT u FROM {table} WHERE id = 2", guard=writer, limits=big)
         ).rows == [(2,)]
         assert db.stats().in_use == 0
+
+
+async def test_a_transaction_begins_with_its_first_statement_whatever_it_is(
+    pg: PostgresServer, admin: asyncpg.Connection
+) -> None:
+    """The BEGIN of ``transaction()`` is sent with the first statement (in its
+    round trip for a bounded ``query``, just before it otherwise): a write
+    through any call is rolled back with the block, the isolation level and
+    READ ONLY hold from the first statement, and a failed first statement
+    leaves nothing behind on the pooled connection."""
+    table = "tx_first_" + uuid.uuid4().hex[:8]
+    await admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    limits = ResultLimits(max_rows=100, max_bytes=1_000_000)
+
+    class Undo(Exception):
+        pass
+
+    async def count() -> int:
+        return int(await admin.fetchval(f"SELECT count(*) FROM {table}"))
+
+    try:
+        async with PostgresDatabase("pg", dsn=pg.dsn, min_size=1, max_size=1) as db:
+
+            async def write_then_undo(first: str) -> None:
+                async with db.transaction() as tx:
+                    insert = f"INSERT INTO {table} VALUES (1) RETURNING id"
+                    if first == "query":
+                        await tx.query(insert, None, limits=limits)
+                    elif first == "execute_many":
+                        await tx.execute_many(f"INSERT INTO {table} VALUES ($1)", [[1]])
+                    else:
+                        await getattr(tx, first)(insert, None)
+                    raise Undo
+
+            for first in ("query", "execute", "fetch", "fetch_one", "execute_many"):
+                with pytest.raises(Undo):
+                    await write_then_undo(first)
+                assert await count() == 0, f"{first}: the write outlived its rollback"
+
+            async with db.transaction(isolation="serializable") as tx:
+                shown = await tx.query("SHOW transaction_isolation", None, limits=limits)
+            assert shown.rows == [("serializable",)]
+
+            with pytest.raises(ReadOnlyViolation):
+                async with db.transaction(read_only=True) as tx:
+                    await tx.query(f"INSERT INTO {table} VALUES (2)", None, limits=limits)
+
+            with pytest.raises(QueryError):
+                async with db.transaction() as tx:
+                    await tx.query(f"SELECT * FROM {table}_missing", None, limits=limits)
+            # a first statement that fails before its BEGIN could go out (here
+            # its Parse): the rest is refused as in an aborted transaction
+            async with db.transaction() as tx:
+                with pytest.raises(QueryError):
+                    await tx.query("SELEC 1", None, limits=limits)
+                with pytest.raises(QueryError) as aborted:
+                    await tx.execute(f"INSERT INTO {table} VALUES (4)", None)
+            assert aborted.value.sqlstate == "25P02"
+            assert await count() == 0
+            # the failed transactions were rolled back on release: the same
+            # (only) connection commits the next one
+            async with db.transaction() as tx:
+                await tx.query(f"INSERT INTO {table} VALUES (3)", None, limits=limits)
+            assert await count() == 1
+    finally:
+        await admin.execute(f"DROP TABLE {table}")

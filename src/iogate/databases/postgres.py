@@ -37,8 +37,13 @@
   the ``COMMIT`` with the pool's reset, so no round trip more); one without
   (DDL, ``VACUUM``, a write without ``RETURNING``) has nothing to bound and
   runs as ``fetch`` runs it.
-- Transactions are asyncpg's (``BEGIN ISOLATION LEVEL ... READ ONLY``);
-  streams use a server-side cursor (``DECLARE``, inside a transaction).
+- Transactions send ``BEGIN [ISOLATION LEVEL ...] [READ ONLY]`` with their
+  first statement (in its round trip for a bounded ``tx.query``, as a query
+  just before it otherwise; a guarded read-only one at once, with the
+  snapshot) and ``COMMIT`` / ``ROLLBACK`` with the pool's reset: a
+  transaction of n bounded statements costs n + 1 round trips, where asyncpg's
+  ``conn.transaction()`` and its pool cost n + 3. Streams use a server-side
+  cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
 - ``json`` and ``jsonb`` are JSON values, not text: a ``dict``/``list`` (any
   value orjson writes) binds to a ``json``/``jsonb`` parameter, and results come
@@ -813,24 +818,27 @@ class PostgresDatabase(SQLDatabase):
     ) -> tuple[TxConnection, Callable[[bool], Awaitable[None]]]:
         pool = self._pool_for(guard)
         conn = pool.take() or await self._wait(pool, "transaction", guard)
-        # BEGIN as a query of ours, not asyncpg's Transaction: its COMMIT is
-        # sent with the reset (_Connection.commit_and_reset) and its ROLLBACK
-        # with the reset on release (rollback_on_reset), one round trip each.
+        # BEGIN as a query of ours, not asyncpg's Transaction: it is sent with
+        # the first statement (_PostgresTx), its COMMIT with the reset
+        # (_Connection.commit_and_reset) and its ROLLBACK with the reset on
+        # release (rollback_on_reset): no round trip of its own.
         begin = "BEGIN"
         if isolation is not None:
             begin += " ISOLATION LEVEL " + _ISOLATION[isolation.lower()]
         if read_only:
             begin += " READ ONLY"
-            if guard is not None:
-                # Take the snapshot now, in the same query: SET TRANSACTION
-                # READ WRITE is only accepted before a transaction's first query.
-                begin += ";\nSELECT 1"
         cast(_Connection, conn).rollback_on_reset = True
-        try:
-            await self._guard("transaction", conn.execute(begin), conn)
-        except BaseException:
-            await pool.release(conn)
-            raise
+        if read_only and guard is not None:
+            # Take the snapshot now, in the same query: SET TRANSACTION
+            # READ WRITE is only accepted before a transaction's first query.
+            try:
+                await self._guard("transaction", conn.execute(begin + ";\nSELECT 1"), conn)
+            except BaseException:
+                await pool.release(conn)
+                raise
+            pending = None
+        else:
+            pending = begin
 
         async def finish(commit: bool) -> None:
             try:
@@ -840,7 +848,7 @@ class PostgresDatabase(SQLDatabase):
             finally:
                 await pool.release(conn)  # a ROLLBACK goes with its reset
 
-        return _PostgresTx(self, conn, guard), finish
+        return _PostgresTx(self, conn, guard, pending), finish
 
     async def _introspect(self, table: str) -> tuple[str, ...]:
         rows = await self._fetch(
@@ -1010,8 +1018,18 @@ def _pipelined(sql: str) -> bytes:
     )
 
 
+_ISOLATION = {
+    "read uncommitted": "READ UNCOMMITTED",
+    "read committed": "READ COMMITTED",
+    "repeatable read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+}
 _BEGIN_READ_ONLY = "BEGIN READ ONLY"
-_PIPELINED = {sql: _pipelined(sql) for sql in ("BEGIN", _BEGIN_READ_ONLY)}
+_PIPELINED = {
+    f"BEGIN{level}{mode}": _pipelined(f"BEGIN{level}{mode}")
+    for level in ("", *(" ISOLATION LEVEL " + v for v in _ISOLATION.values()))
+    for mode in ("", " READ ONLY")
+}
 
 
 async def _begin_chunks(
@@ -1081,18 +1099,47 @@ async def _many(conn: asyncpg.Connection, text: str, args: Sequence[list[Any]]) 
 
 
 class _PostgresTx:
-    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`)."""
+    """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`).
 
-    __slots__ = ("_conn", "_db", "_guard")
+    ``begin``: the ``BEGIN`` not sent yet (a key of :data:`_PIPELINED`). A
+    bounded ``query`` sends it in its own round trip (:func:`_begin_chunks`);
+    any other call sends it first, as a query of its own. A transaction that
+    ran no statement never began (its ``finish`` has nothing to commit); one
+    whose first statement failed before the ``BEGIN`` went out refuses the
+    rest, as PostgreSQL refuses statements in an aborted transaction."""
+
+    __slots__ = ("_aborted", "_begin", "_conn", "_db", "_guard")
 
     def __init__(
-        self, db: PostgresDatabase, conn: asyncpg.Connection, guard: SQLGuard | None = None
+        self,
+        db: PostgresDatabase,
+        conn: asyncpg.Connection,
+        guard: SQLGuard | None = None,
+        begin: str | None = None,
     ) -> None:
         self._db = db
         self._conn = conn
         self._guard = guard
+        self._begin = begin
+        self._aborted = False
+
+    async def _begun(self) -> None:
+        """Send the pending ``BEGIN`` (if any) as a query of its own.
+
+        Raises:
+            QueryError: SQLSTATE 25P02, the first statement failed before its
+                ``BEGIN`` went out: as in PostgreSQL's aborted transaction,
+                nothing more runs until the block ends (nothing commits).
+        """
+        if self._aborted:
+            raise QueryError(_ABORTED, sqlstate="25P02", resource=self._db.name, operation="tx")
+        begin = self._begin
+        if begin is not None:
+            await self._db._guard("transaction", self._conn.execute(begin), self._conn)
+            self._begin = None
 
     async def fetch(self, sql: str, params: Params) -> list[Row]:
+        await self._begun()
         text, args = compile_postgres(sql, params)
         return cast(
             list[Row],
@@ -1100,11 +1147,13 @@ class _PostgresTx:
         )
 
     async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        await self._begun()
         text, args = compile_postgres(sql, params)
         row = await self._db._guard("tx.fetch_one", _run(self._conn, text, args, _ONE), self._conn)
         return cast(Row | None, row)
 
     async def execute(self, sql: str, params: Params) -> ExecuteResult:
+        await self._begun()
         text, args = compile_postgres(sql, params)
         status = await self._db._guard(
             "tx.execute", _run(self._conn, text, args, _EXEC), self._conn
@@ -1114,6 +1163,7 @@ class _PostgresTx:
     async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
         compiled = [compile_postgres(sql, p) for p in params]
         if compiled:
+            await self._begun()
             coro = _many(self._conn, compiled[0][0], [a for _, a in compiled])
             await self._db._guard("tx.execute_many", coro, self._conn)
         return ExecuteResult(rows_affected=len(compiled))
@@ -1123,26 +1173,36 @@ class _PostgresTx:
     ) -> QueryResult:
         text, args = compile_postgres(sql, params)
         guard = self._guard
-        if guard is not None and guard.tables is not None:
-            check = self._db._check_tables(self._conn, text, args, guard.tables)
+        tables = None if guard is None else guard.tables
+        begin = self._begin
+        if begin is None or limits is None or tables is not None:
+            await self._begun()  # (a check of its own first: the BEGIN goes alone)
+            begin = None
+        if tables is not None:
+            check = self._db._check_tables(self._conn, text, args, tables)
             await self._db._guard("tx.query", check, self._conn)
-        coro = self._db._prepared_query(self._conn, text, args, limits)
-        result = cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
+        coro = self._db._prepared_query(self._conn, text, args, limits, begin=begin)
+        try:
+            result = cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
+        except BaseException:
+            if begin is not None and not self._conn.is_in_transaction():
+                # it failed before its BEGIN went out (a Parse, an argument):
+                # the transaction is aborted, as PostgreSQL's would be
+                self._aborted = True
+            raise
+        finally:
+            self._begin = None  # sent with the statement, or the transaction is aborted
         if guard is not None and not self._conn.is_in_transaction():
             raise QueryError(_TX_CONTROL, resource=self._db.name, operation="tx.query")
         return result
 
     async def command(self, sql: str) -> None:
+        await self._begun()
         await self._db._guard("transaction", self._conn.execute(sql), self._conn)
 
 
-_ISOLATION = {
-    "read uncommitted": "READ UNCOMMITTED",
-    "read committed": "READ COMMITTED",
-    "repeatable read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-}
 _TX_CONTROL = "transaction control (BEGIN, COMMIT, ROLLBACK...) is not allowed here"
+_ABORTED = "current transaction is aborted, commands ignored until end of transaction block"
 
 
 def _relations(node: Any) -> Iterator[tuple[str | None, str]]:
