@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from iogate.batch._access import sql_access
+from iogate.batch._access import SQLAccess, sql_access
 from iogate.batch._mongo import run_mongo
 from iogate.batch.model import (
     Batch,
@@ -124,6 +124,7 @@ class _Run:
         self.failed_at: int | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.uncommitted: set[int] = set()  # steps of groups that did not commit
+        self.access: dict[str, SQLAccess] = {}  # the caller's rights, per database
 
     async def execute(self) -> BatchResult:
         started = time.perf_counter()
@@ -225,11 +226,7 @@ class _Run:
                     step = self.steps[index]
                     assert isinstance(step, DatabaseStep)
                     try:
-                        access = sql_access(
-                            self.principal,
-                            step.database,
-                            self.gateway.config.databases.get(step.database),
-                        )
+                        access = self._sql_access(step.database)
                         scope = self.gateway.database(step.database).transaction(guard=access.guard)
                         tx = await scope.__aenter__()
                     except (IogateError, PermissionError) as exc:
@@ -336,8 +333,7 @@ class _Run:
         self, step: DatabaseStep, tx: Transaction | None, started: float
     ) -> StepResult:
         params = self._resolve(step.params)
-        config = self.gateway.config.databases.get(step.database)
-        access = sql_access(self.principal, step.database, config)
+        access = self._sql_access(step.database)
         if tx is not None:
             result = await tx.query(step.sql, params, limits=access.limits)
         else:
@@ -347,6 +343,18 @@ class _Run:
             )
         value = result_body(result, access.limits)
         return StepResult(ok=True, value=value, duration_ms=_ms(started))
+
+    def _sql_access(self, database: str) -> SQLAccess:
+        """The caller's rights on ``database`` (:func:`sql_access`), found once per batch.
+
+        Raises:
+            PermissionError: the caller holds no scope on ``database``.
+        """
+        access = self.access.get(database)
+        if access is None:
+            config = self.gateway.config.databases.get(database)
+            access = self.access[database] = sql_access(self.principal, database, config)
+        return access
 
     async def _mongo(self, step: MongoStep, started: float) -> StepResult:
         body = self._resolve(step.body)
