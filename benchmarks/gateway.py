@@ -481,6 +481,11 @@ class _Servers:
             self.close()
             raise
 
+    @property
+    def pids(self) -> list[int]:
+        """The servers' process ids, in the order of ``commands``."""
+        return [proc.pid for proc in self._procs]
+
     def close(self) -> None:
         for proc in self._procs:
             proc.terminate()
