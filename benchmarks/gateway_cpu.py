@@ -37,9 +37,9 @@ def _cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / _TICK, int(fields[12]) / _TICK
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds of every process named ``postgres`` (server and backends)."""
-    total = 0.0
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every process named ``postgres`` (server and backends), by pid."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -48,10 +48,16 @@ def _postgres_cpu() -> float:
                 text = stat.read()
             if "(postgres)" in text:
                 user, system = _cpu(int(entry))
-                total += user + system
+                found[int(entry)] = user + system
         except (FileNotFoundError, ProcessLookupError):
             continue  # a backend that exited meanwhile
-    return total
+    return found
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two :func:`_postgres_cpu` readings (a process
+    that exited in between is left out: its last CPU is unknown)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def _measure(url: str, script: Path, pid: int, seconds: int) -> str:
@@ -72,7 +78,7 @@ def _measure(url: str, script: Path, pid: int, seconds: int) -> str:
     return (
         f"{rps:7,.0f} req/s  server user {(user1 - user0) * per:4.0f} µs, kernel"
         f" {(sys1 - sys0) * per:3.0f} µs ({busy:3.0f} % of a core)  PostgreSQL"
-        f" {(pg1 - pg0) * per:4.0f} µs  wrk {wrk * per:3.0f} µs"
+        f" {_spent(pg0, pg1) * per:4.0f} µs  wrk {wrk * per:3.0f} µs"
     )
 
 
