@@ -351,3 +351,72 @@ async def test_postgres_library_reads_bounded_and_unbounded(pg: PostgresServer) 
             assert not empty.truncated
         finally:
             await db.execute("DROP TABLE bounded_w")
+
+
+# -- each row converted to JSON once ---------------------------------------------
+
+
+class _Counting:
+    """``to_json_rows`` of :mod:`iogate.databases.guard`, counting the rows it converts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import iogate.databases.guard as guard_module
+
+        self.rows = 0
+        real = guard_module.to_json_rows
+
+        def counted(rows: Any) -> list[list[Any]]:
+            self.rows += len(rows)
+            return real(rows)
+
+        monkeypatch.setattr(guard_module, "to_json_rows", counted)
+
+
+def _reference(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    from iogate.databases._values import to_json_rows
+
+    return to_json_rows(rows)
+
+
+async def _converted_once(db: Any, sql: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bounded read of 2,500 rows (its chunks after the first measured) renders
+    the same body as converting its rows afresh, each row converted once; with a
+    row cap the rows kept are converted once too."""
+    from iogate.databases.guard import result_body
+
+    limits = ResultLimits(max_rows=10_000, max_bytes=1 << 24)
+    counting = _Counting(monkeypatch)
+    result = await db.query(sql, limits=limits)
+    body = result_body(result, limits)
+    assert len(result.rows) == 2500
+    assert len(result.encoded) == 2000  # the two full chunks the read measured
+    assert body["rows"] == _reference(result.rows)
+    assert counting.rows == 2500
+    # a big integer (a string in JSON) and a fraction, past the first chunk too
+    assert body["rows"][2499] == _reference([result.rows[2499]])[0]
+    capped_limits = ResultLimits(max_rows=1500, max_bytes=1 << 24)
+    counting.rows = 0
+    capped = await db.query(sql, limits=capped_limits)
+    capped_body = result_body(capped, capped_limits)
+    assert capped_body["truncated"] is True
+    assert capped_body["rows"] == _reference(capped.rows)
+    assert len(capped_body["rows"]) == 1500
+    assert counting.rows == 1500
+
+
+async def test_sqlite_bounded_rows_are_converted_to_json_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cte = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 2500)"
+    sql = cte + " SELECT n, 9007199254740993 + n, n / 7.0, 'r' || n FROM g"
+    async with SQLiteDatabase("once", path=str(tmp_path / "once.db")) as db:
+        await _converted_once(db, sql, monkeypatch)
+
+
+@pytest.mark.postgres
+async def test_postgres_bounded_rows_are_converted_to_json_once(
+    pg: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = "SELECT g, 9007199254740993 + g, g / 7.0, 'r' || g FROM generate_series(1, 2500) g"
+    async with PostgresDatabase("once", dsn=pg.dsn) as db:
+        await _converted_once(db, sql, monkeypatch)

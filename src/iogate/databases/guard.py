@@ -136,19 +136,22 @@ class BoundedRead:
     (:func:`~iogate.databases._values.to_json_rows`, measured exactly as
     :func:`result_body` measures it) passes ``max_bytes``; :meth:`finish`
     then drops the extra row. Rows past the byte cap are cut by
-    :func:`result_body` / :func:`fit_body`, which find the same total.
+    :func:`result_body` / :func:`fit_body`, which find the same total. The
+    measured chunks' encoding is kept in :attr:`encoded` (a prefix of
+    :attr:`rows`) for :func:`result_body`: a row is converted once.
 
     Args:
         limits: the caller's caps.
     """
 
-    __slots__ = ("_max_bytes", "_size", "_want", "rows", "stopped")
+    __slots__ = ("_max_bytes", "_size", "_want", "encoded", "rows", "stopped")
 
     def __init__(self, limits: ResultLimits) -> None:
         self._want = limits.max_rows + 1
         self._max_bytes = limits.max_bytes
         self._size = 2  # the JSON array's brackets
         self.rows: list[Any] = []
+        self.encoded: list[list[Any]] = []  # to_json_rows of rows[: len(encoded)]
         self.stopped = False  # a cap ended the read before the result did
 
     def next_size(self, chunk_rows: int = READ_CHUNK_ROWS) -> int:
@@ -168,7 +171,9 @@ class BoundedRead:
             self.stopped = True
             return False
         # one dumps per chunk: its length is the sum of (row + comma) plus 1
-        self._size += len(orjson.dumps(to_json_rows(chunk))) - 1
+        encoded = to_json_rows(chunk)
+        self.encoded += encoded
+        self._size += len(orjson.dumps(encoded)) - 1
         if self._size > self._max_bytes:
             self.stopped = True
             return False
@@ -179,6 +184,7 @@ class BoundedRead:
         rows = self.rows
         if len(rows) >= self._want:
             del rows[self._want - 1 :]
+            del self.encoded[self._want - 1 :]
             return rows, True
         return rows, self.stopped
 
@@ -198,7 +204,12 @@ def result_body(
     if limits is not None and len(rows) > limits.max_rows:
         rows = rows[: limits.max_rows]
         truncated = True
-    json_rows = to_json_rows(rows)
+    done = result.encoded  # rows the read already encoded (a prefix)
+    if done:
+        json_rows = done[: len(rows)]
+        json_rows += to_json_rows(rows[len(json_rows) :])
+    else:
+        json_rows = to_json_rows(rows)
     if fit_bytes and limits is not None and json_rows:
         json_rows, cut = _fit(json_rows, limits.max_bytes)
         truncated = truncated or cut

@@ -778,16 +778,18 @@ class PostgresDatabase(SQLDatabase):
         except ValueError as exc:
             raise QueryError(str(exc), resource=self.name, operation="query") from None
         truncated = False
+        encoded: list[list[Any]] = []
         if limits is None:
             records = await stmt.fetch(*args)
             status: str | None = stmt.get_statusmsg()
         else:
-            records, status, truncated = await _read_bounded(
+            records, status, truncated, encoded = await _read_bounded(
                 conn, stmt, args, limits, begin=begin, one_shot=one_shot
             )
         columns = tuple(Column(a.name, a.type.name) for a in stmt.get_attributes())
         rows = [tuple(r) for r in records]
-        return QueryResult(columns, rows, _rows_affected(status), truncated=truncated)
+        affected = _rows_affected(status)
+        return QueryResult(columns, rows, affected, truncated=truncated, encoded=encoded)
 
     async def _stream(
         self, sql: str, params: Params, chunk_rows: int, guard: SQLGuard | None
@@ -958,9 +960,10 @@ async def _read_bounded(
     *,
     begin: str | None = None,
     one_shot: bool = False,
-) -> tuple[list[Any], str | None, bool]:
+) -> tuple[list[Any], str | None, bool, list[list[Any]]]:
     """Read ``stmt``'s rows under ``limits``: the records kept, the command
-    tag, and whether a cap dropped rows (see the module docstring).
+    tag, whether a cap dropped rows (see the module docstring), and the JSON
+    encoding of the rows the read measured (:attr:`BoundedRead.encoded`).
 
     asyncpg has no public call for an Execute with a row limit outside a
     cursor, and its cursors cost a round trip more (a Bind of their own, a
@@ -998,7 +1001,7 @@ async def _read_bounded(
         async with conn.transaction():
             status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
     kept, truncated = read.finish()
-    return kept, status.decode() if status else None, truncated
+    return kept, status.decode() if status else None, truncated, read.encoded
 
 
 def _pipelined(sql: str) -> bytes:

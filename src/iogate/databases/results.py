@@ -9,7 +9,7 @@ its effect), :class:`Column`, :class:`Parameter` and :class:`Description` (what
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
@@ -83,6 +83,11 @@ class QueryResult:
             rows than ``max_rows`` (only ``max_rows`` are here) or more JSON
             than ``max_bytes`` (the reading stopped past the cap; the rows past
             it are cut when the result is rendered).
+        encoded: the JSON encoding (``to_json_rows``) of the first
+            ``len(encoded)`` rows, when reading them already made it (a
+            bounded read measures every chunk after the first);
+            :func:`~iogate.databases.guard.result_body` reuses it, so no row
+            is converted twice. Not compared, not shown.
     """
 
     columns: tuple[Column, ...]
@@ -90,6 +95,7 @@ class QueryResult:
     rows_affected: int = 0
     last_insert_id: int | None = None
     truncated: bool = False
+    encoded: list[list[Any]] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def row_count(self) -> int:

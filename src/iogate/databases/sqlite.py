@@ -875,7 +875,8 @@ def _statement_steps(
         while read.add((yield from _fetch(cur, asked := read.next_size())), asked):
             pass
         rows, truncated = read.finish()
-        return QueryResult(columns, rows, max(cur.rowcount, 0), truncated=truncated)
+        rowcount = max(cur.rowcount, 0)
+        return QueryResult(columns, rows, rowcount, truncated=truncated, encoded=read.encoded)
     finally:
         cur.close()  # resets the statement: SQLite steps it no further
 
