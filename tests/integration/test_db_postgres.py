@@ -437,7 +437,7 @@ async def test_a_transaction_begins_with_its_first_statement_whatever_it_is(
     limits = ResultLimits(max_rows=100, max_bytes=1_000_000)
 
     class Undo(Exception):
-        pass
+        """Raised in a transaction block to roll it back."""
 
     async def count() -> int:
         return int(await admin.fetchval(f"SELECT count(*) FROM {table}"))

@@ -183,8 +183,7 @@ class BoundedRead:
         """The rows kept (at most ``max_rows``) and whether a cap dropped any."""
         rows = self.rows
         if len(rows) >= self._want:
-            del rows[self._want - 1 :]
-            del self.encoded[self._want - 1 :]
+            del rows[self._want - 1 :]  # (encoded never reaches it: the last chunk is not)
             return rows, True
         return rows, self.stopped
 

@@ -1104,14 +1104,15 @@ async def _many(conn: asyncpg.Connection, text: str, args: Sequence[list[Any]]) 
 class _PostgresTx:
     """A transaction's connection (see :class:`~iogate.databases.transactions.TxConnection`).
 
-    ``begin``: the ``BEGIN`` not sent yet (a key of :data:`_PIPELINED`). A
+    ``begin``: the ``BEGIN`` not sent yet (a key of :data:`_PIPELINED`); once
+    sent, ``None``; :data:`_ABORTED` when it can no longer be. A
     bounded ``query`` sends it in its own round trip (:func:`_begin_chunks`);
     any other call sends it first, as a query of its own. A transaction that
     ran no statement never began (its ``finish`` has nothing to commit); one
     whose first statement failed before the ``BEGIN`` went out refuses the
     rest, as PostgreSQL refuses statements in an aborted transaction."""
 
-    __slots__ = ("_aborted", "_begin", "_conn", "_db", "_guard")
+    __slots__ = ("_begin", "_conn", "_db", "_guard")
 
     def __init__(
         self,
@@ -1123,8 +1124,7 @@ class _PostgresTx:
         self._db = db
         self._conn = conn
         self._guard = guard
-        self._begin = begin
-        self._aborted = False
+        self._begin = begin  # the pending BEGIN, _ABORTED, or None once sent
 
     async def _begun(self) -> None:
         """Send the pending ``BEGIN`` (if any) as a query of its own.
@@ -1134,15 +1134,16 @@ class _PostgresTx:
                 ``BEGIN`` went out: as in PostgreSQL's aborted transaction,
                 nothing more runs until the block ends (nothing commits).
         """
-        if self._aborted:
-            raise QueryError(_ABORTED, sqlstate="25P02", resource=self._db.name, operation="tx")
         begin = self._begin
+        if begin is _ABORTED:
+            raise QueryError(_ABORTED, sqlstate="25P02", resource=self._db.name, operation="tx")
         if begin is not None:
             await self._db._guard("transaction", self._conn.execute(begin), self._conn)
             self._begin = None
 
     async def fetch(self, sql: str, params: Params) -> list[Row]:
-        await self._begun()
+        if self._begin is not None:
+            await self._begun()
         text, args = compile_postgres(sql, params)
         return cast(
             list[Row],
@@ -1150,13 +1151,15 @@ class _PostgresTx:
         )
 
     async def fetch_one(self, sql: str, params: Params) -> Row | None:
-        await self._begun()
+        if self._begin is not None:
+            await self._begun()
         text, args = compile_postgres(sql, params)
         row = await self._db._guard("tx.fetch_one", _run(self._conn, text, args, _ONE), self._conn)
         return cast(Row | None, row)
 
     async def execute(self, sql: str, params: Params) -> ExecuteResult:
-        await self._begun()
+        if self._begin is not None:
+            await self._begun()
         text, args = compile_postgres(sql, params)
         status = await self._db._guard(
             "tx.execute", _run(self._conn, text, args, _EXEC), self._conn
@@ -1166,7 +1169,8 @@ class _PostgresTx:
     async def execute_many(self, sql: str, params: Sequence[Params]) -> ExecuteResult:
         compiled = [compile_postgres(sql, p) for p in params]
         if compiled:
-            await self._begun()
+            if self._begin is not None:
+                await self._begun()
             coro = _many(self._conn, compiled[0][0], [a for _, a in compiled])
             await self._db._guard("tx.execute_many", coro, self._conn)
         return ExecuteResult(rows_affected=len(compiled))
@@ -1178,7 +1182,7 @@ class _PostgresTx:
         guard = self._guard
         tables = None if guard is None else guard.tables
         begin = self._begin
-        if begin is None or limits is None or tables is not None:
+        if begin is not None and (begin is _ABORTED or limits is None or tables is not None):
             await self._begun()  # (a check of its own first: the BEGIN goes alone)
             begin = None
         if tables is not None:
@@ -1188,19 +1192,19 @@ class _PostgresTx:
         try:
             result = cast(QueryResult, await self._db._guard("tx.query", coro, self._conn))
         except BaseException:
-            if begin is not None and not self._conn.is_in_transaction():
-                # it failed before its BEGIN went out (a Parse, an argument):
-                # the transaction is aborted, as PostgreSQL's would be
-                self._aborted = True
+            if begin is not None:
+                # failed before its BEGIN went out (a Parse, an argument): the
+                # transaction is aborted, as PostgreSQL's would be
+                self._begin = None if self._conn.is_in_transaction() else _ABORTED
             raise
-        finally:
-            self._begin = None  # sent with the statement, or the transaction is aborted
+        self._begin = None
         if guard is not None and not self._conn.is_in_transaction():
             raise QueryError(_TX_CONTROL, resource=self._db.name, operation="tx.query")
         return result
 
     async def command(self, sql: str) -> None:
-        await self._begun()
+        if self._begin is not None:
+            await self._begun()
         await self._db._guard("transaction", self._conn.execute(sql), self._conn)
 
 
