@@ -330,3 +330,32 @@ async def test_not_inline_when_every_connection_is_held(tmp_path: Path) -> None:
     assert await first == "second"
     assert (reads.stats().inline, reads.stats().rerun, reads.stats().sliced) == (1, 0, 1)
     reads.close()
+
+
+async def test_a_task_reading_inline_in_a_loop_lets_the_others_run(db: SQLiteDatabase) -> None:
+    """Reads answered in one slice do not await; back to back they would keep
+    the loop from ever turning. After TURN_S of them a read awaits one turn:
+    a task that only reads in a loop sees another task's flag, and the loop's
+    timers keep firing while it reads."""
+    point = "SELECT id, v FROM t WHERE id = ?"
+    await db.fetch_one(point, [1])  # the verdict: inline from now on
+    other_ran = asyncio.Event()
+    timer_fired = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, timer_fired.set)
+
+    async def other() -> None:
+        other_ran.set()
+
+    task = asyncio.create_task(other())
+    reads = 0
+    started = time.monotonic()
+    # no await but the reads' own: without a loop turn neither event could be set
+    while not (other_ran.is_set() and timer_fired.is_set()) and reads < 200_000:
+        assert await db.fetch_one(point, [1 + reads % 1000]) is not None
+        reads += 1
+    assert other_ran.is_set()
+    assert timer_fired.is_set()
+    assert time.monotonic() - started < 5
+    assert _stats(db).inline >= reads  # every read ran inline
+    await task

@@ -36,6 +36,12 @@ its own, on the loop's thread, when — and only when — all of these hold:
   first need, at most :data:`CONNECTIONS`: another read never shares its
   snapshot, which a connection with an open statement keeps); with all of
   them held, a read goes to a thread.
+- **Never starving the loop.** A read answered in one slice does not await:
+  a task calling ``fetch_one`` in a loop would then never let another task
+  run. Once reads answered back to back have taken :data:`TURN_S` of CPU
+  without the loop turning in between (a callback it runs resets the
+  count), the next one awaits a loop turn (``asyncio.sleep(0)``) before it
+  answers.
 - **Rerun, never answered differently.** A read cut short by those bounds, or
   failing here for any reason, is run again on a reader thread, whose outcome
   — rows or error — is the answer. Reads have no effects (the connection is
@@ -83,6 +89,7 @@ __all__ = [
     "NotInline",
     "SLICE_ROWS",
     "Steps",
+    "TURN_S",
 ]
 
 #: VM steps between two calls of the progress handler
@@ -99,6 +106,9 @@ COOLDOWN: Final = 16
 HEAVY_FACTOR: Final = 10
 #: rows fetched in one slice of an inline read
 SLICE_ROWS: Final = 32
+#: CPU seconds of inline reads answered back to back without the loop turning,
+#: after which a read awaits one loop turn before it answers
+TURN_S: Final = 0.002
 #: inline connections (reads suspended between slices at once, at most)
 CONNECTIONS: Final = 32
 #: ``SQLITE_LIMIT_LENGTH`` of the inline connection, bytes
@@ -170,6 +180,8 @@ class InlineReads:
         "_max_checks",
         "_rerun",
         "_sliced",
+        "_turn_armed",
+        "_unturned_s",
         "_verdicts",
         "budget_s",
         "max_connections",
@@ -205,6 +217,8 @@ class InlineReads:
         self._inline = 0
         self._rerun = 0
         self._sliced = 0
+        self._unturned_s = 0.0  # CPU of the reads answered since the loop last turned
+        self._turn_armed = False  # a loop callback will reset that
 
     def close(self) -> None:
         """Close every connection opened (a read still suspended fails on its next slice)."""
@@ -267,7 +281,7 @@ class InlineReads:
         else:
             raise NotInline
         run = steps(conn, *args)
-        slices, worst = 0, 0.0
+        slices, worst, spent = 0, 0.0, 0.0
         try:
             while True:
                 self._checks_left = self._max_checks
@@ -281,7 +295,9 @@ class InlineReads:
                     self._cut(sql, conn, exc)
                     raise NotInline from None
                 finally:
-                    worst = max(worst, _thread_time() - cpu)
+                    cpu = _thread_time() - cpu
+                    worst = max(worst, cpu)
+                    spent += cpu
                 slices += 1
                 await asyncio.sleep(0)  # other tasks run; this read holds its connection
         finally:
@@ -291,7 +307,24 @@ class InlineReads:
         self._inline += 1
         if slices:
             self._sliced += 1
+        if self._starving(spent):
+            await asyncio.sleep(0)  # (the reset callback runs first: it was queued before)
         return result
+
+    def _starving(self, spent_s: float) -> bool:
+        """Whether the reads answered since the loop last turned (this one took
+        ``spent_s`` of CPU) have taken more than :data:`TURN_S`; the first one
+        after a turn queues the callback that resets the count."""
+        self._unturned_s += spent_s
+        if not self._turn_armed:
+            self._turn_armed = True
+            asyncio.get_running_loop().call_soon(self._turned)
+            return False
+        return self._unturned_s > TURN_S
+
+    def _turned(self) -> None:
+        self._unturned_s = 0.0
+        self._turn_armed = False
 
     def _open(self) -> sqlite3.Connection:
         conn = self._connect()
