@@ -249,12 +249,14 @@ async def test_query_prepares_a_statement_once_per_connection(pg: PostgresServer
 class _CountingProxy:
     """A TCP proxy to the cluster counting the server's ReadyForQuery ('Z')
     messages: one per round trip (each simple query and each Sync ends with
-    one). Needs ``sslmode=disable``: the server's stream is then typed
-    messages from its first byte."""
+    one), and keeping the text of every simple query ('Q') the client sends.
+    Needs ``sslmode=disable``: the streams are then typed messages from their
+    first byte (the client's after its untyped startup message)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.ready = 0
+        self.queries: list[str] = []
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> int:
@@ -269,7 +271,19 @@ class _CountingProxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
 
         async def pipe() -> None:
+            pending, started = b"", False
             while data := await reader.read(65536):
+                pending += data
+                while True:  # complete messages: the startup one, then typed ones
+                    head = 0 if not started else 1
+                    if len(pending) < head + 4:
+                        break
+                    end = head + int.from_bytes(pending[head : head + 4], "big")
+                    if len(pending) < end:
+                        break
+                    if started and pending[:1] == b"Q":
+                        self.queries.append(pending[5 : end - 1].decode())
+                    pending, started = pending[end:], True
                 up_writer.write(data)
                 await up_writer.drain()
             up_writer.close()
@@ -371,6 +385,24 @@ async def test_round_trips_per_call_match_a_bare_pool(
 
             assert await trips(transaction) == 3
             assert await trips(empty) == 1
+
+            # What the reset after each sends: a read's is its ROLLBACK and the
+            # advisory unlock only (the rollback undoes the rest, see
+            # test_sql_safety_postgres); every other call's is the whole reset.
+            def last_reset(after: int) -> str:
+                return proxy.queries[after:][-1]
+
+            for call, reset in (
+                (read_key, "ROLLBACK;\nSELECT pg_advisory_unlock_all();"),
+                (write_key, "COMMIT;\nSELECT pg_advisory_unlock_all();"),
+                (update, "SELECT pg_advisory_unlock_all();"),
+                (transaction, "COMMIT;\nSELECT pg_advisory_unlock_all();"),
+            ):
+                before = len(proxy.queries)
+                await call()
+                sent = last_reset(before)
+                assert sent.startswith(reset), call.__name__
+                assert ("RESET ROLE;" in sent) is (call is not read_key), call.__name__
 
 
 async def test_pipelined_begin_reads_past_the_first_chunk_and_resets(

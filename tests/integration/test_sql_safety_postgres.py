@@ -120,6 +120,51 @@ async def test_session_state_does_not_outlive_a_read_only_call(
         assert await db.fetch_val("SHOW work_mem") != "77kB"
 
 
+async def test_no_session_state_of_a_read_only_statement_reaches_the_next_caller(
+    pg: PostgresServer,
+) -> None:
+    """After one read-only statement the connection's reset is only its
+    ROLLBACK and ``pg_advisory_unlock_all()``: the rollback must undo every
+    other kind of session state the statement can set, checked here on the
+    one pooled connection of a superuser login (the worst case: SET SESSION
+    AUTHORIZATION and SET ROLE reach any role)."""
+    tag = uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect(pg.dsn)
+    await admin.execute(f"CREATE ROLE other_{tag} NOLOGIN")
+    key = 7_000_000 + uuid.uuid4().int % 1_000_000
+    statements = [
+        f"SET SESSION AUTHORIZATION other_{tag}",
+        f"SET ROLE other_{tag}",
+        "SELECT set_config('application_name', 'leak', false)",
+        "SET search_path = leak",
+        f"LISTEN chan_{tag}",
+        "DECLARE held CURSOR WITH HOLD FOR SELECT 1",
+        f"SELECT pg_advisory_lock({key})",
+        f"SELECT pg_advisory_lock_shared({key + 1})",
+    ]
+    probe = (
+        "SELECT session_user::text, current_user::text, current_setting('application_name'),"
+        " current_setting('search_path'), (SELECT count(*) FROM pg_listening_channels()),"
+        " (SELECT count(*) FROM pg_cursors WHERE name = 'held'),"
+        " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        "  AND pid = pg_backend_pid())"
+    )
+    try:
+        async with PostgresDatabase("pg", dsn=pg.dsn, min_size=1, max_size=1) as db:
+            clean = await db.fetch_one(probe)
+            assert clean is not None
+            assert clean[2:] == ("iogate", '"$user", public', 0, 0, 0)
+            for sql in statements:
+                await db.query_guarded(sql, guard=READ_ONLY)
+                assert await db.fetch_one(probe) == clean, sql
+                # ... and on the read path itself (the next caller is a read too)
+                again = await db.query_guarded(probe, guard=READ_ONLY)
+                assert again.rows == [tuple(clean)], sql
+    finally:
+        await admin.execute(f"DROP ROLE other_{tag}")
+        await admin.close()
+
+
 async def test_several_statements_are_refused_by_the_protocol(
     db: PostgresDatabase, names: dict[str, str]
 ) -> None:

@@ -75,7 +75,10 @@ difference that makes it hold under a superuser login):
   the first two in one round trip, the ``ROLLBACK`` with the reset);
   one more pool (``min_size`` ≤ 1 at start, up to ``max_size``) per role.
 - Every connection's reset on release also runs ``RESET SESSION
-  AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query.
+  AUTHORIZATION; RESET ROLE`` (``RESET ALL`` skips both), in the same query;
+  after one guarded read-only statement the reset is its ``ROLLBACK`` and
+  ``pg_advisory_unlock_all()`` only (the rollback undoes the rest, see
+  ``_Connection``), less server work than a bare asyncpg pool's reset.
 - ``open()`` inspects the login and the roles in one query (so it needs the
   database, even with ``min_size`` 0, when a refusal is due; otherwise an
   unreachable database at start skips it with a warning): a role that does
@@ -153,6 +156,8 @@ _TRANSIENT_STATES = frozenset(
 # 25: invalid transaction state (25001 "cannot run inside a transaction block"...).
 _QUERY_CLASSES = frozenset({"42", "22", "21", "2F", "0A", "26", "34", "3D", "3F", "P0", "25"})
 _RESET_IDENTITY = "\nRESET SESSION AUTHORIZATION;\nRESET ROLE;"
+# The reset after one read-only statement (see _Connection).
+_LEAN_RESET = "ROLLBACK;\nSELECT pg_advisory_unlock_all();"
 _ROLES = (
     "pg_execute_server_program",
     "pg_read_server_files",
@@ -282,14 +287,25 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
       round trip for both instead of two;
     - a bounded read's own transaction is committed by the same query as the
       reset (:meth:`commit_and_reset`), before the release, which then sends
-      nothing (:attr:`reset_done`).
+      nothing (:attr:`reset_done`);
+    - after one guarded read-only statement (:attr:`lean_reset`) the reset is
+      ``ROLLBACK; SELECT pg_advisory_unlock_all();``: everything since the
+      connection was taken ran in the ``READ ONLY`` transaction the
+      ``ROLLBACK`` ends, and a rollback undoes what else the reset query
+      resets (settings, ``role`` and ``session_authorization`` included,
+      postgresql.org/docs/current/sql-set.html; ``LISTEN``, sql-listen.html;
+      a ``WITH HOLD`` cursor, sql-declare.html). Session advisory locks
+      outlive it, so they are still released. ``PREPARE`` outlives it too, as
+      it outlives asyncpg's reset query (which has no ``DEALLOCATE ALL``:
+      that would drop asyncpg's own statement cache).
     """
 
-    __slots__ = ("reset_done", "rollback_on_reset")
+    __slots__ = ("lean_reset", "reset_done", "rollback_on_reset")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rollback_on_reset = False
+        self.lean_reset = False
         self.reset_done = False
 
     def get_reset_query(self) -> str:
@@ -310,10 +326,12 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
             self.reset_done = False
             if not self.is_in_transaction():
                 return  # commit_and_reset ran the reset query last
+        lean, self.lean_reset = self.lean_reset, False
         if self.rollback_on_reset:
             self.rollback_on_reset = False
             if self.is_in_transaction():
-                await self.execute("ROLLBACK;\n" + self.get_reset_query(), timeout=timeout)
+                query = _LEAN_RESET if lean else "ROLLBACK;\n" + self.get_reset_query()
+                await self.execute(query, timeout=timeout)
                 return
         await super().reset(timeout=timeout)
 
@@ -672,19 +690,23 @@ class PostgresDatabase(SQLDatabase):
         # Read-only: BEGIN READ ONLY ... ROLLBACK around the statement, which
         # must leave that transaction open (no COMMIT/ROLLBACK of its own).
         # The connection is the guard's role's own login (see _pool_for), so
-        # no per-statement SET ROLE is needed. The pool resets the connection
-        # on release (RESET ALL, RESET SESSION AUTHORIZATION, RESET ROLE,
-        # pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *), so no session
-        # state a statement sets outlives the call.
+        # no per-statement SET ROLE is needed. No session state a statement
+        # sets outlives the call: a write's connection is reset on release
+        # (RESET ALL, RESET SESSION AUTHORIZATION, RESET ROLE,
+        # pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *); a read's ROLLBACK
+        # undoes all of that but the advisory locks (_Connection).
         if not guard.read_only:
             if guard.tables is not None:
                 await self._check_tables(conn, text, args, guard.tables)
             return await self._prepared_query(conn, text, args, limits, one_shot=True)
         # The ROLLBACK is sent with the pool's reset on release, in one query
-        # (_Connection.reset). A bounded read sends its BEGIN READ ONLY in the
-        # statement's own round trip (_begin_chunks): the read costs its
+        # (_Connection.reset), which the rollback lets be lean: nothing but
+        # this one statement (and iogate's own BEGIN and EXPLAIN) runs on the
+        # connection until then. A bounded read sends its BEGIN READ ONLY in
+        # the statement's own round trip (_begin_chunks): the read costs its
         # statement and the reset, as a bare asyncpg pool's fetch does.
         cast(_Connection, conn).rollback_on_reset = True
+        cast(_Connection, conn).lean_reset = True
         if limits is None or guard.tables is not None:
             await conn.execute(_BEGIN_READ_ONLY)
             if guard.tables is not None:
