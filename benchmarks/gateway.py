@@ -3,7 +3,9 @@
 Every workload is driven by ``wrk -t2 -c32`` against a few real server
 processes on free loopback ports, started once and measured in alternating
 rounds (a noisy neighbour hits every subject alike; the median of the rounds
-is reported):
+is reported, and each iogate subject's ratio to its bare endpoint in every
+round, which runs the two back to back, in alternating order: the median of
+those paired ratios and their range, ``ratio_to_bare[_min|_max]``):
 
 * ``iogate.gateway``       ``iogate serve`` with its default policies and
                            metrics, auth on: reads carry a key holding
@@ -518,6 +520,8 @@ def _wrk(url: str, script: Path, seconds: int) -> dict[str, float]:
     if "Non-2xx" in out:
         raise RuntimeError(f"non-2xx answers from {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if rps == 0:  # every connection failed (a server that exited): no figure to keep
+        raise RuntimeError(f"no answers from {url}:\n{out}")
     lat = {
         p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
         for p in ("50", "99")
@@ -537,7 +541,7 @@ async def run(*, quick: bool = False) -> list[Result]:
     needs = {t.server for targets in _selected(_workloads()).values() for t in targets.values()}
     if "datasette" in needs and not DATASETTE.exists():
         raise RuntimeError(f"{DATASETTE} is missing: `make bench` installs it")
-    return await asyncio.to_thread(_run_sync, 1 if quick else 3, 2 if quick else 3)
+    return await asyncio.to_thread(_run_sync, 1 if quick else 4, 2 if quick else 3)
 
 
 def _run_sync(rounds: int, seconds: int) -> list[Result]:
@@ -564,9 +568,13 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
         runs: dict[tuple[str, str], list[dict[str, float]]] = {}
         servers = _Servers(commands, ports, tmp)
         try:
-            for _ in range(rounds):
+            for round_no in range(rounds):
                 for workload, targets in workloads.items():
-                    for subject, target in targets.items():
+                    # Every other round runs a workload's subjects in reverse
+                    # order, so none always runs first (or right after another
+                    # workload's heaviest subject).
+                    order = list(targets.items())
+                    for subject, target in order[::-1] if round_no % 2 else order:
                         url = f"http://127.0.0.1:{ports[target.server]}{target.path}"
                         script = scripts[workload, subject]
                         _wrk(url, script, 1)  # warm-up
@@ -582,10 +590,38 @@ def _run_sync(rounds: int, seconds: int) -> list[Result]:
         for metric, unit in units.items()
         for (w, s), rs in runs.items()
     ]
+    results += _paired_ratios(workloads, runs)
     results += [
         Result(f"pg point select: {subject}", "round_trips_per_request", value, "round trips")
         for subject, value in trips.items()
     ]
+    return results
+
+
+def _paired_ratios(
+    workloads: dict[str, dict[str, Target]], runs: dict[tuple[str, str], list[dict[str, float]]]
+) -> list[Result]:
+    """Each iogate subject's requests/s over its bare endpoint's *in the same
+    round* (the two run back to back): the median of those ratios
+    (``ratio_to_bare``), and the lowest and highest (``ratio_to_bare_min``,
+    ``ratio_to_bare_max``), which show how far the machine's noise moves it."""
+    results = []
+    for workload, targets in workloads.items():
+        bare = next((s for s in targets if s.startswith("fastapi+")), None)
+        if bare is None:
+            continue
+        theirs = runs[workload, bare]
+        for subject in targets:
+            if not subject.startswith("iogate"):
+                continue
+            ours = runs[workload, subject]
+            ratios = [a["ops_per_s"] / b["ops_per_s"] for a, b in zip(ours, theirs, strict=True)]
+            name = f"{workload}: {subject}"
+            results += [
+                Result(name, "ratio_to_bare", statistics.median(ratios), "x"),
+                Result(name, "ratio_to_bare_min", min(ratios), "x"),
+                Result(name, "ratio_to_bare_max", max(ratios), "x"),
+            ]
     return results
 
 
@@ -641,6 +677,7 @@ def summary(results: Sequence[Result]) -> list[str]:
     rps = {r.subject: r.value for r in results if r.metric == "ops_per_s"}
     p99 = {r.subject: r.value for r in results if r.metric == "p99_ms"}
     trips = {r.subject: r.value for r in results if r.metric == "round_trips_per_request"}
+    paired = {(r.subject, r.metric): r.value for r in results if r.metric.startswith("ratio_to")}
     floor = rps.get("floor: raw-asgi")
     lines = []
     for workload, targets in _selected(_workloads()).items():
@@ -652,10 +689,15 @@ def summary(results: Sequence[Result]) -> list[str]:
             if not subject.startswith("iogate"):
                 continue
             ours = f"{workload}: {subject}"
-            line = (
-                f"{ours}: {rps[ours]:,.0f} req/s = {rps[ours] / rps[base]:.2f}x {bare}"
-                f" ({rps[base]:,.0f}), p99 {p99[ours] / p99[base]:.2f}x theirs"
-            )
+            line = f"{ours}: {rps[ours]:,.0f} req/s = {rps[ours] / rps[base]:.2f}x {bare}"
+            line += f" ({rps[base]:,.0f})"
+            if (ours, "ratio_to_bare") in paired:
+                line += (
+                    f", per round {paired[ours, 'ratio_to_bare']:.2f}x"
+                    f" ({paired[ours, 'ratio_to_bare_min']:.2f}-"
+                    f"{paired[ours, 'ratio_to_bare_max']:.2f})"
+                )
+            line += f", p99 {p99[ours] / p99[base]:.2f}x theirs"
             if f"{workload}: datasette" in rps:
                 line += f", {rps[ours] / rps[f'{workload}: datasette']:.2f}x datasette"
             if floor:
