@@ -118,8 +118,14 @@ class _Run:
         n = len(self.steps)
         self.deps = [sorted(dependencies(s)) for s in self.steps]
         self.results: list[StepResult | None] = [None] * n
-        self.events = [asyncio.Event() for _ in range(n)]
-        self.semaphore = asyncio.Semaphore(request.max_concurrent)
+        # A step's result is published (readable by later steps) when it
+        # finishes, a transaction's all at its end; an Event is made only for
+        # a step someone waits on before that (_wait).
+        self.published = [False] * n
+        self.waiting: dict[int, asyncio.Event] = {}
+        # Bounds the steps running at once across units; None with one unit,
+        # whose steps run one at a time anyway (execute).
+        self.semaphore: asyncio.Semaphore | None = None
         self.finished = 0
         self.failed_at: int | None = None
         self.tasks: list[asyncio.Task[None]] = []
@@ -144,6 +150,7 @@ class _Run:
                 if len(units) == 1:  # a step, or one transaction: in this task, no gather
                     await self._unit(units[0])
                 else:
+                    self.semaphore = asyncio.Semaphore(self.request.max_concurrent)
                     self.tasks = [asyncio.create_task(self._unit(u)) for u in units]
                     await asyncio.gather(*self.tasks, return_exceptions=True)
         except OperationTimeout:
@@ -187,7 +194,7 @@ class _Run:
     def _finish(self, index: int, result: StepResult, *, publish: bool = True) -> None:
         self.results[index] = result
         if publish:
-            self.events[index].set()
+            self._publish(index)
         self.finished += 1
         if self.progress is not None:
             self.progress(self.finished, len(self.steps))
@@ -200,9 +207,19 @@ class _Run:
                     if task is not current:
                         task.cancel()
 
+    def _publish(self, index: int) -> None:
+        self.published[index] = True
+        event = self.waiting.pop(index, None)
+        if event is not None:
+            event.set()
+
     async def _wait(self, deps: list[int]) -> None:
         for dep in deps:
-            await self.events[dep].wait()
+            if not self.published[dep]:
+                event = self.waiting.get(dep)
+                if event is None:
+                    event = self.waiting[dep] = asyncio.Event()
+                await event.wait()
 
     async def _single(self, index: int) -> None:
         await self._wait(self.deps[index])
@@ -249,7 +266,7 @@ class _Run:
             raise
         finally:
             for index in indexes:
-                self.events[index].set()
+                self._publish(index)
 
     async def _end(self, scope: TransactionScope, indexes: list[int], failure: int | None) -> None:
         if failure is not None:
@@ -288,19 +305,20 @@ class _Run:
             problem = _problem("skipped", "Step skipped", 412, "its condition was false")
             problem["step"] = index
             return StepResult(ok=False, problem=problem, skipped=True)
+        semaphore = self.semaphore
+        if semaphore is not None:
+            await semaphore.acquire()
         started = time.perf_counter()
         try:
-            async with self.semaphore:
-                started = time.perf_counter()
-                if isinstance(step, DatabaseStep):
-                    return await self._database(step, tx, started)
-                if isinstance(step, UpstreamStep):
-                    return await self._upstream(step, started)
-                if isinstance(step, MongoStep):
-                    return await self._mongo(step, started)
-                if isinstance(step, RedisStep):
-                    return await self._redis(step, started)
-                return await self._cache(step, started)
+            if isinstance(step, DatabaseStep):
+                return await self._database(step, tx, started)
+            if isinstance(step, UpstreamStep):
+                return await self._upstream(step, started)
+            if isinstance(step, MongoStep):
+                return await self._mongo(step, started)
+            if isinstance(step, RedisStep):
+                return await self._redis(step, started)
+            return await self._cache(step, started)
         except (IogateError, PermissionError, _DependencyFailed) as exc:
             return self._error(index, exc, (time.perf_counter() - started) * 1000)
         except Exception as exc:  # noqa: BLE001 - any other failure stays this step's problem
@@ -309,6 +327,9 @@ class _Run:
                 "internal-error", "Internal server error", 500, "the step failed unexpectedly"
             )
             return self._failure(index, problem, (time.perf_counter() - started) * 1000)
+        finally:
+            if semaphore is not None:
+                semaphore.release()
 
     def _error(self, index: int, exc: BaseException, duration_ms: float) -> StepResult:
         if isinstance(exc, IogateError):

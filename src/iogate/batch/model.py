@@ -228,10 +228,12 @@ def iter_refs(value: Any) -> Iterator[str]:
             yield ref
             return
         for item in value.values():
-            yield from iter_refs(item)
+            if isinstance(item, dict | list):  # no generator per scalar
+                yield from iter_refs(item)
     elif isinstance(value, list):
         for item in value:
-            yield from iter_refs(item)
+            if isinstance(item, dict | list):
+                yield from iter_refs(item)
 
 
 def step_data(step: AnyStep) -> dict[str, Any]:
