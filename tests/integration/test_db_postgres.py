@@ -520,3 +520,46 @@ async def test_a_transaction_begins_with_its_first_statement_whatever_it_is(
             assert await count() == 1
     finally:
         await admin.execute(f"DROP TABLE {table}")
+
+
+async def test_a_schema_change_under_a_cached_statement_fails_no_single_statement(
+    pg: PostgresServer,
+) -> None:
+    """After ``ALTER TABLE ... ADD COLUMN`` a ``SELECT *`` prepared before is
+    refused before it runs ("cached plan must not change result type"). Every
+    single-statement path prepares it anew and runs it once (an ``INSERT ...
+    RETURNING *`` inserts one row, not two); a caller's transaction gets a
+    TransientDatabaseError (it is aborted, nothing ran), and the next one
+    works. One pooled connection: the stale statement is in its cache."""
+    table = f"sc_{uuid.uuid4().hex[:8]}"
+    limits = ResultLimits(max_rows=100, max_bytes=100_000)
+    reader, writer = SQLGuard(read_only=True), SQLGuard()
+    select, insert = f"SELECT * FROM {table}", f"INSERT INTO {table} (a) VALUES (2) RETURNING *"
+    async with PostgresDatabase("pg", dsn=pg.dsn, min_size=1, max_size=1) as db:
+        await db.execute(f"CREATE TABLE {table} (a int); INSERT INTO {table} VALUES (1)")
+        calls = {
+            "query": lambda sql: db.query(sql, limits=limits),
+            "read key": lambda sql: db.query_guarded(sql, guard=reader, limits=limits),
+            "write key": lambda sql: db.query_guarded(sql, guard=writer, limits=limits),
+        }
+        for column, (name, call) in enumerate(calls.items()):
+            await call(select)  # prepared and cached with the columns of now
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN c{column} int DEFAULT {column}")
+            result = await call(select)
+            assert [c.name for c in result.columns][-1] == f"c{column}", name
+            assert result.rows[0][-1] == column, name
+        await db.query_guarded(insert, guard=writer, limits=limits)
+        await db.execute(f"ALTER TABLE {table} ADD COLUMN d int")
+        inserted = await db.query_guarded(insert, guard=writer, limits=limits)
+        assert len(inserted.columns) == 5
+        assert await db.fetch_val(f"SELECT count(*) FROM {table} WHERE a = 2") == 2
+
+        await db.query(select, limits=limits)  # cached again
+        await db.execute(f"ALTER TABLE {table} ADD COLUMN e int")
+        with pytest.raises(TransientDatabaseError, match="cached plan"):
+            async with db.transaction() as tx:
+                await tx.query(select, None, limits=limits)
+        async with db.transaction() as tx:
+            again = await tx.query(select, None, limits=limits)
+        assert [c.name for c in again.columns][-1] == "e"
+        await db.execute(f"DROP TABLE {table}")

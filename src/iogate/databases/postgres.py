@@ -45,6 +45,11 @@
   ``conn.transaction()`` and its pool cost n + 3. Streams use a server-side
   cursor (``DECLARE``, inside a transaction).
 - Errors are classified by SQLSTATE (postgresql.org/docs/current/errcodes-appendix.html).
+- A statement whose cached plan a schema change made stale (``SELECT *``
+  after ``ALTER TABLE ... ADD COLUMN``) is refused by PostgreSQL before it
+  runs; the connection's statement cache is dropped and a single statement
+  runs once more prepared anew, as asyncpg's ``fetch`` does (:func:`_replanned`);
+  in a caller's transaction it is a TransientDatabaseError.
 - ``json`` and ``jsonb`` are JSON values, not text: a ``dict``/``list`` (any
   value orjson writes) binds to a ``json``/``jsonb`` parameter, and results come
   back decoded. A ``str`` argument is taken as JSON text, as asyncpg's default
@@ -662,8 +667,8 @@ class PostgresDatabase(SQLDatabase):
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("query")
         try:
-            coro = self._prepared_query(conn, text, args, limits, one_shot=True)
-            return cast(QueryResult, await self._guard("query", coro, conn))
+            run = partial(self._prepared_query, conn, text, args, limits, one_shot=True)
+            return cast(QueryResult, await self._guard("query", _replanned(conn, run), conn))
         finally:
             await self._release(conn)
 
@@ -674,8 +679,8 @@ class PostgresDatabase(SQLDatabase):
         pool = self._pool_for(guard)
         conn = pool.take() or await self._wait(pool, "query", guard)
         try:
-            coro = self._guarded_query(conn, text, args, guard, limits)
-            return cast(QueryResult, await self._guard("query", coro, conn))
+            run = partial(self._guarded_query, conn, text, args, guard, limits)
+            return cast(QueryResult, await self._guard("query", _replanned(conn, run), conn))
         finally:
             await pool.release(conn)
 
@@ -919,6 +924,8 @@ class PostgresDatabase(SQLDatabase):
             raise OperationTimeout(
                 "statement ran past the call's deadline", resource=self.name, operation=operation
             ) from exc
+        if isinstance(exc, asyncpg.InvalidCachedStatementError) and conn is not None:
+            conn._drop_local_statement_cache()  # the next statement is prepared anew
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
             raise translate_postgres_error(exc, resource=self.name, operation=operation) from exc
         if isinstance(exc, UnicodeEncodeError):  # a lone surrogate in the SQL or a parameter
@@ -945,6 +952,26 @@ class PostgresDatabase(SQLDatabase):
 
 
 _ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
+
+
+async def _replanned(conn: asyncpg.Connection, run: Callable[[], Awaitable[Any]]) -> Any:
+    """``run()`` (one statement, in a transaction of its own or none), once
+    more if its prepared statement went stale: a schema change since it was
+    prepared (``ALTER TABLE ... ADD COLUMN`` under a ``SELECT *``) makes
+    PostgreSQL refuse it before it runs (``cached plan must not change result
+    type``, asyncpg's :class:`~asyncpg.exceptions.InvalidCachedStatementError`).
+    The connection's statement cache is dropped, its aborted transaction
+    rolled back, and the statement prepared and run again, as asyncpg's own
+    ``fetch`` retries it outside a transaction (MagicStack/asyncpg#72). A
+    statement of a caller's transaction is not retried: that transaction is
+    aborted, and the error is a TransientDatabaseError."""
+    try:
+        return await run()
+    except asyncpg.InvalidCachedStatementError:
+        conn._drop_local_statement_cache()
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        return await run()
 
 
 def _prepare(
@@ -1267,13 +1294,22 @@ def translate_postgres_error(
     57P01-3, 53300, 55P03, 25P03 and lost connections → TransientDatabaseError;
     25006 → ReadOnlyViolation; 42501 → PermissionDenied; class 28 (28000,
     28P01: the login was refused) → DatabaseLoginError; 57014 (statement
-    timeout / cancel) → OperationTimeout; syntax, undefined objects, data
+    timeout / cancel) → OperationTimeout; a stale cached statement (asyncpg's
+    InvalidCachedStatementError, after a schema change) → TransientDatabaseError;
+    syntax, undefined objects, data
     exceptions, invalid transaction state (class 25: ``VACUUM`` inside a
     transaction...) and bad arguments → QueryError (with ``position``).
     Messages are asyncpg's, except that a client-side bad argument loses the
     value it quoted.
     """
     ctx: OperationContext = {"resource": resource, "operation": operation}
+    if isinstance(exc, asyncpg.InvalidCachedStatementError):
+        return TransientDatabaseError(
+            "the statement's cached plan no longer fits the schema (changed since it was"
+            " prepared): it did not run, and is prepared anew when run again",
+            sqlstate=exc.sqlstate,
+            **ctx,
+        )
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         message = _safe_message(str(exc))
