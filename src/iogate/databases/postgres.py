@@ -48,7 +48,7 @@
 - A statement whose cached plan a schema change made stale (``SELECT *``
   after ``ALTER TABLE ... ADD COLUMN``) is refused by PostgreSQL before it
   runs; the connection's statement cache is dropped and a single statement
-  runs once more prepared anew, as asyncpg's ``fetch`` does (:func:`_replanned`);
+  runs once more prepared anew, as asyncpg's ``fetch`` does (:func:`_replan`);
   in a caller's transaction it is a TransientDatabaseError.
 - ``json`` and ``jsonb`` are JSON values, not text: a ``dict``/``list`` (any
   value orjson writes) binds to a ``json``/``jsonb`` parameter, and results come
@@ -691,8 +691,13 @@ class PostgresDatabase(SQLDatabase):
         text, args = compile_postgres(sql, params)
         conn = await self._acquire("query")
         try:
-            run = partial(self._prepared_query, conn, text, args, limits, one_shot=True)
-            return cast(QueryResult, await self._guard("query", _replanned(conn, run), conn))
+            coro = self._prepared_query(conn, text, args, limits, one_shot=True)
+            return cast(QueryResult, await self._guard("query", coro, conn))
+        except TransientDatabaseError as exc:
+            if not await _replan(conn, exc):
+                raise
+            coro = self._prepared_query(conn, text, args, limits, one_shot=True)
+            return cast(QueryResult, await self._guard("query", coro, conn))
         finally:
             await self._release(conn)
 
@@ -703,8 +708,13 @@ class PostgresDatabase(SQLDatabase):
         pool = self._pool_for(guard)
         conn = pool.take() or await self._wait(pool, "query", guard)
         try:
-            run = partial(self._guarded_query, conn, text, args, guard, limits)
-            return cast(QueryResult, await self._guard("query", _replanned(conn, run), conn))
+            coro = self._guarded_query(conn, text, args, guard, limits)
+            return cast(QueryResult, await self._guard("query", coro, conn))
+        except TransientDatabaseError as exc:
+            if not await _replan(conn, exc):
+                raise
+            coro = self._guarded_query(conn, text, args, guard, limits)
+            return cast(QueryResult, await self._guard("query", coro, conn))
         finally:
             await pool.release(conn)
 
@@ -977,24 +987,23 @@ class PostgresDatabase(SQLDatabase):
 _ALL, _ONE, _EXEC, _VAL = 0, 1, 2, 3
 
 
-async def _replanned(conn: asyncpg.Connection, run: Callable[[], Awaitable[Any]]) -> Any:
-    """``run()`` (one statement, in a transaction of its own or none), once
-    more if its prepared statement went stale: a schema change since it was
-    prepared (``ALTER TABLE ... ADD COLUMN`` under a ``SELECT *``) makes
-    PostgreSQL refuse it before it runs (``cached plan must not change result
-    type``, asyncpg's :class:`~asyncpg.exceptions.InvalidCachedStatementError`).
-    The connection's statement cache is dropped, its aborted transaction
-    rolled back, and the statement prepared and run again, as asyncpg's own
-    ``fetch`` retries it outside a transaction (MagicStack/asyncpg#72). A
-    statement of a caller's transaction is not retried: that transaction is
-    aborted, and the error is a TransientDatabaseError."""
-    try:
-        return await run()
-    except asyncpg.InvalidCachedStatementError:
-        conn._drop_local_statement_cache()
-        if conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
-        return await run()
+async def _replan(conn: asyncpg.Connection, exc: TransientDatabaseError) -> bool:
+    """Whether the single statement (in a transaction of its own or none) that
+    failed with ``exc`` may run once more: its prepared statement went stale.
+    A schema change since it was prepared (``ALTER TABLE ... ADD COLUMN``
+    under a ``SELECT *``) makes PostgreSQL refuse it before it runs (``cached
+    plan must not change result type``, asyncpg's
+    :class:`~asyncpg.exceptions.InvalidCachedStatementError`); the translation
+    dropped the connection's statement cache, so after the rollback of its
+    aborted transaction (done here) it is prepared anew and runs once, as
+    asyncpg's own ``fetch`` retries it outside a transaction
+    (MagicStack/asyncpg#72). A statement of a caller's transaction is not
+    retried: that transaction is aborted, and the error stays."""
+    if not isinstance(exc.__cause__, asyncpg.InvalidCachedStatementError):
+        return False
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+    return True
 
 
 def _prepare(
