@@ -845,7 +845,7 @@ class PostgresDatabase(SQLDatabase):
             status: str | None = stmt.get_statusmsg()
         else:
             records, status, truncated, encoded = await _read_bounded(
-                conn, stmt, args, limits, begin=begin, one_shot=one_shot
+                conn, stmt, args, limits, bool(columns), begin=begin, one_shot=one_shot
             )
         rows = [tuple(r) for r in records]
         affected = _rows_affected(status)
@@ -1038,11 +1038,13 @@ async def _read_bounded(
     stmt: asyncpg.prepared_stmt.PreparedStatement,
     args: list[Any],
     limits: ResultLimits,
+    has_columns: bool,
     *,
     begin: str | None = None,
     one_shot: bool = False,
 ) -> tuple[list[Any], str | None, bool, list[list[Any]]]:
-    """Read ``stmt``'s rows under ``limits``: the records kept, the command
+    """Read ``stmt``'s rows under ``limits`` (``has_columns``: whether it has
+    result columns, from :meth:`_Connection.shape`): the records kept, the command
     tag, whether a cap dropped rows (see the module docstring), and the JSON
     encoding of the rows the read measured (:attr:`BoundedRead.encoded`).
 
@@ -1065,7 +1067,7 @@ async def _read_bounded(
         status, _ = await _chunks(protocol, state, args, read, read.next_size(), go_on=True)
     elif begin is not None:
         status = await _begin_chunks(conn, begin, state, args, read)
-    elif not stmt.get_attributes():
+    elif not has_columns:
         # No result columns (DDL, VACUUM, ALTER SYSTEM, a write without
         # RETURNING): nothing to bound, and some of these cannot run inside a
         # transaction block. One Execute, as fetch sends.
