@@ -216,12 +216,25 @@ async def relay(body: Relay, request: Request) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One subject of one workload: the server, the path, the key and the body."""
+    """One subject of one workload: the server, the path, the key and the body.
+
+    A body holding :data:`ANY_USER` gets, per request, a user id drawn
+    uniformly from 100..999 in its place (wrk's Lua ``math.random``; three
+    digits, so every body has one length); :meth:`fixed_body` puts user 7
+    there (the in-process and round-trip counts)."""
 
     server: str
     path: str
     body: str | None  # None: a GET
     key: str = ""  # "read", "write", "relay" or "" (no Authorization)
+
+    def fixed_body(self) -> str | None:
+        """The body with user 7 in place of :data:`ANY_USER`."""
+        return None if self.body is None else self.body.replace(ANY_USER, "7")
+
+
+ANY_USER = "__ANY_USER__"
+"""The mark, in a body, of a user id drawn per request (see :class:`Target`)."""
 
 
 def _q(sql: str, params: dict[str, object]) -> str:
@@ -241,34 +254,20 @@ def _workloads() -> dict[str, dict[str, Target]]:
     point = _q(POINT, {"id": 7})
     r20, r200 = _q(RANGE, {"lo": 100, "hi": 120}), _q(RANGE, {"lo": 100, "hi": 300})
     ins = _q(INSERT, {"user_id": 7, "kind": "click"})
-    tx = json.dumps(
-        {
-            "steps": [
-                {
-                    "kind": "database",
-                    "database": "pg",
-                    "sql": UPDATE,
-                    "params": {"id": 7, "name": "User 7"},
-                    "transaction": "t",
-                },
-                {
-                    "kind": "database",
-                    "database": "pg",
-                    "sql": POINT,
-                    "params": {"id": 7},
-                    "transaction": "t",
-                },
-            ]
-        }
-    )
-    bare_tx = json.dumps(
-        {
-            "steps": [
-                {"sql": UPDATE, "params": {"id": 7, "name": "User 7"}},
-                {"sql": POINT, "params": {"id": 7}},
-            ]
-        }
-    )
+
+    def tx(user: object) -> str:
+        step = {"kind": "database", "database": "pg", "transaction": "t"}
+        update = {"sql": UPDATE, "params": {"id": user, "name": "User 7"}}
+        point = {"sql": POINT, "params": {"id": user}}
+        return json.dumps({"steps": [{**step, **update}, {**step, **point}]})
+
+    def bare_tx(user: object) -> str:
+        steps = [{"sql": UPDATE, "params": {"id": user, "name": "User 7"}}]
+        return json.dumps({"steps": [*steps, {"sql": POINT, "params": {"id": user}}]})
+
+    def spread(body: str) -> str:  # the id a JSON number again, drawn per request
+        return body.replace(f'"{ANY_USER}"', ANY_USER)
+
     get = json.dumps({"method": "GET", "path": "/item"})
     post = json.dumps({"method": "POST", "path": "/item", "json": {"id": 7, "tags": ["a", "b"]}})
     sq, pg = "/v1/databases/main/query", "/v1/databases/pg/query"
@@ -307,9 +306,13 @@ def _workloads() -> dict[str, dict[str, Target]]:
             "iogate.gateway": Target("iogate", pg, ins, "write"),
             "fastapi+asyncpg": Target("bare", "/pg/query", ins),
         },
-        "pg transaction": {
-            "iogate.gateway": Target("iogate", "/v1/batch", tx, "write"),
-            "fastapi+asyncpg": Target("bare", "/pg/transaction", bare_tx),
+        "pg transaction": {  # every request updates user 7: one hot row
+            "iogate.gateway": Target("iogate", "/v1/batch", tx(7), "write"),
+            "fastapi+asyncpg": Target("bare", "/pg/transaction", bare_tx(7)),
+        },
+        "pg transaction, rows spread": {  # a user of 100..999 per request
+            "iogate.gateway": Target("iogate", "/v1/batch", spread(tx(ANY_USER)), "write"),
+            "fastapi+asyncpg": Target("bare", "/pg/transaction", spread(bare_tx(ANY_USER))),
         },
         "upstream GET": {
             "iogate.gateway": Target("iogate", "/v1/upstreams/echo/request", get, "relay"),
@@ -506,6 +509,13 @@ def _script(path: Path, target: Target, keys: dict[str, str]) -> Path:
         ]
     if target.key:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {keys[target.key]}"')
+    if target.body is not None and ANY_USER in target.body:
+        lines += [
+            "request = function()",
+            f'  local body = string.gsub(wrk.body, "{ANY_USER}", tostring(math.random(100, 999)))',
+            "  return wrk.format(nil, nil, nil, body)",
+            "end",
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -657,9 +667,10 @@ def _round_trips(
         headers = {"Content-Type": "application/json"}
         if target.key:
             headers["Authorization"] = f"Bearer {keys[target.key]}"
-        assert target.body is not None
+        body = target.fixed_body()
+        assert body is not None
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}{target.path}", data=target.body.encode(), headers=headers
+            f"http://127.0.0.1:{port}{target.path}", data=body.encode(), headers=headers
         )
         for _ in range(20):  # warm: every pooled connection opened, statements cached
             urllib.request.urlopen(request).read()

@@ -114,8 +114,9 @@ def _child(workload: str, subject: str, requests: int, tmp: Path) -> None:
     target = g._workloads()[workload][subject]
     app = _app(subject, tmp)
     key = _KEYS[target.key] if target.key else ""
-    assert target.body is not None
-    uvloop.run(_send(app, target.path, target.body.encode(), key, requests))
+    body = target.fixed_body()
+    assert body is not None
+    uvloop.run(_send(app, target.path, body.encode(), key, requests))
 
 
 def _count(workload: str, subject: str, requests: int, tmp: Path) -> int:
